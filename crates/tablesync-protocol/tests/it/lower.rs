@@ -1,0 +1,321 @@
+//! SQL lowering on both dialects: SQL text plus bound parameters.
+
+use tablesync_protocol::error::ErrorCode;
+use tablesync_protocol::odata::sql::{
+    lower_filter, lower_order_by, quote_ident, system_column_type, ColumnType, Dialect, Schema,
+    SqlValue,
+};
+use tablesync_protocol::odata::{parse_filter, parse_orderby};
+use tablesync_protocol::time::parse_timestamp;
+
+/// The todo table: system columns plus text, complete, price, due.
+struct Todo;
+
+impl Schema for Todo {
+    fn column_type(&self, name: &str) -> Option<ColumnType> {
+        match name {
+            "text" => Some(ColumnType::String),
+            "complete" => Some(ColumnType::Boolean),
+            "price" => Some(ColumnType::Number),
+            "due" => Some(ColumnType::Date),
+            _ => system_column_type(name),
+        }
+    }
+}
+
+fn render(params: &[SqlValue]) -> String {
+    params
+        .iter()
+        .map(|p| match p {
+            SqlValue::Null => "NULL".to_string(),
+            SqlValue::Bool(b) => format!("bool {b}"),
+            SqlValue::Int(i) => format!("int {i}"),
+            SqlValue::Real(r) => format!("real {r:?}"),
+            SqlValue::Text(t) => format!("text {t:?}"),
+            SqlValue::Timestamp(t) => format!("ts {t}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `sqlite: <sql> [params]` and `postgres: <sql> [params]`, or the lowering error.
+fn both(filter: &str) -> String {
+    let e = parse_filter(filter).expect("test filters parse");
+    let mut out = Vec::new();
+    for (name, d) in [("sqlite", Dialect::Sqlite), ("postgres", Dialect::Postgres)] {
+        match lower_filter(&e, &Todo, d, 1) {
+            Ok(f) => out.push(format!("{name}: {} [{}]", f.sql, render(&f.params))),
+            Err(err) => out.push(format!(
+                "{name}: error {}: {}",
+                err.code.as_str(),
+                err.message
+            )),
+        }
+    }
+    out.join("\n")
+}
+
+#[test]
+fn comparisons_and_logic() {
+    insta::assert_snapshot!(both("text eq 'Buy milk' and price gt 2.5"), @r#"
+    sqlite: (("text" = ?1) AND ("price" > ?2)) [text "Buy milk", real 2.5]
+    postgres: (("text" = $1::text) AND ("price" > $2::double precision)) [text "Buy milk", real 2.5]
+    "#);
+    insta::assert_snapshot!(both("price ne 1 or price le -3 or price ge 0 or price lt 9"), @r#"
+        sqlite: (((("price" <> ?1) OR ("price" <= ?2)) OR ("price" >= ?3)) OR ("price" < ?4)) [int 1, int -3, int 0, int 9]
+        postgres: (((("price" <> $1::bigint) OR ("price" <= $2::bigint)) OR ("price" >= $3::bigint)) OR ("price" < $4::bigint)) [int 1, int -3, int 0, int 9]
+        "#);
+    insta::assert_snapshot!(both("text eq null or null ne text"), @r#"
+        sqlite: (("text" IS NULL) OR ("text" IS NOT NULL)) []
+        postgres: (("text" IS NULL) OR ("text" IS NOT NULL)) []
+        "#);
+    insta::assert_snapshot!(both("null eq null"), @r#"
+        sqlite: (NULL IS NULL) []
+        postgres: (NULL IS NULL) []
+        "#);
+    insta::assert_snapshot!(both("complete"), @r#"
+        sqlite: ("complete" = 1) []
+        postgres: ("complete" = TRUE) []
+        "#);
+    insta::assert_snapshot!(both("not complete"), @r#"
+        sqlite: (NOT ("complete" = 1)) []
+        postgres: (NOT ("complete" = TRUE)) []
+        "#);
+    insta::assert_snapshot!(both("complete eq false and deleted ne true"), @r#"
+        sqlite: (("complete" = ?1) AND ("deleted" <> ?2)) [bool false, bool true]
+        postgres: (("complete" = $1::boolean) AND ("deleted" <> $2::boolean)) [bool false, bool true]
+        "#);
+    insta::assert_snapshot!(both("true"), @r#"
+        sqlite: (?1 = 1) [bool true]
+        postgres: ($1::boolean = TRUE) [bool true]
+        "#);
+    insta::assert_snapshot!(both("not (text eq 'a')"), @r#"
+        sqlite: (NOT ("text" = ?1)) [text "a"]
+        postgres: (NOT ("text" = $1::text)) [text "a"]
+        "#);
+}
+
+#[test]
+fn dates() {
+    insta::assert_snapshot!(both("updatedAt ge datetimeoffset'2016-10-10T12:08:35.2470000+00:00'"), @r#"
+        sqlite: ("updatedAt" >= ?1) [ts 2016-10-10T12:08:35.247Z]
+        postgres: ("updatedAt" >= $1::timestamptz) [ts 2016-10-10T12:08:35.247Z]
+        "#);
+    insta::assert_snapshot!(both("due lt datetime'2016-10-10T12:08:35Z'"), @r#"
+        sqlite: ("due" < ?1) [ts 2016-10-10T12:08:35.000Z]
+        postgres: ("due" < $1::timestamptz) [ts 2016-10-10T12:08:35.000Z]
+        "#);
+    insta::assert_snapshot!(both("due gt '2016-10-10T14:00:00+02:00'"), @r#"
+        sqlite: ("due" > ?1) [ts 2016-10-10T12:00:00.000Z]
+        postgres: ("due" > $1::timestamptz) [ts 2016-10-10T12:00:00.000Z]
+        "#);
+    insta::assert_snapshot!(both("'2016-10-10T14:00:00Z' le createdAt"), @r#"
+        sqlite: (?1 <= "createdAt") [ts 2016-10-10T14:00:00.000Z]
+        postgres: ($1::timestamptz <= "createdAt") [ts 2016-10-10T14:00:00.000Z]
+        "#);
+    insta::assert_snapshot!(both("due gt 'tomorrow'"), @r#"
+        sqlite: error wrong_type: 'tomorrow' is not a date (expected a 4-digit year) in $filter
+        postgres: error wrong_type: 'tomorrow' is not a date (expected a 4-digit year) in $filter
+        "#);
+    insta::assert_snapshot!(both(
+        "(updatedAt gt datetimeoffset'2020-01-01T00:00:00.000Z' or (updatedAt eq datetimeoffset'2020-01-01T00:00:00.000Z' and id gt 'x'))"
+    ), @r#"
+        sqlite: (("updatedAt" > ?1) OR (("updatedAt" = ?2) AND ("id" > ?3))) [ts 2020-01-01T00:00:00.000Z, ts 2020-01-01T00:00:00.000Z, text "x"]
+        postgres: (("updatedAt" > $1::timestamptz) OR (("updatedAt" = $2::timestamptz) AND ("id" > $3::text))) [ts 2020-01-01T00:00:00.000Z, ts 2020-01-01T00:00:00.000Z, text "x"]
+        "#);
+    insta::assert_snapshot!(both("year(due) eq 2016 and month(due) eq 10 and day(due) eq 10"), @r#"
+        sqlite: (((CAST(strftime('%Y', "due") AS INTEGER) = ?1) AND (CAST(strftime('%m', "due") AS INTEGER) = ?2)) AND (CAST(strftime('%d', "due") AS INTEGER) = ?3)) [int 2016, int 10, int 10]
+        postgres: (((CAST(floor(EXTRACT(YEAR FROM ("due") AT TIME ZONE 'UTC')) AS integer) = $1::bigint) AND (CAST(floor(EXTRACT(MONTH FROM ("due") AT TIME ZONE 'UTC')) AS integer) = $2::bigint)) AND (CAST(floor(EXTRACT(DAY FROM ("due") AT TIME ZONE 'UTC')) AS integer) = $3::bigint)) [int 2016, int 10, int 10]
+        "#);
+    insta::assert_snapshot!(both("hour(createdAt) eq 1 and minute(createdAt) eq 2 and second(createdAt) eq 3"), @r#"
+        sqlite: (((CAST(strftime('%H', "createdAt") AS INTEGER) = ?1) AND (CAST(strftime('%M', "createdAt") AS INTEGER) = ?2)) AND (CAST(strftime('%S', "createdAt") AS INTEGER) = ?3)) [int 1, int 2, int 3]
+        postgres: (((CAST(floor(EXTRACT(HOUR FROM ("createdAt") AT TIME ZONE 'UTC')) AS integer) = $1::bigint) AND (CAST(floor(EXTRACT(MINUTE FROM ("createdAt") AT TIME ZONE 'UTC')) AS integer) = $2::bigint)) AND (CAST(floor(EXTRACT(SECOND FROM ("createdAt") AT TIME ZONE 'UTC')) AS integer) = $3::bigint)) [int 1, int 2, int 3]
+        "#);
+    insta::assert_snapshot!(both("year('2016-10-10T00:00:00Z') eq 2016"), @r#"
+        sqlite: (CAST(strftime('%Y', ?1) AS INTEGER) = ?2) [ts 2016-10-10T00:00:00.000Z, int 2016]
+        postgres: (CAST(floor(EXTRACT(YEAR FROM ($1::timestamptz) AT TIME ZONE 'UTC')) AS integer) = $2::bigint) [ts 2016-10-10T00:00:00.000Z, int 2016]
+        "#);
+    insta::assert_snapshot!(both("year('abc') eq 2016"), @r#"
+        sqlite: error wrong_type: 'abc' is not a date (expected a 4-digit year) in $filter
+        postgres: error wrong_type: 'abc' is not a date (expected a 4-digit year) in $filter
+        "#);
+    insta::assert_snapshot!(both("year(text) eq 2016"), @r#"
+        sqlite: error wrong_type: argument 1 of year() expects a date, found `text` of type string in $filter
+        postgres: error wrong_type: argument 1 of year() expects a date, found `text` of type string in $filter
+        "#);
+}
+
+#[test]
+fn string_functions() {
+    insta::assert_snapshot!(both("substringof('milk', text)"), @r#"
+        sqlite: (instr("text", ?1) > 0) [text "milk"]
+        postgres: (strpos("text", $1::text) > 0) [text "milk"]
+        "#);
+    insta::assert_snapshot!(both("startswith(text, 'Buy')"), @r#"
+        sqlite: (substr("text", 1, length(?1)) = ?1) [text "Buy"]
+        postgres: (left("text", length($1::text)) = $1::text) [text "Buy"]
+        "#);
+    insta::assert_snapshot!(both("endswith(text, 'milk') eq true"), @r#"
+        sqlite: ((substr("text", length("text") - length(?1) + 1) = ?1) = ?2) [text "milk", bool true]
+        postgres: ((right("text", length($1::text)) = $1::text) = $2::boolean) [text "milk", bool true]
+        "#);
+    insta::assert_snapshot!(both("indexof(text, 'm') eq -1"), @r#"
+        sqlite: ((instr("text", ?1) - 1) = ?2) [text "m", int -1]
+        postgres: ((strpos("text", $1::text) - 1) = $2::bigint) [text "m", int -1]
+        "#);
+    insta::assert_snapshot!(both("length(trim(text)) gt 3"), @r#"
+        sqlite: (length(trim("text")) > ?1) [int 3]
+        postgres: (length(trim("text")) > $1::bigint) [int 3]
+        "#);
+    insta::assert_snapshot!(both("tolower(text) eq 'x' or toupper(text) eq 'X'"), @r#"
+        sqlite: ((lower("text") = ?1) OR (upper("text") = ?2)) [text "x", text "X"]
+        postgres: ((lower("text") = $1::text) OR (upper("text") = $2::text)) [text "x", text "X"]
+        "#);
+    insta::assert_snapshot!(both("concat(text, price) eq 'a1'"), @r#"
+        sqlite: ((CAST("text" AS TEXT) || CAST("price" AS TEXT)) = ?1) [text "a1"]
+        postgres: ((CAST("text" AS text) || CAST("price" AS text)) = $1::text) [text "a1"]
+        "#);
+    insta::assert_snapshot!(both("substring(text, 1) eq 'uy'"), @r#"
+        sqlite: (substr("text", max(CAST(?1 AS INTEGER), 0) + 1) = ?2) [int 1, text "uy"]
+        postgres: (substr("text", GREATEST(CAST($1::bigint AS integer), 0) + 1) = $2::text) [int 1, text "uy"]
+        "#);
+    insta::assert_snapshot!(both("substring(text, 1, 2) eq 'uy'"), @r#"
+        sqlite: (substr("text", max(CAST(?1 AS INTEGER), 0) + 1, max(CAST(?2 AS INTEGER), 0)) = ?3) [int 1, int 2, text "uy"]
+        postgres: (substr("text", GREATEST(CAST($1::bigint AS integer), 0) + 1, GREATEST(CAST($2::bigint AS integer), 0)) = $3::text) [int 1, int 2, text "uy"]
+        "#);
+    insta::assert_snapshot!(both("replace(text, 'a', 'b') eq 'x'"), @r#"
+        sqlite: (replace("text", ?1, ?2) = ?3) [text "a", text "b", text "x"]
+        postgres: (replace("text", $1::text, $2::text) = $3::text) [text "a", text "b", text "x"]
+        "#);
+    insta::assert_snapshot!(both("startswith(price, 'a')"), @r#"
+        sqlite: error wrong_type: argument 1 of startswith() expects a string, found `price` of type number in $filter
+        postgres: error wrong_type: argument 1 of startswith() expects a string, found `price` of type number in $filter
+        "#);
+}
+
+#[test]
+fn arithmetic() {
+    insta::assert_snapshot!(both("price add 1 sub 2 mul 3 gt 4"), @r#"
+        sqlite: ((("price" + ?1) - (?2 * ?3)) > ?4) [int 1, int 2, int 3, int 4]
+        postgres: ((("price" + $1::bigint) - ($2::bigint * $3::bigint)) > $4::bigint) [int 1, int 2, int 3, int 4]
+        "#);
+    insta::assert_snapshot!(both("price div 2 eq 1"), @r#"
+        sqlite: (("price" / ?1) = ?2) [int 2, int 1]
+        postgres: (("price" / NULLIF($1::bigint, 0)) = $2::bigint) [int 2, int 1]
+        "#);
+    insta::assert_snapshot!(both("price mod 2 eq 1"), @r#"
+        sqlite: (("price" - ?1 * CAST("price" / ?1 AS INTEGER)) = ?2) [int 2, int 1]
+        postgres: (CAST(mod(CAST("price" AS numeric), CAST(NULLIF($1::bigint, 0) AS numeric)) AS double precision) = $2::bigint) [int 2, int 1]
+        "#);
+    insta::assert_snapshot!(both("-price lt 0"), @r#"
+        sqlite: ((-"price") < ?1) [int 0]
+        postgres: ((-"price") < $1::bigint) [int 0]
+        "#);
+    insta::assert_snapshot!(both("round(price) eq 3 and floor(price) eq 2 and ceiling(price) eq 3"), @r#"
+        sqlite: (((round("price") = ?1) AND ((CASE WHEN "price" < CAST("price" AS INTEGER) THEN CAST("price" AS INTEGER) - 1 ELSE CAST("price" AS INTEGER) END) = ?2)) AND ((CASE WHEN "price" > CAST("price" AS INTEGER) THEN CAST("price" AS INTEGER) + 1 ELSE CAST("price" AS INTEGER) END) = ?3)) [int 3, int 2, int 3]
+        postgres: (((CAST(round(CAST("price" AS numeric)) AS double precision) = $1::bigint) AND (floor(CAST("price" AS double precision)) = $2::bigint)) AND (ceil(CAST("price" AS double precision)) = $3::bigint)) [int 3, int 2, int 3]
+        "#);
+    insta::assert_snapshot!(both("text add 1 eq 2"), @r#"
+        sqlite: error wrong_type: operator 'add' expects a number, found `text` of type string in $filter
+        postgres: error wrong_type: operator 'add' expects a number, found `text` of type string in $filter
+        "#);
+    insta::assert_snapshot!(both("price eq 'x'"), @r#"
+        sqlite: error wrong_type: cannot compare `price` (number) with `'x'` (string) in $filter
+        postgres: error wrong_type: cannot compare `price` (number) with `'x'` (string) in $filter
+        "#);
+    insta::assert_snapshot!(both("price"), @r#"
+        sqlite: error wrong_type: `price` is a number, not a condition in $filter
+        postgres: error wrong_type: `price` is a number, not a condition in $filter
+        "#);
+    insta::assert_snapshot!(both("price gt null"), @r#"
+        sqlite: error wrong_type: null can only be compared with eq or ne, found `price gt null` in $filter
+        postgres: error wrong_type: null can only be compared with eq or ne, found `price gt null` in $filter
+        "#);
+}
+
+#[test]
+fn unknown_columns() {
+    insta::assert_snapshot!(both("frobnicate eq 1"), @r#"
+        sqlite: error unknown_column: unknown column 'frobnicate' in $filter
+        postgres: error unknown_column: unknown column 'frobnicate' in $filter
+        "#);
+    insta::assert_snapshot!(both("text/length eq 1"), @r#"
+        sqlite: error unknown_column: member paths like 'text/length' are not supported (unknown column) in $filter
+        postgres: error unknown_column: member paths like 'text/length' are not supported (unknown column) in $filter
+        "#);
+    let e = parse_filter("frobnicate eq 1").unwrap();
+    let err = lower_filter(&e, &Todo, Dialect::Sqlite, 1).unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnknownColumn);
+    assert_eq!(err.message, "unknown column 'frobnicate' in $filter");
+    assert_eq!(err.to_string(), "unknown column 'frobnicate' in $filter");
+}
+
+#[test]
+fn placeholders_start_at_first_param() {
+    let e = parse_filter("text eq 'a' and price eq 2").unwrap();
+    let f = lower_filter(&e, &Todo, Dialect::Sqlite, 3).unwrap();
+    assert_eq!(f.sql, r#"(("text" = ?3) AND ("price" = ?4))"#);
+    let f = lower_filter(&e, &Todo, Dialect::Postgres, 3).unwrap();
+    assert_eq!(f.sql, r#"(("text" = $3::text) AND ("price" = $4::bigint))"#);
+    assert_eq!(f.params, vec![SqlValue::Text("a".into()), SqlValue::Int(2)]);
+}
+
+#[test]
+fn order_by() {
+    let show = |s: &str, d: Dialect| {
+        let o = parse_orderby(s).unwrap();
+        match lower_order_by(&o, &Todo, d, 1) {
+            Ok(f) => format!("{} [{}]", f.sql, render(&f.params)),
+            Err(e) => format!("error {}: {}", e.code.as_str(), e.message),
+        }
+    };
+    assert_eq!(
+        show("text,id", Dialect::Sqlite),
+        r#""text" ASC, "id" ASC []"#
+    );
+    assert_eq!(
+        show("updatedAt desc,id", Dialect::Postgres),
+        r#""updatedAt" DESC NULLS LAST, "id" ASC NULLS FIRST []"#
+    );
+    assert_eq!(
+        show("length(text) desc", Dialect::Sqlite),
+        r#"length("text") DESC []"#
+    );
+    assert_eq!(
+        show("price add 1", Dialect::Postgres),
+        r#"("price" + $1::bigint) ASC NULLS FIRST [int 1]"#
+    );
+    assert_eq!(
+        show("nope", Dialect::Sqlite),
+        "error unknown_column: unknown column 'nope' in $orderby"
+    );
+    let empty = lower_order_by(&[], &Todo, Dialect::Sqlite, 1).unwrap();
+    assert_eq!(empty.sql, "");
+}
+
+#[test]
+fn schema_impls_and_quoting() {
+    let map: std::collections::HashMap<String, ColumnType> =
+        [("a".to_string(), ColumnType::Number)]
+            .into_iter()
+            .collect();
+    let e = parse_filter("a eq 1").unwrap();
+    assert!(lower_filter(&e, &map, Dialect::Sqlite, 1).is_ok());
+    assert!(lower_filter(&e, &[("a", ColumnType::Number)], Dialect::Sqlite, 1).is_ok());
+    let v = vec![("a".to_string(), ColumnType::Number)];
+    assert!(lower_filter(&e, &v, Dialect::Sqlite, 1).is_ok());
+    assert!(lower_filter(&e, &[("b", ColumnType::Number)], Dialect::Sqlite, 1).is_err());
+    assert_eq!(quote_ident("text"), r#""text""#);
+    assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
+    assert_eq!(system_column_type("updatedAt"), Some(ColumnType::Date));
+    assert_eq!(system_column_type("text"), None);
+    // Timestamps are bound as values, normalised to UTC milliseconds.
+    let e = parse_filter("updatedAt eq datetimeoffset'2016-10-10T14:08:35.2479+02:00'").unwrap();
+    let f = lower_filter(&e, &Todo, Dialect::Sqlite, 1).unwrap();
+    assert_eq!(
+        f.params,
+        vec![SqlValue::Timestamp(
+            parse_timestamp("2016-10-10T12:08:35.247Z").unwrap()
+        )]
+    );
+}
