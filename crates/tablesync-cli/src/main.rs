@@ -1,0 +1,52 @@
+//! The `tablesync` binary: a thin clap dispatcher.
+//!
+//! Each subcommand lives in its own module and returns `anyhow::Result<()>`; only [`main`] maps
+//! outcomes to exit codes (0 success, 1 failure, 2 usage errors via clap).
+
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// tablesync: an offline data sync server and client for the Mobile Apps table protocol.
+#[derive(Parser)]
+#[command(name = "tablesync", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the table server (default: TodoItem on ./tablesync.db at 127.0.0.1:8080).
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries command output such as the listen address); `RUST_LOG`
+/// overrides the default `info` level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}

@@ -1,0 +1,129 @@
+//! Interoperability with the official JS client: `interop/js-client.js` runs the npm package
+//! `azure-mobile-apps-client` 2.0.1 (unmodified, under Node.js, with its own SQLite store on
+//! sql.js) against a real `tablesync serve` process. The npm packages come from
+//! `bash scripts/ensure-npm`; without them these tests fail (they never skip).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::util::{require_npm, run_node, tail, ServerProcess, OUTPUT_TAIL_BYTES};
+
+/// Every check `js-client.js` makes, in order. The script prints `ok - <name>` for each.
+const EXPECTED_CHECKS: [&str; 24] = [
+    "insert with a client id returns the stored item",
+    "insert without an id gets a generated UUID",
+    "insert four more items",
+    "insert of an existing id is 409",
+    "read with where, orderByDescending, skip, take, select and includeTotalCount",
+    "read with orderBy and take returns whole items in order and no count",
+    "a full page has a next link the client can follow",
+    "read with string functions (startswith, tolower)",
+    "a malformed $filter is rejected",
+    "lookup returns the item with the version from its ETag",
+    "update with the current version",
+    "update with a stale version is 412 with the server item",
+    "del with a stale version is 412 with the server item",
+    "del with the current version, then lookup is 404",
+    "read with __includeDeleted sees the tombstone",
+    "undelete (raw POST) restores the item",
+    "offline: store and sync context initialise",
+    "offline: local insert, update and delete",
+    "offline: push sends the queued operations",
+    "offline: push of a local delete",
+    "offline: pull with a query id into a second store",
+    "offline: incremental pull brings new items and tombstones",
+    "offline: 412 during push, resolved by the push handler (client wins)",
+    "offline: unhandled 412 is returned by push and resolved with cancelAndUpdate",
+];
+
+/// Runs `js-client.js` against `server` and asserts that every expected check passed.
+fn assert_js_client_passes(server: &ServerProcess, extra_args: &[&str]) {
+    let interop = require_npm();
+    let mut args = vec![server.url()];
+    args.extend_from_slice(extra_args);
+    let out = run_node(&interop, "js-client.js", &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = || {
+        format!(
+            "js-client.js output:\n{stdout}\njs-client.js stderr:\n{}\nserver output (tail):\n{}",
+            tail(&stderr, OUTPUT_TAIL_BYTES),
+            tail(&server.output(), OUTPUT_TAIL_BYTES)
+        )
+    };
+
+    let failures: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("not ok - "))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "failed checks: {failures:#?}\n{}",
+        context()
+    );
+    let oks: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok - "))
+        .collect();
+    assert_eq!(
+        oks,
+        EXPECTED_CHECKS,
+        "the checks that passed\n{}",
+        context()
+    );
+    let summary = format!("{} passed, 0 failed", EXPECTED_CHECKS.len());
+    assert_eq!(
+        stdout.lines().last(),
+        Some(summary.as_str()),
+        "summary line\n{}",
+        context()
+    );
+    assert!(
+        out.status.success(),
+        "exit status {:?}\n{}",
+        out.status,
+        context()
+    );
+}
+
+#[test]
+fn official_js_client_against_tablesync_serve() {
+    let server = ServerProcess::tablesync_serve();
+    assert_js_client_passes(&server, &[]);
+}
+
+/// `interop/official-server.js` keeps the contract other tests rely on: it prints its listening
+/// line, serves `TodoItem` on 127.0.0.1, and exits when its stdin closes.
+#[test]
+fn official_server_contract() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut server = ServerProcess::official(&dir.path().join("official.db"));
+    assert!(
+        server.url().starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url()
+    );
+
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    stream
+        .write_all(
+            b"GET /tables/TodoItem HTTP/1.1\r\nHost: 127.0.0.1\r\nZUMO-API-VERSION: 2.0.0\r\nConnection: close\r\n\r\n",
+        )
+        .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    assert!(
+        response.starts_with("HTTP/1.1 200 OK\r\n"),
+        "response: {response}"
+    );
+    assert!(response.ends_with("\r\n\r\n[]"), "response: {response}");
+
+    server.close_stdin();
+    assert!(
+        // A bound against hanging, not a timing assertion: exiting takes milliseconds.
+        server.wait_exit(Duration::from_secs(60)),
+        "the official server did not exit after its stdin closed; output:\n{}",
+        server.output()
+    );
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the `tablesync` binary: real processes over real sockets.
+//!
+//! `util` holds the process helpers (start a server, wait for its listening line, kill on drop)
+//! that every test module here shares.
+
+mod interop_js;
+mod util;

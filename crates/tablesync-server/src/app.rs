@@ -1,0 +1,352 @@
+//! Application state and the table operations behind the routes.
+//!
+//! [`App`] holds the configuration, the store and each table's current schema. Its methods are the
+//! six table operations of protocol.md section 2, written in terms of the pure rules of
+//! [`crate::table`] and the [`Store`] trait, so the HTTP layer (`crate::http`, which owns the
+//! route table) only extracts inputs and renders outputs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use percent_encoding::percent_decode_str;
+use serde_json::{Map, Value};
+use tablesync_protocol::error::ErrorCode;
+use tablesync_protocol::odata::query::{parse_query_string, QueryError};
+use tablesync_protocol::odata::sql::{lower_filter, lower_order_by};
+
+use crate::config::{Config, Limits, TableConfig};
+use crate::error::ApiError;
+use crate::store::{ListQuery, Store, StoreError, StoreErrorKind, WriteOutcome};
+use crate::table::{
+    check_body, check_id, check_select, check_update_id, insert_id, precondition, project,
+    BodyCheck, Column, Item, MismatchStatus, TableSchema, WriteRequest,
+};
+
+/// One served table: its configuration and its current schema.
+pub struct TableEntry {
+    /// The table's configuration.
+    pub config: TableConfig,
+    /// Current schema; replaced (never mutated in place) when dynamic schema adds columns.
+    schema: RwLock<Arc<TableSchema>>,
+}
+
+impl TableEntry {
+    /// A snapshot of the schema for one request.
+    pub fn schema(&self) -> Arc<TableSchema> {
+        Arc::clone(&self.schema.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Merge columns the store reports (only ever adds: a slower request must not drop a column
+    /// a faster one added).
+    fn merge_columns(&self, stored: Vec<Column>) {
+        let mut guard = self.schema.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = (**guard).clone();
+        for column in stored {
+            if next.column(&column.name).is_none() {
+                next.columns.push(column);
+            }
+        }
+        *guard = Arc::new(next);
+    }
+}
+
+/// A page of a list request, ready to render.
+#[derive(Debug)]
+pub struct ListResult {
+    /// The rows (projected by `$select`).
+    pub items: Vec<Item>,
+    /// Total count when `$inlinecount=allpages`.
+    pub count: Option<u64>,
+    /// `$skip` of the next page when this page is full (the HTTP layer adds a `Link`).
+    pub next_skip: Option<u64>,
+}
+
+/// The server's shared state.
+pub struct App {
+    limits: Limits,
+    skip_version_check: bool,
+    store: Arc<dyn Store>,
+    /// Keyed by lower-case name: table URLs match case-insensitively, like the official servers.
+    tables: HashMap<String, Arc<TableEntry>>,
+}
+
+impl App {
+    /// Prepare the store for the configured tables and build the state.
+    pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<App, StoreError> {
+        let declared: Vec<TableSchema> =
+            config.tables.iter().map(TableSchema::from_config).collect();
+        let stored = store.prepare(&declared).await?;
+        let tables = config
+            .tables
+            .iter()
+            .zip(stored)
+            .map(|(config, schema)| {
+                let entry = TableEntry {
+                    config: config.clone(),
+                    schema: RwLock::new(Arc::new(schema)),
+                };
+                (config.name.to_ascii_lowercase(), Arc::new(entry))
+            })
+            .collect();
+        Ok(App {
+            limits: config.limits.clone(),
+            skip_version_check: config.skip_version_check,
+            store,
+            tables,
+        })
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether the `ZUMO-API-VERSION` check is off.
+    pub fn skip_version_check(&self) -> bool {
+        self.skip_version_check
+    }
+
+    fn table(&self, name: &str) -> Result<Arc<TableEntry>, ApiError> {
+        self.tables
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+            .ok_or_else(|| ApiError::TableNotFound(name.to_owned()))
+    }
+
+    /// `GET /tables/{table}`: a page of rows per the OData options in `raw_query`.
+    pub async fn list(&self, table: &str, raw_query: &str) -> Result<ListResult, ApiError> {
+        let entry = self.table(table)?;
+        if raw_query_value(raw_query, "$filter", false)
+            .is_some_and(|f| f.len() > self.limits.filter_bytes_max)
+        {
+            return Err(ApiError::FilterTooLong {
+                limit_bytes: self.limits.filter_bytes_max,
+            });
+        }
+        let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
+        let top = query.top.unwrap_or(entry.config.page_size);
+        if top > self.limits.page_size_max {
+            return Err(ApiError::TopTooLarge {
+                max: self.limits.page_size_max,
+            });
+        }
+        let skip = query.skip.unwrap_or(0);
+        let schema = entry.schema();
+        let select = match &query.select {
+            Some(names) => Some(check_select(names, &schema).map_err(ApiError::UnknownSelect)?),
+            None => None,
+        };
+        let dialect = self.store.dialect();
+        let filter = match &query.filter {
+            Some(expr) => Some(lower_filter(expr, &*schema, dialect, 1).map_err(ApiError::Lower)?),
+            None => None,
+        };
+        let next_param = 1 + filter.as_ref().map_or(0, |f| f.params.len());
+        let order_by = if query.order_by.is_empty() {
+            None
+        } else {
+            Some(
+                lower_order_by(&query.order_by, &*schema, dialect, next_param)
+                    .map_err(ApiError::Lower)?,
+            )
+        };
+        let list = ListQuery {
+            filter,
+            order_by,
+            include_deleted: query.include_deleted || !schema.soft_delete,
+            skip,
+            top,
+            count: query.inline_count,
+        };
+        let page = self
+            .store
+            .list(&schema, list)
+            .await
+            .map_err(|e| match e.kind {
+                // The database could not evaluate the client's expression (e.g. a value too big).
+                StoreErrorKind::Query => ApiError::Query(QueryError {
+                    code: ErrorCode::InvalidFilter,
+                    message: "The query could not be evaluated by the database".to_owned(),
+                    position: None,
+                }),
+                _ => ApiError::Store(e),
+            })?;
+        let full = top > 0 && page.items.len() as u64 == top;
+        let items = match &select {
+            Some(select) => page
+                .items
+                .into_iter()
+                .map(|item| project(item, select))
+                .collect(),
+            None => page.items,
+        };
+        Ok(ListResult {
+            items,
+            count: page.count,
+            next_skip: full.then(|| skip.saturating_add(top)),
+        })
+    }
+
+    /// `GET /tables/{table}/{id}`: one row; soft-deleted rows only with `__includeDeleted=true`.
+    pub async fn get(&self, table: &str, id: &str, raw_query: &str) -> Result<Item, ApiError> {
+        let entry = self.table(table)?;
+        check_id(id)?;
+        let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
+        let schema = entry.schema();
+        match self.store.get(&schema, id).await? {
+            Some(item) if query.include_deleted || !is_deleted(&item) => Ok(item),
+            _ => Err(ApiError::ItemNotFound),
+        }
+    }
+
+    /// `POST /tables/{table}`: insert; a taken id is a conflict carrying the stored row.
+    pub async fn insert(&self, table: &str, body: Map<String, Value>) -> Result<Item, ApiError> {
+        let entry = self.table(table)?;
+        let (schema, request) = self.check_write(&entry, &body).await?;
+        let id = insert_id(&request)?;
+        // A `version` in an insert body is ignored: the server owns versions.
+        match self.store.insert(&schema, &id, request.values).await? {
+            WriteOutcome::Written(item) => Ok(item),
+            WriteOutcome::AlreadyExists(item) | WriteOutcome::VersionMismatch(item) => {
+                Err(ApiError::Conflict(Box::new(item)))
+            }
+            WriteOutcome::NotFound => Err(ApiError::ItemNotFound),
+        }
+    }
+
+    /// `PATCH /tables/{table}/{id}`: merge the supplied properties into a live row.
+    pub async fn update(
+        &self,
+        table: &str,
+        id: &str,
+        body: Map<String, Value>,
+        if_match: Option<&str>,
+    ) -> Result<Item, ApiError> {
+        let entry = self.table(table)?;
+        check_id(id)?;
+        let (schema, request) = self.check_write(&entry, &body).await?;
+        check_update_id(&request, id)?;
+        let pre = precondition(if_match, request.version.as_deref());
+        let outcome = self
+            .store
+            .update(&schema, id, request.values, pre.expected)
+            .await?;
+        written(outcome, pre.on_mismatch)
+    }
+
+    /// `DELETE /tables/{table}/{id}`: tombstone (soft delete) or remove; returns the row.
+    pub async fn delete(
+        &self,
+        table: &str,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Item, ApiError> {
+        let entry = self.table(table)?;
+        check_id(id)?;
+        let pre = precondition(if_match, None);
+        let outcome = self.store.delete(&entry.schema(), id, pre.expected).await?;
+        written(outcome, pre.on_mismatch)
+    }
+
+    /// `POST /tables/{table}/{id}`: clear a tombstone. Tables without soft delete answer 405.
+    pub async fn undelete(
+        &self,
+        table: &str,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Item, ApiError> {
+        let entry = self.table(table)?;
+        if !entry.config.soft_delete {
+            return Err(ApiError::MethodNotAllowed(format!(
+                "Table '{}' has no soft delete, so nothing can be undeleted",
+                entry.config.name
+            )));
+        }
+        check_id(id)?;
+        let pre = precondition(if_match, None);
+        let outcome = self
+            .store
+            .undelete(&entry.schema(), id, pre.expected)
+            .await?;
+        written(outcome, pre.on_mismatch)
+    }
+
+    /// Check a body, growing the schema first when dynamic schema asks for new columns.
+    async fn check_write(
+        &self,
+        entry: &TableEntry,
+        body: &Map<String, Value>,
+    ) -> Result<(Arc<TableSchema>, WriteRequest), ApiError> {
+        // Two rounds suffice: after the columns are added the body fits (or has a wrong type,
+        // when a concurrent request added the same column with another type).
+        for _ in 0..3 {
+            let schema = entry.schema();
+            match check_body(
+                body,
+                &schema,
+                entry.config.dynamic_schema,
+                self.limits.columns_max,
+            )? {
+                BodyCheck::Write(request) => return Ok((schema, request)),
+                BodyCheck::AddColumns(columns) => {
+                    let stored = self.store.add_columns(&schema, &columns).await?;
+                    entry.merge_columns(stored);
+                }
+            }
+        }
+        Err(ApiError::Store(StoreError::new(
+            StoreErrorKind::Internal,
+            "dynamic schema did not settle",
+        )))
+    }
+}
+
+fn is_deleted(item: &Item) -> bool {
+    item.get(tablesync_protocol::system::DELETED) == Some(&Value::Bool(true))
+}
+
+/// Map a conditional write's outcome to the item or the error to answer with.
+fn written(outcome: WriteOutcome, on_mismatch: MismatchStatus) -> Result<Item, ApiError> {
+    match outcome {
+        WriteOutcome::Written(item) => Ok(item),
+        WriteOutcome::NotFound => Err(ApiError::ItemNotFound),
+        WriteOutcome::VersionMismatch(item) | WriteOutcome::AlreadyExists(item) => {
+            Err(match on_mismatch {
+                MismatchStatus::PreconditionFailed => ApiError::PreconditionFailed(Box::new(item)),
+                MismatchStatus::Conflict => ApiError::Conflict(Box::new(item)),
+            })
+        }
+    }
+}
+
+/// The raw (still percent-encoded) value of the first `key` pair in a query string; the key is
+/// percent-decoded before comparing, case-insensitively when `ignore_case`.
+pub fn raw_query_value<'a>(raw: &'a str, key: &str, ignore_case: bool) -> Option<&'a str> {
+    raw.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode_str(&k.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        let same = if ignore_case {
+            k.eq_ignore_ascii_case(key)
+        } else {
+            k == key
+        };
+        same.then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_query_values() {
+        let q = "a=1&%24filter=x%20eq%201&zumo-api-version=2.0.0&flag";
+        assert_eq!(raw_query_value(q, "$filter", false), Some("x%20eq%201"));
+        assert_eq!(raw_query_value(q, "ZUMO-API-VERSION", true), Some("2.0.0"));
+        assert_eq!(raw_query_value(q, "ZUMO-API-VERSION", false), None);
+        assert_eq!(raw_query_value(q, "flag", false), Some(""));
+        assert_eq!(raw_query_value("", "a", false), None);
+    }
+}

@@ -1,0 +1,488 @@
+//! Server configuration: the TOML file, its defaults and its validation.
+//!
+//! Every limit is a named value with its unit last (`body_bytes_max`, `request_timeout_ms`), so a
+//! reader of `tablesync.toml` knows what a number means without opening the code. A [`Config`] is
+//! validated once ([`Config::validate`]) before the server starts; the rest of the server trusts it.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! database = "./tablesync.db"          # a path, `sqlite://path`, later `postgres://…`
+//!
+//! [limits]
+//! body_bytes_max = 1048576
+//!
+//! [[tables]]
+//! name = "TodoItem"
+//! columns = { text = "string", complete = "boolean" }
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use tablesync_protocol::odata::sql::ColumnType;
+use tablesync_protocol::system;
+
+/// The whole server configuration (the TOML file's root).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. The `--listen` flag overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the data lives: a file path, `sqlite://path` or (later) `postgres://…`.
+    /// The `--database` flag overrides it.
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// Request and query limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Storage engine options.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Cross-origin (browser) access.
+    #[serde(default)]
+    pub cors: CorsConfig,
+    /// Skip the `ZUMO-API-VERSION` check (the official servers' `skipVersionCheck`). Off by default.
+    #[serde(default)]
+    pub skip_version_check: bool,
+    /// The tables served under `/tables/{name}`. Empty means the default `TodoItem` table.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+}
+
+/// Limits on what one request may ask of the server.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    pub body_bytes_max: usize,
+    /// Largest `$top` a client may ask for, in rows; above it 400 `top_too_large`.
+    pub page_size_max: u64,
+    /// Longest accepted raw (percent-encoded) `$filter` value, in bytes.
+    pub filter_bytes_max: usize,
+    /// Longest time one request may take before it is answered 503, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Most user columns a dynamic-schema table may grow to, in columns.
+    pub columns_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes_max: 1024 * 1024,
+            page_size_max: 1000,
+            filter_bytes_max: 8 * 1024,
+            request_timeout_ms: 30_000,
+            columns_max: 256,
+        }
+    }
+}
+
+/// Storage options.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Stamp `updatedAt`/`version` through the per-table clock row, so stamps increase in commit
+    /// order (ARCHITECTURE.md). Switching it off takes `updatedAt` from the database clock at
+    /// statement time, which lets concurrent writers commit out of stamp order; on PostgreSQL an
+    /// incremental pull can then miss rows. Only for demonstrating that failure.
+    pub commit_order_stamps: bool,
+    /// Number of read-only SQLite connections, in connections (writes use one more).
+    pub reader_connections: usize,
+    /// How long a connection waits for a database lock before giving up, in milliseconds.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            commit_order_stamps: true,
+            reader_connections: 4,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Cross-origin resource sharing.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed to call the server from a browser; `["*"]` allows any origin, `[]` none.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight answer, in seconds.
+    pub max_age_s: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: vec!["*".to_owned()],
+            max_age_s: 300,
+        }
+    }
+}
+
+/// One table served under `/tables/{name}`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table name (an SQL identifier); URL matching is case-insensitive like the official servers.
+    pub name: String,
+    /// User columns in declaration order (system columns are implicit).
+    #[serde(default, deserialize_with = "ordered_columns")]
+    pub columns: Vec<(String, ColumnType)>,
+    /// DELETE marks rows `deleted: true` (a tombstone clients can pull) instead of removing them.
+    #[serde(default = "default_true")]
+    pub soft_delete: bool,
+    /// Rows per page when a request gives no `$top`, in rows.
+    #[serde(default = "default_page_size")]
+    pub page_size: u64,
+    /// An unknown property adds a column typed from its JSON value (off: 400 `unknown_column`).
+    #[serde(default)]
+    pub dynamic_schema: bool,
+}
+
+impl TableConfig {
+    /// A table with the given name and columns and every option at its default.
+    pub fn new(name: impl Into<String>, columns: &[(&str, ColumnType)]) -> Self {
+        TableConfig {
+            name: name.into(),
+            columns: columns.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect(),
+            soft_delete: true,
+            page_size: default_page_size(),
+            dynamic_schema: false,
+        }
+    }
+}
+
+/// Where the data is kept, parsed from [`Config::database`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseTarget {
+    /// An SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (not served yet).
+    Postgres(String),
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("invalid config: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// The TOML parsed but a value is not acceptable.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_database() -> String {
+    "./tablesync.db".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_page_size() -> u64 {
+    50
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::default_todo()
+    }
+}
+
+impl Config {
+    /// The configuration used when no file is given: one `TodoItem` table (`text` string,
+    /// `complete` boolean, soft delete on) on `./tablesync.db`, listening on 127.0.0.1:8080.
+    pub fn default_todo() -> Self {
+        Config {
+            listen: default_listen(),
+            database: default_database(),
+            limits: Limits::default(),
+            store: StoreConfig::default(),
+            cors: CorsConfig::default(),
+            skip_version_check: false,
+            tables: vec![Self::todo_table()],
+        }
+    }
+
+    /// The tutorial's `TodoItem` table.
+    pub fn todo_table() -> TableConfig {
+        TableConfig::new(
+            "TodoItem",
+            &[
+                ("text", ColumnType::String),
+                ("complete", ColumnType::Boolean),
+            ],
+        )
+    }
+
+    /// Parse a TOML document and validate it. A document without `[[tables]]` serves `TodoItem`.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text)?;
+        if config.tables.is_empty() {
+            config.tables.push(Self::todo_table());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read, parse and validate a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Use this database (a path or URL), as the `--database` flag does.
+    pub fn with_database(mut self, database: impl Into<String>) -> Self {
+        self.database = database.into();
+        self
+    }
+
+    /// Replace the tables.
+    pub fn with_tables(mut self, tables: Vec<TableConfig>) -> Self {
+        self.tables = tables;
+        self
+    }
+
+    /// Where the data lives.
+    pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
+        parse_database(&self.database)
+    }
+
+    /// Check every rule the rest of the server relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let limits = &self.limits;
+        if limits.page_size_max == 0 {
+            return invalid("limits.page_size_max must be at least 1".into());
+        }
+        if limits.body_bytes_max == 0
+            || limits.filter_bytes_max == 0
+            || limits.request_timeout_ms == 0
+        {
+            return invalid("limits must be positive".into());
+        }
+        if self.store.reader_connections == 0 {
+            return invalid("store.reader_connections must be at least 1".into());
+        }
+        parse_database(&self.database)?;
+        for origin in &self.cors.allowed_origins {
+            let plain = origin.bytes().all(|b| b.is_ascii_graphic());
+            if !plain || (origin != "*" && !origin.contains("://")) {
+                return invalid(format!("cors.allowed_origins: '{origin}' is not \"*\" or an origin like http://host:port"));
+            }
+        }
+        if self.tables.is_empty() {
+            return invalid("at least one table must be configured".into());
+        }
+        let mut names = HashSet::new();
+        for table in &self.tables {
+            if !system::is_valid_identifier(&table.name) || table.name.starts_with("tablesync_") {
+                return invalid(format!(
+                    "table name '{}' must match ^[A-Za-z_][A-Za-z0-9_]{{0,127}}$ and not start with tablesync_",
+                    table.name
+                ));
+            }
+            if !names.insert(table.name.to_ascii_lowercase()) {
+                return invalid(format!(
+                    "table '{}' is declared twice (names are case-insensitive)",
+                    table.name
+                ));
+            }
+            if table.page_size == 0 || table.page_size > limits.page_size_max {
+                return invalid(format!(
+                    "table '{}': page_size must be between 1 and limits.page_size_max ({})",
+                    table.name, limits.page_size_max
+                ));
+            }
+            if table.columns.len() > limits.columns_max {
+                return invalid(format!(
+                    "table '{}' has more than {} columns",
+                    table.name, limits.columns_max
+                ));
+            }
+            let mut columns = HashSet::new();
+            for (column, _) in &table.columns {
+                if !system::is_valid_identifier(column) {
+                    return invalid(format!(
+                        "table '{}': column name '{column}' is not a valid identifier",
+                        table.name
+                    ));
+                }
+                if system::ALL.iter().any(|s| s.eq_ignore_ascii_case(column)) {
+                    return invalid(format!(
+                        "table '{}': column '{column}' is a system property",
+                        table.name
+                    ));
+                }
+                if !columns.insert(column.to_ascii_lowercase()) {
+                    return invalid(format!(
+                        "table '{}': column '{column}' is declared twice",
+                        table.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parse `./file.db`, `sqlite://file.db`, `sqlite:file.db` or `postgres://…`.
+pub fn parse_database(text: &str) -> Result<DatabaseTarget, ConfigError> {
+    let text = text.trim();
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(DatabaseTarget::Postgres(text.to_owned()));
+    }
+    let path = text
+        .strip_prefix("sqlite://")
+        .or_else(|| text.strip_prefix("sqlite:"))
+        .unwrap_or(text);
+    if path.is_empty() {
+        return Err(ConfigError::Invalid("database path is empty".into()));
+    }
+    if path.contains("://") {
+        return Err(ConfigError::Invalid(format!(
+            "unsupported database URL '{text}'"
+        )));
+    }
+    Ok(DatabaseTarget::Sqlite(PathBuf::from(path)))
+}
+
+/// Parse a column type name as written in the config (`string`, `number`, `boolean`, `date`).
+pub fn parse_column_type(name: &str) -> Option<ColumnType> {
+    match name {
+        "string" => Some(ColumnType::String),
+        "number" => Some(ColumnType::Number),
+        "boolean" => Some(ColumnType::Boolean),
+        "date" => Some(ColumnType::Date),
+        _ => None,
+    }
+}
+
+/// `columns = { text = "string", … }` keeping the document's order (a map would sort it).
+fn ordered_columns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, ColumnType)>, D::Error> {
+    struct Columns;
+    impl<'de> Visitor<'de> for Columns {
+        type Value = Vec<(String, ColumnType)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a table of column name = \"string\" | \"number\" | \"boolean\" | \"date\"")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((name, ty)) = map.next_entry::<String, String>()? {
+                let ty = parse_column_type(&ty).ok_or_else(|| {
+                    de::Error::custom(format!(
+                        "column '{name}': unknown type '{ty}' (expected string, number, boolean or date)"
+                    ))
+                })?;
+                out.push((name, ty));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_serves_todo_item() {
+        let config = Config::from_toml_str("").unwrap();
+        assert_eq!(config, Config::default_todo());
+    }
+
+    #[test]
+    fn columns_keep_document_order_and_limits_parse() {
+        let config = Config::from_toml_str(
+            r#"
+            listen = "127.0.0.1:9000"
+            database = "sqlite://x.db"
+            [limits]
+            page_size_max = 10
+            [[tables]]
+            name = "Notes"
+            columns = { zeta = "string", alpha = "number", mid = "date", b = "boolean" }
+            soft_delete = false
+            page_size = 5
+            dynamic_schema = true
+            "#,
+        )
+        .unwrap();
+        let t = &config.tables[0];
+        let names: Vec<&str> = t.columns.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["zeta", "alpha", "mid", "b"]);
+        assert_eq!(t.columns[2].1, ColumnType::Date);
+        assert!(!t.soft_delete && t.dynamic_schema && t.page_size == 5);
+        assert_eq!(config.limits.page_size_max, 10);
+        assert_eq!(
+            config.limits.body_bytes_max,
+            Limits::default().body_bytes_max
+        );
+        assert_eq!(
+            config.database_target().unwrap(),
+            DatabaseTarget::Sqlite("x.db".into())
+        );
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let config =
+            Config::from_toml_str(include_str!("../../../tablesync.example.toml")).unwrap();
+        assert_eq!(config.tables[0], Config::todo_table());
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.store, StoreConfig::default());
+        assert_eq!(config.tables[1].name, "Note");
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        for (text, needle) in [
+            ("[[tables]]\nname = \"1bad\"", "table name"),
+            (
+                "[[tables]]\nname = \"T\"\ncolumns = { id = \"string\" }",
+                "system property",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\ncolumns = { a = \"int\" }",
+                "unknown type",
+            ),
+            ("[[tables]]\nname = \"T\"\npage_size = 5000", "page_size"),
+            (
+                "[[tables]]\nname = \"T\"\n[[tables]]\nname = \"t\"",
+                "twice",
+            ),
+            ("bogus = 1", "unknown field"),
+            ("database = \"mysql://x\"", "unsupported"),
+            (
+                "[cors]\nallowed_origins = [\"not an origin\"]",
+                "cors.allowed_origins",
+            ),
+        ] {
+            let err = Config::from_toml_str(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+}

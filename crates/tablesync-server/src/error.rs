@@ -1,0 +1,89 @@
+//! The server's error type: everything a request can fail with, from the HTTP edge (bad
+//! content type, oversized body) to the table rules and the store.
+//!
+//! It knows nothing of HTTP; `http::error` turns it into a response in one exhaustive match,
+//! choosing the status and the stable `code` of `tablesync_protocol::error::ErrorCode`.
+
+use tablesync_protocol::odata::query::QueryError;
+use tablesync_protocol::odata::sql::LowerError;
+
+use crate::store::StoreError;
+use crate::table::{Item, RuleError};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// No `ZUMO-API-VERSION` header or query parameter.
+    #[error("An invalid API version was specified in the request, this request needs to specify a ZUMO-API-VERSION of 2.0.0.")]
+    ApiVersionMissing,
+    /// A `ZUMO-API-VERSION` other than `2.0.x`.
+    #[error("An invalid API version was specified in the request, this request needs to specify a ZUMO-API-VERSION of 2.0.0.")]
+    ApiVersionUnsupported,
+    /// The body is not JSON.
+    #[error("The request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// The body is JSON but not an object.
+    #[error("The request body must be a JSON object")]
+    BodyNotObject,
+    /// The body is over `limits.body_bytes_max`.
+    #[error("The request body is larger than {limit_bytes} bytes")]
+    PayloadTooLarge {
+        /// The configured limit.
+        limit_bytes: usize,
+    },
+    /// An explicit non-JSON content type.
+    #[error("Unsupported content type '{0}': send application/json")]
+    UnsupportedMediaType(String),
+    /// A query option that does not parse.
+    #[error("{}", .0.message)]
+    Query(QueryError),
+    /// A parsed `$filter`/`$orderby` that does not fit the table (unknown column, wrong type).
+    #[error("{}", .0.message)]
+    Lower(LowerError),
+    /// A raw `$filter` over `limits.filter_bytes_max`.
+    #[error("The $filter is longer than {limit_bytes} bytes")]
+    FilterTooLong {
+        /// The configured limit.
+        limit_bytes: usize,
+    },
+    /// `$select` names an unknown column.
+    #[error("{0}")]
+    UnknownSelect(String),
+    /// `$top` over `limits.page_size_max`.
+    #[error("You cannot request more than {max} records")]
+    TopTooLarge {
+        /// The configured limit.
+        max: u64,
+    },
+    /// A body or header that breaks a table rule.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// No table by that name.
+    #[error("The table '{0}' does not exist")]
+    TableNotFound(String),
+    /// No item with that id (or it is soft-deleted).
+    #[error("The item does not exist")]
+    ItemNotFound,
+    /// No route for the path.
+    #[error("No route for {0}")]
+    RouteNotFound(String),
+    /// The route exists but not for this method, or the operation is disabled for the table.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// Duplicate insert or stale body `version`: 409 with the stored item.
+    #[error("conflict")]
+    Conflict(Box<Item>),
+    /// Stale `If-Match`: 412 with the current item.
+    #[error("precondition failed")]
+    PreconditionFailed(Box<Item>),
+    /// The request took longer than `limits.request_timeout_ms`.
+    #[error("The request took longer than {limit_ms} ms")]
+    Timeout {
+        /// The configured limit.
+        limit_ms: u64,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,173 @@
+//! Table handlers: extract, call [`App`], render. One function per route, named `noun_verb`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use percent_encoding::percent_decode_str;
+use serde_json::{json, Value};
+
+use super::error::item_response;
+use super::extract::{IfMatch, ItemPath, JsonObject, TablePath};
+use crate::app::App;
+use crate::error::ApiError;
+
+/// `GET /tables/{table}`: a bare array, or `{"results", "count"}` with `$inlinecount=allpages`;
+/// a full page carries `Link: <next page URL>; rel=next` (the URL without angle brackets).
+pub async fn items_list(
+    State(app): State<Arc<App>>,
+    TablePath(table): TablePath,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let raw_query = uri.query().unwrap_or("");
+    let page = app.list(&table, raw_query).await?;
+    let body = match page.count {
+        Some(count) => json!({ "results": page.items, "count": count }),
+        None => Value::Array(page.items.into_iter().map(Value::Object).collect()),
+    };
+    let mut response = Json(body).into_response();
+    if let Some(link) = page
+        .next_skip
+        .and_then(|skip| next_link(&headers, &uri, skip))
+    {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
+}
+
+/// `GET /tables/{table}/{id}`.
+pub async fn item_get(
+    State(app): State<Arc<App>>,
+    ItemPath(table, id): ItemPath,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let item = app.get(&table, &id, uri.query().unwrap_or("")).await?;
+    Ok(item_response(StatusCode::OK, item))
+}
+
+/// `POST /tables/{table}`: 201 with the stored item.
+pub async fn item_insert(
+    State(app): State<Arc<App>>,
+    TablePath(table): TablePath,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let item = app.insert(&table, body).await?;
+    Ok(item_response(StatusCode::CREATED, item))
+}
+
+/// `PATCH /tables/{table}/{id}`.
+pub async fn item_update(
+    State(app): State<Arc<App>>,
+    ItemPath(table, id): ItemPath,
+    IfMatch(if_match): IfMatch,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let item = app.update(&table, &id, body, if_match.as_deref()).await?;
+    Ok(item_response(StatusCode::OK, item))
+}
+
+/// `DELETE /tables/{table}/{id}`: 200 with the item (soft: the tombstone; hard: the row as it was).
+pub async fn item_delete(
+    State(app): State<Arc<App>>,
+    ItemPath(table, id): ItemPath,
+    IfMatch(if_match): IfMatch,
+) -> Result<Response, ApiError> {
+    let item = app.delete(&table, &id, if_match.as_deref()).await?;
+    Ok(item_response(StatusCode::OK, item))
+}
+
+/// `POST /tables/{table}/{id}`: undelete; 200 with the item. The body is ignored.
+pub async fn item_undelete(
+    State(app): State<Arc<App>>,
+    ItemPath(table, id): ItemPath,
+    IfMatch(if_match): IfMatch,
+) -> Result<Response, ApiError> {
+    let item = app.undelete(&table, &id, if_match.as_deref()).await?;
+    Ok(item_response(StatusCode::OK, item))
+}
+
+/// Fallback for paths no route matches.
+pub async fn route_not_found(uri: Uri) -> ApiError {
+    ApiError::RouteNotFound(uri.path().to_owned())
+}
+
+/// Fallback for a known path with an unsupported method.
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not supported on {}", uri.path()))
+}
+
+/// `scheme://host/path?same query with $skip advanced; rel=next`, or None when the Host
+/// header is missing or not a valid authority (the link would be wrong, so send none).
+///
+/// No angle brackets around the URL: both official clients take everything before the first
+/// `;` as the next-page URL (protocol.md 1.2), so RFC 8288's `<…>` would break them.
+fn next_link(headers: &HeaderMap, uri: &Uri, next_skip: u64) -> Option<HeaderValue> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+        .or_else(|| uri.authority().cloned())?;
+    // Behind a TLS-terminating proxy the client's scheme is only known from the proxy's header.
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let query = with_skip(uri.query().unwrap_or(""), next_skip);
+    HeaderValue::from_str(&format!(
+        "{scheme}://{host}{}?{query}; rel=next",
+        uri.path()
+    ))
+    .ok()
+}
+
+/// The same raw query with every `$skip` pair replaced by `$skip=<skip>` (appended last).
+pub fn with_skip(raw: &str, skip: u64) -> String {
+    let mut pairs: Vec<&str> = raw
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or("");
+            !pair.is_empty() && percent_decode_str(key).decode_utf8_lossy() != "$skip"
+        })
+        .collect();
+    let skip = format!("$skip={skip}");
+    pairs.push(&skip);
+    pairs.join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_is_replaced() {
+        assert_eq!(with_skip("", 50), "$skip=50");
+        assert_eq!(
+            with_skip("$top=2&$skip=2&$orderby=id", 4),
+            "$top=2&$orderby=id&$skip=4"
+        );
+        assert_eq!(
+            with_skip("%24skip=2&%24filter=a%20eq%201", 3),
+            "%24filter=a%20eq%201&$skip=3"
+        );
+    }
+
+    #[test]
+    fn link_uses_host_and_path() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.org:8081"));
+        let uri: Uri = "/tables/TodoItem?$top=2".parse().unwrap();
+        let link = next_link(&headers, &uri, 2).unwrap();
+        assert_eq!(
+            link,
+            "http://example.org:8081/tables/TodoItem?$top=2&$skip=2; rel=next"
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("bad host>"));
+        assert_eq!(next_link(&headers, &uri, 2), None);
+    }
+}

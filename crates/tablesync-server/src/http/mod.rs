@@ -1,0 +1,98 @@
+//! The HTTP layer: the only module that imports axum.
+//!
+//! The whole route table is [`router`]. Handlers (`handlers.rs`) are `async fn noun_verb(State,
+//! extractors…) -> Result<Response, ApiError>`; extractors (`extract.rs`) reject with
+//! [`ApiError`](crate::error::ApiError), and `error.rs` turns every error into a JSON response in
+//! one exhaustive match, so no request ever gets a plain-text or empty error.
+
+mod error;
+mod extract;
+mod handlers;
+mod middleware;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::app::App;
+use crate::config::CorsConfig;
+use handlers::*;
+pub use middleware::SERVER_VERSION;
+
+/// Every route of the server.
+///
+/// | route | handler |
+/// |---|---|
+/// | `GET /tables/{table}` | list (OData query) |
+/// | `POST /tables/{table}` | insert |
+/// | `GET /tables/{table}/{id}` | read one |
+/// | `PATCH /tables/{table}/{id}` | update |
+/// | `DELETE /tables/{table}/{id}` | delete |
+/// | `POST /tables/{table}/{id}` | undelete |
+///
+/// Layers, innermost first: API-version gate + no-cache (table routes only), request timeout,
+/// gzip, CORS, server-version header and the request log.
+pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
+    Router::new()
+        .route("/tables/{table}", get(items_list).post(item_insert))
+        .route(
+            "/tables/{table}/{id}",
+            get(item_get)
+                .patch(item_update)
+                .delete(item_delete)
+                .post(item_undelete),
+        )
+        .route_layer(from_fn_with_state(Arc::clone(&app), middleware::table_gate))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(Arc::clone(&app), middleware::timeout))
+        .layer(CompressionLayer::new())
+        .layer(cors_layer(cors))
+        .layer(from_fn(middleware::log_and_stamp))
+        .with_state(app)
+}
+
+fn cors_layer(config: &CorsConfig) -> CorsLayer {
+    let origin = if config.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            config
+                .allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([header::LINK, header::ETAG])
+        .max_age(Duration::from_secs(config.max_age_s))
+}
+
+/// Serve `app` on `listener` until `shutdown` completes, then finish in-flight requests.
+pub async fn serve(
+    app: Arc<App>,
+    cors: &CorsConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app, cors))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

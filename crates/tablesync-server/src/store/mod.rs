@@ -1,0 +1,184 @@
+//! Storage: the only part of the server that runs SQL.
+//!
+//! [`Store`] is a dyn-compatible trait (its methods return boxed futures) so the server holds an
+//! `Arc<dyn Store>` and a PostgreSQL store can sit beside [`sqlite::SqliteStore`] without generics
+//! leaking into the HTTP layer. Stores:
+//!
+//! * create and migrate tables at start (`ADD COLUMN` only, never drop);
+//! * stamp every write (insert, update, soft delete, undelete) through the per-table clock row in
+//!   the write's own transaction ([`Stamp`], ARCHITECTURE.md "commit-ordered stamps");
+//! * make conditional writes one compare-and-swap statement (`… WHERE id = ? AND version = ?`) and,
+//!   when it touches no row, re-read to tell [`WriteOutcome::NotFound`] from
+//!   [`WriteOutcome::VersionMismatch`];
+//! * sort database failures into a few backend-neutral [`StoreErrorKind`]s. They never pick HTTP
+//!   status codes; the HTTP layer does.
+//!
+//! SQL text for `$filter`/`$orderby` comes from `tablesync_protocol::odata::sql` (bound
+//! parameters only); a store only adds its own fixed clauses around it.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tablesync_protocol::odata::sql::{Dialect, SqlFragment, SqlValue};
+use tablesync_protocol::time::Timestamp;
+
+use crate::table::{Column, Item, TableSchema};
+
+/// A boxed, sendable future: what every [`Store`] method returns (keeps the trait dyn-compatible).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The stamps of one write: the row's new `updatedAt` and `version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// New `updatedAt` (and `createdAt` on insert).
+    pub updated_at: Timestamp,
+    /// New opaque `version` (see [`crate::table::version_from_counter`]).
+    pub version: String,
+}
+
+/// How a write went. Only [`StoreError`] is a failure; these are all answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOutcome {
+    /// The write happened; the row as it is now (hard delete: as it was).
+    Written(Item),
+    /// No such row (or it is soft-deleted and the operation needs a live row).
+    NotFound,
+    /// The row exists but its version differs from the expected one; the current row.
+    VersionMismatch(Item),
+    /// Insert of an id that already exists; the stored row.
+    AlreadyExists(Item),
+}
+
+/// A list request, already lowered to SQL fragments for [`Store::dialect`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListQuery {
+    /// `WHERE` condition from `$filter`, placeholders numbered from 1.
+    pub filter: Option<SqlFragment>,
+    /// `ORDER BY` body from `$orderby`, placeholders numbered after the filter's. The store adds
+    /// `id` as the final tie-breaker; without it the order is (`createdAt`, `id`): insertion order.
+    pub order_by: Option<SqlFragment>,
+    /// Also return soft-deleted rows.
+    pub include_deleted: bool,
+    /// Rows to skip.
+    pub skip: u64,
+    /// Rows to return at most.
+    pub top: u64,
+    /// Also count every matching row, ignoring skip/top.
+    pub count: bool,
+}
+
+/// A page of rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListPage {
+    /// The rows, in order.
+    pub items: Vec<Item>,
+    /// Total matching rows when [`ListQuery::count`] was set.
+    pub count: Option<u64>,
+}
+
+/// Backend-neutral kinds of database failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The database is busy or locked beyond the busy timeout: try again later.
+    Busy,
+    /// The stored schema does not match the configuration (start-up only).
+    Schema,
+    /// The database rejected a query the server built (a bug, or a runtime type error in SQL).
+    Query,
+    /// Anything else: I/O, corruption, a crashed worker.
+    Internal,
+}
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct StoreError {
+    /// What sort of failure.
+    pub kind: StoreErrorKind,
+    /// Detail for the log (never sent to clients).
+    pub message: String,
+}
+
+impl StoreError {
+    /// A new error.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A table store. All methods take the table's current schema; the store never caches it.
+pub trait Store: Send + Sync + 'static {
+    /// The SQL dialect for lowering `$filter`/`$orderby`.
+    fn dialect(&self) -> Dialect;
+
+    /// Create or migrate the tables, their indexes and clock rows. Returns each table's schema as
+    /// stored: the declared columns followed by columns an earlier run added dynamically.
+    fn prepare<'a>(
+        &'a self,
+        tables: &'a [TableSchema],
+    ) -> BoxFuture<'a, StoreResult<Vec<TableSchema>>>;
+
+    /// Add columns (dynamic schema); columns that already exist are left alone. Returns the
+    /// table's columns as stored afterwards.
+    fn add_columns<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        columns: &'a [Column],
+    ) -> BoxFuture<'a, StoreResult<Vec<Column>>>;
+
+    /// One row by id, soft-deleted or not.
+    fn get<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Item>>>;
+
+    /// A page of rows.
+    fn list<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        query: ListQuery,
+    ) -> BoxFuture<'a, StoreResult<ListPage>>;
+
+    /// Insert a row with this id; [`WriteOutcome::AlreadyExists`] when the id is taken.
+    fn insert<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        values: Vec<(String, SqlValue)>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
+
+    /// Set these columns on a live row whose version is `expected` (any when None).
+    fn update<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        values: Vec<(String, SqlValue)>,
+        expected: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
+
+    /// Delete a live row (a tombstone when the table has soft delete).
+    fn delete<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        expected: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
+
+    /// Clear the tombstone of a soft-deleted row; a live row is returned unchanged.
+    fn undelete<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        expected: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
+}

@@ -1,0 +1,861 @@
+//! The SQLite store (rusqlite, bundled): one writer connection and a few readers in WAL mode.
+//!
+//! * Writes go through the single writer connection, each in a `BEGIN IMMEDIATE` transaction, so
+//!   they are serialised and commit in stamp order even without the clock row's lock.
+//! * Reads use a small set of read-only connections; WAL lets them run beside the writer.
+//! * All database work is plain synchronous code run on `spawn_blocking`; a connection's mutex is
+//!   taken inside the blocking task and never held across an `.await`.
+//!
+//! Storage per ARCHITECTURE.md: string/date `TEXT` (dates in wire form, so text order is time
+//! order), number `REAL`, boolean `INTEGER` 0/1; system columns `id TEXT PRIMARY KEY`,
+//! `createdAt`/`updatedAt` `TEXT`, `version TEXT`, `deleted INTEGER`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, Value as DbValue, ValueRef};
+use rusqlite::{
+    params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql, Transaction,
+    TransactionBehavior,
+};
+use serde_json::Value;
+use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
+use tablesync_protocol::system;
+use tablesync_protocol::time::Timestamp;
+
+use super::{
+    BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind, StoreResult,
+    WriteOutcome,
+};
+use crate::config::StoreConfig;
+use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
+
+/// The clock table: one row per served table, holding the last stamp handed out.
+const CLOCK_TABLE: &str = "tablesync_clock";
+
+/// An SQLite database file served by one writer and several reader connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    /// Round-robin cursor over `readers`.
+    next_reader: AtomicUsize,
+    commit_order_stamps: bool,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file and switch it to WAL. Blocking.
+    pub fn open(path: &Path, config: &StoreConfig) -> StoreResult<Self> {
+        let busy = Duration::from_millis(config.busy_timeout_ms);
+        let writer = Connection::open(path).map_err(|e| open_error(path, e))?;
+        writer.busy_timeout(busy).map_err(classify)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(classify)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::new(
+                StoreErrorKind::Internal,
+                format!("cannot switch {} to WAL (got {mode})", path.display()),
+            ));
+        }
+        // NORMAL is durable across application crashes in WAL mode; only an OS crash can lose the
+        // last transactions, which is the usual trade for not syncing the disk on every commit.
+        writer
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(classify)?;
+        let mut readers = Vec::with_capacity(config.reader_connections);
+        for _ in 0..config.reader_connections {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI;
+            let reader =
+                Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+            reader.busy_timeout(busy).map_err(classify)?;
+            readers.push(Mutex::new(reader));
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                commit_order_stamps: config.commit_order_stamps,
+            }),
+        })
+    }
+
+    /// Run `f` on the writer connection on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, bool) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let mut conn = lock(&inner.writer);
+            f(&mut conn, inner.commit_order_stamps)
+        })
+        .await
+    }
+
+    /// Run `f` on one of the reader connections on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let index = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let mut conn = lock(&inner.readers[index]);
+            f(&mut conn)
+        })
+        .await
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        StoreError::new(
+            StoreErrorKind::Internal,
+            format!("database worker failed: {e}"),
+        )
+    })?
+}
+
+/// A poisoned mutex only means an earlier task panicked while holding the connection; rusqlite
+/// rolled its transaction back on unwind, so the connection is still usable.
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Internal,
+        format!("cannot open database {}: {e}", path.display()),
+    )
+}
+
+/// Sort rusqlite errors into backend-neutral kinds.
+fn classify(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    let kind = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            C::DatabaseBusy | C::DatabaseLocked => StoreErrorKind::Busy,
+            C::TooBig | C::TypeMismatch | C::ConstraintViolation => StoreErrorKind::Query,
+            _ => StoreErrorKind::Internal,
+        },
+        rusqlite::Error::SqlInputError { .. }
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::InvalidParameterCount(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreErrorKind::Query,
+        _ => StoreErrorKind::Internal,
+    };
+    StoreError::new(kind, e.to_string())
+}
+
+/// Binds a protocol value: booleans as 0/1, timestamps as wire-form text.
+struct Bind<'a>(&'a SqlValue);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            SqlValue::Null => ToSqlOutput::Owned(DbValue::Null),
+            SqlValue::Bool(b) => ToSqlOutput::Owned(DbValue::Integer(i64::from(*b))),
+            SqlValue::Int(i) => ToSqlOutput::Owned(DbValue::Integer(*i)),
+            SqlValue::Real(f) => ToSqlOutput::Owned(DbValue::Real(*f)),
+            SqlValue::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            SqlValue::Timestamp(t) => ToSqlOutput::Owned(DbValue::Text(t.to_string())),
+        })
+    }
+}
+
+fn binds(values: &[SqlValue]) -> impl Iterator<Item = Bind<'_>> {
+    values.iter().map(Bind)
+}
+
+fn sqlite_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::String | ColumnType::Date => "TEXT",
+        ColumnType::Number => "REAL",
+        ColumnType::Boolean => "INTEGER",
+    }
+}
+
+/// The protocol type of a column found in the database but not in the config (added
+/// dynamically by an earlier run; dynamic schema never makes date columns).
+fn type_from_sqlite(decl: &str) -> Option<ColumnType> {
+    match decl.to_ascii_uppercase().as_str() {
+        "TEXT" => Some(ColumnType::String),
+        "REAL" => Some(ColumnType::Number),
+        "INTEGER" => Some(ColumnType::Boolean),
+        _ => None,
+    }
+}
+
+/// `"id", <user columns>, "createdAt", "updatedAt", "version", "deleted"`: the order of an item.
+fn select_list(schema: &TableSchema) -> String {
+    schema
+        .property_names()
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// JSON for a stored value of a column of type `ty`.
+fn value_json(value: ValueRef<'_>, ty: ColumnType) -> Value {
+    match (ty, value) {
+        (_, ValueRef::Null) => Value::Null,
+        (ColumnType::Boolean, ValueRef::Integer(i)) => Value::Bool(i != 0),
+        (ColumnType::Boolean, ValueRef::Real(f)) => Value::Bool(f != 0.0),
+        (_, ValueRef::Integer(i)) => Value::from(i),
+        (_, ValueRef::Real(f)) => json_number(f),
+        (_, ValueRef::Text(t)) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        (_, ValueRef::Blob(_)) => Value::Null,
+    }
+}
+
+/// Read a row selected with [`select_list`].
+fn read_item(row: &rusqlite::Row<'_>, schema: &TableSchema) -> rusqlite::Result<Item> {
+    let mut item = Item::new();
+    item.insert(
+        system::ID.to_owned(),
+        value_json(row.get_ref(0)?, ColumnType::String),
+    );
+    for (i, column) in schema.columns.iter().enumerate() {
+        item.insert(
+            column.name.clone(),
+            value_json(row.get_ref(i + 1)?, column.ty),
+        );
+    }
+    let base = schema.columns.len() + 1;
+    let system_columns = [
+        (system::CREATED_AT, ColumnType::Date),
+        (system::UPDATED_AT, ColumnType::Date),
+        (system::VERSION, ColumnType::String),
+        (system::DELETED, ColumnType::Boolean),
+    ];
+    for (offset, (name, ty)) in system_columns.into_iter().enumerate() {
+        item.insert(name.to_owned(), value_json(row.get_ref(base + offset)?, ty));
+    }
+    Ok(item)
+}
+
+fn is_deleted(item: &Item) -> bool {
+    item.get(system::DELETED) == Some(&Value::Bool(true))
+}
+
+fn version_of(item: &Item) -> Option<&str> {
+    item.get(system::VERSION).and_then(Value::as_str)
+}
+
+fn get_row(conn: &Connection, schema: &TableSchema, id: &str) -> rusqlite::Result<Option<Item>> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE \"id\" = ?1",
+        select_list(schema),
+        quote_ident(&schema.name)
+    );
+    conn.query_row(&sql, [id], |r| read_item(r, schema))
+        .optional()
+}
+
+/// Take the next stamp of `table` inside the write transaction `tx`.
+///
+/// One `UPDATE … RETURNING` on the clock row: `updatedAt = max(now, last + 1 ms)` and the next
+/// version counter. The PostgreSQL store runs the same statement, whose row lock then orders
+/// concurrent writers' commits; here the single writer connection already does.
+/// With `commit_order` off, `updatedAt` is the database clock at statement time (may repeat).
+pub fn stamp(tx: &Transaction<'_>, table: &str, commit_order: bool) -> rusqlite::Result<Stamp> {
+    const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+    let updated = if commit_order {
+        format!("max({NOW_MS}, last_updated_at + 1)")
+    } else {
+        NOW_MS.to_owned()
+    };
+    let sql = format!(
+        "UPDATE {CLOCK_TABLE} SET last_updated_at = {updated}, last_version = last_version + 1 \
+         WHERE table_name = ?1 RETURNING last_updated_at, last_version"
+    );
+    let (ms, counter): (i64, i64) = tx.query_row(&sql, [table], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(Stamp {
+        updated_at: Timestamp::from_unix_millis(ms),
+        version: version_from_counter(counter as u64),
+    })
+}
+
+/// Columns of a table as stored: (name, declared type).
+fn stored_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")?;
+    let rows = stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+fn prepare_tables(conn: &mut Connection, tables: &[TableSchema]) -> StoreResult<Vec<TableSchema>> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {CLOCK_TABLE} (table_name TEXT PRIMARY KEY NOT NULL, \
+         last_updated_at INTEGER NOT NULL, last_version INTEGER NOT NULL)"
+    ))
+    .map_err(classify)?;
+    let mut out = Vec::with_capacity(tables.len());
+    for table in tables {
+        let name = quote_ident(&table.name);
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {name} (\"id\" TEXT PRIMARY KEY NOT NULL, \"createdAt\" TEXT NOT NULL, \
+             \"updatedAt\" TEXT NOT NULL, \"version\" TEXT NOT NULL, \"deleted\" INTEGER NOT NULL DEFAULT 0)"
+        ))
+        .map_err(classify)?;
+        let stored = stored_columns(&tx, &table.name).map_err(classify)?;
+        let mut schema = table.clone();
+        for column in &table.columns {
+            match stored
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&column.name))
+            {
+                None => {
+                    let sql = format!(
+                        "ALTER TABLE {name} ADD COLUMN {} {}",
+                        quote_ident(&column.name),
+                        sqlite_type(column.ty)
+                    );
+                    tx.execute_batch(&sql).map_err(classify)?;
+                }
+                Some((_, decl)) if !decl.eq_ignore_ascii_case(sqlite_type(column.ty)) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Schema,
+                        format!(
+                            "{}.{} is stored as {decl} but configured as {:?}",
+                            table.name, column.name, column.ty
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for (column, decl) in &stored {
+            let known = system::ALL.iter().any(|s| s.eq_ignore_ascii_case(column))
+                || table
+                    .columns
+                    .iter()
+                    .any(|c| c.name.eq_ignore_ascii_case(column));
+            if known {
+                continue;
+            }
+            let ty = type_from_sqlite(decl).ok_or_else(|| {
+                StoreError::new(
+                    StoreErrorKind::Schema,
+                    format!("{}.{column} has unsupported type {decl}", table.name),
+                )
+            })?;
+            schema.columns.push(Column {
+                name: column.clone(),
+                ty,
+            });
+        }
+        for (suffix, columns) in [
+            ("updatedAt_id", "\"updatedAt\", \"id\""),
+            ("createdAt_id", "\"createdAt\", \"id\""),
+        ] {
+            let index = quote_ident(&format!("ix_{}_{suffix}", table.name));
+            tx.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS {index} ON {name} ({columns})"
+            ))
+            .map_err(classify)?;
+        }
+        tx.execute(
+            &format!("INSERT OR IGNORE INTO {CLOCK_TABLE} VALUES (?1, 0, 0)"),
+            [&table.name],
+        )
+        .map_err(classify)?;
+        out.push(schema);
+    }
+    tx.commit().map_err(classify)?;
+    Ok(out)
+}
+
+fn add_columns(
+    conn: &mut Connection,
+    table: &TableSchema,
+    columns: &[Column],
+) -> StoreResult<Vec<Column>> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    let stored = stored_columns(&tx, &table.name).map_err(classify)?;
+    for column in columns {
+        // Another request may have added it since this one read the schema: keep the stored one.
+        if !stored
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(&column.name))
+        {
+            let sql = format!(
+                "ALTER TABLE {} ADD COLUMN {} {}",
+                quote_ident(&table.name),
+                quote_ident(&column.name),
+                sqlite_type(column.ty)
+            );
+            tx.execute_batch(&sql).map_err(classify)?;
+        }
+    }
+    let stored = stored_columns(&tx, &table.name).map_err(classify)?;
+    tx.commit().map_err(classify)?;
+    // Keep the declared columns' types (a date is TEXT on disk) and order; append the rest.
+    let mut out: Vec<Column> = table.columns.clone();
+    for (name, decl) in stored {
+        if system::ALL.iter().any(|s| s.eq_ignore_ascii_case(&name))
+            || out.iter().any(|c| c.name.eq_ignore_ascii_case(&name))
+        {
+            continue;
+        }
+        let ty = type_from_sqlite(&decl).ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Schema,
+                format!("{}.{name} has unsupported type {decl}", table.name),
+            )
+        })?;
+        out.push(Column { name, ty });
+    }
+    Ok(out)
+}
+
+fn list_rows(
+    conn: &mut Connection,
+    schema: &TableSchema,
+    query: &ListQuery,
+) -> StoreResult<ListPage> {
+    let mut conditions = Vec::new();
+    let mut params: Vec<SqlValue> = Vec::new();
+    if let Some(filter) = &query.filter {
+        conditions.push(format!("({})", filter.sql));
+        params.extend(filter.params.iter().cloned());
+    }
+    if !query.include_deleted {
+        conditions.push("\"deleted\" = 0".to_owned());
+    }
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let filter_params = params.len();
+    let order = match &query.order_by {
+        Some(order) => {
+            params.extend(order.params.iter().cloned());
+            format!("{}, \"id\" ASC", order.sql)
+        }
+        None => "\"createdAt\" ASC, \"id\" ASC".to_owned(),
+    };
+    let limit_index = params.len() + 1;
+    params.push(SqlValue::Int(i64::try_from(query.top).unwrap_or(i64::MAX)));
+    params.push(SqlValue::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
+    let table = quote_ident(&schema.name);
+    let sql = format!(
+        "SELECT {} FROM {table}{where_clause} ORDER BY {order} LIMIT ?{limit_index} OFFSET ?{}",
+        select_list(schema),
+        limit_index + 1
+    );
+    // One read transaction so the count and the page see the same snapshot.
+    let tx = conn.transaction().map_err(classify)?;
+    let items = {
+        let mut stmt = tx.prepare(&sql).map_err(classify)?;
+        let rows = stmt
+            .query_map(params_from_iter(binds(&params)), |r| read_item(r, schema))
+            .map_err(classify)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(classify)?
+    };
+    let count = if query.count {
+        let sql = format!("SELECT COUNT(*) FROM {table}{where_clause}");
+        let n: i64 = tx
+            .query_row(
+                &sql,
+                params_from_iter(binds(&params[..filter_params])),
+                |r| r.get(0),
+            )
+            .map_err(classify)?;
+        Some(u64::try_from(n).unwrap_or(0))
+    } else {
+        None
+    };
+    tx.finish().map_err(classify)?;
+    Ok(ListPage { items, count })
+}
+
+/// Run a `… RETURNING <select list>` statement; the row it wrote, if any.
+fn returning(
+    tx: &Transaction<'_>,
+    schema: &TableSchema,
+    sql: &str,
+    params: &[SqlValue],
+) -> StoreResult<Option<Item>> {
+    let mut stmt = tx.prepare(sql).map_err(classify)?;
+    let mut rows = stmt
+        .query(params_from_iter(binds(params)))
+        .map_err(classify)?;
+    match rows.next().map_err(classify)? {
+        Some(row) => Ok(Some(read_item(row, schema).map_err(classify)?)),
+        None => Ok(None),
+    }
+}
+
+/// A compare-and-swap wrote nothing: say why (the transaction is then rolled back on drop).
+fn classify_miss(
+    tx: &Transaction<'_>,
+    schema: &TableSchema,
+    id: &str,
+) -> StoreResult<WriteOutcome> {
+    Ok(match get_row(tx, schema, id).map_err(classify)? {
+        None => WriteOutcome::NotFound,
+        Some(row) if is_deleted(&row) => WriteOutcome::NotFound,
+        Some(row) => WriteOutcome::VersionMismatch(row),
+    })
+}
+
+fn insert_row(
+    conn: &mut Connection,
+    commit_order: bool,
+    schema: &TableSchema,
+    id: &str,
+    values: &[(String, SqlValue)],
+) -> StoreResult<WriteOutcome> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    if let Some(existing) = get_row(&tx, schema, id).map_err(classify)? {
+        return Ok(WriteOutcome::AlreadyExists(existing));
+    }
+    let stamp = stamp(&tx, &schema.name, commit_order).map_err(classify)?;
+    let mut columns =
+        String::from("\"id\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\"");
+    let mut placeholders = String::from("?1, ?2, ?2, ?3, 0");
+    let mut params = vec![
+        SqlValue::Text(id.to_owned()),
+        SqlValue::Timestamp(stamp.updated_at),
+        SqlValue::Text(stamp.version),
+    ];
+    for (name, value) in values {
+        columns.push_str(", ");
+        columns.push_str(&quote_ident(name));
+        params.push(value.clone());
+        placeholders.push_str(&format!(", ?{}", params.len()));
+    }
+    let sql = format!(
+        "INSERT INTO {} ({columns}) VALUES ({placeholders}) RETURNING {}",
+        quote_ident(&schema.name),
+        select_list(schema)
+    );
+    let item = returning(&tx, schema, &sql, &params)?
+        .ok_or_else(|| StoreError::new(StoreErrorKind::Internal, "INSERT returned no row"))?;
+    tx.commit().map_err(classify)?;
+    Ok(WriteOutcome::Written(item))
+}
+
+/// Which conditional `UPDATE` a write is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CasKind {
+    Update,
+    SoftDelete,
+    Undelete,
+}
+
+/// A stamped compare-and-swap `UPDATE … WHERE id = ? AND deleted = ? [AND version = ?]`;
+/// when it matches no row, re-read to classify the miss (and roll back the stamp).
+fn cas_update(
+    conn: &mut Connection,
+    commit_order: bool,
+    schema: &TableSchema,
+    id: &str,
+    assignments: &[(String, SqlValue)],
+    kind: CasKind,
+    expected: Option<&str>,
+) -> StoreResult<WriteOutcome> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    let stamp = stamp(&tx, &schema.name, commit_order).map_err(classify)?;
+    let mut params: Vec<SqlValue> = Vec::with_capacity(assignments.len() + 4);
+    let mut sets: Vec<String> = Vec::with_capacity(assignments.len() + 3);
+    for (name, value) in assignments {
+        params.push(value.clone());
+        sets.push(format!("{} = ?{}", quote_ident(name), params.len()));
+    }
+    match kind {
+        CasKind::SoftDelete => sets.push("\"deleted\" = 1".to_owned()),
+        CasKind::Undelete => sets.push("\"deleted\" = 0".to_owned()),
+        CasKind::Update => {}
+    }
+    params.push(SqlValue::Timestamp(stamp.updated_at));
+    sets.push(format!("\"updatedAt\" = ?{}", params.len()));
+    params.push(SqlValue::Text(stamp.version));
+    sets.push(format!("\"version\" = ?{}", params.len()));
+    params.push(SqlValue::Text(id.to_owned()));
+    let mut condition = format!("\"id\" = ?{}", params.len());
+    condition.push_str(if kind == CasKind::Undelete {
+        " AND \"deleted\" = 1"
+    } else {
+        " AND \"deleted\" = 0"
+    });
+    if let Some(version) = expected {
+        params.push(SqlValue::Text(version.to_owned()));
+        condition.push_str(&format!(" AND \"version\" = ?{}", params.len()));
+    }
+    let sql = format!(
+        "UPDATE {} SET {} WHERE {condition} RETURNING {}",
+        quote_ident(&schema.name),
+        sets.join(", "),
+        select_list(schema)
+    );
+    if let Some(item) = returning(&tx, schema, &sql, &params)? {
+        tx.commit().map_err(classify)?;
+        return Ok(WriteOutcome::Written(item));
+    }
+    if kind != CasKind::Undelete {
+        return classify_miss(&tx, schema, id);
+    }
+    // Undelete missed: the row is absent, or live (nothing to do), or deleted with another version.
+    Ok(match get_row(&tx, schema, id).map_err(classify)? {
+        None => WriteOutcome::NotFound,
+        Some(row) if !is_deleted(&row) && (expected.is_none() || expected == version_of(&row)) => {
+            WriteOutcome::Written(row)
+        }
+        Some(row) => WriteOutcome::VersionMismatch(row),
+    })
+}
+
+fn hard_delete(
+    conn: &mut Connection,
+    schema: &TableSchema,
+    id: &str,
+    expected: Option<&str>,
+) -> StoreResult<WriteOutcome> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    let mut params = vec![SqlValue::Text(id.to_owned())];
+    let mut condition = String::from("\"id\" = ?1 AND \"deleted\" = 0");
+    if let Some(version) = expected {
+        params.push(SqlValue::Text(version.to_owned()));
+        condition.push_str(" AND \"version\" = ?2");
+    }
+    let sql = format!(
+        "DELETE FROM {} WHERE {condition} RETURNING {}",
+        quote_ident(&schema.name),
+        select_list(schema)
+    );
+    match returning(&tx, schema, &sql, &params)? {
+        Some(item) => {
+            tx.commit().map_err(classify)?;
+            Ok(WriteOutcome::Written(item))
+        }
+        None => classify_miss(&tx, schema, id),
+    }
+}
+
+impl Store for SqliteStore {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        tables: &'a [TableSchema],
+    ) -> BoxFuture<'a, StoreResult<Vec<TableSchema>>> {
+        let tables = tables.to_vec();
+        Box::pin(self.write(move |conn, _| prepare_tables(conn, &tables)))
+    }
+
+    fn add_columns<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        columns: &'a [Column],
+    ) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
+        let (table, columns) = (table.clone(), columns.to_vec());
+        Box::pin(self.write(move |conn, _| add_columns(conn, &table, &columns)))
+    }
+
+    fn get<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Item>>> {
+        let (table, id) = (table.clone(), id.to_owned());
+        Box::pin(self.read(move |conn| get_row(conn, &table, &id).map_err(classify)))
+    }
+
+    fn list<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        query: ListQuery,
+    ) -> BoxFuture<'a, StoreResult<ListPage>> {
+        let table = table.clone();
+        Box::pin(self.read(move |conn| list_rows(conn, &table, &query)))
+    }
+
+    fn insert<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        values: Vec<(String, SqlValue)>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        let (table, id) = (table.clone(), id.to_owned());
+        Box::pin(
+            self.write(move |conn, commit_order| {
+                insert_row(conn, commit_order, &table, &id, &values)
+            }),
+        )
+    }
+
+    fn update<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        values: Vec<(String, SqlValue)>,
+        expected: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        let (table, id) = (table.clone(), id.to_owned());
+        Box::pin(self.write(move |conn, commit_order| {
+            cas_update(
+                conn,
+                commit_order,
+                &table,
+                &id,
+                &values,
+                CasKind::Update,
+                expected.as_deref(),
+            )
+        }))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        expected: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        let (table, id) = (table.clone(), id.to_owned());
+        Box::pin(self.write(move |conn, commit_order| {
+            if table.soft_delete {
+                cas_update(
+                    conn,
+                    commit_order,
+                    &table,
+                    &id,
+                    &[],
+                    CasKind::SoftDelete,
+                    expected.as_deref(),
+                )
+            } else {
+                hard_delete(conn, &table, &id, expected.as_deref())
+            }
+        }))
+    }
+
+    fn undelete<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        expected: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        let (table, id) = (table.clone(), id.to_owned());
+        Box::pin(self.write(move |conn, commit_order| {
+            cas_update(
+                conn,
+                commit_order,
+                &table,
+                &id,
+                &[],
+                CasKind::Undelete,
+                expected.as_deref(),
+            )
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), &StoreConfig::default()).unwrap();
+        (dir, store)
+    }
+
+    fn schema() -> TableSchema {
+        TableSchema {
+            name: "T".into(),
+            columns: vec![Column {
+                name: "a".into(),
+                ty: ColumnType::String,
+            }],
+            soft_delete: true,
+        }
+    }
+
+    #[test]
+    fn stamps_are_strictly_increasing_even_when_the_clock_is_behind() {
+        let (_dir, store) = store();
+        let mut conn = lock(&store.inner.writer);
+        prepare_tables(&mut conn, &[schema()]).unwrap();
+        // Pretend an earlier write was stamped far in the future (clock stepped back since).
+        let future = Timestamp::from_unix_millis(4_102_444_800_000); // 2100-01-01
+        conn.execute(
+            "UPDATE tablesync_clock SET last_updated_at = ?1, last_version = 41",
+            [future.unix_millis()],
+        )
+        .unwrap();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        let s1 = stamp(&tx, "T", true).unwrap();
+        let s2 = stamp(&tx, "T", true).unwrap();
+        assert_eq!(s1.updated_at.unix_millis(), future.unix_millis() + 1);
+        assert_eq!(s2.updated_at.unix_millis(), future.unix_millis() + 2);
+        assert_eq!(
+            (s1.version, s2.version),
+            (version_from_counter(42), version_from_counter(43))
+        );
+        // Without commit-order stamps the database clock is used as is.
+        let s3 = stamp(&tx, "T", false).unwrap();
+        assert!(s3.updated_at < future);
+    }
+
+    #[test]
+    fn failed_compare_and_swap_rolls_back_its_stamp() {
+        let (_dir, store) = store();
+        let mut conn = lock(&store.inner.writer);
+        let table = prepare_tables(&mut conn, &[schema()]).unwrap().remove(0);
+        let WriteOutcome::Written(row) = insert_row(&mut conn, true, &table, "x", &[]).unwrap()
+        else {
+            panic!()
+        };
+        let miss = cas_update(
+            &mut conn,
+            true,
+            &table,
+            "x",
+            &[],
+            CasKind::Update,
+            Some("stale"),
+        )
+        .unwrap();
+        assert_eq!(miss, WriteOutcome::VersionMismatch(row.clone()));
+        let clock: i64 = conn
+            .query_row("SELECT last_version FROM tablesync_clock", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(clock, 1, "the mismatch did not consume a version");
+        assert_eq!(
+            cas_update(&mut conn, true, &table, "nope", &[], CasKind::Update, None).unwrap(),
+            WriteOutcome::NotFound
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Tables from config and dynamic schema.
+
+use serde_json::{json, Value};
+use tablesync_server::{Config, Server};
+
+use crate::{err, TestServer};
+
+const DYNAMIC: &str =
+    "[[tables]]\nname = \"Notes\"\ndynamic_schema = true\ncolumns = { title = \"string\" }";
+
+#[tokio::test]
+async fn dynamic_schema_adds_typed_columns() {
+    let s = TestServer::with_toml(DYNAMIC).await;
+    assert_eq!(
+        s.post("/tables/Notes", json!({"id": "old", "title": "t"}))
+            .await
+            .status,
+        201
+    );
+    let r = s.post("/tables/Notes", json!({"id": "n", "title": "t", "stars": 4, "pinned": true, "tag": "x", "nothing": null})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let keys: Vec<&str> = r
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "title",
+            "stars",
+            "pinned",
+            "tag",
+            "createdAt",
+            "updatedAt",
+            "version",
+            "deleted"
+        ]
+    );
+    assert_eq!(
+        (
+            r.body["stars"].clone(),
+            r.body["pinned"].clone(),
+            r.body["tag"].clone()
+        ),
+        (json!(4), json!(true), json!("x"))
+    );
+    // Every row now has the columns, null where unset.
+    let old = s.get("/tables/Notes/old").await.body;
+    assert_eq!(
+        (
+            old["stars"].clone(),
+            old["pinned"].clone(),
+            old["tag"].clone()
+        ),
+        (Value::Null, Value::Null, Value::Null)
+    );
+    // The new column is typed: a string for a number column is refused.
+    let r = s.patch("/tables/Notes/old", json!({"stars": "many"})).await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            400,
+            err(
+                "wrong_type",
+                "The property 'stars' must be a number or null, not a string"
+            )
+        )
+    );
+    // Not a valid column name, or an object: refused.
+    let r = s.post("/tables/Notes", json!({"bad-name": 1})).await;
+    assert_eq!(
+        (r.status, r.body),
+        (400, err("unknown_column", "The property 'bad-name' cannot become a column: names must match ^[A-Za-z_][A-Za-z0-9_]{0,127}$"))
+    );
+    let r = s.post("/tables/Notes", json!({"obj": {"a": 1}})).await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            400,
+            err(
+                "wrong_type",
+                "The property 'obj' is an object or array; only scalar values can be stored"
+            )
+        )
+    );
+    // New columns can be filtered on.
+    let r = s.get("/tables/Notes?$filter=stars%20gt%203").await;
+    assert_eq!(crate::ids(&r.body), ["n"]);
+}
+
+#[tokio::test]
+async fn dynamic_columns_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db").display().to_string();
+    let config = Config::from_toml_str(DYNAMIC)
+        .unwrap()
+        .with_database(db.clone());
+    {
+        let server = Server::open(config.clone()).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async {
+            let _ = stopped.await;
+        }));
+        let r = reqwest::Client::new()
+            .post(format!("{base}/tables/Notes"))
+            .header("ZUMO-API-VERSION", "2.0.0")
+            .json(&json!({"id": "a", "extra": 1.5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+    let server = Server::open(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.run(listener, std::future::pending()));
+    let item: Value = reqwest::Client::new()
+        .get(format!("{base}/tables/Notes/a"))
+        .header("ZUMO-API-VERSION", "2.0.0")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(item["extra"], json!(1.5));
+    assert_eq!(item["title"], Value::Null);
+}
+
+#[tokio::test]
+async fn declared_columns_are_added_to_an_existing_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db").display().to_string();
+    let v1 = Config::from_toml_str("[[tables]]\nname = \"T\"\ncolumns = { a = \"string\" }")
+        .unwrap()
+        .with_database(db.clone());
+    drop(Server::open(v1).await.unwrap());
+    let v2 = Config::from_toml_str(
+        "[[tables]]\nname = \"T\"\ncolumns = { a = \"string\", b = \"number\" }",
+    )
+    .unwrap()
+    .with_database(db.clone());
+    assert!(Server::open(v2).await.is_ok());
+    // Changing a stored column's type is refused at start.
+    let v3 = Config::from_toml_str("[[tables]]\nname = \"T\"\ncolumns = { a = \"number\" }")
+        .unwrap()
+        .with_database(db);
+    let e = Server::open(v3)
+        .await
+        .err()
+        .expect("type change refused")
+        .to_string();
+    assert!(e.contains("T.a is stored as TEXT"), "{e}");
+}
+
+#[tokio::test]
+async fn page_size_is_per_table() {
+    let s = TestServer::with_toml("[[tables]]\nname = \"Small\"\npage_size = 2").await;
+    for i in 0..3 {
+        s.post("/tables/Small", json!({"id": format!("{i}")})).await;
+    }
+    let r = s.get("/tables/Small").await;
+    assert_eq!(crate::ids(&r.body), ["0", "1"]);
+    let host = s.base.trim_start_matches("http://");
+    assert_eq!(
+        r.header("link"),
+        Some(format!("http://{host}/tables/Small?$skip=2; rel=next").as_str())
+    );
+}
