@@ -46,6 +46,7 @@ pub struct StoreArgs {
 pub enum ClientCommand {
     /// Download server changes into the local store (pushes pending operations first).
     Pull {
+        /// Store, server and table.
         #[command(flatten)]
         store: StoreArgs,
         /// Incremental pull: resume from the delta token saved under this id.
@@ -60,11 +61,13 @@ pub enum ClientCommand {
     },
     /// Send every queued operation to the server, in queue order.
     Push {
+        /// Store, server and table.
         #[command(flatten)]
         store: StoreArgs,
     },
     /// Remove local rows (nothing is sent) and reset the query's delta token.
     Purge {
+        /// Store, server and table.
         #[command(flatten)]
         store: StoreArgs,
         /// Reset the delta token saved under this id.
@@ -79,11 +82,13 @@ pub enum ClientCommand {
     },
     /// List the operation queue.
     Queue {
+        /// Store, server and table.
         #[command(flatten)]
         store: StoreArgs,
     },
     /// Show the store: tables, row counts, pending operations, errors of the last push.
     Status {
+        /// Store, server and table.
         #[command(flatten)]
         store: StoreArgs,
     },

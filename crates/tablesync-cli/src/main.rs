@@ -1,8 +1,14 @@
 //! The `tablesync` binary: a thin clap dispatcher.
 //!
-//! Each subcommand lives in its own module and returns `anyhow::Result<()>`; only [`main`] maps
-//! outcomes to exit codes (0 success, 1 failure, 2 usage errors via clap).
+//! Each subcommand lives in its own module; only [`main`] maps outcomes to exit codes:
+//! 0 success, 1 failure (including a push that ended with operation errors or a refused purge),
+//! 2 usage errors (clap).
+//!
+//! * `serve` — the table server (`serve.rs`).
+//! * `pull`, `push`, `purge`, `queue`, `status` — drive and inspect a client store by hand
+//!   (`client_commands.rs`).
 
+mod client_commands;
 mod serve;
 
 use std::process::ExitCode;
@@ -21,16 +27,22 @@ struct Cli {
 enum Command {
     /// Run the table server (default: TodoItem on ./tablesync.db at 127.0.0.1:8080).
     Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(client_commands::ClientCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args).map(|()| 0),
+        Command::Client(cmd) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(client_commands::run(cmd))),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

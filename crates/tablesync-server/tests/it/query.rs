@@ -162,9 +162,7 @@ async fn paging_follows_link_headers() {
         pages.push(ids(&r.body));
         match r.header("link") {
             Some(link) => {
-                let next = link
-                    .strip_suffix("; rel=next")
-                    .expect("Link format");
+                let next = link.strip_suffix("; rel=next").expect("Link format");
                 url = next.to_owned();
             }
             None => break,

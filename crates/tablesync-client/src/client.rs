@@ -1,0 +1,260 @@
+//! The HTTP client: base URL, protocol headers, request building.
+//!
+//! [`Client`] is the tutorial's `MobileServiceClient`. It knows how to address tables and items
+//! and which headers every request carries; it never interprets responses — that is `sync/`'s
+//! job, so that only `sync/` depends on what the server answers.
+
+use std::sync::Arc;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::error::{Error, Result};
+use crate::transport::{HttpRequest, HttpTransport, Method, Transport};
+
+/// The protocol version sent in `ZUMO-API-VERSION` on every request.
+pub const ZUMO_API_VERSION: &str = "2.0.0";
+
+/// Characters left unescaped in a URL path segment or query value: RFC 3986 unreserved.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Settings of a [`Client`]. Every limit carries its unit in its name.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Upper bound for one whole HTTP request (connect, send, receive), in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Largest response body accepted, in bytes; larger answers are network errors.
+    pub response_bytes_max: u64,
+    /// App Service authentication token, sent as `X-ZUMO-AUTH` when set.
+    pub auth_token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential: never print it.
+        f.debug_struct("ClientOptions")
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("response_bytes_max", &self.response_bytes_max)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl ClientOptions {
+    /// Sets [`ClientOptions::request_timeout_ms`].
+    pub fn with_request_timeout_ms(mut self, ms: u64) -> Self {
+        self.request_timeout_ms = ms;
+        self
+    }
+
+    /// Sets [`ClientOptions::response_bytes_max`].
+    pub fn with_response_bytes_max(mut self, bytes: u64) -> Self {
+        self.response_bytes_max = bytes;
+        self
+    }
+
+    /// Sets [`ClientOptions::auth_token`].
+    pub fn with_auth_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(token.into());
+        self
+    }
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout_ms: 30_000,
+            response_bytes_max: 64 * 1024 * 1024,
+            auth_token: None,
+        }
+    }
+}
+
+/// Connection to a Mobile Apps (ZUMO-API-VERSION 2.0.0) backend.
+///
+/// Cheap to clone: clones share the transport.
+#[derive(Clone)]
+pub struct Client {
+    base_url: String,
+    transport: Arc<dyn Transport>,
+    auth_token: Option<String>,
+    installation_id: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for the backend at `base_url` (e.g. `https://myapp.example.com/`) with default
+    /// options and the reqwest transport.
+    pub fn new(base_url: &str) -> Result<Self> {
+        Self::with_options(base_url, ClientOptions::default())
+    }
+
+    /// A client with explicit options and the reqwest transport.
+    pub fn with_options(base_url: &str, options: ClientOptions) -> Result<Self> {
+        if options.request_timeout_ms == 0 {
+            return Err(Error::InvalidConfig(
+                "request_timeout_ms must be greater than 0".into(),
+            ));
+        }
+        let transport = HttpTransport::new(options.request_timeout_ms, options.response_bytes_max)
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        let mut client = Self::with_transport(base_url, Arc::new(transport))?;
+        client.auth_token = options.auth_token;
+        Ok(client)
+    }
+
+    /// A client over any [`Transport`] (tests use this to inject faults).
+    pub fn with_transport(base_url: &str, transport: Arc<dyn Transport>) -> Result<Self> {
+        let trimmed = base_url.trim();
+        let lower = trimmed.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Err(Error::InvalidUrl {
+                url: base_url.into(),
+                reason: "must start with http:// or https://".into(),
+            });
+        }
+        if trimmed.contains(['?', '#']) || trimmed.chars().any(|c| c.is_whitespace()) {
+            return Err(Error::InvalidUrl {
+                url: base_url.into(),
+                reason: "must not contain a query, a fragment or whitespace".into(),
+            });
+        }
+        let mut base_url = trimmed.to_string();
+        if !base_url.ends_with('/') {
+            base_url.push('/');
+        }
+        Ok(Client {
+            base_url,
+            transport,
+            auth_token: None,
+            installation_id: uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// Sets (or clears) the authentication token sent as `X-ZUMO-AUTH`.
+    pub fn set_auth_token(&mut self, token: Option<String>) {
+        self.auth_token = token;
+    }
+
+    /// The base URL, always ending in `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub(crate) fn transport(&self) -> &dyn Transport {
+        self.transport.as_ref()
+    }
+
+    /// `<base>tables/<table>` or `<base>tables/<table>/<escaped id>`.
+    pub(crate) fn table_url(&self, table: &str, id: Option<&str>) -> String {
+        let mut url = format!("{}tables/{}", self.base_url, table);
+        if let Some(id) = id {
+            url.push('/');
+            url.extend(utf8_percent_encode(id, COMPONENT));
+        }
+        url
+    }
+
+    /// A request with the protocol headers (and a JSON body when given).
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<&serde_json::Value>,
+    ) -> HttpRequest {
+        let mut req = HttpRequest::new(method, url);
+        req.headers
+            .push(("ZUMO-API-VERSION".into(), ZUMO_API_VERSION.into()));
+        req.headers
+            .push(("Accept".into(), "application/json".into()));
+        req.headers.push((
+            "X-ZUMO-INSTALLATION-ID".into(),
+            self.installation_id.clone(),
+        ));
+        req.headers.push(("X-ZUMO-FEATURES".into(), "OL".into()));
+        if let Some(token) = &self.auth_token {
+            req.headers.push(("X-ZUMO-AUTH".into(), token.clone()));
+        }
+        if let Some(body) = body {
+            req.headers
+                .push(("Content-Type".into(), "application/json".into()));
+            // Serialising a Value cannot fail (string keys only).
+            req.body = Some(serde_json::to_vec(body).unwrap_or_default());
+        }
+        req
+    }
+}
+
+/// Percent-encodes a query-string key or value.
+pub(crate) fn encode_component(s: &str) -> String {
+    utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+/// Builds `k1=v1&k2=v2` with every key and value percent-encoded (except `$` in keys, which
+/// servers expect literally in `$filter` & co.).
+pub(crate) fn query_string(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let key = k
+                .split('$')
+                .map(encode_component)
+                .collect::<Vec<_>>()
+                .join("$");
+            format!("{key}={}", encode_component(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_headers() {
+        let c = Client::new("http://127.0.0.1:8080").unwrap();
+        assert_eq!(c.base_url(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            c.table_url("TodoItem", Some("a b/é")),
+            "http://127.0.0.1:8080/tables/TodoItem/a%20b%2F%C3%A9"
+        );
+        let r = c.request(Method::Get, c.table_url("T", None), None);
+        assert_eq!(r.header("zumo-api-version"), Some("2.0.0"));
+        assert_eq!(r.header("content-type"), None);
+        assert!(matches!(
+            Client::new("ftp://x"),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Client::new("http://x/?a=b"),
+            Err(Error::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn query_strings() {
+        assert_eq!(
+            query_string(&[
+                ("$filter", "updatedAt gt datetimeoffset'2020-01-01T00:00:00.000Z'".into()),
+                ("$top", "50".into()),
+                ("__includeDeleted", "true".into()),
+            ]),
+            "$filter=updatedAt%20gt%20datetimeoffset%272020-01-01T00%3A00%3A00.000Z%27&$top=50&__includeDeleted=true"
+        );
+    }
+}

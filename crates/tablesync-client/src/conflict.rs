@@ -1,0 +1,227 @@
+//! Operation errors, their resolutions, and sync handlers (protocol.md 6.8).
+//!
+//! A push never stops on a conflict: 409, 412 and other failed answers become
+//! [`OperationError`]s (persisted in `__errors`) and the push goes on. They are then resolved
+//! either automatically by the context's [`SyncHandler`] — [`ClientWins`] and [`ServerWins`] ship
+//! with the SDK — or by the app after `push()` returned `Error::PushFailed`, through a
+//! [`Resolver`]. Every resolution is guarded by the operation's version: if the app changed the
+//! item after the error was recorded, the resolution fails with `Error::OperationChanged` instead
+//! of clobbering the newer edit.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, PushStatus, Result};
+use crate::queue::OpKind;
+use crate::store::{queue as q, Store};
+use crate::sync::push::{Outcome, TableOperation};
+use crate::transport::BoxFuture;
+
+/// A failed push of one queued operation.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OperationError {
+    /// Id of the queued operation.
+    pub operation_id: String,
+    /// Version of the operation when it was pushed (guards resolutions).
+    pub operation_version: i64,
+    /// Insert, update or delete.
+    pub kind: OpKind,
+    /// Table name.
+    pub table: String,
+    /// Id of the item.
+    pub item_id: String,
+    /// The item that was sent (system properties stripped; `version` kept when known).
+    pub item: Map<String, Value>,
+    /// HTTP status, `None` when there was no HTTP answer (e.g. the local row was missing).
+    pub status: Option<u16>,
+    /// The raw response body.
+    pub raw_result: String,
+    /// The server's copy of the item when the answer carried one (a JSON object with an `id`;
+    /// for an insert conflict, the copy fetched with a GET).
+    pub result: Option<Map<String, Value>>,
+    /// Set by the resolutions; unhandled errors make the push fail.
+    pub handled: bool,
+}
+
+impl OperationError {
+    /// Whether this is a concurrency conflict (409 or 412).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self.status, Some(409) | Some(412))
+    }
+}
+
+/// What a push ended with, handed to [`SyncHandler::on_push_complete`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PushCompletionResult {
+    /// How the push ended.
+    pub status: PushStatus,
+    /// The operation errors of this push, in queue order.
+    pub errors: Vec<OperationError>,
+}
+
+/// Applies resolutions to operation errors. Obtained from `SyncContext::resolver`, and handed to
+/// [`SyncHandler::on_push_complete`].
+#[derive(Clone)]
+pub struct Resolver {
+    store: Store,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    pub(crate) fn new(store: Store) -> Self {
+        Resolver { store }
+    }
+
+    /// Cancels the operation and writes `item` into the local table as server data (pass
+    /// `error.result` to accept the server's copy; an item with `deleted: true` removes the row).
+    pub async fn cancel_and_update_item(
+        &self,
+        error: &mut OperationError,
+        item: Map<String, Value>,
+    ) -> Result<()> {
+        let e = error.clone();
+        let store = self.store.clone();
+        self.store
+            .run(move |c, _| q::cancel_and_update(c, store.table(&e.table)?, &e, &item))
+            .await?;
+        error.handled = true;
+        Ok(())
+    }
+
+    /// Cancels the operation and deletes the local row.
+    pub async fn cancel_and_discard_item(&self, error: &mut OperationError) -> Result<()> {
+        let e = error.clone();
+        let store = self.store.clone();
+        self.store
+            .run(move |c, _| q::cancel_and_discard(c, store.table(&e.table)?, &e))
+            .await?;
+        error.handled = true;
+        Ok(())
+    }
+
+    /// Keeps the operation with `item` as its new data (typically the client's data with the
+    /// server's `version`, to overwrite the server on the next push). Nothing is sent now.
+    pub async fn update_operation(
+        &self,
+        error: &mut OperationError,
+        item: Map<String, Value>,
+    ) -> Result<()> {
+        let e = error.clone();
+        let store = self.store.clone();
+        self.store
+            .run(move |c, _| q::update_operation(c, store.table(&e.table)?, &e, &item))
+            .await?;
+        error.handled = true;
+        Ok(())
+    }
+}
+
+/// Hooks around a push (the reference's `IMobileServiceSyncHandler`).
+///
+/// Both methods have defaults: run the operation as is; leave errors unhandled.
+pub trait SyncHandler: Send + Sync + 'static {
+    /// Runs one queued operation. Implementations may change the operation (its item, its
+    /// version) and call [`TableOperation::execute`] any number of times, or return an outcome
+    /// without sending anything.
+    fn execute_table_operation<'a>(&'a self, op: &'a mut TableOperation) -> BoxFuture<'a, Outcome> {
+        Box::pin(op.execute())
+    }
+
+    /// Called once the queue has been walked (or the push stopped), with every operation error of
+    /// this push. Resolve errors through `resolver`; unhandled ones make the push fail.
+    fn on_push_complete<'a>(
+        &'a self,
+        result: &'a mut PushCompletionResult,
+        resolver: &'a Resolver,
+    ) -> BoxFuture<'a, Result<()>> {
+        let _ = (result, resolver);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The default handler: sends each operation as is and resolves nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DefaultHandler;
+
+impl SyncHandler for DefaultHandler {}
+
+/// Conflicts are resolved by taking the server's copy (cancel-and-update-item with the server
+/// item) for every 409/412 error that carries one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ServerWins;
+
+impl SyncHandler for ServerWins {
+    fn on_push_complete<'a>(
+        &'a self,
+        result: &'a mut PushCompletionResult,
+        resolver: &'a Resolver,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for e in result.errors.iter_mut() {
+                if !e.is_conflict() {
+                    continue;
+                }
+                if let Some(server) = e.result.clone() {
+                    match resolver.cancel_and_update_item(e, server).await {
+                        // The app edited the item meanwhile: leave the error unhandled.
+                        Err(Error::OperationChanged) => {}
+                        other => other?,
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Conflicts are resolved by re-sending the client's data with the server's `version`, at once,
+/// up to [`ClientWins::retries_max`] times per operation. An insert that conflicts with an existing
+/// server row becomes an update of that row.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientWins {
+    /// How many times one operation is re-sent after a conflict.
+    pub retries_max: u32,
+}
+
+impl Default for ClientWins {
+    fn default() -> Self {
+        ClientWins { retries_max: 3 }
+    }
+}
+
+impl SyncHandler for ClientWins {
+    fn execute_table_operation<'a>(&'a self, op: &'a mut TableOperation) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let mut outcome = op.execute().await;
+            for _ in 0..self.retries_max {
+                let Outcome::Failed {
+                    status: Some(409 | 412),
+                    server_item: Some(server),
+                    ..
+                } = &outcome
+                else {
+                    break;
+                };
+                let Some(Value::String(version)) = server.get("version") else {
+                    break;
+                };
+                // A soft-deleted server row cannot be updated (404); leave that to the app.
+                if server.get("deleted") == Some(&Value::Bool(true)) {
+                    break;
+                }
+                op.set_version(Some(version.clone()));
+                if op.kind() == OpKind::Insert {
+                    op.convert_insert_to_update();
+                }
+                outcome = op.execute().await;
+            }
+            outcome
+        })
+    }
+}

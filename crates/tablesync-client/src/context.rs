@@ -1,0 +1,122 @@
+//! The sync context: the store, the queue, the handler, and the one-sync-action-at-a-time rule.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::client::Client;
+use crate::conflict::{DefaultHandler, OperationError, Resolver, SyncHandler};
+use crate::error::Result;
+use crate::queue::Operation;
+use crate::store::{queue as q, LocalStore, Store};
+use crate::table::{SyncTable, TypedSyncTable};
+
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) store: Store,
+    pub(crate) handler: Arc<dyn SyncHandler>,
+    /// Push, pull and purge run one at a time (as in the reference): a pull must not interleave
+    /// with a push that is rewriting the same rows. A tokio mutex, because it is held across the
+    /// network awaits of the action.
+    pub(crate) sync_lock: tokio::sync::Mutex<()>,
+}
+
+/// The offline sync context (the tutorial's `client.SyncContext`): owns the local store, the
+/// operation queue and the sync handler. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct SyncContext {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SyncContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncContext")
+            .field("client", &self.inner.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncContext {
+    /// Opens the store (creating/upgrading its schema and tables) with the default handler
+    /// (conflicts are left to the app).
+    pub async fn initialize(client: Client, store: LocalStore) -> Result<Self> {
+        Self::initialize_with_handler(client, store, Arc::new(DefaultHandler)).await
+    }
+
+    /// Opens the store with a [`SyncHandler`] such as [`crate::ServerWins`] or [`crate::ClientWins`].
+    pub async fn initialize_with_handler(
+        client: Client,
+        store: LocalStore,
+        handler: Arc<dyn SyncHandler>,
+    ) -> Result<Self> {
+        let store = tokio::task::spawn_blocking(move || store.open()).await??;
+        Ok(SyncContext {
+            inner: Arc::new(Inner {
+                client,
+                store,
+                handler,
+                sync_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The HTTP client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// An untyped sync table (items are JSON objects).
+    pub fn table(&self, name: &str) -> Result<SyncTable> {
+        self.inner.store.table(name)?;
+        Ok(SyncTable::new(self.clone(), name.to_string()))
+    }
+
+    /// A typed sync table: items are `T` (serde).
+    pub fn typed_table<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<TypedSyncTable<T>> {
+        Ok(TypedSyncTable::new(self.table(name)?))
+    }
+
+    /// Names of the defined tables.
+    pub fn table_names(&self) -> Vec<String> {
+        self.inner.store.tables().keys().cloned().collect()
+    }
+
+    /// Pushes every queued operation of every table, in queue order.
+    ///
+    /// `Ok(())` when the push completed and every operation error (if any) was handled;
+    /// otherwise `Err(Error::PushFailed { status, errors })` with the unhandled errors. A network
+    /// failure stops the push (`CancelledByNetworkError`) and leaves the queue intact.
+    pub async fn push(&self) -> Result<()> {
+        let _guard = self.inner.sync_lock.lock().await;
+        crate::sync::push::push_all(
+            &self.inner.client,
+            &self.inner.store,
+            self.inner.handler.as_ref(),
+        )
+        .await
+    }
+
+    /// Number of queued operations.
+    pub async fn pending_operations(&self) -> Result<u64> {
+        self.inner.store.run(|c, _| q::pending_count(c, None)).await
+    }
+
+    /// The queue, in push order.
+    pub async fn operations(&self) -> Result<Vec<Operation>> {
+        self.inner.store.run(|c, _| q::list_ops(c)).await
+    }
+
+    /// The operation errors recorded by the last push and not resolved since.
+    pub async fn push_errors(&self) -> Result<Vec<OperationError>> {
+        self.inner.store.run(|c, _| q::list_errors(c)).await
+    }
+
+    /// Applies resolutions to operation errors (e.g. those of `Error::PushFailed`).
+    pub fn resolver(&self) -> Resolver {
+        Resolver::new(self.inner.store.clone())
+    }
+}

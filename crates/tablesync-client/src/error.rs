@@ -1,0 +1,188 @@
+//! The client's error type.
+//!
+//! One `#[non_exhaustive]` enum for the whole SDK. Variants are grouped by where the fault lies:
+//! the caller (bad input), the local store, the network, the server's answer, and the outcome of
+//! a push. Nothing in the SDK panics on input from the app or the server; every such fault is one
+//! of these variants.
+
+use crate::conflict::OperationError;
+
+/// Result alias used throughout the SDK.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a push ended (mirrors the reference client's `MobileServicePushStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PushStatus {
+    /// Every queued operation was attempted; some may have failed with operation errors.
+    Complete,
+    /// A network failure (connection refused/dropped, timeout) stopped the push; the queue is intact.
+    CancelledByNetworkError,
+    /// The server answered 401; the push stopped; the queue is intact.
+    CancelledByAuthenticationError,
+    /// The local store failed during the push.
+    CancelledBySyncStoreError,
+}
+
+impl std::fmt::Display for PushStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            PushStatus::Complete => "Complete",
+            PushStatus::CancelledByNetworkError => "CancelledByNetworkError",
+            PushStatus::CancelledByAuthenticationError => "CancelledByAuthenticationError",
+            PushStatus::CancelledBySyncStoreError => "CancelledBySyncStoreError",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Everything that can go wrong in the SDK.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The base URL given to the client is not usable.
+    #[error("invalid base URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A table name does not match `^[A-Za-z_][A-Za-z0-9_]{0,127}$` or is reserved.
+    #[error("invalid table name {0:?}")]
+    InvalidTableName(String),
+    /// A column name is invalid, reserved or declared twice.
+    #[error("invalid column name {column:?} in table {table:?}: {reason}")]
+    InvalidColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The table was not defined before the store was initialised.
+    #[error("table {0:?} is not defined in the local store")]
+    UnknownTable(String),
+    /// A table was defined after the sync context was initialised, or twice.
+    #[error("table {0:?} is already defined")]
+    TableAlreadyDefined(String),
+    /// An item carries a property that is not a column of the local table.
+    #[error("column {column:?} is not defined on the local table {table:?}")]
+    UnknownColumn {
+        /// The table.
+        table: String,
+        /// The property name.
+        column: String,
+    },
+    /// An item's value does not fit the declared column type.
+    #[error("value for column {column:?} of table {table:?} is not a valid {expected}: {value}")]
+    TypeMismatch {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The declared type.
+        expected: &'static str,
+        /// The offending value (JSON).
+        value: String,
+    },
+    /// The item is not a JSON object (or could not be serialised to one).
+    #[error("item is not a JSON object: {0}")]
+    NotAnObject(String),
+    /// An id is missing where one is required.
+    #[error("the item has no id")]
+    MissingId,
+    /// An id breaks the protocol's id rules (length, control characters, `"+?\/` and backquote, `.`/`..`).
+    #[error("invalid id {id:?}: {reason}")]
+    InvalidId {
+        /// The id.
+        id: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Insert of an id that already exists locally.
+    #[error("an item with id {0:?} already exists in the local table")]
+    ItemAlreadyExists(String),
+    /// Update or delete of an id that does not exist locally.
+    #[error("no item with id {0:?} in the local table")]
+    ItemNotFound(String),
+    /// The new local operation cannot be combined with the one already queued for the item
+    /// (protocol.md 6.6).
+    #[error("{0}")]
+    QueueConflict(&'static str),
+    /// An OData query string (filter, orderby, ...) could not be parsed or lowered.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// A pull query id breaks `^[^|]{0,255}$`.
+    #[error(
+        "the query id must not contain the pipe character and must be at most 255 characters long"
+    )]
+    InvalidQueryId,
+    /// An incremental pull was given an option it manages itself.
+    #[error("a pull query must not use {0} (the pull pages with its own $orderby/$top)")]
+    UnsupportedPullOption(&'static str),
+    /// A configuration value is out of range (the message names it and its unit).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// Purge refused because the table has pending operations and `force` was not set.
+    #[error("table {0:?} cannot be purged because it has pending operations")]
+    PurgeRefused(String),
+    /// A conflict resolution was attempted on an operation that changed (or vanished) since the error.
+    #[error("the operation has been updated or removed since the error and cannot be resolved")]
+    OperationChanged,
+    /// The local SQLite store failed.
+    #[error("local store error: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// The local store file has a schema this version of the SDK does not know.
+    #[error("local store schema version {found} is newer than the supported version {supported}")]
+    UnsupportedStoreVersion {
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The newest version this SDK writes.
+        supported: i64,
+    },
+    /// Stored data in a system table is unreadable (e.g. corrupt JSON).
+    #[error("corrupt local store data: {0}")]
+    CorruptStore(String),
+    /// A blocking store task failed to run (the runtime is shutting down or the task panicked).
+    #[error("local store task failed: {0}")]
+    StoreTask(String),
+    /// The server could not be reached, the connection dropped, or the request timed out.
+    #[error("network error: {0}")]
+    Network(String),
+    /// The server answered 401.
+    #[error("the server refused the credentials (401)")]
+    Unauthorized,
+    /// The server answered with an unexpected status (outside a push, e.g. during a pull).
+    #[error("server answered {status}: {body}")]
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// Response body (text, possibly truncated by the transport limit).
+        body: String,
+    },
+    /// The server answered something that is not a valid protocol response.
+    #[error("invalid server response: {0}")]
+    InvalidResponse(String),
+    /// A push did not complete, or completed with unhandled operation errors.
+    #[error("push failed: {status}, {} unhandled operation error(s)", errors.len())]
+    PushFailed {
+        /// How the push ended.
+        status: PushStatus,
+        /// The operation errors no handler resolved.
+        errors: Vec<OperationError>,
+    },
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::StoreTask(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::NotAnObject(e.to_string())
+    }
+}

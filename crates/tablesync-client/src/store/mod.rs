@@ -1,0 +1,573 @@
+//! The local SQLite store: schema, migrations, and the one seam between async and blocking code.
+//!
+//! All SQL of the SDK lives under this module as plain synchronous functions over a
+//! [`rusqlite::Connection`] or [`rusqlite::Transaction`]. Async code reaches them through exactly
+//! one door, [`Store::run`], which moves the closure to tokio's blocking pool and locks the
+//! connection there: the `std::sync::Mutex` guarding the connection is only ever held inside that
+//! blocking closure, never across an `.await`.
+//!
+//! Layout of the file (schema version 1, `PRAGMA user_version = 1`):
+//! * one table per defined sync table: `id TEXT PRIMARY KEY`, `createdAt TEXT`, `updatedAt TEXT`,
+//!   `version TEXT`, `deleted INTEGER`, then the declared columns (string `TEXT`, number `REAL`,
+//!   boolean `INTEGER` 0/1, date `TEXT` in the wire form `YYYY-MM-DDTHH:MM:SS.sssZ`, as
+//!   ARCHITECTURE.md prescribes, so text order is time order);
+//! * `__operations`: the queue (one entry per item at most, pushed in `sequence` order);
+//! * `__errors`: the operation errors of the last push;
+//! * `__config`: key/value settings — delta tokens (`deltaToken|<table>|<queryId>`) and the table
+//!   definitions (`table|<name>`).
+//!
+//! Upgrades run in place, one step per version, inside one transaction ([`MIGRATIONS`]).
+
+pub(crate) mod queue;
+pub(crate) mod rows;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+use crate::error::{Error, Result};
+use crate::ColumnType;
+
+/// The schema version this SDK writes (`PRAGMA user_version`).
+pub const STORE_SCHEMA_VERSION: i64 = 1;
+
+/// Upgrade steps: `MIGRATIONS[n]` takes a store from version `n` to `n + 1`.
+const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] = &[migrate_0_to_1];
+
+/// Version 0 is an empty (or foreign) file: create the system tables.
+fn migrate_0_to_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+        CREATE TABLE IF NOT EXISTS "__operations" (
+            "sequence"  INTEGER PRIMARY KEY AUTOINCREMENT,
+            "id"        TEXT NOT NULL UNIQUE,
+            "kind"      INTEGER NOT NULL,
+            "state"     INTEGER NOT NULL,
+            "tableName" TEXT NOT NULL,
+            "itemId"    TEXT NOT NULL,
+            "item"      TEXT,
+            "version"   INTEGER NOT NULL,
+            UNIQUE ("tableName", "itemId")
+        );
+        CREATE TABLE IF NOT EXISTS "__errors" (
+            "operationId"      TEXT PRIMARY KEY,
+            "operationVersion" INTEGER NOT NULL,
+            "operationKind"    INTEGER NOT NULL,
+            "tableName"        TEXT NOT NULL,
+            "itemId"           TEXT NOT NULL,
+            "item"             TEXT NOT NULL,
+            "httpStatus"       INTEGER,
+            "rawResult"        TEXT NOT NULL,
+            "serverItem"       TEXT
+        );
+        CREATE TABLE IF NOT EXISTS "__config" (
+            "key"   TEXT PRIMARY KEY,
+            "value" TEXT NOT NULL
+        );
+        "#,
+    )
+}
+
+/// One declared column of a sync table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Column {
+    /// Column name (an SQL identifier, not a system property).
+    pub name: String,
+    /// Protocol type, which fixes the SQLite storage class.
+    pub ty: ColumnType,
+}
+
+/// The shape of a sync table, declared before the store is initialised (the tutorial's
+/// `DefineTable`). The five system columns are implicit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDefinition {
+    name: String,
+    columns: Vec<Column>,
+}
+
+impl TableDefinition {
+    /// A table with only the system columns.
+    pub fn new(name: impl Into<String>) -> Self {
+        TableDefinition {
+            name: name.into(),
+            columns: Vec::new(),
+        }
+    }
+
+    /// Adds a column (builder style).
+    pub fn column(mut self, name: impl Into<String>, ty: ColumnType) -> Self {
+        self.columns.push(Column {
+            name: name.into(),
+            ty,
+        });
+        self
+    }
+
+    /// The table name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The declared (non-system) columns.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The type of a declared column.
+    pub(crate) fn column_type(&self, name: &str) -> Option<ColumnType> {
+        self.columns.iter().find(|c| c.name == name).map(|c| c.ty)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !tablesync_protocol::system::is_valid_identifier(&self.name)
+            || self.name.starts_with("__")
+        {
+            return Err(Error::InvalidTableName(self.name.clone()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.columns {
+            let bad = |reason: &str| Error::InvalidColumn {
+                table: self.name.clone(),
+                column: c.name.clone(),
+                reason: reason.into(),
+            };
+            if !tablesync_protocol::system::is_valid_identifier(&c.name) {
+                return Err(bad("not an identifier ^[A-Za-z_][A-Za-z0-9_]{0,127}$"));
+            }
+            if tablesync_protocol::system::ALL
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&c.name))
+            {
+                return Err(bad("system properties are implicit"));
+            }
+            // SQLite identifiers are case-insensitive, so `Text` and `text` would collide.
+            if !seen.insert(c.name.to_ascii_lowercase()) {
+                return Err(bad("declared twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SQLite storage type of a protocol column type (ARCHITECTURE.md "Column types and storage").
+pub(crate) fn sql_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Number => "REAL",
+        ColumnType::Boolean => "INTEGER",
+        _ => "TEXT",
+    }
+}
+
+/// Name used for a column type in `__config` and in messages.
+pub(crate) fn type_name(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::String => "string",
+        ColumnType::Number => "number",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Date => "date",
+        #[allow(unreachable_patterns)]
+        _ => "string",
+    }
+}
+
+/// The app-chosen SQLite file plus the table definitions (the tutorial's
+/// `MobileServiceSQLiteStore`). Define every table, then hand the store to
+/// [`crate::SyncContext::initialize`].
+#[derive(Debug)]
+pub struct LocalStore {
+    path: PathBuf,
+    tables: Vec<TableDefinition>,
+}
+
+impl LocalStore {
+    /// A store backed by the SQLite file at `path` (created when missing). Use `":memory:"` for a
+    /// throw-away store.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        LocalStore {
+            path: path.as_ref().to_path_buf(),
+            tables: Vec::new(),
+        }
+    }
+
+    /// Declares a table. Columns added in a later version of the app are added to the existing
+    /// file with `ALTER TABLE ADD COLUMN`; columns are never dropped.
+    pub fn define_table(&mut self, table: TableDefinition) -> Result<()> {
+        table.validate()?;
+        if self
+            .tables
+            .iter()
+            .any(|t| t.name.eq_ignore_ascii_case(&table.name))
+        {
+            return Err(Error::TableAlreadyDefined(table.name));
+        }
+        self.tables.push(table);
+        Ok(())
+    }
+
+    /// Also defines every table recorded in the file by an earlier run (its `__config`) that is
+    /// not defined yet, so that tools such as the CLI can push a whole queue without knowing the
+    /// app's table list. A missing or empty file defines nothing.
+    pub fn define_stored_tables(&mut self) -> Result<()> {
+        if !self.path.is_file() {
+            return Ok(());
+        }
+        let conn =
+            Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let has_config: bool = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '__config'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !has_config {
+            return Ok(());
+        }
+        let mut stmt = conn.prepare(
+            "SELECT substr(\"key\", 7), \"value\" FROM \"__config\" WHERE substr(\"key\", 1, 6) = 'table|'",
+        )?;
+        let stored = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (name, columns) in stored {
+            if self
+                .tables
+                .iter()
+                .any(|t| t.name.eq_ignore_ascii_case(&name))
+            {
+                continue;
+            }
+            let cols: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&columns)
+                    .map_err(|e| Error::CorruptStore(format!("definition of table {name}: {e}")))?;
+            let mut def = TableDefinition::new(name.clone());
+            for (col, ty) in cols {
+                let ty = match ty.as_str() {
+                    Some("string") => ColumnType::String,
+                    Some("number") => ColumnType::Number,
+                    Some("boolean") => ColumnType::Boolean,
+                    Some("date") => ColumnType::Date,
+                    _ => {
+                        return Err(Error::CorruptStore(format!(
+                            "definition of table {name}: column {col} has type {ty}"
+                        )))
+                    }
+                };
+                def = def.column(col, ty);
+            }
+            self.define_table(def)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the file, upgrades its schema and creates or extends the defined tables.
+    pub(crate) fn open(self) -> Result<Store> {
+        let mut conn = Connection::open(&self.path)?;
+        migrate(&mut conn)?;
+        let tx = conn.transaction()?;
+        for def in &self.tables {
+            create_or_extend(&tx, def)?;
+        }
+        tx.commit()?;
+        let tables = self
+            .tables
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            tables: Arc::new(tables),
+        })
+    }
+}
+
+/// Brings the file to [`STORE_SCHEMA_VERSION`], one step per transaction-wrapped migration.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .or_else(|_| conn.pragma_update(None, "journal_mode", "DELETE"))?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > STORE_SCHEMA_VERSION {
+        return Err(Error::UnsupportedStoreVersion {
+            found,
+            supported: STORE_SCHEMA_VERSION,
+        });
+    }
+    for (step, migration) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction()?;
+        migration(&tx)?;
+        tx.pragma_update(None, "user_version", step as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// `CREATE TABLE IF NOT EXISTS` with every column, then `ALTER TABLE ADD COLUMN` for columns the
+/// existing table lacks; records the definition in `__config`.
+fn create_or_extend(tx: &Transaction<'_>, def: &TableDefinition) -> Result<()> {
+    let mut ddl = format!(
+        "CREATE TABLE IF NOT EXISTS \"{}\" (\"id\" TEXT PRIMARY KEY, \"createdAt\" TEXT, \
+         \"updatedAt\" TEXT, \"version\" TEXT, \"deleted\" INTEGER NOT NULL DEFAULT 0",
+        def.name
+    );
+    for c in &def.columns {
+        ddl.push_str(&format!(", \"{}\" {}", c.name, sql_type(c.ty)));
+    }
+    ddl.push(')');
+    tx.execute(&ddl, [])?;
+    let existing: Vec<String> = {
+        let mut stmt = tx.prepare(&format!("PRAGMA table_info(\"{}\")", def.name))?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        names.into_iter().map(|n| n.to_ascii_lowercase()).collect()
+    };
+    for c in &def.columns {
+        if !existing.contains(&c.name.to_ascii_lowercase()) {
+            tx.execute(
+                &format!(
+                    "ALTER TABLE \"{}\" ADD COLUMN \"{}\" {}",
+                    def.name,
+                    c.name,
+                    sql_type(c.ty)
+                ),
+                [],
+            )?;
+        }
+    }
+    let cols: serde_json::Map<String, serde_json::Value> = def
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), type_name(c.ty).into()))
+        .collect();
+    set_config(
+        tx,
+        &format!("table|{}", def.name),
+        &serde_json::Value::Object(cols).to_string(),
+    )?;
+    Ok(())
+}
+
+/// Reads a `__config` value.
+pub(crate) fn get_config(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT \"value\" FROM \"__config\" WHERE \"key\" = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Writes a `__config` value.
+pub(crate) fn set_config(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO \"__config\" (\"key\", \"value\") VALUES (?1, ?2) \
+         ON CONFLICT(\"key\") DO UPDATE SET \"value\" = excluded.\"value\"",
+        [key, value],
+    )?;
+    Ok(())
+}
+
+/// Handle on the open store; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    conn: Arc<Mutex<Connection>>,
+    tables: Arc<BTreeMap<String, TableDefinition>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// The definition of a table.
+    pub(crate) fn table(&self, name: &str) -> Result<&TableDefinition> {
+        self.tables
+            .get(name)
+            .ok_or_else(|| Error::UnknownTable(name.to_string()))
+    }
+
+    /// All table definitions.
+    pub(crate) fn tables(&self) -> &BTreeMap<String, TableDefinition> {
+        &self.tables
+    }
+
+    /// The async/blocking seam: runs `f` on the blocking pool with the connection locked.
+    pub(crate) async fn run<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection, &BTreeMap<String, TableDefinition>) -> Result<R>
+            + Send
+            + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let tables = Arc::clone(&self.tables);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| Error::StoreTask("store lock poisoned".into()))?;
+            f(&mut guard, &tables)
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn todo() -> TableDefinition {
+        TableDefinition::new("TodoItem")
+            .column("text", ColumnType::String)
+            .column("complete", ColumnType::Boolean)
+    }
+
+    #[test]
+    fn opens_empty_file_as_v0_and_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        std::fs::write(&path, b"").unwrap();
+        let mut s = LocalStore::new(&path);
+        s.define_table(todo()).unwrap();
+        s.open().unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('__operations','__errors','__config','TodoItem')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(
+            get_config(&conn, "table|TodoItem").unwrap().as_deref(),
+            Some(r#"{"text":"string","complete":"boolean"}"#)
+        );
+    }
+
+    #[test]
+    fn reopens_v1_file_keeps_data_and_adds_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let mut s = LocalStore::new(&path);
+            s.define_table(todo()).unwrap();
+            let store = s.open().unwrap();
+            let conn = store.conn.lock().unwrap();
+            conn.execute(
+                "INSERT INTO \"TodoItem\" (id, text, complete) VALUES ('a', 'x', 1)",
+                [],
+            )
+            .unwrap();
+            set_config(&conn, "deltaToken|TodoItem|q", "tok").unwrap();
+        }
+        let mut s = LocalStore::new(&path);
+        s.define_table(todo().column("due", ColumnType::Date))
+            .unwrap();
+        let store = s.open().unwrap();
+        let conn = store.conn.lock().unwrap();
+        let row: (String, i64, Option<String>) = conn
+            .query_row(
+                "SELECT text, complete, due FROM \"TodoItem\" WHERE id='a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("x".to_string(), 1, None));
+        assert_eq!(
+            get_config(&conn, "deltaToken|TodoItem|q")
+                .unwrap()
+                .as_deref(),
+            Some("tok")
+        );
+    }
+
+    #[test]
+    fn stored_definitions_are_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut fresh = LocalStore::new(&path);
+        fresh.define_stored_tables().unwrap();
+        assert!(fresh.tables.is_empty());
+        {
+            let mut s = LocalStore::new(&path);
+            s.define_table(todo()).unwrap();
+            s.define_table(TableDefinition::new("Other").column("due", ColumnType::Date))
+                .unwrap();
+            s.open().unwrap();
+        }
+        let mut s = LocalStore::new(&path);
+        s.define_table(todo().column("extra", ColumnType::Number))
+            .unwrap();
+        s.define_stored_tables().unwrap();
+        let names: Vec<&str> = s.tables.iter().map(|t| t.name()).collect();
+        assert_eq!(names, vec!["TodoItem", "Other"]);
+        assert_eq!(
+            s.tables[0].columns().len(),
+            3,
+            "the explicit definition wins"
+        );
+        assert_eq!(
+            s.tables[1].columns(),
+            &[Column {
+                name: "due".into(),
+                ty: ColumnType::Date
+            }]
+        );
+    }
+
+    #[test]
+    fn refuses_newer_schema_and_bad_definitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 7).unwrap();
+        }
+        let err = LocalStore::new(&path).open().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnsupportedStoreVersion {
+                    found: 7,
+                    supported: 1
+                }
+            ),
+            "{err:?}"
+        );
+        let mut s = LocalStore::new(&path);
+        assert!(matches!(
+            s.define_table(TableDefinition::new("__x")),
+            Err(Error::InvalidTableName(_))
+        ));
+        assert!(matches!(
+            s.define_table(TableDefinition::new("T").column("Version", ColumnType::String)),
+            Err(Error::InvalidColumn { .. })
+        ));
+        assert!(matches!(
+            s.define_table(
+                TableDefinition::new("T")
+                    .column("a", ColumnType::String)
+                    .column("A", ColumnType::Number)
+            ),
+            Err(Error::InvalidColumn { .. })
+        ));
+        s.define_table(todo()).unwrap();
+        assert!(matches!(
+            s.define_table(todo()),
+            Err(Error::TableAlreadyDefined(_))
+        ));
+    }
+}

@@ -1,0 +1,626 @@
+//! Queue, error and token tables, and the transactions that combine them with row changes.
+//!
+//! Each public function here is one SQLite transaction, so a row change and its queue change
+//! commit together or not at all (ARCHITECTURE.md invariant).
+
+use rusqlite::{Connection, Transaction};
+use serde_json::{Map, Value};
+
+use super::rows;
+use super::TableDefinition;
+use crate::conflict::OperationError;
+use crate::error::{Error, Result};
+use crate::queue::{collapse, Decision, OpKind, OpState, Operation};
+
+const OP_COLUMNS: &str =
+    "\"id\", \"sequence\", \"kind\", \"state\", \"tableName\", \"itemId\", \"item\", \"version\"";
+
+fn op_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<std::result::Result<Operation, String>> {
+    let kind: i64 = r.get(2)?;
+    let state: i64 = r.get(3)?;
+    let item: Option<String> = r.get(6)?;
+    let id: String = r.get(0)?;
+    let parsed = (|| {
+        let kind = OpKind::from_code(kind).ok_or_else(|| format!("operation {id}: kind {kind}"))?;
+        let state =
+            OpState::from_code(state).ok_or_else(|| format!("operation {id}: state {state}"))?;
+        let item = match item {
+            None => None,
+            Some(t) => match serde_json::from_str::<Value>(&t) {
+                Ok(Value::Object(m)) => Some(m),
+                _ => return Err(format!("operation {id}: item is not a JSON object")),
+            },
+        };
+        Ok((kind, state, item))
+    })();
+    Ok(match parsed {
+        Ok((kind, state, item)) => Ok(Operation {
+            id,
+            sequence: r.get(1)?,
+            kind,
+            state,
+            table: r.get(4)?,
+            item_id: r.get(5)?,
+            item,
+            version: r.get(7)?,
+        }),
+        Err(e) => Err(e),
+    })
+}
+
+fn collect_ops(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Operation>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, op_from_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r?.map_err(Error::CorruptStore)?);
+    }
+    Ok(out)
+}
+
+/// The queued operation for an item, if any.
+pub(crate) fn find_op(conn: &Connection, table: &str, item_id: &str) -> Result<Option<Operation>> {
+    Ok(collect_ops(
+        conn,
+        &format!("SELECT {OP_COLUMNS} FROM \"__operations\" WHERE \"tableName\" = ?1 AND \"itemId\" = ?2"),
+        [table, item_id],
+    )?
+    .pop())
+}
+
+/// The operation with the smallest sequence greater than `after`.
+pub(crate) fn next_op(conn: &Connection, after: i64) -> Result<Option<Operation>> {
+    Ok(collect_ops(
+        conn,
+        &format!("SELECT {OP_COLUMNS} FROM \"__operations\" WHERE \"sequence\" > ?1 ORDER BY \"sequence\" LIMIT 1"),
+        [after],
+    )?
+    .pop())
+}
+
+/// The whole queue in push order.
+pub(crate) fn list_ops(conn: &Connection) -> Result<Vec<Operation>> {
+    collect_ops(
+        conn,
+        &format!("SELECT {OP_COLUMNS} FROM \"__operations\" ORDER BY \"sequence\""),
+        [],
+    )
+}
+
+/// Number of queued operations, for one table or all.
+pub(crate) fn pending_count(conn: &Connection, table: Option<&str>) -> Result<u64> {
+    let n: i64 = match table {
+        Some(t) => conn.query_row(
+            "SELECT count(*) FROM \"__operations\" WHERE \"tableName\" = ?1",
+            [t],
+            |r| r.get(0),
+        )?,
+        None => conn.query_row("SELECT count(*) FROM \"__operations\"", [], |r| r.get(0))?,
+    };
+    Ok(n.max(0) as u64)
+}
+
+fn insert_op(
+    tx: &Connection,
+    kind: OpKind,
+    table: &str,
+    item_id: &str,
+    item: Option<&Map<String, Value>>,
+    version: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO \"__operations\" (\"id\", \"kind\", \"state\", \"tableName\", \"itemId\", \"item\", \"version\") \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        rusqlite::params![
+            uuid::Uuid::new_v4().to_string(),
+            kind.code(),
+            OpState::Pending.code(),
+            table,
+            item_id,
+            item.map(|m| Value::Object(m.clone()).to_string()),
+            version
+        ],
+    )?;
+    Ok(())
+}
+
+fn delete_op(tx: &Connection, op_id: &str) -> Result<()> {
+    tx.execute("DELETE FROM \"__operations\" WHERE \"id\" = ?1", [op_id])?;
+    tx.execute(
+        "DELETE FROM \"__errors\" WHERE \"operationId\" = ?1",
+        [op_id],
+    )?;
+    Ok(())
+}
+
+/// Applies the collapse decision for a new local operation (inside the caller's transaction).
+fn enqueue(
+    tx: &Transaction<'_>,
+    kind: OpKind,
+    table: &str,
+    item_id: &str,
+    delete_item: Option<&Map<String, Value>>,
+) -> Result<()> {
+    let existing = find_op(tx, table, item_id)?;
+    match collapse(existing.as_ref().map(|o| (o.kind, o.state)), kind) {
+        Decision::Reject(msg) => return Err(Error::QueueConflict(msg)),
+        Decision::Enqueue => insert_op(tx, kind, table, item_id, delete_item, 1)?,
+        Decision::KeepExisting => {
+            if let Some(op) = existing {
+                tx.execute(
+                    "UPDATE \"__operations\" SET \"version\" = \"version\" + 1 WHERE \"id\" = ?1",
+                    [&op.id],
+                )?;
+                // A stored error no longer describes the operation (protocol.md 6.6 note).
+                tx.execute(
+                    "DELETE FROM \"__errors\" WHERE \"operationId\" = ?1",
+                    [&op.id],
+                )?;
+            }
+        }
+        Decision::DropBoth => {
+            if let Some(op) = existing {
+                delete_op(tx, &op.id)?;
+            }
+        }
+        Decision::ReplaceWithNew => {
+            let version = existing.as_ref().map_or(1, |o| o.version + 1);
+            if let Some(op) = existing {
+                delete_op(tx, &op.id)?;
+            }
+            insert_op(tx, kind, table, item_id, delete_item, version)?;
+        }
+        #[allow(unreachable_patterns)]
+        _ => return Err(Error::QueueConflict("unsupported queue decision")),
+    }
+    Ok(())
+}
+
+/// Local insert: refuses an existing id; row + queue in one transaction. Returns the stored row.
+pub(crate) fn local_insert(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    mut item: Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    let id = match rows::item_id(&item)? {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            item.insert("id".into(), Value::String(id.clone()));
+            id
+        }
+    };
+    let tx = conn.transaction()?;
+    if rows::row_exists(&tx, def.name(), &id)? {
+        return Err(Error::ItemAlreadyExists(id));
+    }
+    // Validate the queue first so a refused write leaves no row behind (the transaction would
+    // roll back anyway; this keeps the error the queue's).
+    enqueue(&tx, OpKind::Insert, def.name(), &id, None)?;
+    rows::write_local(&tx, def, &id, &item, false)?;
+    let row = rows::read_row(&tx, def, &id)?.ok_or_else(|| Error::ItemNotFound(id.clone()))?;
+    tx.commit()?;
+    Ok(row)
+}
+
+/// Local update (merge of the given properties): the row must exist.
+pub(crate) fn local_update(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    item: Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    let id = rows::item_id(&item)?.ok_or(Error::MissingId)?;
+    let tx = conn.transaction()?;
+    if !rows::row_exists(&tx, def.name(), &id)? {
+        return Err(Error::ItemNotFound(id));
+    }
+    enqueue(&tx, OpKind::Update, def.name(), &id, None)?;
+    rows::write_local(&tx, def, &id, &item, true)?;
+    let row = rows::read_row(&tx, def, &id)?.ok_or_else(|| Error::ItemNotFound(id.clone()))?;
+    tx.commit()?;
+    Ok(row)
+}
+
+/// Local delete: the row must exist; the queued delete keeps the item (with its version).
+pub(crate) fn local_delete(conn: &mut Connection, def: &TableDefinition, id: &str) -> Result<()> {
+    let tx = conn.transaction()?;
+    let row = rows::read_row(&tx, def, id)?.ok_or_else(|| Error::ItemNotFound(id.to_string()))?;
+    let (mut item, version) = rows::payload(&row);
+    if let Some(v) = version {
+        item.insert("version".into(), Value::String(v));
+    }
+    enqueue(&tx, OpKind::Delete, def.name(), id, Some(&item))?;
+    rows::delete_row(&tx, def.name(), id)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Marks an operation's state (push bookkeeping).
+pub(crate) fn set_state(conn: &Connection, op_id: &str, state: OpState) -> Result<()> {
+    conn.execute(
+        "UPDATE \"__operations\" SET \"state\" = ?2 WHERE \"id\" = ?1",
+        rusqlite::params![op_id, state.code()],
+    )?;
+    Ok(())
+}
+
+/// After a successful push of `op`: removes the entry if unchanged and writes the server's copy
+/// back. If the app changed the item meanwhile, the entry stays (to push the newer data) and only
+/// the server-owned columns are written back, so the app's edit is not overwritten.
+pub(crate) fn complete_op(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    op: &Operation,
+    server_item: Option<&Map<String, Value>>,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    let removed = tx.execute(
+        "DELETE FROM \"__operations\" WHERE \"id\" = ?1 AND \"version\" = ?2",
+        rusqlite::params![op.id, op.version],
+    )? > 0;
+    tx.execute(
+        "DELETE FROM \"__errors\" WHERE \"operationId\" = ?1",
+        [&op.id],
+    )?;
+    if let Some(item) = server_item {
+        if op.kind == OpKind::Delete {
+            // Nothing to write: the row is gone locally.
+        } else if removed {
+            rows::write_server(&tx, def, item)?;
+        } else {
+            rows::write_server_system_columns(&tx, def, item)?;
+            // The app deleted the item while its update was in flight: the queued delete must
+            // carry the version the server now has, or it would fail with 412.
+            if let (Some(current), Some(Value::String(v))) =
+                (find_op(&tx, def.name(), &op.item_id)?, item.get("version"))
+            {
+                if current.kind == OpKind::Delete {
+                    let mut qi = current.item.clone().unwrap_or_default();
+                    qi.insert("version".into(), Value::String(v.clone()));
+                    tx.execute(
+                        "UPDATE \"__operations\" SET \"item\" = ?2 WHERE \"id\" = ?1",
+                        rusqlite::params![current.id, Value::Object(qi).to_string()],
+                    )?;
+                }
+            }
+        }
+    }
+    if !removed {
+        set_state(&tx, &op.id, OpState::Pending)?;
+        // The insert reached the server but the app edited the item meanwhile (insert + update
+        // collapsed into the insert): the server has the item now, so what is left to send is an
+        // update, which the written-back version makes conditional.
+        if op.kind == OpKind::Insert {
+            tx.execute(
+                "UPDATE \"__operations\" SET \"kind\" = ?2 WHERE \"id\" = ?1 AND \"kind\" = ?3",
+                rusqlite::params![op.id, OpKind::Update.code(), OpKind::Insert.code()],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Records an operation error (and marks the operation Failed).
+pub(crate) fn record_error(conn: &mut Connection, e: &OperationError) -> Result<()> {
+    let tx = conn.transaction()?;
+    set_state(&tx, &e.operation_id, OpState::Failed)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO \"__errors\" (\"operationId\", \"operationVersion\", \"operationKind\", \
+         \"tableName\", \"itemId\", \"item\", \"httpStatus\", \"rawResult\", \"serverItem\") \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        rusqlite::params![
+            e.operation_id,
+            e.operation_version,
+            e.kind.code(),
+            e.table,
+            e.item_id,
+            Value::Object(e.item.clone()).to_string(),
+            e.status.map(i64::from),
+            e.raw_result,
+            e.result.as_ref().map(|m| Value::Object(m.clone()).to_string()),
+        ],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Deletes all stored operation errors (start of a push).
+pub(crate) fn clear_errors(conn: &Connection) -> Result<()> {
+    conn.execute("DELETE FROM \"__errors\"", [])?;
+    Ok(())
+}
+
+/// The stored operation errors, in queue order.
+pub(crate) fn list_errors(conn: &Connection) -> Result<Vec<OperationError>> {
+    let mut stmt = conn.prepare(
+        "SELECT e.\"operationId\", e.\"operationVersion\", e.\"operationKind\", e.\"tableName\", \
+         e.\"itemId\", e.\"item\", e.\"httpStatus\", e.\"rawResult\", e.\"serverItem\" \
+         FROM \"__errors\" e LEFT JOIN \"__operations\" o ON o.\"id\" = e.\"operationId\" \
+         ORDER BY o.\"sequence\"",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, Option<i64>>(6)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, Option<String>>(8)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (op_id, op_version, kind, table, item_id, item, status, raw, server) = r?;
+        let kind = OpKind::from_code(kind)
+            .ok_or_else(|| Error::CorruptStore(format!("error {op_id}: kind {kind}")))?;
+        let obj = |t: &str| match serde_json::from_str::<Value>(t) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(Error::CorruptStore(format!(
+                "error {op_id}: item is not a JSON object"
+            ))),
+        };
+        out.push(OperationError {
+            operation_id: op_id.clone(),
+            operation_version: op_version,
+            kind,
+            table,
+            item_id,
+            item: obj(&item)?,
+            status: status.and_then(|s| u16::try_from(s).ok()),
+            raw_result: raw,
+            result: server.as_deref().map(obj).transpose()?,
+            handled: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks that the operation behind an error is unchanged; returns it.
+fn guarded_op(tx: &Connection, e: &OperationError) -> Result<Operation> {
+    let op = find_op(tx, &e.table, &e.item_id)?.ok_or(Error::OperationChanged)?;
+    if op.id != e.operation_id || op.version != e.operation_version {
+        return Err(Error::OperationChanged);
+    }
+    Ok(op)
+}
+
+/// Resolution: drop the operation and take `item` (usually the server's copy) as server data.
+/// An item with `deleted: true` removes the local row.
+pub(crate) fn cancel_and_update(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    e: &OperationError,
+    item: &Map<String, Value>,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    let op = guarded_op(&tx, e)?;
+    delete_op(&tx, &op.id)?;
+    if item.get("deleted") == Some(&Value::Bool(true)) {
+        rows::delete_row(&tx, def.name(), &op.item_id)?;
+    } else {
+        let mut item = item.clone();
+        item.insert("id".into(), Value::String(op.item_id.clone()));
+        rows::write_server(&tx, def, &item)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Resolution: drop the operation and the local row.
+pub(crate) fn cancel_and_discard(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    e: &OperationError,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    let op = guarded_op(&tx, e)?;
+    delete_op(&tx, &op.id)?;
+    rows::delete_row(&tx, def.name(), &op.item_id)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Resolution: keep the operation (version bumped, state Pending) with `item` as its data: for a
+/// delete the queued item is replaced; otherwise `item` (including its `version`) is written to the
+/// local row, so the next push sends it with that version in `If-Match`.
+pub(crate) fn update_operation(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    e: &OperationError,
+    item: &Map<String, Value>,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    let op = guarded_op(&tx, e)?;
+    let mut item = item.clone();
+    item.insert("id".into(), Value::String(op.item_id.clone()));
+    if op.kind == OpKind::Delete {
+        let (mut body, _) = rows::payload(&item);
+        if let Some(v) = item.get("version") {
+            body.insert("version".into(), v.clone());
+        }
+        tx.execute(
+            "UPDATE \"__operations\" SET \"item\" = ?2 WHERE \"id\" = ?1",
+            rusqlite::params![op.id, Value::Object(body).to_string()],
+        )?;
+    } else {
+        let (body, version) = rows::payload(&item);
+        let mut body = body;
+        body.insert("version".into(), version.map_or(Value::Null, Value::String));
+        rows::write_local(&tx, def, &op.item_id, &body, true)?;
+    }
+    tx.execute(
+        "UPDATE \"__operations\" SET \"version\" = \"version\" + 1, \"state\" = ?2 WHERE \"id\" = ?1",
+        rusqlite::params![op.id, OpState::Pending.code()],
+    )?;
+    tx.execute(
+        "DELETE FROM \"__errors\" WHERE \"operationId\" = ?1",
+        [&op.id],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Key of a delta token in `__config`.
+pub(crate) fn token_key(table: &str, query_id: &str) -> String {
+    format!("deltaToken|{table}|{query_id}")
+}
+
+/// A pull's position: the (`updatedAt`, `id`) of the last row applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DeltaToken {
+    #[serde(rename = "updatedAt")]
+    pub(crate) updated_at: String,
+    pub(crate) id: String,
+}
+
+/// Reads a saved delta token.
+pub(crate) fn load_token(
+    conn: &Connection,
+    table: &str,
+    query_id: &str,
+) -> Result<Option<DeltaToken>> {
+    match super::get_config(conn, &token_key(table, query_id))? {
+        None => Ok(None),
+        Some(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| Error::CorruptStore(format!("delta token {table}|{query_id}: {e}"))),
+    }
+}
+
+/// Result of applying one pulled page.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageApplied {
+    pub(crate) upserted: u64,
+    pub(crate) deleted: u64,
+    pub(crate) skipped: u64,
+}
+
+/// Applies one pulled page and (when `query_id` is given) saves `token` in the same transaction.
+/// Rows with a queued operation are not touched (ARCHITECTURE.md invariant); `deleted: true`
+/// rows are removed.
+pub(crate) fn apply_page(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    page: &[Map<String, Value>],
+    query_id: Option<&str>,
+    token: Option<&DeltaToken>,
+) -> Result<PageApplied> {
+    let tx = conn.transaction()?;
+    let mut applied = PageApplied::default();
+    for item in page {
+        let Some(Value::String(id)) = item.get("id") else {
+            applied.skipped += 1;
+            continue;
+        };
+        if find_op(&tx, def.name(), id)?.is_some() {
+            applied.skipped += 1;
+            continue;
+        }
+        let deleted = match item.get("deleted") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+            _ => false,
+        };
+        if deleted {
+            if rows::delete_row(&tx, def.name(), id)? {
+                applied.deleted += 1;
+            }
+        } else {
+            rows::write_server(&tx, def, item)?;
+            applied.upserted += 1;
+        }
+    }
+    if let (Some(q), Some(t)) = (query_id, token) {
+        let text = serde_json::to_string(t).map_err(|e| Error::CorruptStore(e.to_string()))?;
+        super::set_config(&tx, &token_key(def.name(), q), &text)?;
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// Ids of the rows matching a lowered filter.
+fn matching_ids(
+    tx: &Connection,
+    table: &str,
+    where_sql: Option<&str>,
+    params: &[rusqlite::types::Value],
+) -> Result<Vec<String>> {
+    let sql = match where_sql {
+        Some(w) => format!("SELECT \"id\" FROM \"{table}\" WHERE {w}"),
+        None => format!("SELECT \"id\" FROM \"{table}\""),
+    };
+    let mut stmt = tx.prepare(&sql)?;
+    let ids = stmt
+        .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
+/// Purge: removes the rows matching the filter and resets the query's delta token (all of the
+/// table's tokens when no query id is given and no filter — the whole table is gone). With
+/// pending operations it refuses unless `force`; forced, it drops the operations (and errors) of
+/// the purged rows only — or all of the table's operations when there is no filter.
+pub(crate) fn purge(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    query_id: Option<&str>,
+    where_sql: Option<&str>,
+    params: &[rusqlite::types::Value],
+    force: bool,
+) -> Result<u64> {
+    let tx = conn.transaction()?;
+    let table = def.name();
+    if pending_count(&tx, Some(table))? > 0 {
+        if !force {
+            return Err(Error::PurgeRefused(table.to_string()));
+        }
+        if where_sql.is_none() {
+            tx.execute("DELETE FROM \"__errors\" WHERE \"tableName\" = ?1", [table])?;
+            tx.execute(
+                "DELETE FROM \"__operations\" WHERE \"tableName\" = ?1",
+                [table],
+            )?;
+        } else {
+            for id in matching_ids(&tx, table, where_sql, params)? {
+                if let Some(op) = find_op(&tx, table, &id)? {
+                    delete_op(&tx, &op.id)?;
+                }
+            }
+        }
+    }
+    let removed = match where_sql {
+        Some(w) => tx.execute(
+            &format!("DELETE FROM \"{table}\" WHERE {w}"),
+            rusqlite::params_from_iter(params.iter()),
+        )?,
+        None => tx.execute(&format!("DELETE FROM \"{table}\""), [])?,
+    };
+    match query_id {
+        Some(q) => {
+            tx.execute(
+                "DELETE FROM \"__config\" WHERE \"key\" = ?1",
+                [token_key(table, q)],
+            )?;
+        }
+        None if where_sql.is_none() => {
+            tx.execute(
+                "DELETE FROM \"__config\" WHERE substr(\"key\", 1, ?2) = ?1",
+                rusqlite::params![
+                    format!("deltaToken|{table}|"),
+                    format!("deltaToken|{table}|").len() as i64
+                ],
+            )?;
+        }
+        None => {}
+    }
+    tx.commit()?;
+    Ok(removed as u64)
+}

@@ -1,0 +1,49 @@
+//! Everything that talks to the network: push, pull, and (local only, but a sync action) purge.
+//!
+//! Only this module sends requests; it decides from answers with pure functions
+//! ([`push::classify`], [`pull::parse_page`]) and applies results through the store's
+//! transactions.
+
+pub(crate) mod pull;
+pub(crate) mod purge;
+pub(crate) mod push;
+
+use tablesync_protocol::odata::sql::{ColumnType, Schema};
+
+use crate::store::TableDefinition;
+
+/// A local table as seen by the protocol's SQL lowering: system columns plus declared columns.
+pub(crate) struct LocalSchema<'a>(pub(crate) &'a TableDefinition);
+
+impl Schema for LocalSchema<'_> {
+    fn column_type(&self, name: &str) -> Option<ColumnType> {
+        match name {
+            "id" | "version" => Some(ColumnType::String),
+            "createdAt" | "updatedAt" => Some(ColumnType::Date),
+            "deleted" => Some(ColumnType::Boolean),
+            _ => self.0.column_type(name),
+        }
+    }
+}
+
+/// Converts lowered parameters to rusqlite values (timestamps as wire-form text, the local
+/// storage of dates).
+pub(crate) fn sql_params(
+    params: Vec<tablesync_protocol::odata::sql::SqlValue>,
+) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value as V;
+    use tablesync_protocol::odata::sql::SqlValue as P;
+    params
+        .into_iter()
+        .map(|p| match p {
+            P::Null => V::Null,
+            P::Bool(b) => V::Integer(i64::from(b)),
+            P::Int(i) => V::Integer(i),
+            P::Real(f) => V::Real(f),
+            P::Text(s) => V::Text(s),
+            P::Timestamp(t) => V::Text(t.to_string()),
+            #[allow(unreachable_patterns)]
+            _ => V::Null,
+        })
+        .collect()
+}

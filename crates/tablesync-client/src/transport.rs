@@ -1,0 +1,227 @@
+//! The HTTP seam.
+//!
+//! Everything the SDK sends goes through one [`Transport`]: in production [`HttpTransport`]
+//! (reqwest, rustls), in tests any implementation — typically one that wraps `HttpTransport` and
+//! injects faults (dropped connections, garbage bodies) to prove the queue and the delta tokens
+//! survive them. Requests and responses are plain values so a transport needs no HTTP library.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed, sendable future (the trait objects in this crate cannot use `async fn`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// HTTP method used by the table protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Method {
+    /// GET (list, read by id).
+    Get,
+    /// POST (insert).
+    Post,
+    /// PATCH (update).
+    Patch,
+    /// DELETE (delete).
+    Delete,
+}
+
+impl Method {
+    /// The method's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// A request, fully built (absolute URL, headers, body).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HttpRequest {
+    /// Method.
+    pub method: Method,
+    /// Absolute URL including the query string.
+    pub url: String,
+    /// Header names and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// JSON body, if any.
+    pub body: Option<Vec<u8>>,
+}
+
+impl HttpRequest {
+    /// A request without headers or body.
+    pub fn new(method: Method, url: impl Into<String>) -> Self {
+        HttpRequest {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A response as received (status, headers, whole body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Header names (lower-case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with the given status and body and no headers.
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        HttpResponse {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Adds a header (builder style).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (invalid UTF-8 replaced), for error reports.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Why a request got no HTTP response. All variants count as network failures for a push.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No answer within the configured request timeout.
+    #[error("request timed out")]
+    Timeout,
+    /// Connection refused, reset, dropped mid-body, DNS failure, TLS failure...
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The response body exceeded the configured size limit.
+    #[error("response body larger than {limit_bytes} bytes")]
+    BodyTooLarge {
+        /// The limit that was exceeded.
+        limit_bytes: u64,
+    },
+}
+
+/// Sends requests. Implementations must not panic; every failure is a [`TransportError`].
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one request and reads the whole response.
+    fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>>;
+}
+
+/// The production transport: reqwest over rustls, with a per-request timeout and a body limit.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    response_bytes_max: u64,
+}
+
+impl HttpTransport {
+    /// Builds a transport. `request_timeout_ms` bounds each whole request (connect, send,
+    /// receive); `response_bytes_max` bounds a response body.
+    pub fn new(request_timeout_ms: u64, response_bytes_max: u64) -> Result<Self, TransportError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(request_timeout_ms))
+            .build()
+            .map_err(|e| TransportError::Connection(e.to_string()))?;
+        Ok(HttpTransport {
+            client,
+            response_bytes_max,
+        })
+    }
+
+    async fn send_inner(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let method = match request.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut builder = self.client.request(method, &request.url);
+        for (k, v) in &request.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        if let Some(body) = request.body {
+            builder = builder.body(body);
+        }
+        let mut resp = builder.send().await.map_err(map_reqwest)?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(map_reqwest)? {
+            if (body.len() + chunk.len()) as u64 > self.response_bytes_max {
+                return Err(TransportError::BodyTooLarge {
+                    limit_bytes: self.response_bytes_max,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn map_reqwest(e: reqwest::Error) -> TransportError {
+    if e.is_timeout() {
+        TransportError::Timeout
+    } else {
+        // Include the source chain: reqwest's top-level message alone is often just
+        // "error sending request".
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        TransportError::Connection(msg)
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
+        Box::pin(self.send_inner(request))
+    }
+}

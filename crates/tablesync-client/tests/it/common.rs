@@ -1,0 +1,250 @@
+//! Test harness: servers on 127.0.0.1:0, contexts over temp stores, a fault-injecting transport.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tablesync_client::{
+    BoxFuture, Client, ClientOptions, ColumnType, HttpRequest, HttpResponse, HttpTransport,
+    LocalStore, Method, SyncContext, SyncHandler, TableDefinition, Transport, TransportError,
+};
+use tokio::io::AsyncBufReadExt;
+
+/// A URL nothing listens on (port 1 refuses connections).
+pub const UNREACHABLE: &str = "http://127.0.0.1:1/";
+
+/// The tutorial's item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TodoItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub text: String,
+    pub complete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl TodoItem {
+    pub fn new(id: &str, text: &str) -> Self {
+        TodoItem {
+            id: Some(id.into()),
+            text: text.into(),
+            complete: false,
+            version: None,
+        }
+    }
+}
+
+pub fn todo_store(path: &Path) -> LocalStore {
+    let mut store = LocalStore::new(path);
+    store
+        .define_table(
+            TableDefinition::new("TodoItem")
+                .column("text", ColumnType::String)
+                .column("complete", ColumnType::Boolean),
+        )
+        .unwrap();
+    store
+}
+
+/// A context on the store file `path` talking to `url` (plain HTTP transport).
+pub async fn context(url: &str, path: &Path, handler: Option<Arc<dyn SyncHandler>>) -> SyncContext {
+    let client = Client::with_options(
+        url,
+        ClientOptions::default().with_request_timeout_ms(20_000),
+    )
+    .unwrap();
+    match handler {
+        Some(h) => SyncContext::initialize_with_handler(client, todo_store(path), h)
+            .await
+            .unwrap(),
+        None => SyncContext::initialize(client, todo_store(path))
+            .await
+            .unwrap(),
+    }
+}
+
+/// A context whose requests go through `transport`.
+pub async fn context_via(
+    url: &str,
+    path: &Path,
+    transport: Arc<dyn Transport>,
+    handler: Option<Arc<dyn SyncHandler>>,
+) -> SyncContext {
+    let client = Client::with_transport(url, transport).unwrap();
+    match handler {
+        Some(h) => SyncContext::initialize_with_handler(client, todo_store(path), h)
+            .await
+            .unwrap(),
+        None => SyncContext::initialize(client, todo_store(path))
+            .await
+            .unwrap(),
+    }
+}
+
+/// Our server, in-process, on 127.0.0.1:0.
+pub struct OurServer {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), tablesync_server::ServerError>>>,
+}
+
+impl OurServer {
+    pub async fn start(db: &Path) -> Self {
+        let config =
+            tablesync_server::Config::default_todo().with_database(db.display().to_string());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = tablesync_server::Server::open(config).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async {
+            let _ = stopped.await;
+        }));
+        OurServer {
+            url,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// The official Node server (azure-mobile-apps 4.0.2, sqlite provider) as a child process.
+pub struct OfficialServer {
+    pub url: String,
+    _child: tokio::process::Child,
+}
+
+impl OfficialServer {
+    pub async fn start(db: &Path) -> Self {
+        let interop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop");
+        let modules = interop.join("node_modules/azure-mobile-apps");
+        assert!(
+            modules.is_dir(),
+            "the official Node server's npm packages are missing ({}): run `bash scripts/ensure-npm` \
+             in the repository root first",
+            modules.display()
+        );
+        let mut child = tokio::process::Command::new("node")
+            .arg(interop.join("official-server.js"))
+            .env("PORT", "0")
+            .env("DB_FILE", db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot run `node`: install Node.js and run `bash scripts/ensure-npm`");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("official server exited before listening");
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the official server: {line:?}"))
+            .trim()
+            .to_string();
+        OfficialServer {
+            url: format!("{url}/"),
+            _child: child,
+        }
+    }
+}
+
+/// Wraps the HTTP transport: records requests, and can inject faults.
+pub struct Faulty {
+    inner: HttpTransport,
+    /// Every request sent: (method, url).
+    pub log: Mutex<Vec<(Method, String)>>,
+    /// Drop the connection on every GET after this many GETs.
+    pub drop_gets_after: Option<usize>,
+    gets: AtomicUsize,
+    /// Forward POSTs, then report the connection as dropped (a lost response).
+    pub lose_post_responses: AtomicBool,
+    /// Answer everything with this status and body instead of forwarding.
+    pub canned: Mutex<Option<(u16, Vec<u8>)>>,
+}
+
+impl Faulty {
+    pub fn new() -> Arc<Self> {
+        Self::with_drop_gets_after(None)
+    }
+
+    pub fn with_drop_gets_after(n: Option<usize>) -> Arc<Self> {
+        Arc::new(Faulty {
+            inner: HttpTransport::new(20_000, 16 * 1024 * 1024).unwrap(),
+            log: Mutex::new(Vec::new()),
+            drop_gets_after: n,
+            gets: AtomicUsize::new(0),
+            lose_post_responses: AtomicBool::new(false),
+            canned: Mutex::new(None),
+        })
+    }
+
+    pub fn answer_with(&self, status: u16, body: &str) {
+        *self.canned.lock().unwrap() = Some((status, body.as_bytes().to_vec()));
+    }
+
+    pub fn get_urls(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| *m == Method::Get)
+            .map(|(_, u)| u.clone())
+            .collect()
+    }
+
+    pub fn methods(&self) -> Vec<Method> {
+        self.log.lock().unwrap().iter().map(|(m, _)| *m).collect()
+    }
+}
+
+impl Transport for Faulty {
+    fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .unwrap()
+                .push((request.method, request.url.clone()));
+            let canned = self.canned.lock().unwrap().clone();
+            if let Some((status, body)) = canned {
+                return Ok(HttpResponse::new(status, body));
+            }
+            if request.method == Method::Get {
+                let n = self.gets.fetch_add(1, Ordering::SeqCst);
+                if self.drop_gets_after.is_some_and(|k| n >= k) {
+                    return Err(TransportError::Connection("dropped by the test".into()));
+                }
+            }
+            let lose =
+                request.method == Method::Post && self.lose_post_responses.load(Ordering::SeqCst);
+            let resp = self.inner.send(request).await;
+            if lose {
+                return Err(TransportError::Connection(
+                    "response lost by the test".into(),
+                ));
+            }
+            resp
+        })
+    }
+}
+
+/// Percent-decodes a URL for assertions on its query.
+pub fn decoded(url: &str) -> String {
+    percent_encoding::percent_decode_str(url)
+        .decode_utf8_lossy()
+        .into_owned()
+}

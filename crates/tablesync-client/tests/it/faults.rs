@@ -1,0 +1,245 @@
+//! Garbage answers, timeouts, 401: errors, never panics, and the queue stays intact.
+
+use serde_json::json;
+use tablesync_client::{Client, ClientOptions, Error, PushStatus, SyncContext};
+
+use crate::common::{context_via, todo_store, Faulty, OurServer};
+
+#[tokio::test]
+async fn garbage_answers_give_errors_and_keep_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Faulty::new();
+    let ctx = context_via(
+        "http://127.0.0.1:9/",
+        &dir.path().join("a.db"),
+        faulty.clone(),
+        None,
+    )
+    .await;
+    let t = ctx.table("TodoItem").unwrap();
+    t.insert(json!({"id": "g1", "text": "x", "complete": false}))
+        .await
+        .unwrap();
+    t.insert(json!({"id": "g2", "text": "y", "complete": true}))
+        .await
+        .unwrap();
+
+    for (status, body) in [
+        (200, "<html>not json</html>"),
+        (201, "{\"id\":"),
+        (200, "[1,2,3]"),
+        (201, "{\"text\":\"no id\"}"),
+        (500, "\u{0}\u{ff}"),
+        (418, ""),
+    ] {
+        faulty.answer_with(status, body);
+        match ctx.push().await {
+            Err(Error::PushFailed { status: s, errors }) => {
+                assert_eq!(s, PushStatus::Complete);
+                let got: Vec<(Option<u16>, &str, &str)> = errors
+                    .iter()
+                    .map(|e| (e.status, e.item_id.as_str(), e.raw_result.as_str()))
+                    .collect();
+                assert_eq!(
+                    got,
+                    vec![(Some(status), "g1", body), (Some(status), "g2", body)]
+                );
+                assert!(errors.iter().all(|e| e.result.is_none()));
+            }
+            other => panic!("{status} {body:?}: {other:?}"),
+        }
+        assert_eq!(ctx.pending_operations().await.unwrap(), 2);
+    }
+
+    // Pull: first the automatic push fails; with an empty queue the page itself is garbage.
+    faulty.answer_with(200, "<html/>");
+    assert!(matches!(
+        t.pull(Some("q"), "").await,
+        Err(Error::PushFailed { .. })
+    ));
+    t.purge(None, "", true).await.unwrap();
+    assert_eq!(ctx.pending_operations().await.unwrap(), 0);
+    for (status, body, expect) in [
+        (200, "<html/>", "not JSON"),
+        (200, "{\"results\":5}", "without a results array"),
+        (200, "[{\"id\":\"a\"}]", "has no updatedAt"),
+        (
+            200,
+            "[{\"id\":\"a\",\"updatedAt\":\"soon\"}]",
+            "invalid updatedAt",
+        ),
+        (
+            200,
+            "[{\"id\":\"a\",\"updatedAt\":\"2020-01-01T00:00:00Z\",\"text\":7}]",
+            "not a valid string",
+        ),
+        (200, "[5]", "not an object"),
+    ] {
+        faulty.answer_with(status, body);
+        let err = t.pull(Some("q"), "").await.unwrap_err();
+        assert!(err.to_string().contains(expect), "{body}: {err}");
+    }
+    faulty.answer_with(500, "{\"error\":\"boom\"}");
+    match t.pull(None, "").await {
+        Err(Error::Http { status, body }) => {
+            assert_eq!((status, body.as_str()), (500, "{\"error\":\"boom\"}"))
+        }
+        other => panic!("{other:?}"),
+    }
+    faulty.answer_with(401, "");
+    assert!(matches!(t.pull(None, "").await, Err(Error::Unauthorized)));
+    // A server that ignores the keyset filter would make a pull loop forever: refused instead.
+    faulty.answer_with(
+        200,
+        "[{\"id\":\"a\",\"updatedAt\":\"2020-01-01T00:00:00.000Z\"},{\"id\":\"b\",\"updatedAt\":\"2020-01-01T00:00:00.000Z\"}]",
+    );
+    let err = t
+        .pull_with_options(
+            Some("q"),
+            "",
+            tablesync_client::PullOptions::with_page_size(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not support keyset paging"),
+        "{err}"
+    );
+    // The first page was applied and its token saved before the bad second page.
+    assert_eq!(t.read("").await.unwrap().items.len(), 2);
+}
+
+#[tokio::test]
+async fn unauthorized_stops_the_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Faulty::new();
+    let ctx = context_via(
+        "http://127.0.0.1:9/",
+        &dir.path().join("a.db"),
+        faulty.clone(),
+        None,
+    )
+    .await;
+    let t = ctx.table("TodoItem").unwrap();
+    t.insert(json!({"id": "a", "text": "x"})).await.unwrap();
+    t.insert(json!({"id": "b", "text": "y"})).await.unwrap();
+    faulty.answer_with(401, "{\"error\":\"no\"}");
+    match ctx.push().await {
+        Err(Error::PushFailed { status, errors }) => {
+            assert_eq!(status, PushStatus::CancelledByAuthenticationError);
+            assert!(errors.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        faulty.methods().len(),
+        1,
+        "the push stopped at the first 401"
+    );
+    assert_eq!(ctx.pending_operations().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn timeouts_and_dropped_connections_are_network_errors() {
+    // A server that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            open.push(sock);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let client =
+        Client::with_options(&url, ClientOptions::default().with_request_timeout_ms(300)).unwrap();
+    let ctx = SyncContext::initialize(client, todo_store(&dir.path().join("a.db")))
+        .await
+        .unwrap();
+    let t = ctx.table("TodoItem").unwrap();
+    t.insert(json!({"id": "a", "text": "x"})).await.unwrap();
+    match ctx.push().await {
+        Err(Error::PushFailed { status, errors }) => {
+            assert_eq!(status, PushStatus::CancelledByNetworkError);
+            assert!(errors.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ctx.pending_operations().await.unwrap(), 1);
+    hold.abort();
+
+    // A server that closes every connection without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url2 = format!("http://{}/", listener.local_addr().unwrap());
+    let closer = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            drop(sock);
+        }
+    });
+    let ctx2 = SyncContext::initialize(
+        Client::new(&url2).unwrap(),
+        todo_store(&dir.path().join("b.db")),
+    )
+    .await
+    .unwrap();
+    let t2 = ctx2.table("TodoItem").unwrap();
+    t2.insert(json!({"id": "a", "text": "x"})).await.unwrap();
+    assert!(matches!(
+        ctx2.push().await,
+        Err(Error::PushFailed {
+            status: PushStatus::CancelledByNetworkError,
+            ..
+        })
+    ));
+    assert!(matches!(
+        t2.pull(None, "").await,
+        Err(Error::PushFailed { .. })
+    ));
+    t2.purge(None, "", true).await.unwrap();
+    assert!(matches!(t2.pull(None, "").await, Err(Error::Network(_))));
+    closer.abort();
+}
+
+#[tokio::test]
+async fn our_server_rejects_an_unknown_column_as_an_operation_error() {
+    // A store that declares a column the server does not have: the inserts fail with 400, the
+    // push continues and reports them.
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let mut store = tablesync_client::LocalStore::new(dir.path().join("a.db"));
+    store
+        .define_table(
+            tablesync_client::TableDefinition::new("TodoItem")
+                .column("text", tablesync_client::ColumnType::String)
+                .column("priority", tablesync_client::ColumnType::Number),
+        )
+        .unwrap();
+    let ctx = SyncContext::initialize(Client::new(&server.url).unwrap(), store)
+        .await
+        .unwrap();
+    let t = ctx.table("TodoItem").unwrap();
+    t.insert(json!({"id": "x", "text": "a", "priority": 2}))
+        .await
+        .unwrap();
+    t.insert(json!({"id": "y", "text": "b"})).await.unwrap();
+    match ctx.push().await {
+        Err(Error::PushFailed { status, errors }) => {
+            assert_eq!(status, PushStatus::Complete);
+            // Both payloads carry the column (`y` with null), both are refused, and the push
+            // went on after the first error.
+            let got: Vec<(&str, Option<u16>)> = errors
+                .iter()
+                .map(|e| (e.item_id.as_str(), e.status))
+                .collect();
+            assert_eq!(got, vec![("x", Some(400)), ("y", Some(400))]);
+            assert!(
+                errors[0].raw_result.contains("priority"),
+                "{}",
+                errors[0].raw_result
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ctx.pending_operations().await.unwrap(), 2);
+    server.stop().await;
+}

@@ -1,0 +1,393 @@
+//! Scenarios against our own server, in-process on 127.0.0.1:0.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::json;
+use tablesync_client::{Error, Method, OpKind, OpState, PullOptions, PushStatus, ServerWins};
+
+use crate::common::{context, context_via, decoded, Faulty, OurServer, TodoItem};
+
+#[tokio::test]
+async fn tutorial_against_our_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&dir.path().join("server.db")).await;
+    crate::scenario::tutorial(&server.url).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn interrupted_pull_resumes_from_the_saved_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let a = context(&server.url, &dir.path().join("a.db"), None).await;
+    let todos = a.typed_table::<TodoItem>("TodoItem").unwrap();
+    for i in 0..7 {
+        todos
+            .insert(&TodoItem::new(&format!("r{i}"), &format!("row {i}")))
+            .await
+            .unwrap();
+    }
+    a.push().await.unwrap();
+
+    // Pages of 3; the connection drops on the third GET, after two pages were applied.
+    let b_path = dir.path().join("b.db");
+    let faulty = Faulty::with_drop_gets_after(Some(2));
+    let b = context_via(&server.url, &b_path, faulty.clone(), None).await;
+    let bt = b.table("TodoItem").unwrap();
+    let err = bt
+        .pull_with_options(Some("q"), "", PullOptions::with_page_size(3))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Network(_)), "{err:?}");
+    assert_eq!(bt.read("").await.unwrap().items.len(), 6);
+    drop(bt);
+    drop(b);
+
+    // A new context on the same file resumes after the sixth row: one page with the last row.
+    let recorder = Faulty::new();
+    let b = context_via(&server.url, &b_path, recorder.clone(), None).await;
+    let bt = b.table("TodoItem").unwrap();
+    let s = bt
+        .pull_with_options(Some("q"), "", PullOptions::with_page_size(3))
+        .await
+        .unwrap();
+    assert_eq!((s.pages, s.upserted), (1, 1));
+    let urls = recorder.get_urls();
+    assert_eq!(urls.len(), 1);
+    let first = decoded(&urls[0]);
+    let r5 = bt.lookup("r5").await.unwrap().unwrap();
+    let u = r5["updatedAt"].as_str().unwrap();
+    assert!(
+        first.contains(&format!(
+            "$filter=(updatedAt gt datetimeoffset'{u}') or ((updatedAt eq datetimeoffset'{u}') and (id gt 'r5'))"
+        )),
+        "{first}"
+    );
+    assert!(
+        first.contains("$orderby=updatedAt,id&$top=3&__includeDeleted=true"),
+        "{first}"
+    );
+    assert_eq!(bt.read("").await.unwrap().items.len(), 7);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rows_sharing_one_updated_at_are_pulled_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    // Create the server's schema, then write 120 rows with one updatedAt behind its back (our
+    // server's commit-order stamps never produce ties, but other servers do).
+    OurServer::start(&db).await.stop().await;
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for i in 0..120 {
+            conn.execute(
+                "INSERT INTO \"TodoItem\" (id, createdAt, updatedAt, version, deleted, text, complete) \
+                 VALUES (?1, '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z', 'MQ==', 0, ?2, 0)",
+                rusqlite::params![format!("same-{i:03}"), format!("row {i}")],
+            )
+            .unwrap();
+        }
+    }
+    let server = OurServer::start(&db).await;
+    let recorder = Faulty::new();
+    let b = context_via(
+        &server.url,
+        &dir.path().join("b.db"),
+        recorder.clone(),
+        None,
+    )
+    .await;
+    let bt = b.table("TodoItem").unwrap();
+    let s = bt
+        .pull_with_options(Some("all"), "", PullOptions::with_page_size(50))
+        .await
+        .unwrap();
+    assert_eq!((s.pages, s.upserted, s.skipped), (3, 120, 0));
+    let ids: HashSet<String> = bt
+        .read("")
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 120);
+    // The next pull starts after the last row and finds nothing.
+    let s = bt
+        .pull_with_options(Some("all"), "", PullOptions::with_page_size(50))
+        .await
+        .unwrap();
+    assert_eq!((s.pages, s.upserted), (1, 0));
+    let last = decoded(recorder.get_urls().last().unwrap());
+    assert!(last.contains("id gt 'same-119'"), "{last}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lost_insert_response_is_recognised_on_the_next_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let faulty = Faulty::new();
+    let a = context_via(&server.url, &dir.path().join("a.db"), faulty.clone(), None).await;
+    let t = a.table("TodoItem").unwrap();
+    t.insert(json!({"id": "lost", "text": "x", "complete": false}))
+        .await
+        .unwrap();
+    faulty.lose_post_responses.store(true, Ordering::SeqCst);
+    match a.push().await {
+        Err(Error::PushFailed { status, errors }) => {
+            assert_eq!(status, PushStatus::CancelledByNetworkError);
+            assert!(errors.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    let ops = a.operations().await.unwrap();
+    assert_eq!(
+        (ops.len(), ops[0].kind, ops[0].state),
+        (1, OpKind::Insert, OpState::Failed)
+    );
+    // The row did reach the server. The retry gets 409, fetches the row, sees our data: done.
+    faulty.lose_post_responses.store(false, Ordering::SeqCst);
+    a.push().await.unwrap();
+    assert_eq!(a.pending_operations().await.unwrap(), 0);
+    let row = t.lookup("lost").await.unwrap().unwrap();
+    assert!(row["version"].is_string());
+    assert_eq!(
+        faulty.methods(),
+        vec![Method::Post, Method::Post, Method::Get]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn insert_conflict_and_update_conflict_resolved_by_server_wins_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let a = context(&server.url, &dir.path().join("a.db"), None).await;
+    let b = context(
+        &server.url,
+        &dir.path().join("b.db"),
+        Some(Arc::new(ServerWins)),
+    )
+    .await;
+    let at = a.table("TodoItem").unwrap();
+    let bt = b.table("TodoItem").unwrap();
+    at.insert(json!({"id": "same", "text": "from A", "complete": false}))
+        .await
+        .unwrap();
+    at.insert(json!({"id": "u", "text": "v1", "complete": false}))
+        .await
+        .unwrap();
+    a.push().await.unwrap();
+    bt.pull(None, "$filter=id eq 'u'").await.unwrap();
+    at.update(json!({"id": "u", "text": "A v2"})).await.unwrap();
+    a.push().await.unwrap();
+    // B inserts an id A already pushed, with other data (409), and updates a stale row (412).
+    bt.insert(json!({"id": "same", "text": "from B", "complete": true}))
+        .await
+        .unwrap();
+    bt.update(json!({"id": "u", "text": "B v2"})).await.unwrap();
+    b.push().await.unwrap();
+    assert_eq!(b.pending_operations().await.unwrap(), 0);
+    let same = bt.lookup("same").await.unwrap().unwrap();
+    assert_eq!(
+        (same["text"].as_str(), same["complete"].as_bool()),
+        (Some("from A"), Some(false))
+    );
+    assert_eq!(
+        bt.lookup("u").await.unwrap().unwrap()["text"],
+        json!("A v2")
+    );
+    // Resolved errors are removed from the error table.
+    assert!(b.push_errors().await.unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_an_item_already_deleted_on_the_server_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let a = context(&server.url, &dir.path().join("a.db"), None).await;
+    let b = context(&server.url, &dir.path().join("b.db"), None).await;
+    let at = a.table("TodoItem").unwrap();
+    let bt = b.table("TodoItem").unwrap();
+    at.insert(json!({"id": "d", "text": "x"})).await.unwrap();
+    a.push().await.unwrap();
+    bt.pull(Some("all"), "").await.unwrap();
+    at.delete("d").await.unwrap();
+    a.push().await.unwrap();
+    bt.delete("d").await.unwrap();
+    b.push().await.unwrap();
+    assert_eq!(b.pending_operations().await.unwrap(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pull_pushes_pending_operations_first_and_fails_when_that_push_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let faulty = Faulty::new();
+    let a = context_via(&server.url, &dir.path().join("a.db"), faulty.clone(), None).await;
+    let at = a.table("TodoItem").unwrap();
+    at.insert(json!({"id": "p", "text": "x", "complete": false}))
+        .await
+        .unwrap();
+    faulty.answer_with(503, r#"{"error":"down"}"#);
+    match at.pull(Some("all"), "").await {
+        Err(Error::PushFailed { status, errors }) => {
+            assert_eq!(status, PushStatus::Complete);
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].status, Some(503));
+            assert_eq!(errors[0].raw_result, r#"{"error":"down"}"#);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        faulty.methods(),
+        vec![Method::Post],
+        "nothing pulled after the failed push"
+    );
+    *faulty.canned.lock().unwrap() = None;
+    let s = at.pull(Some("all"), "").await.unwrap();
+    assert_eq!(s.upserted, 1);
+    assert_eq!(
+        faulty.methods(),
+        vec![Method::Post, Method::Post, Method::Get]
+    );
+    assert_eq!(a.pending_operations().await.unwrap(), 0);
+    server.stop().await;
+}
+
+/// A handler that edits the item locally while its operation is in flight (deterministically,
+/// from inside the push).
+struct EditDuringPush {
+    table: std::sync::Mutex<Option<tablesync_client::SyncTable>>,
+}
+
+impl tablesync_client::SyncHandler for EditDuringPush {
+    fn execute_table_operation<'a>(
+        &'a self,
+        op: &'a mut tablesync_client::TableOperation,
+    ) -> tablesync_client::BoxFuture<'a, tablesync_client::Outcome> {
+        Box::pin(async move {
+            let table = self.table.lock().unwrap().take();
+            if let Some(t) = table {
+                t.update(json!({"id": op.item_id(), "text": "edited in flight"}))
+                    .await
+                    .unwrap();
+            }
+            op.execute().await
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_edit_during_the_push_of_an_insert_is_pushed_next_time_as_an_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let handler = Arc::new(EditDuringPush {
+        table: std::sync::Mutex::new(None),
+    });
+    let recorder = Faulty::new();
+    let a = context_via(
+        &server.url,
+        &dir.path().join("a.db"),
+        recorder.clone(),
+        Some(handler.clone()),
+    )
+    .await;
+    let t = a.table("TodoItem").unwrap();
+    t.insert(json!({"id": "f", "text": "original", "complete": false}))
+        .await
+        .unwrap();
+    *handler.table.lock().unwrap() = Some(t.clone());
+    a.push().await.unwrap();
+    // The insert went through; the edit stays queued, now as an update with the new version.
+    let ops = a.operations().await.unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(
+        (ops[0].kind, ops[0].state),
+        (OpKind::Update, OpState::Pending)
+    );
+    let row = t.lookup("f").await.unwrap().unwrap();
+    assert_eq!(row["text"], json!("edited in flight"));
+    assert!(row["version"].is_string());
+    a.push().await.unwrap();
+    assert_eq!(a.pending_operations().await.unwrap(), 0);
+    assert_eq!(recorder.methods(), vec![Method::Post, Method::Patch]);
+    let b = context(&server.url, &dir.path().join("b.db"), None).await;
+    let bt = b.table("TodoItem").unwrap();
+    bt.pull(None, "").await.unwrap();
+    assert_eq!(
+        bt.lookup("f").await.unwrap().unwrap()["text"],
+        json!("edited in flight")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn update_operation_and_discard_resolutions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let a = context(&server.url, &dir.path().join("a.db"), None).await;
+    let b = context(&server.url, &dir.path().join("b.db"), None).await;
+    let at = a.table("TodoItem").unwrap();
+    let bt = b.table("TodoItem").unwrap();
+    for id in ["m", "k"] {
+        at.insert(json!({"id": id, "text": "v1", "complete": false}))
+            .await
+            .unwrap();
+    }
+    a.push().await.unwrap();
+    bt.pull(Some("all"), "").await.unwrap();
+    for id in ["m", "k"] {
+        at.update(json!({"id": id, "text": "A"})).await.unwrap();
+        bt.update(json!({"id": id, "text": "B", "complete": true}))
+            .await
+            .unwrap();
+    }
+    a.push().await.unwrap();
+    let errors = match b.push().await {
+        Err(Error::PushFailed { errors, .. }) => errors,
+        other => panic!("{other:?}"),
+    };
+    let ids: Vec<&str> = errors.iter().map(|e| e.item_id.as_str()).collect();
+    assert_eq!(ids, vec!["m", "k"]);
+    let resolver = b.resolver();
+    let (mut m, mut k) = (errors[0].clone(), errors[1].clone());
+    // m: merge (our text, server's complete flag and version) and retry on the next push.
+    let server_m = m.result.clone().unwrap();
+    let mut merged = m.item.clone();
+    merged.insert("complete".into(), server_m["complete"].clone());
+    merged.insert("version".into(), server_m["version"].clone());
+    resolver.update_operation(&mut m, merged).await.unwrap();
+    // k: give up the local change and the local row.
+    resolver.cancel_and_discard_item(&mut k).await.unwrap();
+    assert!(m.handled && k.handled);
+    assert_eq!(bt.lookup("k").await.unwrap(), None);
+    let ops = b.operations().await.unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(
+        (ops[0].item_id.as_str(), ops[0].state),
+        ("m", OpState::Pending)
+    );
+    // A stale error (older operation version) can no longer be applied.
+    assert!(matches!(
+        resolver
+            .cancel_and_discard_item(&mut errors[0].clone())
+            .await,
+        Err(Error::OperationChanged)
+    ));
+    b.push().await.unwrap();
+    at.pull(Some("all"), "").await.unwrap();
+    let m_at_a = at.lookup("m").await.unwrap().unwrap();
+    assert_eq!(
+        (m_at_a["text"].as_str(), m_at_a["complete"].as_bool()),
+        (Some("B"), Some(false))
+    );
+    assert_eq!(at.lookup("k").await.unwrap().unwrap()["text"], json!("A"));
+    server.stop().await;
+}
