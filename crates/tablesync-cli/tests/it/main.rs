@@ -3,5 +3,6 @@
 //! `util` holds the process helpers (start a server, wait for its listening line, kill on drop)
 //! that every test module here shares.
 
+mod client_cli;
 mod interop_js;
 mod util;
