@@ -1,0 +1,534 @@
+//! The model: the tutorial's `TodoItem` table over the client SDK, its `SyncAsync`, and the
+//! status the app shows (server URL, whether the last sync reached the server, pending
+//! operations, time of the last sync).
+//!
+//! Everything here goes through the public API of `tablesync-client` only. Both front ends (the
+//! scriptable subcommands in `main.rs` and the terminal UI in `ui.rs`) share this one model, so
+//! they cannot drift apart in behaviour.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+use tablesync_client::{
+    Client, ClientOptions, ColumnType, Error, LocalStore, PushStatus, SyncContext, TableDefinition,
+    TypedSyncTable,
+};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// The server table (the tutorial's `TodoItem`; `tablesync serve` serves it by default).
+pub const TABLE: &str = "TodoItem";
+/// The pull's query id: the pull is incremental and resumes from the delta token saved under it.
+pub const QUERY_ID: &str = "todoItems";
+/// The local SQLite store's file name inside the data directory.
+pub const STORE_FILE: &str = "localstore.db";
+/// The file (inside the data directory) that remembers the last sync across runs.
+pub const LAST_SYNC_FILE: &str = "last-sync.json";
+/// The default server: the one the top README runs (`tablesync serve`).
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+/// Default upper bound for one HTTP request, in milliseconds. Shorter than the SDK's default so
+/// an unreachable server that swallows packets does not keep the user waiting long.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Longest item text accepted, in characters (a todo is a line, not a document).
+pub const TEXT_CHARS_MAX: usize = 1_000;
+
+/// Shortest id prefix `done`/`undone` accept, in characters.
+pub const ID_PREFIX_CHARS_MIN: usize = 4;
+
+/// Local order of the list: by text, then id. Stable across syncs (a local insert has no
+/// `createdAt` until it is pushed, so ordering by it would reshuffle the list after a sync and
+/// break `done <index>` between two runs).
+const LIST_QUERY: &str = "$orderby=text,id";
+
+/// The tutorial's `TodoItem`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TodoItem {
+    /// Generated (UUID) by the SDK on insert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// What to do.
+    pub text: String,
+    /// Whether it is done.
+    pub complete: bool,
+}
+
+impl TodoItem {
+    /// The id, or `""` for an item that was never stored (not produced by this app).
+    pub fn id_str(&self) -> &str {
+        self.id.as_deref().unwrap_or("")
+    }
+}
+
+/// Where the app keeps its files and which server it talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Directory holding [`STORE_FILE`] and [`LAST_SYNC_FILE`]; created when missing.
+    pub data_dir: PathBuf,
+    /// Base URL of the server, e.g. `http://127.0.0.1:8080`.
+    pub server_url: String,
+    /// Upper bound for one HTTP request, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+/// Why a sync did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The server could not be reached (refused, dropped, timeout). Local data is safe.
+    Offline,
+    /// The server answered, but the push left operation errors or the pull was refused.
+    Rejected,
+}
+
+/// How a sync failed, with the message the tutorial shows in its dialog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncFailure {
+    /// Offline or rejected.
+    pub kind: FailureKind,
+    /// The push status when the push failed (`None` when the pull failed).
+    pub push_status: Option<String>,
+    /// The dialog text, e.g. "Push failed because of sync errors. You may be offline. ...".
+    pub message: String,
+}
+
+/// What one sync (push, then pull) did. Persisted as [`LAST_SYNC_FILE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// When the sync ended (RFC 3339, UTC).
+    pub at: String,
+    /// The server URL the sync used.
+    pub server_url: String,
+    /// Whether the server answered (false: offline).
+    pub reached_server: bool,
+    /// Rows the pull wrote locally.
+    pub pulled: u64,
+    /// `None` when push and pull both succeeded.
+    pub failure: Option<SyncFailure>,
+}
+
+impl SyncReport {
+    /// Whether push and pull both succeeded.
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// [`SyncReport::at`] for people: `2026-11-28 17:58:41 UTC` (the raw text if unparsable).
+    pub fn at_display(&self) -> String {
+        display_time(&self.at)
+    }
+}
+
+/// Formats an RFC 3339 time as `YYYY-MM-DD hh:mm:ss UTC`; returns the input when it does not parse.
+pub fn display_time(rfc3339: &str) -> String {
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .ok()
+        .and_then(|t| t.to_offset(time::UtcOffset::UTC).format(&fmt).ok())
+        .unwrap_or_else(|| rfc3339.to_string())
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The configured server URL.
+    pub server_url: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Local items (complete or not).
+    pub items: usize,
+    /// Queued operations not yet pushed.
+    pub pending_operations: u64,
+    /// The last sync, from [`LAST_SYNC_FILE`] (`None` before the first sync).
+    pub last_sync: Option<SyncReport>,
+}
+
+/// The app model: the sync context and the typed `TodoItem` table. Cheap to clone (clones share
+/// the store), so the UI can hand a clone to a background sync task.
+#[derive(Debug, Clone)]
+pub struct App {
+    ctx: SyncContext,
+    todos: TypedSyncTable<TodoItem>,
+    config: Config,
+}
+
+impl App {
+    /// The tutorial's `InitLocalStoreAsync` (without the sync, which the caller runs): opens
+    /// `localstore.db` in the data directory, defines `TodoItem`, initialises the sync context.
+    pub async fn open(config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let options = ClientOptions::default().with_request_timeout_ms(config.request_timeout_ms);
+        let client = Client::with_options(&config.server_url, options)
+            .with_context(|| format!("invalid server URL {:?}", config.server_url))?;
+        let store_path = config.data_dir.join(STORE_FILE);
+        let mut store = LocalStore::new(&store_path);
+        store.define_table(
+            TableDefinition::new(TABLE)
+                .column("text", ColumnType::String)
+                .column("complete", ColumnType::Boolean),
+        )?;
+        let ctx = SyncContext::initialize(client, store)
+            .await
+            .with_context(|| format!("cannot open the local store {}", store_path.display()))?;
+        let todos = ctx.typed_table::<TodoItem>(TABLE)?;
+        Ok(App { ctx, todos, config })
+    }
+
+    /// The configuration the app was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every local item, ordered by text then id (the order `list` numbers them in).
+    pub async fn items(&self) -> anyhow::Result<Vec<TodoItem>> {
+        Ok(self.todos.read(LIST_QUERY).await?)
+    }
+
+    /// Inserts a new, incomplete item locally (queued for the next push). Does not sync.
+    pub async fn add(&self, text: &str) -> anyhow::Result<TodoItem> {
+        let text = text.trim();
+        if text.is_empty() {
+            bail!("the item text must not be empty");
+        }
+        let chars = text.chars().count();
+        if chars > TEXT_CHARS_MAX {
+            bail!("the item text has {chars} characters; at most {TEXT_CHARS_MAX} are allowed");
+        }
+        let item = TodoItem {
+            id: None,
+            text: text.to_string(),
+            complete: false,
+        };
+        Ok(self.todos.insert(&item).await?)
+    }
+
+    /// Sets `complete` on the item with this id locally (queued for the next push). Does not sync.
+    pub async fn set_complete(&self, id: &str, complete: bool) -> anyhow::Result<TodoItem> {
+        let Some(mut item) = self.todos.lookup(id).await? else {
+            bail!("no item with id {id:?}");
+        };
+        item.complete = complete;
+        Ok(self.todos.update(&item).await?)
+    }
+
+    /// Finds an item by its 1-based position in [`App::items`] (as `list` prints it), by its id,
+    /// or by a unique prefix of its id of at least [`ID_PREFIX_CHARS_MIN`] characters.
+    pub async fn find(&self, id_or_index: &str) -> anyhow::Result<TodoItem> {
+        let key = id_or_index.trim();
+        let items = self.items().await?;
+        if let Ok(n) = key.parse::<usize>() {
+            if (1..=items.len()).contains(&n) {
+                return Ok(items[n - 1].clone());
+            }
+        }
+        if let Some(item) = items.iter().find(|i| i.id_str() == key) {
+            return Ok(item.clone());
+        }
+        // Short keys are list numbers, never id prefixes: "3" must not pick an id starting with 3.
+        let matches: Vec<&TodoItem> = if key.chars().count() < ID_PREFIX_CHARS_MIN {
+            Vec::new()
+        } else {
+            items
+                .iter()
+                .filter(|i| i.id_str().starts_with(key))
+                .collect()
+        };
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => bail!(
+                "no item {key:?}: give a number from `list` (1..={}) or an item id",
+                items.len()
+            ),
+            many => bail!(
+                "{} items have an id starting with {key:?}; give more of it",
+                many.len()
+            ),
+        }
+    }
+
+    /// Queued operations not yet pushed.
+    pub async fn pending_operations(&self) -> anyhow::Result<u64> {
+        Ok(self.ctx.pending_operations().await?)
+    }
+
+    /// The tutorial's `SyncAsync`: push the queue, then pull `TodoItem` with the query id
+    /// `todoItems`. Never fails: a failure is part of the report (with the tutorial's dialog
+    /// text), and the report is saved as the last sync (a save failure is reported as a
+    /// rejected sync rather than lost). Conflicts left by the push are resolved as in the SDK's
+    /// example, by taking the server's copy, so one conflict does not block every later sync;
+    /// the report still says the push failed.
+    pub async fn sync(&self) -> SyncReport {
+        let mut report = SyncReport {
+            at: String::new(),
+            server_url: self.config.server_url.clone(),
+            reached_server: true,
+            pulled: 0,
+            failure: None,
+        };
+        match self.ctx.push().await {
+            Ok(()) => match self.todos.pull(Some(QUERY_ID), "").await {
+                Ok(summary) => report.pulled = summary.upserted,
+                Err(e) => {
+                    report.reached_server = !is_network(&e);
+                    report.failure = Some(pull_failure(&e));
+                }
+            },
+            Err(e) => {
+                report.reached_server = !is_network(&e);
+                if let Error::PushFailed { errors, .. } = &e {
+                    self.take_server_copies(errors.clone()).await;
+                }
+                report.failure = Some(push_failure(&e));
+            }
+        }
+        report.at = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        if let Err(e) = save_last_sync(&self.config.data_dir, &report) {
+            let note = format!("\n\nThe sync result could not be saved: {e:#}");
+            match &mut report.failure {
+                Some(f) => f.message.push_str(&note),
+                None => {
+                    report.failure = Some(SyncFailure {
+                        kind: FailureKind::Rejected,
+                        push_status: None,
+                        message: note.trim_start().to_string(),
+                    })
+                }
+            }
+        }
+        report
+    }
+
+    /// Resolves conflicts that carry the server's copy by keeping that copy (the SDK example's
+    /// policy). Best effort: an error that cannot be resolved stays queued and shows again.
+    async fn take_server_copies(&self, errors: Vec<tablesync_client::OperationError>) {
+        let resolver = self.ctx.resolver();
+        for mut e in errors {
+            if let Some(server) = e.result.clone() {
+                // A failure here (the item changed meanwhile) leaves the error for the next push.
+                let _ = resolver.cancel_and_update_item(&mut e, server).await;
+            }
+        }
+    }
+
+    /// The status line's facts.
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        Ok(Status {
+            server_url: self.config.server_url.clone(),
+            data_dir: self.config.data_dir.clone(),
+            items: self.items().await?.len(),
+            pending_operations: self.pending_operations().await?,
+            last_sync: load_last_sync(&self.config.data_dir)?,
+        })
+    }
+}
+
+/// Whether an SDK error means the server was not reached.
+fn is_network(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Network(_)
+            | Error::PushFailed {
+                status: PushStatus::CancelledByNetworkError,
+                ..
+            }
+    )
+}
+
+/// The tutorial's push-failure text (`MobileServicePushFailedException`).
+fn push_failure(e: &Error) -> SyncFailure {
+    let status = match e {
+        Error::PushFailed { status, .. } => Some(status.to_string()),
+        _ => None,
+    };
+    let mut message = String::from("Push failed because of sync errors. You may be offline.");
+    if let Some(s) = &status {
+        message.push_str(&format!("\nPushResult.Status: {s}"));
+    }
+    message.push_str(&format!("\nMessage: {e}"));
+    if let Error::PushFailed { errors, .. } = e {
+        for err in errors {
+            let http = err
+                .status
+                .map_or("no answer".to_string(), |s| s.to_string());
+            message.push_str(&format!(
+                "\n- {} {:?}: {http}{}",
+                err.kind,
+                err.item_id,
+                if err.result.is_some() {
+                    " (the server's copy was kept)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    SyncFailure {
+        kind: if is_network(e) {
+            FailureKind::Offline
+        } else {
+            FailureKind::Rejected
+        },
+        push_status: status,
+        message,
+    }
+}
+
+/// The tutorial's pull-failure text.
+fn pull_failure(e: &Error) -> SyncFailure {
+    SyncFailure {
+        kind: if is_network(e) {
+            FailureKind::Offline
+        } else {
+            FailureKind::Rejected
+        },
+        push_status: None,
+        message: format!(
+            "Pull failed: {e}\n\nIf you are still in an offline scenario, you can try your pull \
+             again when connected with your server."
+        ),
+    }
+}
+
+/// Writes the report atomically (temp file + rename) so a crash never leaves half a file.
+pub fn save_last_sync(data_dir: &Path, report: &SyncReport) -> anyhow::Result<()> {
+    let path = data_dir.join(LAST_SYNC_FILE);
+    let tmp = data_dir.join(format!("{LAST_SYNC_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(report)?;
+    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads the last sync report; `None` when there was none yet.
+pub fn load_last_sync(data_dir: &Path) -> anyhow::Result<Option<SyncReport>> {
+    let path = data_dir.join(LAST_SYNC_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("{} is not a valid sync report", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, url: &str) -> Config {
+        Config {
+            data_dir: dir.to_path_buf(),
+            server_url: url.to_string(),
+            request_timeout_ms: 5_000,
+        }
+    }
+
+    /// A port nothing listens on: bind one, then drop the listener.
+    fn dead_url() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    #[tokio::test]
+    async fn local_actions_and_offline_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(config(dir.path(), &dead_url())).await.unwrap();
+        assert!(app.add("   ").await.is_err());
+        assert!(app.add(&"x".repeat(TEXT_CHARS_MAX + 1)).await.is_err());
+        let b = app.add("b item").await.unwrap();
+        let a = app.add(" a item ").await.unwrap();
+        assert_eq!(a.text, "a item");
+        let items = app.items().await.unwrap();
+        assert_eq!(
+            items.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(),
+            ["a item", "b item"]
+        );
+        assert_eq!(app.find("2").await.unwrap(), b);
+        assert_eq!(app.find(a.id_str()).await.unwrap(), a);
+        assert_eq!(app.find(&a.id_str()[..8]).await.unwrap(), a);
+        assert!(app.find("3").await.is_err());
+        assert!(app.find("abc").await.is_err());
+        assert!(app.find("").await.is_err());
+        let done = app.set_complete(b.id_str(), true).await.unwrap();
+        assert!(done.complete);
+        assert!(app.set_complete("nope", true).await.is_err());
+        // Two inserts; the update collapses into the queued insert.
+        assert_eq!(app.pending_operations().await.unwrap(), 2);
+
+        let report = app.sync().await;
+        assert!(!report.reached_server);
+        let failure = report.failure.clone().unwrap();
+        assert_eq!(failure.kind, FailureKind::Offline);
+        assert_eq!(
+            failure.push_status.as_deref(),
+            Some("CancelledByNetworkError")
+        );
+        assert!(
+            failure.message.starts_with(
+                "Push failed because of sync errors. You may be offline.\n\
+                 PushResult.Status: CancelledByNetworkError\nMessage: push failed"
+            ),
+            "{}",
+            failure.message
+        );
+        assert_eq!(app.pending_operations().await.unwrap(), 2);
+        let status = app.status().await.unwrap();
+        assert_eq!(status.items, 2);
+        assert_eq!(status.last_sync, Some(report));
+    }
+
+    #[tokio::test]
+    async fn pull_failure_when_nothing_to_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::open(config(dir.path(), &dead_url())).await.unwrap();
+        let report = app.sync().await;
+        let failure = report.failure.unwrap();
+        assert!(!report.reached_server);
+        assert_eq!(failure.kind, FailureKind::Offline);
+        assert_eq!(failure.push_status, None);
+        assert!(
+            failure.message.starts_with("Pull failed: network error"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn last_sync_round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_last_sync(dir.path()).unwrap(), None);
+        let report = SyncReport {
+            at: "2026-11-28T17:58:41.123Z".into(),
+            server_url: DEFAULT_URL.into(),
+            reached_server: true,
+            pulled: 3,
+            failure: None,
+        };
+        save_last_sync(dir.path(), &report).unwrap();
+        assert_eq!(load_last_sync(dir.path()).unwrap(), Some(report.clone()));
+        assert_eq!(report.at_display(), "2026-11-28 17:58:41 UTC");
+        std::fs::write(dir.path().join(LAST_SYNC_FILE), b"{not json").unwrap();
+        let err = load_last_sync(dir.path()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("is not a valid sync report"),
+            "{err:#}"
+        );
+        assert_eq!(display_time("garbage"), "garbage");
+    }
+
+    #[tokio::test]
+    async fn bad_url_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = App::open(config(dir.path(), "ftp://x")).await.unwrap_err();
+        assert!(format!("{err:#}").contains("invalid server URL"), "{err:#}");
+    }
+}
