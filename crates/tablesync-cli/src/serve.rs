@@ -16,7 +16,7 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080, or the config's].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Database: a path or sqlite://path [default: ./tablesync.db, or the config's].
+    /// Database: a path, sqlite://path or postgres://user@host:port/db [default: ./tablesync.db, or the config's].
     #[arg(long)]
     database: Option<String>,
 }

@@ -115,6 +115,51 @@ impl App {
 
     /// `GET /tables/{table}`: a page of rows per the OData options in `raw_query`.
     pub async fn list(&self, table: &str, raw_query: &str) -> Result<ListResult, ApiError> {
+        let (schema, list, select) = self.list_query(table, raw_query)?;
+        let (top, skip) = (list.top, list.skip);
+        let page = self
+            .store
+            .list(&schema, list)
+            .await
+            .map_err(|e| match e.kind {
+                // The database could not evaluate the client's expression (e.g. a value too big).
+                StoreErrorKind::Query => ApiError::Query(QueryError {
+                    code: ErrorCode::InvalidFilter,
+                    message: "The query could not be evaluated by the database".to_owned(),
+                    position: None,
+                }),
+                _ => ApiError::Store(e),
+            })?;
+        let full = top > 0 && page.items.len() as u64 == top;
+        let items = match &select {
+            Some(select) => page
+                .items
+                .into_iter()
+                .map(|item| project(item, select))
+                .collect(),
+            None => page.items,
+        };
+        Ok(ListResult {
+            items,
+            count: page.count,
+            next_skip: full.then(|| skip.saturating_add(top)),
+        })
+    }
+
+    /// The database's query plan for the list request `GET /tables/{table}?{raw_query}`.
+    pub async fn explain_list(&self, table: &str, raw_query: &str) -> Result<String, ApiError> {
+        let (schema, list, _) = self.list_query(table, raw_query)?;
+        Ok(self.store.explain_list(&schema, list).await?)
+    }
+
+    /// Check and lower a list request: the schema it runs against, the store query and the
+    /// `$select` names.
+    #[allow(clippy::type_complexity)]
+    fn list_query(
+        &self,
+        table: &str,
+        raw_query: &str,
+    ) -> Result<(Arc<TableSchema>, ListQuery, Option<Vec<String>>), ApiError> {
         let entry = self.table(table)?;
         if raw_query_value(raw_query, "$filter", false)
             .is_some_and(|f| f.len() > self.limits.filter_bytes_max)
@@ -158,33 +203,7 @@ impl App {
             top,
             count: query.inline_count,
         };
-        let page = self
-            .store
-            .list(&schema, list)
-            .await
-            .map_err(|e| match e.kind {
-                // The database could not evaluate the client's expression (e.g. a value too big).
-                StoreErrorKind::Query => ApiError::Query(QueryError {
-                    code: ErrorCode::InvalidFilter,
-                    message: "The query could not be evaluated by the database".to_owned(),
-                    position: None,
-                }),
-                _ => ApiError::Store(e),
-            })?;
-        let full = top > 0 && page.items.len() as u64 == top;
-        let items = match &select {
-            Some(select) => page
-                .items
-                .into_iter()
-                .map(|item| project(item, select))
-                .collect(),
-            None => page.items,
-        };
-        Ok(ListResult {
-            items,
-            count: page.count,
-            next_skip: full.then(|| skip.saturating_add(top)),
-        })
+        Ok((schema, list, select))
     }
 
     /// `GET /tables/{table}/{id}`: one row; soft-deleted rows only with `__includeDeleted=true`.

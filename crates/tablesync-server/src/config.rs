@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
-//! database = "./tablesync.db"          # a path, `sqlite://path`, later `postgres://…`
+//! database = "./tablesync.db"          # a path, `sqlite://path` or `postgres://user@host/db`
 //!
 //! [limits]
 //! body_bytes_max = 1048576
@@ -33,7 +33,7 @@ pub struct Config {
     /// Address to listen on. The `--listen` flag overrides it.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Where the data lives: a file path, `sqlite://path` or (later) `postgres://…`.
+    /// Where the data lives: a file path, `sqlite://path` or `postgres://user@host:port/db`.
     /// The `--database` flag overrides it.
     #[serde(default = "default_database")]
     pub database: String,
@@ -93,8 +93,17 @@ pub struct StoreConfig {
     pub commit_order_stamps: bool,
     /// Number of read-only SQLite connections, in connections (writes use one more).
     pub reader_connections: usize,
-    /// How long a connection waits for a database lock before giving up, in milliseconds.
+    /// How long a connection waits for a database lock before giving up, in milliseconds. On
+    /// PostgreSQL it is the session's `lock_timeout` and the wait for a free pool connection.
     pub busy_timeout_ms: u64,
+    /// Most connections one server process opens to PostgreSQL, in connections (SQLite ignores
+    /// it). Several processes share the database's `max_connections`.
+    pub pool_connections_max: u32,
+    /// TEST ONLY (the multi-process torture test): hold every PostgreSQL write transaction open
+    /// for a random 0..=N milliseconds after it took its stamp and before it commits, so that
+    /// concurrent transactions take random lengths of time. 0 (the default) holds nothing; never
+    /// set it in production: with commit-order stamps it serialises writers for that long.
+    pub write_hold_ms_max: u64,
 }
 
 impl Default for StoreConfig {
@@ -103,6 +112,8 @@ impl Default for StoreConfig {
             commit_order_stamps: true,
             reader_connections: 4,
             busy_timeout_ms: 5_000,
+            pool_connections_max: 10,
+            write_hold_ms_max: 0,
         }
     }
 }
@@ -165,7 +176,7 @@ impl TableConfig {
 pub enum DatabaseTarget {
     /// An SQLite database file.
     Sqlite(PathBuf),
-    /// A PostgreSQL connection URL (not served yet).
+    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`).
     Postgres(String),
 }
 
@@ -286,7 +297,10 @@ impl Config {
         if self.store.reader_connections == 0 {
             return invalid("store.reader_connections must be at least 1".into());
         }
-        parse_database(&self.database)?;
+        if self.store.pool_connections_max == 0 {
+            return invalid("store.pool_connections_max must be at least 1".into());
+        }
+        let postgres = matches!(parse_database(&self.database)?, DatabaseTarget::Postgres(_));
         for origin in &self.cors.allowed_origins {
             let plain = origin.bytes().all(|b| b.is_ascii_graphic());
             if !plain || (origin != "*" && !origin.contains("://")) {
@@ -301,6 +315,14 @@ impl Config {
             if !system::is_valid_identifier(&table.name) || table.name.starts_with("tablesync_") {
                 return invalid(format!(
                     "table name '{}' must match ^[A-Za-z_][A-Za-z0-9_]{{0,127}}$ and not start with tablesync_",
+                    table.name
+                ));
+            }
+            // PostgreSQL silently truncates identifiers to 63 bytes (NAMEDATALEN - 1), which
+            // could make two tables or columns one; refuse instead.
+            if postgres && table.name.len() > PG_IDENTIFIER_BYTES_MAX {
+                return invalid(format!(
+                    "table name '{}' is longer than {PG_IDENTIFIER_BYTES_MAX} bytes (PostgreSQL's limit)",
                     table.name
                 ));
             }
@@ -330,6 +352,12 @@ impl Config {
                         table.name
                     ));
                 }
+                if postgres && column.len() > PG_IDENTIFIER_BYTES_MAX {
+                    return invalid(format!(
+                        "table '{}': column name '{column}' is longer than {PG_IDENTIFIER_BYTES_MAX} bytes (PostgreSQL's limit)",
+                        table.name
+                    ));
+                }
                 if system::ALL.iter().any(|s| s.eq_ignore_ascii_case(column)) {
                     return invalid(format!(
                         "table '{}': column '{column}' is a system property",
@@ -347,6 +375,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The longest identifier PostgreSQL keeps whole, in bytes.
+pub const PG_IDENTIFIER_BYTES_MAX: usize = 63;
 
 /// Parse `./file.db`, `sqlite://file.db`, `sqlite:file.db` or `postgres://…`.
 pub fn parse_database(text: &str) -> Result<DatabaseTarget, ConfigError> {
@@ -445,6 +476,36 @@ mod tests {
             config.database_target().unwrap(),
             DatabaseTarget::Sqlite("x.db".into())
         );
+    }
+
+    #[test]
+    fn postgres_database_and_store_options_parse() {
+        let config = Config::from_toml_str(
+            "database = \"postgres://app@db.internal:5432/sync\"\n\
+             [store]\npool_connections_max = 3\ncommit_order_stamps = false\nwrite_hold_ms_max = 7",
+        )
+        .unwrap();
+        assert_eq!(
+            config.database_target().unwrap(),
+            DatabaseTarget::Postgres("postgres://app@db.internal:5432/sync".into())
+        );
+        assert_eq!(config.store.pool_connections_max, 3);
+        assert_eq!(config.store.write_hold_ms_max, 7);
+        assert!(!config.store.commit_order_stamps);
+        let defaults = StoreConfig::default();
+        assert!(defaults.commit_order_stamps);
+        assert_eq!(defaults.write_hold_ms_max, 0);
+        // A 64-byte name is fine on SQLite but not on PostgreSQL.
+        let long = "T".repeat(64);
+        let sqlite = format!("[[tables]]\nname = \"{long}\"");
+        assert!(Config::from_toml_str(&sqlite).is_ok());
+        let pg = format!("database = \"postgresql://h/d\"\n{sqlite}");
+        let err = Config::from_toml_str(&pg).unwrap_err().to_string();
+        assert!(err.contains("longer than 63 bytes"), "{err}");
+        let err = Config::from_toml_str("[store]\npool_connections_max = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pool_connections_max"), "{err}");
     }
 
     #[test]

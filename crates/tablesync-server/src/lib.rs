@@ -1,5 +1,6 @@
 //! tablesync-server: the Azure Mobile Apps table protocol (ZUMO-API-VERSION 2.0.0) over HTTP,
-//! on an embedded SQLite database.
+//! on an embedded SQLite database or on PostgreSQL (any number of server processes on one
+//! database).
 //!
 //! # Layout
 //!
@@ -10,8 +11,10 @@
 //!   one `ApiError` → response match.
 //! * `table`: protocol rules without HTTP or SQL (ids, reserved properties, types,
 //!   `If-Match`, stamps, JSON output).
-//! * `store`: the only place that runs SQL; the `Store` trait (dyn-compatible, boxed futures) and
-//!   the SQLite store. A PostgreSQL store (issue 5) is another `Store` implementation there.
+//! * `store`: the only place that runs SQL; the `Store` trait (dyn-compatible, boxed futures), the
+//!   SQLite store and the PostgreSQL store (chosen by the `database` setting's form).
+//! * [`testing`]: support for tests of this and other crates (a fresh database per test on
+//!   either store).
 //!
 //! # Running a server in-process (tests, other crates)
 //!
@@ -32,6 +35,7 @@
 //! ```
 
 pub mod config;
+pub mod testing;
 
 mod app;
 mod error;
@@ -50,8 +54,10 @@ pub use config::{
 pub use http::SERVER_VERSION;
 pub use store::{StoreError, StoreErrorKind};
 pub use tablesync_protocol::odata::sql::ColumnType;
+pub use testing::StoreKind;
 
 use app::App;
+use store::postgres::PostgresStore;
 use store::sqlite::SqliteStore;
 use store::Store;
 
@@ -68,6 +74,9 @@ pub enum ServerError {
     /// The configured database kind is not available in this build.
     #[error("{0}")]
     Unsupported(String),
+    /// A request given to [`Server::explain_list`] is invalid.
+    #[error("invalid request: {0}")]
+    Request(String),
     /// Listening or serving failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -94,10 +103,8 @@ impl Server {
                         })??;
                 Arc::new(store)
             }
-            DatabaseTarget::Postgres(_) => {
-                return Err(ServerError::Unsupported(
-                    "PostgreSQL is not supported yet (issue 5)".into(),
-                ))
+            DatabaseTarget::Postgres(url) => {
+                Arc::new(PostgresStore::open(&url, &config.store).await?)
             }
         };
         let app = App::new(&config, store).await?;
@@ -110,6 +117,19 @@ impl Server {
     /// The configuration the server runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The database's query plan for `GET /tables/{table}?{raw_query}` (`raw_query` as on the
+    /// wire, percent-encoded, without the `?`): `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on
+    /// PostgreSQL. Tests and benchmarks use it to show that pulls are index scans.
+    pub async fn explain_list(&self, table: &str, raw_query: &str) -> Result<String, ServerError> {
+        self.app
+            .explain_list(table, raw_query)
+            .await
+            .map_err(|e| match e {
+                error::ApiError::Store(e) => ServerError::Store(e),
+                other => ServerError::Request(other.to_string()),
+            })
     }
 
     /// Serve on `listener` until `shutdown` completes; in-flight requests are finished first.

@@ -1,6 +1,7 @@
 //! The client commands of the `tablesync` binary (`push`, `pull`, `purge`, `queue`, `status`)
 //! run as a user would run them: a real `tablesync serve` process, a store file in a temporary
-//! directory, and the exact lines each command prints.
+//! directory, and the exact lines each command prints; once with the server on SQLite and once
+//! on PostgreSQL.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +9,7 @@ use std::process::Command;
 use serde_json::json;
 use tablesync_client::{Client, ColumnType, LocalStore, SyncContext, TableDefinition};
 
-use crate::util::ServerProcess;
+use crate::util::{ServerProcess, StoreKind};
 
 /// Runs `tablesync <args> --store <store> --url <url>` and returns (exit code, stdout).
 fn tablesync(args: &[&str], store: &Path, url: &str) -> (i32, String) {
@@ -51,9 +52,8 @@ fn queue_two_inserts(store: &Path) {
     });
 }
 
-#[test]
-fn push_pull_purge_queue_and_status_by_hand() {
-    let server = ServerProcess::tablesync_serve();
+fn push_pull_purge_queue_and_status_by_hand(kind: StoreKind) {
+    let server = ServerProcess::tablesync_serve_on(kind);
     let dir = tempfile::tempdir().expect("tempdir");
     let writer = dir.path().join("writer.db");
     let reader = dir.path().join("reader.db");
@@ -127,9 +127,8 @@ fn push_pull_purge_queue_and_status_by_hand() {
     assert!(out.contains("table:   TodoItem (1 row(s))\n"), "{out}");
 }
 
-#[test]
-fn purge_with_pending_operations_is_refused_unless_forced() {
-    let server = ServerProcess::tablesync_serve();
+fn purge_with_pending_operations_is_refused_unless_forced(kind: StoreKind) {
+    let server = ServerProcess::tablesync_serve_on(kind);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store.db");
     queue_two_inserts(&store);
@@ -145,4 +144,29 @@ fn purge_with_pending_operations_is_refused_unless_forced() {
     let (_, out) = tablesync(&["status"], &store, server.url());
     assert!(out.contains("table:   TodoItem (0 row(s))\n"), "{out}");
     assert!(out.contains("pending: 0 operation(s)\n"), "{out}");
+}
+
+/// Each test runs against a server on SQLite and on PostgreSQL.
+mod on_store {
+    use super::StoreKind;
+
+    #[test]
+    fn push_pull_purge_queue_and_status_by_hand_sqlite() {
+        super::push_pull_purge_queue_and_status_by_hand(StoreKind::Sqlite);
+    }
+
+    #[test]
+    fn push_pull_purge_queue_and_status_by_hand_postgres() {
+        super::push_pull_purge_queue_and_status_by_hand(StoreKind::Postgres);
+    }
+
+    #[test]
+    fn purge_with_pending_operations_is_refused_unless_forced_sqlite() {
+        super::purge_with_pending_operations_is_refused_unless_forced(StoreKind::Sqlite);
+    }
+
+    #[test]
+    fn purge_with_pending_operations_is_refused_unless_forced_postgres() {
+        super::purge_with_pending_operations_is_refused_unless_forced(StoreKind::Postgres);
+    }
 }

@@ -1,13 +1,14 @@
 //! Interoperability with the official JS client: `interop/js-client.js` runs the npm package
 //! `azure-mobile-apps-client` 2.0.1 (unmodified, under Node.js, with its own SQLite store on
-//! sql.js) against a real `tablesync serve` process. The npm packages come from
+//! sql.js) against a real `tablesync serve` process, once on SQLite and once on PostgreSQL
+//! (`TABLESYNC_TEST_PG_URL`, see `tablesync_server::testing`). The npm packages come from
 //! `bash scripts/ensure-npm`; without them these tests fail (they never skip).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::util::{require_npm, run_node, tail, ServerProcess, OUTPUT_TAIL_BYTES};
+use crate::util::{require_npm, run_node, tail, ServerProcess, StoreKind, OUTPUT_TAIL_BYTES};
 
 /// Every check `js-client.js` makes, in order. The script prints `ok - <name>` for each.
 const EXPECTED_CHECKS: [&str; 24] = [
@@ -88,8 +89,14 @@ fn assert_js_client_passes(server: &ServerProcess, extra_args: &[&str]) {
 }
 
 #[test]
-fn official_js_client_against_tablesync_serve() {
-    let server = ServerProcess::tablesync_serve();
+fn official_js_client_against_tablesync_serve_sqlite() {
+    let server = ServerProcess::tablesync_serve_on(StoreKind::Sqlite);
+    assert_js_client_passes(&server, &[]);
+}
+
+#[test]
+fn official_js_client_against_tablesync_serve_postgres() {
+    let server = ServerProcess::tablesync_serve_on(StoreKind::Postgres);
     assert_js_client_passes(&server, &[]);
 }
 

@@ -5,4 +5,5 @@
 
 mod client_cli;
 mod interop_js;
+mod torture;
 mod util;

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub use tablesync_server::testing::{StoreKind, TestDatabase};
+
 /// How long a server may take to print its listening line. Generous on purpose: CI machines
 /// have two shared cores and the first start may include SQLite file creation. This is a bound
 /// against hanging forever, not a timing assertion.
@@ -103,6 +105,19 @@ pub struct ServerProcess {
     output: Arc<Mutex<String>>,
     // Keeps a temporary data directory alive as long as the server runs.
     _data_dir: Option<tempfile::TempDir>,
+    // Keeps (and, when dropped after the process is killed, removes) the server's own fresh
+    // database.
+    _database: Option<TestDatabase>,
+}
+
+/// A fresh database of this kind (a temporary SQLite file, or a new PostgreSQL database on
+/// `TABLESYNC_TEST_PG_URL`, default postgres://postgres@127.0.0.1:5432/postgres). Panics (fails
+/// the test, never skips it) when PostgreSQL cannot be reached.
+pub fn fresh_database(kind: StoreKind) -> TestDatabase {
+    match TestDatabase::create_blocking(kind) {
+        Ok(db) => db,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 impl ServerProcess {
@@ -133,6 +148,7 @@ impl ServerProcess {
             url: String::new(),
             output,
             _data_dir: None,
+            _database: None,
         };
         server.url = server.wait_for_listening(&rx, what);
         server
@@ -151,9 +167,29 @@ impl ServerProcess {
         server
     }
 
+    /// Starts our `tablesync serve` on a free port on a fresh database of this kind (dropped
+    /// with the process).
+    pub fn tablesync_serve_on(kind: StoreKind) -> ServerProcess {
+        let db = fresh_database(kind);
+        let mut server = ServerProcess::tablesync_serve_with(Path::new(db.url()), &[]);
+        server._database = Some(db);
+        server
+    }
+
     /// Starts our `tablesync serve` on a free port with the given database file and extra
     /// arguments (for example `--config <file>`).
     pub fn tablesync_serve_with(database: &Path, extra_args: &[&str]) -> ServerProcess {
+        ServerProcess::tablesync_serve_env(database, extra_args, &[])
+    }
+
+    /// [`tablesync_serve_with`](Self::tablesync_serve_with) with extra environment variables
+    /// (for example `RUST_LOG=warn` to keep a busy server's per-request log lines out).
+    /// `database` is a file path or a `postgres://` URL.
+    pub fn tablesync_serve_env(
+        database: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tablesync"));
         command
             .arg("serve")
@@ -161,7 +197,8 @@ impl ServerProcess {
             .arg("127.0.0.1:0")
             .arg("--database")
             .arg(database)
-            .args(extra_args);
+            .args(extra_args)
+            .envs(envs.iter().copied());
         ServerProcess::spawn(command, "tablesync serve")
     }
 

@@ -26,8 +26,8 @@ use tablesync_protocol::system;
 use tablesync_protocol::time::Timestamp;
 
 use super::{
-    BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind, StoreResult,
-    WriteOutcome,
+    sorts_by_id, BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind,
+    StoreResult, WriteOutcome,
 };
 use crate::config::StoreConfig;
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
@@ -427,11 +427,16 @@ fn add_columns(
     Ok(out)
 }
 
-fn list_rows(
-    conn: &mut Connection,
-    schema: &TableSchema,
-    query: &ListQuery,
-) -> StoreResult<ListPage> {
+/// The SQL of a list request: the page query, its parameters, the `WHERE` clause and how many
+/// of the parameters are the filter's.
+struct ListSql {
+    sql: String,
+    params: Vec<SqlValue>,
+    where_clause: String,
+    filter_params: usize,
+}
+
+fn list_sql(schema: &TableSchema, query: &ListQuery) -> ListSql {
     let mut conditions = Vec::new();
     let mut params: Vec<SqlValue> = Vec::new();
     if let Some(filter) = &query.filter {
@@ -450,7 +455,13 @@ fn list_rows(
     let order = match &query.order_by {
         Some(order) => {
             params.extend(order.params.iter().cloned());
-            format!("{}, \"id\" ASC", order.sql)
+            if sorts_by_id(&order.sql) {
+                // Already unique; a repeated `id` term would keep the planner from reading
+                // the (…, id) index in order.
+                order.sql.clone()
+            } else {
+                format!("{}, \"id\" ASC", order.sql)
+            }
         }
         None => "\"createdAt\" ASC, \"id\" ASC".to_owned(),
     };
@@ -463,6 +474,45 @@ fn list_rows(
         select_list(schema),
         limit_index + 1
     );
+    ListSql {
+        sql,
+        params,
+        where_clause,
+        filter_params,
+    }
+}
+
+/// `EXPLAIN QUERY PLAN` of a list request, one plan line per line.
+fn explain_list(
+    conn: &mut Connection,
+    schema: &TableSchema,
+    query: &ListQuery,
+) -> StoreResult<String> {
+    let ListSql { sql, params, .. } = list_sql(schema, query);
+    let mut stmt = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .map_err(classify)?;
+    let rows = stmt
+        .query_map(params_from_iter(binds(&params)), |r| r.get::<_, String>(3))
+        .map_err(classify)?;
+    let lines = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(classify)?;
+    Ok(lines.join("\n"))
+}
+
+fn list_rows(
+    conn: &mut Connection,
+    schema: &TableSchema,
+    query: &ListQuery,
+) -> StoreResult<ListPage> {
+    let ListSql {
+        sql,
+        params,
+        where_clause,
+        filter_params,
+    } = list_sql(schema, query);
+    let table = quote_ident(&schema.name);
     // One read transaction so the count and the page see the same snapshot.
     let tx = conn.transaction().map_err(classify)?;
     let items = {
@@ -698,6 +748,15 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<ListPage>> {
         let table = table.clone();
         Box::pin(self.read(move |conn| list_rows(conn, &table, &query)))
+    }
+
+    fn explain_list<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        query: ListQuery,
+    ) -> BoxFuture<'a, StoreResult<String>> {
+        let table = table.clone();
+        Box::pin(self.read(move |conn| explain_list(conn, &table, &query)))
     }
 
     fn insert<'a>(

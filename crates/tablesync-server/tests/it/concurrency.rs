@@ -4,11 +4,10 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::{send, TestServer};
+use crate::{send, StoreKind, TestServer};
 
-#[tokio::test]
-async fn stale_if_match_is_412_with_current_item() {
-    let s = TestServer::start().await;
+async fn stale_if_match_is_412_with_current_item(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let v1 = s.insert_todo("a", "milk", false).await;
     let current = s
         .patch("/tables/TodoItem/a", json!({"complete": true}))
@@ -24,9 +23,8 @@ async fn stale_if_match_is_412_with_current_item() {
     assert_eq!(s.get("/tables/TodoItem/a").await.body, current);
 }
 
-#[tokio::test]
-async fn stale_body_version_is_409_with_current_item() {
-    let s = TestServer::start().await;
+async fn stale_body_version_is_409_with_current_item(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let v1 = s.insert_todo("a", "milk", false).await;
     let current = s
         .patch("/tables/TodoItem/a", json!({"complete": true}))
@@ -52,9 +50,8 @@ async fn stale_body_version_is_409_with_current_item() {
     assert_eq!(r.status, 200);
 }
 
-#[tokio::test]
-async fn duplicate_insert_is_409_with_stored_item() {
-    let s = TestServer::start().await;
+async fn duplicate_insert_is_409_with_stored_item(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let stored = s.insert_todo("a", "milk", false).await;
     let r = s
         .post(
@@ -70,9 +67,8 @@ async fn duplicate_insert_is_409_with_stored_item() {
     r.assert_etag_matches_body();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_patches_with_one_if_match_have_one_winner() {
-    let s = std::sync::Arc::new(TestServer::start().await);
+async fn concurrent_patches_with_one_if_match_have_one_winner(kind: StoreKind) {
+    let s = std::sync::Arc::new(TestServer::start(kind).await);
     let created = s.insert_todo("a", "start", false).await;
     let etag = format!("\"{}\"", created["version"].as_str().unwrap());
     const N: usize = 12;
@@ -107,9 +103,8 @@ async fn concurrent_patches_with_one_if_match_have_one_winner() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_inserts_of_one_id_have_one_winner() {
-    let s = std::sync::Arc::new(TestServer::start().await);
+async fn concurrent_inserts_of_one_id_have_one_winner(kind: StoreKind) {
+    let s = std::sync::Arc::new(TestServer::start(kind).await);
     let mut tasks = Vec::new();
     for i in 0..8 {
         let s = s.clone();
@@ -128,3 +123,11 @@ async fn concurrent_inserts_of_one_id_have_one_winner() {
     statuses.sort();
     assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
 }
+
+crate::store_tests!(
+    stale_if_match_is_412_with_current_item,
+    stale_body_version_is_409_with_current_item,
+    duplicate_insert_is_409_with_stored_item,
+    concurrent_patches_with_one_if_match_have_one_winner,
+    concurrent_inserts_of_one_id_have_one_winner,
+);

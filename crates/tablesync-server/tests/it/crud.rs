@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{err, send, TestServer};
+use crate::{err, send, StoreKind, TestServer};
 
 fn is_wire_date(v: &Value) -> bool {
     let s = v.as_str().unwrap_or("");
@@ -18,9 +18,8 @@ fn is_wire_date(v: &Value) -> bool {
         })
 }
 
-#[tokio::test]
-async fn insert_generates_id_and_every_system_property() {
-    let s = TestServer::start().await;
+async fn insert_generates_id_and_every_system_property(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let r = s.post("/tables/TodoItem", json!({"text": "milk"})).await;
     assert_eq!(r.status, 201);
     r.assert_etag_matches_body();
@@ -61,9 +60,8 @@ async fn insert_generates_id_and_every_system_property() {
     got.assert_etag_matches_body();
 }
 
-#[tokio::test]
-async fn client_ids_are_kept_and_insert_version_is_ignored() {
-    let s = TestServer::start().await;
+async fn client_ids_are_kept_and_insert_version_is_ignored(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let r = s
         .post(
             "/tables/TodoItem",
@@ -86,9 +84,8 @@ async fn client_ids_are_kept_and_insert_version_is_ignored() {
     assert_eq!(r.body["id"].as_str().unwrap().len(), 36);
 }
 
-#[tokio::test]
-async fn patch_merges_and_restamps() {
-    let s = TestServer::start().await;
+async fn patch_merges_and_restamps(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let created = s.insert_todo("a", "milk", false).await;
     let r = s
         .patch("/tables/TodoItem/a", json!({"text": "oat milk"}))
@@ -139,9 +136,8 @@ async fn patch_merges_and_restamps() {
     assert_eq!(r6.body["text"], "v");
 }
 
-#[tokio::test]
-async fn every_write_gets_a_new_increasing_stamp() {
-    let s = TestServer::start().await;
+async fn every_write_gets_a_new_increasing_stamp(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let mut stamps = Vec::new();
     for i in 0..5 {
         let r = s
@@ -177,9 +173,8 @@ fn counter(version: &str) -> u64 {
     u64::from_be_bytes(bytes.try_into().unwrap())
 }
 
-#[tokio::test]
-async fn soft_delete_tombstones_and_undelete() {
-    let s = TestServer::start().await;
+async fn soft_delete_tombstones_and_undelete(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let created = s.insert_todo("a", "milk", false).await;
     s.insert_todo("b", "eggs", false).await;
 
@@ -241,9 +236,9 @@ async fn soft_delete_tombstones_and_undelete() {
     assert_eq!((missing.status, missing.body), (404, not_found));
 }
 
-#[tokio::test]
-async fn hard_delete_tables() {
+async fn hard_delete_tables(kind: StoreKind) {
     let s = TestServer::with_toml(
+        kind,
         "[[tables]]\nname = \"Plain\"\nsoft_delete = false\ncolumns = { text = \"string\" }",
     )
     .await;
@@ -285,9 +280,8 @@ async fn hard_delete_tables() {
     );
 }
 
-#[tokio::test]
-async fn delete_with_if_match() {
-    let s = TestServer::start().await;
+async fn delete_with_if_match(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let created = s.insert_todo("a", "milk", false).await;
     let r = send(
         s.req(Method::DELETE, "/tables/TodoItem/a")
@@ -306,9 +300,8 @@ async fn delete_with_if_match() {
     assert_eq!(r.body["deleted"], true);
 }
 
-#[tokio::test]
-async fn table_names_match_case_insensitively() {
-    let s = TestServer::start().await;
+async fn table_names_match_case_insensitively(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     assert_eq!(
         s.post("/tables/todoitem", json!({"id": "a"})).await.status,
         201
@@ -316,9 +309,9 @@ async fn table_names_match_case_insensitively() {
     assert_eq!(s.get("/tables/TODOITEM/a").await.status, 200);
 }
 
-#[tokio::test]
-async fn typed_columns_round_trip() {
+async fn typed_columns_round_trip(kind: StoreKind) {
     let s = TestServer::with_toml(
+        kind,
         "[[tables]]\nname = \"T\"\ncolumns = { s = \"string\", n = \"number\", b = \"boolean\", d = \"date\" }",
     )
     .await;
@@ -348,9 +341,8 @@ async fn typed_columns_round_trip() {
     assert_eq!(r.body["s"], Value::Null);
 }
 
-#[tokio::test]
-async fn cors_and_compression() {
-    let s = TestServer::start().await;
+async fn cors_and_compression(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     s.insert_todo("a", "x", false).await;
     let r = send(
         s.req(Method::GET, "/tables/TodoItem")
@@ -401,3 +393,16 @@ async fn cors_and_compression() {
         Some("gzip")
     );
 }
+
+crate::store_tests!(
+    insert_generates_id_and_every_system_property,
+    client_ids_are_kept_and_insert_version_is_ignored,
+    patch_merges_and_restamps,
+    every_write_gets_a_new_increasing_stamp,
+    soft_delete_tombstones_and_undelete,
+    hard_delete_tables,
+    delete_with_if_match,
+    table_names_match_case_insensitively,
+    typed_columns_round_trip,
+    cors_and_compression,
+);

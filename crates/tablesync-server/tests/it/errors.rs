@@ -3,14 +3,13 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{err, send, TestServer};
+use crate::{err, send, StoreKind, TestServer};
 
 const BAD_VERSION: &str =
     "An invalid API version was specified in the request, this request needs to specify a ZUMO-API-VERSION of 2.0.0.";
 
-#[tokio::test]
-async fn api_version_is_required_on_tables() {
-    let s = TestServer::start().await;
+async fn api_version_is_required_on_tables(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let url = format!("{}/tables/TodoItem", s.base);
     let r = send(s.client.get(&url)).await;
     assert_eq!(
@@ -37,9 +36,8 @@ async fn api_version_is_required_on_tables() {
     assert_eq!(r.status, 400);
 }
 
-#[tokio::test]
-async fn unknown_tables_routes_and_methods() {
-    let s = TestServer::start().await;
+async fn unknown_tables_routes_and_methods(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let r = s.get("/tables/Nope").await;
     assert_eq!(
         (r.status, r.body),
@@ -93,9 +91,8 @@ async fn unknown_tables_routes_and_methods() {
     );
 }
 
-#[tokio::test]
-async fn missing_items() {
-    let s = TestServer::start().await;
+async fn missing_items(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let not_found = err("item_not_found", "The item does not exist");
     for r in [
         s.get("/tables/TodoItem/x").await,
@@ -108,9 +105,8 @@ async fn missing_items() {
     }
 }
 
-#[tokio::test]
-async fn bad_bodies() {
-    let s = TestServer::start().await;
+async fn bad_bodies(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let raw = |body: &'static str| {
         s.req(Method::POST, "/tables/TodoItem")
             .header("Content-Type", "application/json")
@@ -181,9 +177,8 @@ async fn bad_bodies() {
     assert_eq!(r.status, 201);
 }
 
-#[tokio::test]
-async fn table_rules() {
-    let s = TestServer::start().await;
+async fn table_rules(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     s.insert_todo("a", "x", false).await;
     for name in ["createdAt", "UpdatedAt", "deleted"] {
         for r in [
@@ -285,9 +280,8 @@ async fn table_rules() {
     assert_eq!(list.body[0]["text"], "x");
 }
 
-#[tokio::test]
-async fn body_limit_is_413_json() {
-    let s = TestServer::with_toml("[limits]\nbody_bytes_max = 100").await;
+async fn body_limit_is_413_json(kind: StoreKind) {
+    let s = TestServer::with_toml(kind, "[limits]\nbody_bytes_max = 100").await;
     let big = json!({"text": "x".repeat(200)});
     let expected = err(
         "payload_too_large",
@@ -306,9 +300,8 @@ async fn body_limit_is_413_json() {
     );
 }
 
-#[tokio::test]
-async fn query_option_errors() {
-    let s = TestServer::start().await;
+async fn query_option_errors(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     let r = s.get("/tables/TodoItem?$top=1001").await;
     assert_eq!(
         (r.status, r.body),
@@ -362,3 +355,13 @@ async fn query_option_errors() {
         );
     }
 }
+
+crate::store_tests!(
+    api_version_is_required_on_tables,
+    unknown_tables_routes_and_methods,
+    missing_items,
+    bad_bodies,
+    table_rules,
+    body_limit_is_413_json,
+    query_option_errors,
+);

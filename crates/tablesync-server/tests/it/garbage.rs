@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::{send, TestServer};
+use crate::{send, StoreKind, TestServer};
 
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Rng(u64);
@@ -101,9 +101,8 @@ fn assert_sane(what: &str, status: u16, body: &Value) {
     }
 }
 
-#[tokio::test]
-async fn garbage_queries_never_500() {
-    let s = TestServer::start().await;
+async fn garbage_queries_never_500(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     s.insert_todo("a", "x", false).await;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let options = [
@@ -131,9 +130,8 @@ async fn garbage_queries_never_500() {
     }
 }
 
-#[tokio::test]
-async fn garbage_bodies_and_paths_never_500() {
-    let s = TestServer::start().await;
+async fn garbage_bodies_and_paths_never_500(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
     s.insert_todo("a", "x", false).await;
     let bodies = [
         "",
@@ -194,3 +192,8 @@ async fn garbage_bodies_and_paths_never_500() {
         assert_sane(if_match, r.status, &r.body);
     }
 }
+
+crate::store_tests!(
+    garbage_queries_never_500,
+    garbage_bodies_and_paths_never_500,
+);

@@ -1,9 +1,40 @@
-//! HTTP behaviour tests: a real server on 127.0.0.1:0 with a temporary SQLite database, driven
-//! over a real socket with reqwest. Error bodies are asserted whole.
+//! HTTP behaviour tests: a real server on 127.0.0.1:0, driven over a real socket with reqwest.
+//! Error bodies are asserted whole.
+//!
+//! Every test body is an `async fn name(kind: StoreKind)` and runs once per store: the
+//! [`store_tests!`] list at the end of each module generates `name::sqlite` and `name::postgres`
+//! (like ripgrep's `rgtest!`; a module per test because `macro_rules!` cannot glue identifiers).
+//! Each run gets a fresh database: a temporary SQLite file, or `CREATE DATABASE
+//! tablesync_test_<random>` on `TABLESYNC_TEST_PG_URL` (default
+//! postgres://postgres@127.0.0.1:5432/postgres), dropped at the end. PostgreSQL tests fail, never
+//! skip, when PostgreSQL cannot be reached.
+
+/// For each listed `async fn name(kind: StoreKind)`, a module `name` with the tests `sqlite` and
+/// `postgres` running it on that store. A function left out of the list is dead code, which the
+/// compiler reports.
+#[macro_export]
+macro_rules! store_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::StoreKind::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::StoreKind::Postgres).await
+                }
+            }
+        )+
+    };
+}
 
 mod concurrency;
 mod crud;
 mod errors;
+mod explain;
 mod garbage;
 mod query;
 mod schema;
@@ -11,41 +42,67 @@ mod schema;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
+pub use tablesync_server::testing::{StoreKind, TestDatabase};
 use tablesync_server::{Config, Server};
 
-/// A server running in this test's runtime, on its own temporary database.
+/// A fresh database of this kind; panics (fails the test) when it cannot be made.
+pub async fn fresh_database(kind: StoreKind) -> TestDatabase {
+    match TestDatabase::create(kind).await {
+        Ok(db) => db,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A server running in this test's runtime, on its own fresh database.
 pub struct TestServer {
     /// `http://127.0.0.1:<port>`
     pub base: String,
     /// A shared HTTP client.
     pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    /// The store it runs on.
+    pub kind: StoreKind,
+    /// Stops the server (before the database is dropped).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _db: TestDatabase,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 impl TestServer {
     /// The default configuration (`TodoItem`).
-    pub async fn start() -> Self {
-        Self::with_config(Config::default_todo()).await
+    pub async fn start(kind: StoreKind) -> Self {
+        Self::with_config(kind, Config::default_todo()).await
     }
 
-    /// Any configuration; the database is replaced by a temporary file.
-    pub async fn with_config(config: Config) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config.with_database(dir.path().join("test.db").display().to_string());
+    /// Any configuration; the database is replaced by a fresh one of this kind.
+    pub async fn with_config(kind: StoreKind, config: Config) -> Self {
+        let db = fresh_database(kind).await;
+        let config = config.with_database(db.url());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = Server::open(config).await.unwrap();
-        tokio::spawn(server.run(listener, std::future::pending()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(listener, async {
+            let _ = stopped.await;
+        }));
         TestServer {
             base,
             client: reqwest::Client::new(),
-            _dir: dir,
+            kind,
+            stop: Some(stop),
+            _db: db,
         }
     }
 
     /// A server with the tables of a TOML snippet.
-    pub async fn with_toml(toml: &str) -> Self {
-        Self::with_config(Config::from_toml_str(toml).unwrap()).await
+    pub async fn with_toml(kind: StoreKind, toml: &str) -> Self {
+        Self::with_config(kind, Config::from_toml_str(toml).unwrap()).await
     }
 
     /// A request with `ZUMO-API-VERSION: 2.0.0`.

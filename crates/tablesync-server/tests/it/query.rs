@@ -1,16 +1,16 @@
-//! OData queries end-to-end against SQLite: every operator and function class, literals,
+//! OData queries end-to-end on both stores: every operator and function class, literals,
 //! ordering, paging with Link following, $select, $inlinecount, soft-delete filtering, and
 //! query errors with positions.
 
 use serde_json::{json, Value};
 
-use crate::{err, ids, TestServer};
+use crate::{err, ids, StoreKind, TestServer};
 
 const TABLE: &str = "[[tables]]\nname = \"Q\"\ncolumns = { text = \"string\", n = \"number\", done = \"boolean\", due = \"date\" }";
 
 /// Five rows inserted in the order a..e.
-async fn seeded() -> TestServer {
-    let s = TestServer::with_toml(TABLE).await;
+async fn seeded(kind: StoreKind) -> TestServer {
+    let s = TestServer::with_toml(kind, TABLE).await;
     let rows = [
         json!({"id": "a", "text": "Apple pie", "n": 1, "done": true, "due": "2024-01-15T10:20:30.000Z"}),
         json!({"id": "b", "text": "banana", "n": 2.5, "done": false, "due": "2024-02-20T11:00:00.000Z"}),
@@ -34,9 +34,8 @@ async fn filter_ids(s: &TestServer, filter: &str) -> Vec<String> {
     ids(&r.body)
 }
 
-#[tokio::test]
-async fn every_operator_function_and_literal() {
-    let s = seeded().await;
+async fn every_operator_function_and_literal(kind: StoreKind) {
+    let s = seeded(kind).await;
     let cases: &[(&str, &[&str])] = &[
         // comparison
         ("text eq 'banana'", &["b"]),
@@ -124,9 +123,8 @@ async fn every_operator_function_and_literal() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[tokio::test]
-async fn ordering_is_requested_then_id() {
-    let s = seeded().await;
+async fn ordering_is_requested_then_id(kind: StoreKind) {
+    let s = seeded(kind).await;
     let order = |q: &'static str| {
         let s = &s;
         async move { ids(&s.get(&format!("/tables/Q?$orderby={}", enc(q))).await.body) }
@@ -151,9 +149,8 @@ async fn ordering_is_requested_then_id() {
     assert_eq!(order("updatedAt desc").await, ["e", "d", "c", "b", "a"]);
 }
 
-#[tokio::test]
-async fn paging_follows_link_headers() {
-    let s = seeded().await;
+async fn paging_follows_link_headers(kind: StoreKind) {
+    let s = seeded(kind).await;
     let mut url = format!("{}/tables/Q?$top=2&$orderby=id", s.base);
     let mut pages = Vec::new();
     loop {
@@ -182,9 +179,8 @@ async fn paging_follows_link_headers() {
     assert_eq!(s.get("/tables/Q?$top=10").await.header("link"), None);
 }
 
-#[tokio::test]
-async fn select_and_inlinecount() {
-    let s = seeded().await;
+async fn select_and_inlinecount(kind: StoreKind) {
+    let s = seeded(kind).await;
     let r = s.get("/tables/Q?$select=text,id&$filter=n%20gt%201").await;
     assert_eq!(
         r.body,
@@ -208,9 +204,8 @@ async fn select_and_inlinecount() {
     assert!(r.body.is_array());
 }
 
-#[tokio::test]
-async fn soft_deleted_rows_only_with_include_deleted() {
-    let s = seeded().await;
+async fn soft_deleted_rows_only_with_include_deleted(kind: StoreKind) {
+    let s = seeded(kind).await;
     assert_eq!(s.delete("/tables/Q/b").await.status, 200);
     assert_eq!(ids(&s.get("/tables/Q").await.body), ["a", "c", "d", "e"]);
     let r = s
@@ -247,9 +242,8 @@ async fn soft_deleted_rows_only_with_include_deleted() {
     assert_eq!(ids(&r.body), ["d", "e", "b"]);
 }
 
-#[tokio::test]
-async fn query_errors_carry_codes_and_positions() {
-    let s = seeded().await;
+async fn query_errors_carry_codes_and_positions(kind: StoreKind) {
+    let s = seeded(kind).await;
     let parse_err = |code: &str, message: &str, position: usize| json!({"error": message, "code": code, "position": position});
     let cases: Vec<(String, Value)> = vec![
         (
@@ -284,3 +278,12 @@ async fn query_errors_carry_codes_and_positions() {
         assert_eq!((r.status, r.body), (400, expected), "{query}");
     }
 }
+
+crate::store_tests!(
+    every_operator_function_and_literal,
+    ordering_is_requested_then_id,
+    paging_follows_link_headers,
+    select_and_inlinecount,
+    soft_deleted_rows_only_with_include_deleted,
+    query_errors_carry_codes_and_positions,
+);

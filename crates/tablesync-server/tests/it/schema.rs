@@ -3,14 +3,13 @@
 use serde_json::{json, Value};
 use tablesync_server::{Config, Server};
 
-use crate::{err, TestServer};
+use crate::{err, StoreKind, TestServer};
 
 const DYNAMIC: &str =
     "[[tables]]\nname = \"Notes\"\ndynamic_schema = true\ncolumns = { title = \"string\" }";
 
-#[tokio::test]
-async fn dynamic_schema_adds_typed_columns() {
-    let s = TestServer::with_toml(DYNAMIC).await;
+async fn dynamic_schema_adds_typed_columns(kind: StoreKind) {
+    let s = TestServer::with_toml(kind, DYNAMIC).await;
     assert_eq!(
         s.post("/tables/Notes", json!({"id": "old", "title": "t"}))
             .await
@@ -92,13 +91,11 @@ async fn dynamic_schema_adds_typed_columns() {
     assert_eq!(crate::ids(&r.body), ["n"]);
 }
 
-#[tokio::test]
-async fn dynamic_columns_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("d.db").display().to_string();
+async fn dynamic_columns_survive_a_restart(kind: StoreKind) {
+    let db = crate::fresh_database(kind).await;
     let config = Config::from_toml_str(DYNAMIC)
         .unwrap()
-        .with_database(db.clone());
+        .with_database(db.url());
     {
         let server = Server::open(config.clone()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -135,24 +132,22 @@ async fn dynamic_columns_survive_a_restart() {
     assert_eq!(item["title"], Value::Null);
 }
 
-#[tokio::test]
-async fn declared_columns_are_added_to_an_existing_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db").display().to_string();
+async fn declared_columns_are_added_to_an_existing_table(kind: StoreKind) {
+    let db = crate::fresh_database(kind).await;
     let v1 = Config::from_toml_str("[[tables]]\nname = \"T\"\ncolumns = { a = \"string\" }")
         .unwrap()
-        .with_database(db.clone());
+        .with_database(db.url());
     drop(Server::open(v1).await.unwrap());
     let v2 = Config::from_toml_str(
         "[[tables]]\nname = \"T\"\ncolumns = { a = \"string\", b = \"number\" }",
     )
     .unwrap()
-    .with_database(db.clone());
+    .with_database(db.url());
     assert!(Server::open(v2).await.is_ok());
     // Changing a stored column's type is refused at start.
     let v3 = Config::from_toml_str("[[tables]]\nname = \"T\"\ncolumns = { a = \"number\" }")
         .unwrap()
-        .with_database(db);
+        .with_database(db.url());
     let e = Server::open(v3)
         .await
         .err()
@@ -161,9 +156,8 @@ async fn declared_columns_are_added_to_an_existing_table() {
     assert!(e.contains("T.a is stored as TEXT"), "{e}");
 }
 
-#[tokio::test]
-async fn page_size_is_per_table() {
-    let s = TestServer::with_toml("[[tables]]\nname = \"Small\"\npage_size = 2").await;
+async fn page_size_is_per_table(kind: StoreKind) {
+    let s = TestServer::with_toml(kind, "[[tables]]\nname = \"Small\"\npage_size = 2").await;
     for i in 0..3 {
         s.post("/tables/Small", json!({"id": format!("{i}")})).await;
     }
@@ -175,3 +169,53 @@ async fn page_size_is_per_table() {
         Some(format!("http://{host}/tables/Small?$skip=2; rel=next").as_str())
     );
 }
+
+/// Several servers starting at once on one database all prepare it (on PostgreSQL the DDL runs
+/// under an advisory lock), and they serve the same rows.
+async fn concurrent_starts_share_one_database(kind: StoreKind) {
+    let db = crate::fresh_database(kind).await;
+    let config = Config::from_toml_str(DYNAMIC)
+        .unwrap()
+        .with_database(db.url());
+    let starting: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(Server::open(config.clone())))
+        .collect();
+    let mut bases = Vec::new();
+    for start in starting {
+        let server = start.await.unwrap().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bases.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(server.run(listener, std::future::pending()));
+    }
+    let http = reqwest::Client::new();
+    let written: Value = http
+        .post(format!("{}/tables/Notes", bases[0]))
+        .header("ZUMO-API-VERSION", "2.0.0")
+        .json(&json!({"id": "shared", "title": "one row"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for base in &bases[1..] {
+        let read: Value = http
+            .get(format!("{base}/tables/Notes/shared"))
+            .header("ZUMO-API-VERSION", "2.0.0")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(read, written, "{base}");
+    }
+}
+
+crate::store_tests!(
+    concurrent_starts_share_one_database,
+    dynamic_schema_adds_typed_columns,
+    dynamic_columns_survive_a_restart,
+    declared_columns_are_added_to_an_existing_table,
+    page_size_is_per_table,
+);

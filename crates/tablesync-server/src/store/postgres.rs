@@ -1,0 +1,1001 @@
+//! The PostgreSQL store (sqlx, `postgres` feature only): a connection pool per server process,
+//! any number of processes on one database.
+//!
+//! * **Stamps from the database.** `updatedAt`/`createdAt` come from the database's
+//!   `clock_timestamp()` (truncated to milliseconds) and `version` from the per-table counter in
+//!   `tablesync_clock`, never from the server process's clock, so several processes agree.
+//! * **Commit-ordered stamps (the no-missed-rows guard).** Every write transaction takes its
+//!   stamp with one `UPDATE tablesync_clock … RETURNING` on the table's clock row before it
+//!   touches the data row. That row lock is held until the transaction ends, so writers to one
+//!   table queue up on it and each one's stamp is strictly greater than that of every write
+//!   committed before it: stamp order is commit order. See ARCHITECTURE.md ("PostgreSQL:
+//!   several processes, one database") for why a pull can never see a half-ordered state and
+//!   what this costs.
+//! * **Isolation.** Writes run in READ COMMITTED (explicitly, whatever the database default),
+//!   which is what lets a writer that waited for the clock row read the row as the previous
+//!   writer committed it. A list with `$inlinecount` runs count and page in one REPEATABLE READ
+//!   read-only transaction so both see the same snapshot.
+//! * **Schema.** Created and migrated at start under a transaction-scoped advisory lock, so
+//!   several processes starting at once do not race on `CREATE TABLE IF NOT EXISTS`. Types per
+//!   ARCHITECTURE.md: string `TEXT COLLATE "C"` (byte order, like SQLite's BINARY, so both
+//!   stores sort and compare strings alike), number `DOUBLE PRECISION`, boolean `BOOLEAN`,
+//!   date `TIMESTAMPTZ(3)`.
+//! * **Indexes.** (`updatedAt`, `id`) and (`createdAt`, `id`), both columns `NULLS FIRST`: the
+//!   columns are NOT NULL, but the protocol crate sorts ascending `NULLS FIRST` and PostgreSQL
+//!   only uses an index for ORDER BY when the null placement matches the index's.
+//! * **Values.** Bound, never spliced. Dates are read back through `to_char(… AT TIME ZONE
+//!   'UTC')` in the wire form and bound as wire-form text cast to `timestamptz`, which keeps
+//!   sqlx's optional date features out of the build.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::{Postgres, Row, Transaction};
+use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
+use tablesync_protocol::system;
+use tablesync_protocol::time::Timestamp;
+
+use super::{
+    sorts_by_id, BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind,
+    StoreResult, WriteOutcome,
+};
+use crate::config::{StoreConfig, PG_IDENTIFIER_BYTES_MAX};
+use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
+
+/// The clock table: one row per served table, holding the last stamp handed out.
+const CLOCK_TABLE: &str = "tablesync_clock";
+
+/// Versions for writes made with `commit_order_stamps = false`, which must not touch (and so
+/// lock) the clock row. It starts at 2^48 so its values never meet a clock row's counter.
+const UNORDERED_VERSION_SEQUENCE: &str = "tablesync_unordered_version_seq";
+
+/// Key of the advisory lock taken around DDL (an arbitrary constant: "tblsync" in ASCII).
+const DDL_LOCK_KEY: i64 = 0x0074_626c_7379_6e63;
+
+/// How a timestamp column is read: the wire form `YYYY-MM-DDTHH:MM:SS.sssZ`, in UTC whatever
+/// the session's time zone.
+const WIRE_FORMAT: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'"#;
+
+/// A PostgreSQL database shared by any number of server processes.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    commit_order_stamps: bool,
+    write_hold_ms_max: u64,
+}
+
+impl PostgresStore {
+    /// Connect to `url` (`postgres://user[:password]@host[:port]/database`). Fails when the
+    /// database cannot be reached within `busy_timeout_ms`.
+    pub async fn open(url: &str, config: &StoreConfig) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::Internal,
+                    format!("invalid PostgreSQL URL {}: {e}", redact(url)),
+                )
+            })?
+            .application_name("tablesync")
+            // A writer queued behind the clock row (or DDL) gives up after the busy timeout
+            // instead of waiting for ever; the client gets 503 and retries.
+            .options([("lock_timeout", config.busy_timeout_ms)]);
+        let wait = Duration::from_millis(config.busy_timeout_ms);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_connections_max)
+            .acquire_timeout(wait)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::new(
+                    classify(&e).kind,
+                    format!("cannot connect to PostgreSQL at {}: {e}", redact(url)),
+                )
+            })?;
+        Ok(PostgresStore {
+            pool,
+            commit_order_stamps: config.commit_order_stamps,
+            write_hold_ms_max: config.write_hold_ms_max,
+        })
+    }
+
+    /// A write transaction, READ COMMITTED whatever the database's default (see the module docs).
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(|e| classify(&e))
+    }
+
+    /// Take the next stamp of `table` inside the write transaction `tx`.
+    ///
+    /// With commit-order stamps: one `UPDATE … RETURNING` on the table's clock row, `updatedAt =
+    /// max(database now, last + 1 ms)` and the next version counter. The row lock it takes orders
+    /// this transaction's commit after every earlier writer's and before every later one's.
+    /// Without: the database clock at statement time and a sequence number, no lock, no order
+    /// (the classic bug, kept to prove the torture test catches it).
+    async fn stamp(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        table: &str,
+    ) -> StoreResult<Stamp> {
+        let sql = if self.commit_order_stamps {
+            format!(
+                "UPDATE {CLOCK_TABLE} SET last_updated_at = GREATEST(date_trunc('milliseconds', clock_timestamp()), \
+                 last_updated_at + interval '1 millisecond'), last_version = last_version + 1 \
+                 WHERE table_name = $1 \
+                 RETURNING (extract(epoch FROM last_updated_at) * 1000)::bigint, last_version"
+            )
+        } else {
+            format!(
+                "SELECT (extract(epoch FROM date_trunc('milliseconds', clock_timestamp())) * 1000)::bigint, \
+                 nextval('{UNORDERED_VERSION_SEQUENCE}') WHERE $1::text IS NOT NULL"
+            )
+        };
+        let row = sqlx::query(&sql)
+            .bind(table)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(|e| classify(&e))?
+            .ok_or_else(|| {
+                StoreError::new(
+                    StoreErrorKind::Internal,
+                    format!("table {table} has no clock row (not prepared)"),
+                )
+            })?;
+        let ms: i64 = row.try_get(0).map_err(|e| classify(&e))?;
+        let counter: i64 = row.try_get(1).map_err(|e| classify(&e))?;
+        Ok(Stamp {
+            updated_at: Timestamp::from_unix_millis(ms),
+            version: version_from_counter(u64::try_from(counter).unwrap_or(0)),
+        })
+    }
+
+    /// Commit a write, first holding it open for a random time when the test-only
+    /// `write_hold_ms_max` asks for it (the transaction keeps its stamp and row locks meanwhile;
+    /// no Rust lock is held across the sleep).
+    async fn commit_write(&self, tx: Transaction<'static, Postgres>) -> StoreResult<()> {
+        if self.write_hold_ms_max > 0 {
+            let random = uuid::Uuid::new_v4().as_u128() as u64;
+            let hold = random % (self.write_hold_ms_max + 1);
+            tokio::time::sleep(Duration::from_millis(hold)).await;
+        }
+        tx.commit().await.map_err(|e| classify(&e))
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> Cow<'_, str> {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => Cow::Owned(format!(
+                    "{}{user}:***{}",
+                    &url[..scheme_end + 3],
+                    &url[at..]
+                )),
+                None => Cow::Borrowed(url),
+            }
+        }
+        _ => Cow::Borrowed(url),
+    }
+}
+
+/// Sort sqlx errors into backend-neutral kinds (SQLSTATE classes for database errors).
+fn classify(e: &sqlx::Error) -> StoreError {
+    let kind = match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match code.as_ref() {
+                // serialization failure, deadlock, lock_timeout, statement timeout, too many connections
+                "40001" | "40P01" | "55P03" | "57014" | "53300" => StoreErrorKind::Busy,
+                // data exceptions (overflow, bad value, NUL in text, division), integrity, syntax/undefined
+                c if c.starts_with("22") || c.starts_with("23") || c.starts_with("42") => {
+                    StoreErrorKind::Query
+                }
+                _ => StoreErrorKind::Internal,
+            }
+        }
+        sqlx::Error::PoolTimedOut => StoreErrorKind::Busy,
+        sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreErrorKind::Query
+        }
+        _ => StoreErrorKind::Internal,
+    };
+    StoreError::new(kind, e.to_string())
+}
+
+fn pg_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::String => "TEXT COLLATE \"C\"",
+        ColumnType::Number => "DOUBLE PRECISION",
+        ColumnType::Boolean => "BOOLEAN",
+        ColumnType::Date => "TIMESTAMPTZ(3)",
+    }
+}
+
+/// The cast a placeholder for a column of type `ty` gets.
+fn pg_cast(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::String => "::text",
+        ColumnType::Number => "::double precision",
+        ColumnType::Boolean => "::boolean",
+        ColumnType::Date => "::timestamptz",
+    }
+}
+
+/// The protocol type of a stored column (`information_schema.columns.data_type`), and how to
+/// name that type in messages.
+fn type_from_pg(data_type: &str) -> Option<ColumnType> {
+    match data_type {
+        "text" => Some(ColumnType::String),
+        "double precision" => Some(ColumnType::Number),
+        "boolean" => Some(ColumnType::Boolean),
+        "timestamp with time zone" => Some(ColumnType::Date),
+        _ => None,
+    }
+}
+
+/// Bind one protocol value. Every placeholder the store or the protocol crate writes carries an
+/// explicit cast, so the declared parameter type only has to be castable to it: timestamps go
+/// as wire-form text (`$n::timestamptz`), NULL as an untyped-enough NULL text.
+fn bind<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    value: &SqlValue,
+) -> Query<'q, Postgres, PgArguments> {
+    match value {
+        SqlValue::Null => q.bind(None::<String>),
+        SqlValue::Bool(b) => q.bind(*b),
+        SqlValue::Int(i) => q.bind(*i),
+        SqlValue::Real(f) => q.bind(*f),
+        SqlValue::Text(s) => q.bind(s.clone()),
+        SqlValue::Timestamp(t) => q.bind(t.to_string()),
+    }
+}
+
+fn bind_all<'q>(
+    mut q: Query<'q, Postgres, PgArguments>,
+    values: &[SqlValue],
+) -> Query<'q, Postgres, PgArguments> {
+    for value in values {
+        q = bind(q, value);
+    }
+    q
+}
+
+/// One selected column: dates are rendered in the wire form by the database.
+fn select_expr(name: &str, ty: ColumnType) -> String {
+    let ident = quote_ident(name);
+    match ty {
+        ColumnType::Date => format!("to_char({ident} AT TIME ZONE 'UTC', {WIRE_FORMAT})"),
+        _ => ident,
+    }
+}
+
+/// `"id", <user columns>, "createdAt", "updatedAt", "version", "deleted"`: the order of an item.
+fn select_list(schema: &TableSchema) -> String {
+    let mut parts = vec![select_expr(system::ID, ColumnType::String)];
+    parts.extend(schema.columns.iter().map(|c| select_expr(&c.name, c.ty)));
+    parts.extend([
+        select_expr(system::CREATED_AT, ColumnType::Date),
+        select_expr(system::UPDATED_AT, ColumnType::Date),
+        select_expr(system::VERSION, ColumnType::String),
+        select_expr(system::DELETED, ColumnType::Boolean),
+    ]);
+    parts.join(", ")
+}
+
+/// JSON for column `index` of `row`, stored with type `ty`.
+fn value_json(row: &PgRow, index: usize, ty: ColumnType) -> Result<Value, sqlx::Error> {
+    Ok(match ty {
+        ColumnType::String | ColumnType::Date => row
+            .try_get::<Option<String>, _>(index)?
+            .map_or(Value::Null, Value::String),
+        ColumnType::Number => row
+            .try_get::<Option<f64>, _>(index)?
+            .map_or(Value::Null, json_number),
+        ColumnType::Boolean => row
+            .try_get::<Option<bool>, _>(index)?
+            .map_or(Value::Null, Value::Bool),
+    })
+}
+
+/// Read a row selected with [`select_list`].
+fn read_item(row: &PgRow, schema: &TableSchema) -> StoreResult<Item> {
+    let read = || -> Result<Item, sqlx::Error> {
+        let mut item = Item::new();
+        item.insert(
+            system::ID.to_owned(),
+            value_json(row, 0, ColumnType::String)?,
+        );
+        for (i, column) in schema.columns.iter().enumerate() {
+            item.insert(column.name.clone(), value_json(row, i + 1, column.ty)?);
+        }
+        let base = schema.columns.len() + 1;
+        let system_columns = [
+            (system::CREATED_AT, ColumnType::Date),
+            (system::UPDATED_AT, ColumnType::Date),
+            (system::VERSION, ColumnType::String),
+            (system::DELETED, ColumnType::Boolean),
+        ];
+        for (offset, (name, ty)) in system_columns.into_iter().enumerate() {
+            item.insert(name.to_owned(), value_json(row, base + offset, ty)?);
+        }
+        Ok(item)
+    };
+    read().map_err(|e| classify(&e))
+}
+
+fn is_deleted(item: &Item) -> bool {
+    item.get(system::DELETED) == Some(&Value::Bool(true))
+}
+
+fn version_of(item: &Item) -> Option<&str> {
+    item.get(system::VERSION).and_then(Value::as_str)
+}
+
+async fn get_row<'e, E>(executor: E, schema: &TableSchema, id: &str) -> StoreResult<Option<Item>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let sql = format!(
+        "SELECT {} FROM {} WHERE \"id\" = $1::text",
+        select_list(schema),
+        quote_ident(&schema.name)
+    );
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+        .map_err(|e| classify(&e))?;
+    row.map(|r| read_item(&r, schema)).transpose()
+}
+
+/// Columns of a table as stored: (name, `data_type`), in column order.
+async fn stored_columns(
+    tx: &mut Transaction<'static, Postgres>,
+    table: &str,
+) -> StoreResult<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(|e| classify(&e))?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(|e| classify(&e))
+}
+
+async fn execute(tx: &mut Transaction<'static, Postgres>, sql: &str) -> StoreResult<()> {
+    sqlx::query(sql)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(&e))
+}
+
+/// Serialise DDL across every process on this database until `tx` ends.
+async fn lock_ddl(tx: &mut Transaction<'static, Postgres>) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(DDL_LOCK_KEY)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(&e))
+}
+
+fn check_identifier(table: &str, name: &str) -> StoreResult<()> {
+    if name.len() > PG_IDENTIFIER_BYTES_MAX {
+        return Err(StoreError::new(
+            StoreErrorKind::Schema,
+            format!("{table}.{name}: names longer than {PG_IDENTIFIER_BYTES_MAX} bytes do not fit PostgreSQL"),
+        ));
+    }
+    Ok(())
+}
+
+/// A short, stable index name (PostgreSQL truncates identifiers to 63 bytes, and two truncated
+/// names could collide): `ix_<table prefix>_<hash of the table name>_<suffix>`.
+fn index_name(table: &str, suffix: &str) -> String {
+    // FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
+    let hash = table.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let prefix: String = table.chars().take(32).collect();
+    format!("ix_{prefix}_{:08x}_{suffix}", hash as u32)
+}
+
+/// Columns found in the database but not declared: dynamic columns of earlier runs.
+fn extra_columns(table: &TableSchema, stored: &[(String, String)]) -> StoreResult<Vec<Column>> {
+    let mut out = Vec::new();
+    for (name, data_type) in stored {
+        let known = system::ALL.iter().any(|s| s.eq_ignore_ascii_case(name))
+            || table
+                .columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(name));
+        if known {
+            continue;
+        }
+        let ty = type_from_pg(data_type).ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Schema,
+                format!("{}.{name} has unsupported type {data_type}", table.name),
+            )
+        })?;
+        out.push(Column {
+            name: name.clone(),
+            ty,
+        });
+    }
+    Ok(out)
+}
+
+async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Vec<TableSchema>> {
+    let mut tx = pool.begin().await.map_err(|e| classify(&e))?;
+    lock_ddl(&mut tx).await?;
+    execute(
+        &mut tx,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {CLOCK_TABLE} (table_name TEXT COLLATE \"C\" PRIMARY KEY NOT NULL, \
+             last_updated_at TIMESTAMPTZ(3) NOT NULL, last_version BIGINT NOT NULL)"
+        ),
+    )
+    .await?;
+    execute(
+        &mut tx,
+        &format!(
+            "CREATE SEQUENCE IF NOT EXISTS {UNORDERED_VERSION_SEQUENCE} START 281474976710656"
+        ),
+    )
+    .await?;
+    let mut out = Vec::with_capacity(tables.len());
+    for table in tables {
+        check_identifier(&table.name, &table.name)?;
+        let name = quote_ident(&table.name);
+        execute(
+            &mut tx,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {name} (\"id\" TEXT COLLATE \"C\" PRIMARY KEY NOT NULL, \
+                 \"createdAt\" TIMESTAMPTZ(3) NOT NULL, \"updatedAt\" TIMESTAMPTZ(3) NOT NULL, \
+                 \"version\" TEXT COLLATE \"C\" NOT NULL, \"deleted\" BOOLEAN NOT NULL DEFAULT FALSE)"
+            ),
+        )
+        .await?;
+        let stored = stored_columns(&mut tx, &table.name).await?;
+        for column in &table.columns {
+            check_identifier(&table.name, &column.name)?;
+            match stored
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&column.name))
+            {
+                None => {
+                    let sql = format!(
+                        "ALTER TABLE {name} ADD COLUMN {} {}",
+                        quote_ident(&column.name),
+                        pg_type(column.ty)
+                    );
+                    execute(&mut tx, &sql).await?;
+                }
+                Some((_, data_type)) if type_from_pg(data_type) != Some(column.ty) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Schema,
+                        format!(
+                            "{}.{} is stored as {} but configured as {:?}",
+                            table.name,
+                            column.name,
+                            data_type.to_ascii_uppercase(),
+                            column.ty
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut schema = table.clone();
+        schema.columns.extend(extra_columns(table, &stored)?);
+        for (suffix, column) in [("updated", "updatedAt"), ("created", "createdAt")] {
+            let index = quote_ident(&index_name(&table.name, suffix));
+            execute(
+                &mut tx,
+                &format!(
+                    "CREATE INDEX IF NOT EXISTS {index} ON {name} (\"{column}\" ASC NULLS FIRST, \"id\" ASC NULLS FIRST)"
+                ),
+            )
+            .await?;
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {CLOCK_TABLE} VALUES ($1, 'epoch', 0) ON CONFLICT (table_name) DO NOTHING"
+        ))
+        .bind(&table.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(&e))?;
+        out.push(schema);
+    }
+    tx.commit().await.map_err(|e| classify(&e))?;
+    Ok(out)
+}
+
+async fn add_columns(
+    pool: &PgPool,
+    table: &TableSchema,
+    columns: &[Column],
+) -> StoreResult<Vec<Column>> {
+    let mut tx = pool.begin().await.map_err(|e| classify(&e))?;
+    lock_ddl(&mut tx).await?;
+    let stored = stored_columns(&mut tx, &table.name).await?;
+    for column in columns {
+        check_identifier(&table.name, &column.name)?;
+        // Another request (or process) may have added it since this one read the schema: keep
+        // the stored one.
+        if !stored
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(&column.name))
+        {
+            let sql = format!(
+                "ALTER TABLE {} ADD COLUMN {} {}",
+                quote_ident(&table.name),
+                quote_ident(&column.name),
+                pg_type(column.ty)
+            );
+            execute(&mut tx, &sql).await?;
+        }
+    }
+    let stored = stored_columns(&mut tx, &table.name).await?;
+    tx.commit().await.map_err(|e| classify(&e))?;
+    let mut out = table.columns.clone();
+    out.extend(extra_columns(table, &stored)?);
+    Ok(out)
+}
+
+/// The SQL of a list request: the page query, its parameters, the `WHERE` clause and how many
+/// of the parameters are the filter's.
+struct ListSql {
+    sql: String,
+    params: Vec<SqlValue>,
+    where_clause: String,
+    filter_params: usize,
+}
+
+fn list_sql(schema: &TableSchema, query: &ListQuery) -> ListSql {
+    let mut conditions = Vec::new();
+    let mut params: Vec<SqlValue> = Vec::new();
+    if let Some(filter) = &query.filter {
+        conditions.push(format!("({})", filter.sql));
+        params.extend(filter.params.iter().cloned());
+    }
+    if !query.include_deleted {
+        conditions.push("\"deleted\" = FALSE".to_owned());
+    }
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let filter_params = params.len();
+    // `NULLS FIRST` everywhere to match the indexes (the columns are NOT NULL, so it only
+    // matters to the planner).
+    let order = match &query.order_by {
+        Some(order) => {
+            params.extend(order.params.iter().cloned());
+            if sorts_by_id(&order.sql) {
+                // Already unique; a repeated `id` term would keep the planner from reading
+                // the (…, id) index in order.
+                order.sql.clone()
+            } else {
+                format!("{}, \"id\" ASC NULLS FIRST", order.sql)
+            }
+        }
+        None => "\"createdAt\" ASC NULLS FIRST, \"id\" ASC NULLS FIRST".to_owned(),
+    };
+    let limit_index = params.len() + 1;
+    params.push(SqlValue::Int(i64::try_from(query.top).unwrap_or(i64::MAX)));
+    params.push(SqlValue::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
+    let table = quote_ident(&schema.name);
+    let sql = format!(
+        "SELECT {} FROM {table}{where_clause} ORDER BY {order} LIMIT ${limit_index}::bigint OFFSET ${}::bigint",
+        select_list(schema),
+        limit_index + 1
+    );
+    ListSql {
+        sql,
+        params,
+        where_clause,
+        filter_params,
+    }
+}
+
+/// `EXPLAIN` of a list request, one plan line per line.
+async fn explain_list(
+    pool: &PgPool,
+    schema: &TableSchema,
+    query: &ListQuery,
+) -> StoreResult<String> {
+    let ListSql { sql, params, .. } = list_sql(schema, query);
+    let rows = bind_all(sqlx::query(&format!("EXPLAIN {sql}")), &params)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| classify(&e))?;
+    let lines = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| classify(&e))?;
+    Ok(lines.join("\n"))
+}
+
+async fn list_rows(
+    pool: &PgPool,
+    schema: &TableSchema,
+    query: &ListQuery,
+) -> StoreResult<ListPage> {
+    let ListSql {
+        sql,
+        params,
+        where_clause,
+        filter_params,
+    } = list_sql(schema, query);
+    let table = quote_ident(&schema.name);
+    if !query.count {
+        let rows = bind_all(sqlx::query(&sql), &params)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| classify(&e))?;
+        let items = rows
+            .iter()
+            .map(|r| read_item(r, schema))
+            .collect::<StoreResult<Vec<_>>>()?;
+        return Ok(ListPage { items, count: None });
+    }
+    // One snapshot for the page and the count.
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| classify(&e))?;
+    let rows = bind_all(sqlx::query(&sql), &params)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| classify(&e))?;
+    let items = rows
+        .iter()
+        .map(|r| read_item(r, schema))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let count_sql = format!("SELECT COUNT(*) FROM {table}{where_clause}");
+    let n: i64 = bind_all(sqlx::query(&count_sql), &params[..filter_params])
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| classify(&e))?;
+    tx.commit().await.map_err(|e| classify(&e))?;
+    Ok(ListPage {
+        items,
+        count: Some(u64::try_from(n).unwrap_or(0)),
+    })
+}
+
+/// Run a `… RETURNING <select list>` statement; the row it wrote, if any.
+async fn returning(
+    tx: &mut Transaction<'static, Postgres>,
+    schema: &TableSchema,
+    sql: &str,
+    params: &[SqlValue],
+) -> StoreResult<Option<Item>> {
+    let row = bind_all(sqlx::query(sql), params)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| classify(&e))?;
+    row.map(|r| read_item(&r, schema)).transpose()
+}
+
+/// The cast of the placeholder for a value of column `name`.
+fn value_cast(schema: &TableSchema, name: &str, value: &SqlValue) -> &'static str {
+    match schema.column(name) {
+        Some(column) => pg_cast(column.ty),
+        None => match value {
+            SqlValue::Null | SqlValue::Text(_) => "::text",
+            SqlValue::Bool(_) => "::boolean",
+            SqlValue::Int(_) | SqlValue::Real(_) => "::double precision",
+            SqlValue::Timestamp(_) => "::timestamptz",
+        },
+    }
+}
+
+/// Which conditional `UPDATE` a write is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CasKind {
+    Update,
+    SoftDelete,
+    Undelete,
+}
+
+impl PostgresStore {
+    async fn insert_row(
+        &self,
+        schema: &TableSchema,
+        id: &str,
+        values: &[(String, SqlValue)],
+    ) -> StoreResult<WriteOutcome> {
+        let mut columns =
+            String::from("\"id\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\"");
+        let mut placeholders =
+            String::from("$1::text, $2::timestamptz, $2::timestamptz, $3::text, FALSE");
+        let mut user_params = Vec::with_capacity(values.len());
+        for (name, value) in values {
+            columns.push_str(", ");
+            columns.push_str(&quote_ident(name));
+            user_params.push(value.clone());
+            placeholders.push_str(&format!(
+                ", ${}{}",
+                user_params.len() + 3,
+                value_cast(schema, name, value)
+            ));
+        }
+        let sql = format!(
+            "INSERT INTO {} ({columns}) VALUES ({placeholders}) ON CONFLICT (\"id\") DO NOTHING RETURNING {}",
+            quote_ident(&schema.name),
+            select_list(schema)
+        );
+        let mut tx = self.begin_write().await?;
+        let stamp = self.stamp(&mut tx, &schema.name).await?;
+        let mut params = vec![
+            SqlValue::Text(id.to_owned()),
+            SqlValue::Timestamp(stamp.updated_at),
+            SqlValue::Text(stamp.version),
+        ];
+        params.extend(user_params);
+        if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
+            self.commit_write(tx).await?;
+            return Ok(WriteOutcome::Written(item));
+        }
+        // The id is taken (ON CONFLICT waited for a concurrent insert of it to commit). Read the
+        // stored row in a fresh statement snapshot, then roll back the unused stamp.
+        let existing = get_row(&mut *tx, schema, id).await?;
+        tx.rollback().await.map_err(|e| classify(&e))?;
+        Ok(match existing {
+            Some(item) => WriteOutcome::AlreadyExists(item),
+            // A hard delete removed it in between: the client may retry the insert.
+            None => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Busy,
+                    format!("insert of {id} raced with its deletion"),
+                ))
+            }
+        })
+    }
+
+    /// A stamped compare-and-swap `UPDATE … WHERE id = $ AND deleted = $ [AND version = $]`;
+    /// when it matches no row, re-read to classify the miss and roll back the stamp. Under READ
+    /// COMMITTED a concurrent writer's committed change is re-checked against the `WHERE`, so a
+    /// stale `version` never overwrites it.
+    async fn cas_update(
+        &self,
+        schema: &TableSchema,
+        id: &str,
+        assignments: &[(String, SqlValue)],
+        kind: CasKind,
+        expected: Option<&str>,
+    ) -> StoreResult<WriteOutcome> {
+        let mut tx = self.begin_write().await?;
+        let stamp = self.stamp(&mut tx, &schema.name).await?;
+        let mut params: Vec<SqlValue> = Vec::with_capacity(assignments.len() + 4);
+        let mut sets: Vec<String> = Vec::with_capacity(assignments.len() + 3);
+        for (name, value) in assignments {
+            params.push(value.clone());
+            sets.push(format!(
+                "{} = ${}{}",
+                quote_ident(name),
+                params.len(),
+                value_cast(schema, name, value)
+            ));
+        }
+        match kind {
+            CasKind::SoftDelete => sets.push("\"deleted\" = TRUE".to_owned()),
+            CasKind::Undelete => sets.push("\"deleted\" = FALSE".to_owned()),
+            CasKind::Update => {}
+        }
+        params.push(SqlValue::Timestamp(stamp.updated_at));
+        sets.push(format!("\"updatedAt\" = ${}::timestamptz", params.len()));
+        params.push(SqlValue::Text(stamp.version));
+        sets.push(format!("\"version\" = ${}::text", params.len()));
+        params.push(SqlValue::Text(id.to_owned()));
+        let mut condition = format!("\"id\" = ${}::text", params.len());
+        condition.push_str(if kind == CasKind::Undelete {
+            " AND \"deleted\" = TRUE"
+        } else {
+            " AND \"deleted\" = FALSE"
+        });
+        if let Some(version) = expected {
+            params.push(SqlValue::Text(version.to_owned()));
+            condition.push_str(&format!(" AND \"version\" = ${}::text", params.len()));
+        }
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {condition} RETURNING {}",
+            quote_ident(&schema.name),
+            sets.join(", "),
+            select_list(schema)
+        );
+        if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
+            self.commit_write(tx).await?;
+            return Ok(WriteOutcome::Written(item));
+        }
+        let current = get_row(&mut *tx, schema, id).await?;
+        tx.rollback().await.map_err(|e| classify(&e))?;
+        Ok(match current {
+            None => WriteOutcome::NotFound,
+            // Undelete of a live row: nothing to do, answer with it (when the version fits).
+            Some(row)
+                if kind == CasKind::Undelete
+                    && !is_deleted(&row)
+                    && (expected.is_none() || expected == version_of(&row)) =>
+            {
+                WriteOutcome::Written(row)
+            }
+            Some(row) if kind != CasKind::Undelete && is_deleted(&row) => WriteOutcome::NotFound,
+            Some(row) => WriteOutcome::VersionMismatch(row),
+        })
+    }
+
+    async fn hard_delete(
+        &self,
+        schema: &TableSchema,
+        id: &str,
+        expected: Option<&str>,
+    ) -> StoreResult<WriteOutcome> {
+        let mut params = vec![SqlValue::Text(id.to_owned())];
+        let mut condition = String::from("\"id\" = $1::text AND \"deleted\" = FALSE");
+        if let Some(version) = expected {
+            params.push(SqlValue::Text(version.to_owned()));
+            condition.push_str(" AND \"version\" = $2::text");
+        }
+        let sql = format!(
+            "DELETE FROM {} WHERE {condition} RETURNING {}",
+            quote_ident(&schema.name),
+            select_list(schema)
+        );
+        let mut tx = self.begin_write().await?;
+        if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
+            self.commit_write(tx).await?;
+            return Ok(WriteOutcome::Written(item));
+        }
+        let current = get_row(&mut *tx, schema, id).await?;
+        tx.rollback().await.map_err(|e| classify(&e))?;
+        Ok(match current {
+            None => WriteOutcome::NotFound,
+            Some(row) if is_deleted(&row) => WriteOutcome::NotFound,
+            Some(row) => WriteOutcome::VersionMismatch(row),
+        })
+    }
+}
+
+impl Store for PostgresStore {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        tables: &'a [TableSchema],
+    ) -> BoxFuture<'a, StoreResult<Vec<TableSchema>>> {
+        Box::pin(prepare_tables(&self.pool, tables))
+    }
+
+    fn add_columns<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        columns: &'a [Column],
+    ) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
+        Box::pin(add_columns(&self.pool, table, columns))
+    }
+
+    fn get<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Item>>> {
+        Box::pin(get_row(&self.pool, table, id))
+    }
+
+    fn list<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        query: ListQuery,
+    ) -> BoxFuture<'a, StoreResult<ListPage>> {
+        Box::pin(async move { list_rows(&self.pool, table, &query).await })
+    }
+
+    fn explain_list<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        query: ListQuery,
+    ) -> BoxFuture<'a, StoreResult<String>> {
+        Box::pin(async move { explain_list(&self.pool, table, &query).await })
+    }
+
+    fn insert<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        values: Vec<(String, SqlValue)>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        Box::pin(async move { self.insert_row(table, id, &values).await })
+    }
+
+    fn update<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        values: Vec<(String, SqlValue)>,
+        expected: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        Box::pin(async move {
+            self.cas_update(table, id, &values, CasKind::Update, expected.as_deref())
+                .await
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        expected: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        Box::pin(async move {
+            if table.soft_delete {
+                self.cas_update(table, id, &[], CasKind::SoftDelete, expected.as_deref())
+                    .await
+            } else {
+                self.hard_delete(table, id, expected.as_deref()).await
+            }
+        })
+    }
+
+    fn undelete<'a>(
+        &'a self,
+        table: &'a TableSchema,
+        id: &'a str,
+        expected: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        Box::pin(async move {
+            self.cas_update(table, id, &[], CasKind::Undelete, expected.as_deref())
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn index_names_are_short_and_distinct() {
+        let long_a = format!("{}a", "x".repeat(62));
+        let long_b = format!("{}b", "x".repeat(62));
+        let a = index_name(&long_a, "updated");
+        let b = index_name(&long_b, "updated");
+        assert_ne!(a, b);
+        assert!(a.len() <= PG_IDENTIFIER_BYTES_MAX, "{a}");
+        assert_eq!(
+            index_name("TodoItem", "created"),
+            index_name("TodoItem", "created")
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! The pull queries are index scans on both stores: the database's plan (`EXPLAIN QUERY PLAN` on
+//! SQLite, `EXPLAIN` on PostgreSQL) for exactly the SQL the server runs, over enough rows that a
+//! sequential scan would be the planner's choice if the index did not fit, after `ANALYZE` (no
+//! `enable_seqscan = off` tricks). The plans are printed (`cargo test -- --nocapture` shows them).
+
+use tablesync_server::{Config, Server};
+
+use crate::StoreKind;
+
+/// Rows seeded straight into the table (faster than HTTP), one second of `updatedAt` apart.
+const ROWS: u32 = 20_000;
+
+/// Insert [`ROWS`] rows `row-00001`… with `updatedAt` = 2024-01-01T00:00:00Z + i seconds, then
+/// refresh the planner statistics.
+async fn seed(kind: StoreKind, url: &str) {
+    match kind {
+        StoreKind::Sqlite => {
+            let conn = rusqlite::Connection::open(url).unwrap();
+            conn.execute_batch(&format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) \
+                 INSERT INTO \"TodoItem\" (\"id\", \"text\", \"complete\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\") \
+                 SELECT printf('row-%05d', i), 'x', i % 2, \
+                        strftime('%Y-%m-%dT%H:%M:%fZ', 1704067200 + i, 'unixepoch'), \
+                        strftime('%Y-%m-%dT%H:%M:%fZ', 1704067200 + i, 'unixepoch'), 'v', i % 10 = 0 FROM n; \
+                 ANALYZE;"
+            ))
+            .unwrap();
+        }
+        StoreKind::Postgres => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(&format!(
+                "INSERT INTO \"TodoItem\" (\"id\", \"text\", \"complete\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\") \
+                 SELECT 'row-' || lpad(i::text, 5, '0'), 'x', i % 2 = 1, ts, ts, 'v', i % 10 = 0 \
+                 FROM (SELECT i, timestamptz '2024-01-01T00:00:00Z' + i * interval '1 second' AS ts \
+                       FROM generate_series(1, {ROWS}) i) s"
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query("ANALYZE \"TodoItem\"")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Pull tokens: near the end of the table (an incremental pull, the common case) and near its
+/// start (the first pull of a large table). `(updatedAt, id)` of row 19 990 and row 10.
+const TOKENS: [(&str, &str, &str); 2] = [
+    ("late token", "2024-01-01T05:33:10.000Z", "row-19990"),
+    ("early token", "2024-01-01T00:00:10.000Z", "row-00010"),
+];
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// How a pull query reads the index.
+#[derive(Clone, Copy, PartialEq)]
+enum Expect {
+    /// Reads the (updatedAt, id) index in order from the token on: a range seek, no sort.
+    OrderedSeek,
+    /// Uses the (updatedAt, id) index, possibly as two index searches OR-ed (BitmapOr /
+    /// MULTI-INDEX OR) whose matching rows are then sorted: still only rows past the token.
+    Index,
+}
+
+/// The pull queries for one token, as `(what, raw query string, expectation)`.
+fn pull_queries(at: &str, id: &str) -> Vec<(&'static str, String, Expect)> {
+    let keyset = format!(
+        "(updatedAt gt datetimeoffset'{at}') or ((updatedAt eq datetimeoffset'{at}') and (id gt '{id}'))"
+    );
+    vec![
+        (
+            "our keyset pull as the client sends it",
+            format!(
+                "$filter={}&$orderby=updatedAt,id&$top=50&__includeDeleted=true",
+                enc(&keyset)
+            ),
+            Expect::Index,
+        ),
+        (
+            "our keyset pull with a leading range bound",
+            format!(
+                "$filter={}&$orderby=updatedAt,id&$top=50&__includeDeleted=true",
+                enc(&format!(
+                    "(updatedAt ge datetimeoffset'{at}') and ({keyset})"
+                ))
+            ),
+            Expect::OrderedSeek,
+        ),
+        (
+            "our keyset pull with a leading range bound and a user filter, no tombstones",
+            format!(
+                "$filter={}&$orderby=updatedAt,id&$top=50",
+                enc(&format!(
+                    "(complete eq false) and (updatedAt ge datetimeoffset'{at}') and ({keyset})"
+                ))
+            ),
+            Expect::OrderedSeek,
+        ),
+        (
+            "the official clients' pull, a later page",
+            format!(
+                "$filter={}&$orderby=updatedAt&$top=50&$skip=50&__includeDeleted=true",
+                enc(&format!("updatedAt ge datetimeoffset'{at}'"))
+            ),
+            Expect::OrderedSeek,
+        ),
+    ]
+}
+
+/// Whether `plan` reads the (updatedAt, id) index, never the whole table.
+fn uses_updated_at_index(kind: StoreKind, plan: &str) -> bool {
+    match kind {
+        StoreKind::Sqlite => {
+            plan.contains("USING INDEX ix_TodoItem_updatedAt_id")
+                || plan.contains("USING COVERING INDEX ix_TodoItem_updatedAt_id")
+        }
+        StoreKind::Postgres => {
+            plan.contains("Index Scan using ix_TodoItem_") && plan.contains("_updated")
+                || plan.contains("Index Scan on \"ix_TodoItem_") && plan.contains("_updated")
+                || plan.contains("Index Scan using \"ix_TodoItem_") && plan.contains("_updated")
+        }
+    }
+}
+
+/// Whether `plan` is an in-order range read of the index starting at the token, with no sort.
+fn is_ordered_seek(kind: StoreKind, plan: &str) -> bool {
+    match kind {
+        StoreKind::Sqlite => {
+            plan.contains("SEARCH TodoItem USING INDEX ix_TodoItem_updatedAt_id (updatedAt>")
+                && !plan.contains("TEMP B-TREE")
+        }
+        StoreKind::Postgres => {
+            plan.contains("Index Cond: (\"updatedAt\" >=")
+                && !plan.contains("Sort")
+                && !plan.contains("Bitmap")
+        }
+    }
+}
+
+fn scans_whole_table(kind: StoreKind, plan: &str) -> bool {
+    match kind {
+        StoreKind::Sqlite => plan.lines().any(|l| {
+            l.trim() == "SCAN TodoItem" || l.contains("SCAN TodoItem USING INDEX sqlite_autoindex")
+        }),
+        StoreKind::Postgres => plan.contains("Seq Scan"),
+    }
+}
+
+async fn pull_queries_are_index_scans(kind: StoreKind) {
+    let db = crate::fresh_database(kind).await;
+    let server = Server::open(Config::default_todo().with_database(db.url()))
+        .await
+        .unwrap();
+    seed(kind, db.url()).await;
+    // Print every plan first, so a failure shows them all.
+    let mut checked = Vec::new();
+    for (token, at, id) in TOKENS {
+        for (what, query, expect) in pull_queries(at, id) {
+            let plan = server.explain_list("TodoItem", &query).await.unwrap();
+            println!("--- {} plan of {what}, {token}:\n{plan}\n", kind.name());
+            checked.push((format!("{what}, {token}"), plan, expect));
+        }
+    }
+    for (what, plan, expect) in &checked {
+        assert!(
+            uses_updated_at_index(kind, plan),
+            "{what}: not on the (updatedAt, id) index:\n{plan}"
+        );
+        assert!(
+            !scans_whole_table(kind, plan),
+            "{what}: scans the whole table:\n{plan}"
+        );
+        if *expect == Expect::OrderedSeek {
+            assert!(
+                is_ordered_seek(kind, plan),
+                "{what}: not an in-order index range read from the token:\n{plan}"
+            );
+        }
+    }
+}
+
+crate::store_tests!(pull_queries_are_index_scans);
