@@ -161,6 +161,12 @@ pub fn check_body(
         if name.eq_ignore_ascii_case(system::VERSION) {
             request.version = match value {
                 Value::Null => None,
+                // Never a stored version (see `coerce`), and PostgreSQL cannot bind it.
+                Value::String(s) if s.contains('\0') => {
+                    return Err(RuleError::WrongType(
+                        "the property 'version' contains a NUL character (U+0000)".into(),
+                    ))
+                }
                 Value::String(s) => Some(s.clone()),
                 _ => {
                     return Err(RuleError::WrongType(
@@ -244,6 +250,13 @@ pub fn coerce(name: &str, ty: ColumnType, value: &Value) -> Result<SqlValue, Rul
     };
     match (ty, value) {
         (_, Value::Null) => Ok(SqlValue::Null),
+        // PostgreSQL text cannot hold U+0000, so no store accepts it: the same input gets the
+        // same answer on every store instead of a database error.
+        (ColumnType::String, Value::String(s)) if s.contains('\0') => {
+            Err(RuleError::WrongType(format!(
+                "The property '{name}' contains a NUL character (U+0000), which cannot be stored"
+            )))
+        }
         (ColumnType::String, Value::String(s)) => Ok(SqlValue::Text(s.clone())),
         (ColumnType::String, _) => Err(wrong("a string")),
         (ColumnType::Number, Value::Number(n)) => n

@@ -2,7 +2,7 @@
 //! paths, headers and bodies. Every error is a JSON `{"error", "code"}` body.
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::{send, StoreKind, TestServer};
 
@@ -193,7 +193,65 @@ async fn garbage_bodies_and_paths_never_500(kind: StoreKind) {
     }
 }
 
+/// PostgreSQL text cannot hold U+0000; both stores refuse it the same way, as a 400 naming the
+/// property, and store nothing.
+async fn nul_characters_are_refused_on_every_store(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
+    let a = s.insert_todo("a", "x", false).await;
+    let r = s
+        .post(
+            "/tables/TodoItem",
+            json!({"id": "b", "text": "nul\u{0}here"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.body,
+        crate::err(
+            "wrong_type",
+            "The property 'text' contains a NUL character (U+0000), which cannot be stored"
+        )
+    );
+    assert_eq!(s.get("/tables/TodoItem/b").await.status, 404);
+    let r = s
+        .patch(
+            "/tables/TodoItem/a",
+            json!({"text": "\u{0}", "version": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = s
+        .patch("/tables/TodoItem/a", json!({"version": "\u{0}"}))
+        .await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            400,
+            crate::err(
+                "wrong_type",
+                "the property 'version' contains a NUL character (U+0000)"
+            )
+        )
+    );
+    for path in ["/tables/TodoItem/%00", "/tables/TodoItem/a%00b"] {
+        for method in [Method::GET, Method::PATCH, Method::DELETE, Method::POST] {
+            let r = send(
+                s.req(method.clone(), path)
+                    .header("Content-Type", "application/json")
+                    .body("{}"),
+            )
+            .await;
+            assert_eq!(r.status, 400, "{method} {path}: {:?}", r.body);
+            assert_eq!(r.body["code"], "invalid_id", "{method} {path}");
+        }
+    }
+    let unchanged = s.get("/tables/TodoItem/a").await;
+    assert_eq!(unchanged.body["text"], "x");
+    assert_eq!(unchanged.body["version"], a["version"]);
+}
+
 crate::store_tests!(
     garbage_queries_never_500,
     garbage_bodies_and_paths_never_500,
+    nul_characters_are_refused_on_every_store,
 );
