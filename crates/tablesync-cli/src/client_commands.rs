@@ -133,7 +133,7 @@ async fn open(args: &StoreArgs) -> anyhow::Result<SyncContext> {
 
 /// Prints a failed push and returns exit code 1.
 fn report_push_failure(err: &Error) -> Option<i32> {
-    let Error::PushFailed { status, errors } = err else {
+    let Error::PushFailed { status, errors, .. } = err else {
         return None;
     };
     println!("push failed: {status}");

@@ -48,6 +48,18 @@ impl OperationError {
     pub fn is_conflict(&self) -> bool {
         matches!(self.status, Some(409) | Some(412))
     }
+
+    /// Whether the answer says the item no longer exists on the server: an update answered
+    /// 404 (a deleted row cannot be patched), or a conflict whose server copy is a tombstone
+    /// (`deleted: true`, e.g. an insert of an id deleted on the server).
+    pub fn is_deleted_on_server(&self) -> bool {
+        let tombstone = self
+            .result
+            .as_ref()
+            .is_some_and(|r| r.get("deleted") == Some(&Value::Bool(true)));
+        (self.kind == OpKind::Update && self.status == Some(404))
+            || (self.is_conflict() && tombstone)
+    }
 }
 
 /// What a push ended with, handed to [`SyncHandler::on_push_complete`].
@@ -58,6 +70,9 @@ pub struct PushCompletionResult {
     pub status: PushStatus,
     /// The operation errors of this push, in queue order.
     pub errors: Vec<OperationError>,
+    /// Why a cancelled push stopped (transport error or the server's 401 message); becomes
+    /// `Error::PushFailed::message`.
+    pub message: Option<String>,
 }
 
 /// Applies resolutions to operation errors. Obtained from `SyncContext::resolver`, and handed to
@@ -151,8 +166,33 @@ pub struct DefaultHandler;
 
 impl SyncHandler for DefaultHandler {}
 
+/// Applies a resolution unless the app changed the item since the error (then the error stays
+/// unhandled and is reported).
+async fn resolve_unless_changed(
+    resolution: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    match resolution.await {
+        Err(Error::OperationChanged) => Ok(()),
+        other => other,
+    }
+}
+
+/// The server deleted the item: accept that (the local row and the operation go). Shared by both
+/// shipped handlers: bringing a deleted row back would need an undelete, which tables without
+/// soft delete and the official servers' default settings do not offer, and a local edit of a
+/// row someone deleted is the classic case where the delete should win.
+async fn accept_server_delete(e: &mut OperationError, resolver: &Resolver) -> Result<()> {
+    match e.result.clone() {
+        Some(tombstone) => {
+            resolve_unless_changed(resolver.cancel_and_update_item(e, tombstone)).await
+        }
+        None => resolve_unless_changed(resolver.cancel_and_discard_item(e)).await,
+    }
+}
+
 /// Conflicts are resolved by taking the server's copy (cancel-and-update-item with the server
-/// item) for every 409/412 error that carries one.
+/// item) for every 409/412 error that carries one; an update of an item deleted on the server
+/// (404) drops the local item and the operation.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ServerWins;
 
@@ -164,14 +204,11 @@ impl SyncHandler for ServerWins {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             for e in result.errors.iter_mut() {
-                if !e.is_conflict() {
-                    continue;
-                }
-                if let Some(server) = e.result.clone() {
-                    match resolver.cancel_and_update_item(e, server).await {
-                        // The app edited the item meanwhile: leave the error unhandled.
-                        Err(Error::OperationChanged) => {}
-                        other => other?,
+                if e.is_deleted_on_server() {
+                    accept_server_delete(e, resolver).await?;
+                } else if e.is_conflict() {
+                    if let Some(server) = e.result.clone() {
+                        resolve_unless_changed(resolver.cancel_and_update_item(e, server)).await?;
                     }
                 }
             }
@@ -182,7 +219,8 @@ impl SyncHandler for ServerWins {
 
 /// Conflicts are resolved by re-sending the client's data with the server's `version`, at once,
 /// up to [`ClientWins::retries_max`] times per operation. An insert that conflicts with an existing
-/// server row becomes an update of that row.
+/// server row becomes an update of that row. A delete on the server wins: an update answered 404,
+/// or a conflict with a server tombstone, drops the local item and the operation.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientWins {
     /// How many times one operation is re-sent after a conflict.
@@ -222,6 +260,21 @@ impl SyncHandler for ClientWins {
                 outcome = op.execute().await;
             }
             outcome
+        })
+    }
+
+    fn on_push_complete<'a>(
+        &'a self,
+        result: &'a mut PushCompletionResult,
+        resolver: &'a Resolver,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for e in result.errors.iter_mut() {
+                if e.is_deleted_on_server() {
+                    accept_server_delete(e, resolver).await?;
+                }
+            }
+            Ok(())
         })
     }
 }

@@ -88,8 +88,10 @@ impl SyncContext {
     /// Pushes every queued operation of every table, in queue order.
     ///
     /// `Ok(())` when the push completed and every operation error (if any) was handled;
-    /// otherwise `Err(Error::PushFailed { status, errors })` with the unhandled errors. A network
-    /// failure stops the push (`CancelledByNetworkError`) and leaves the queue intact.
+    /// otherwise `Err(Error::PushFailed { status, errors, message })` with the unhandled errors.
+    /// A network failure stops the push (`CancelledByNetworkError`, `message` = the transport
+    /// error) and leaves the queue intact; so does a 401 (`CancelledByAuthenticationError`,
+    /// `message` = the server's message).
     pub async fn push(&self) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
         crate::sync::push::push_all(

@@ -166,13 +166,26 @@ pub enum Error {
     #[error("invalid server response: {0}")]
     InvalidResponse(String),
     /// A push did not complete, or completed with unhandled operation errors.
-    #[error("push failed: {status}, {} unhandled operation error(s)", errors.len())]
+    #[error(
+        "push failed: {status}{}, {} unhandled operation error(s)",
+        cause_suffix(message.as_deref()),
+        errors.len()
+    )]
     PushFailed {
         /// How the push ended.
         status: PushStatus,
         /// The operation errors no handler resolved.
         errors: Vec<OperationError>,
+        /// Why a cancelled push stopped: the transport's error for `CancelledByNetworkError`
+        /// (e.g. "connection failed: … Connection refused"), the server's message for
+        /// `CancelledByAuthenticationError`. `None` when the push walked the whole queue.
+        message: Option<String>,
     },
+}
+
+/// ` (cause)` for [`Error::PushFailed`]'s display, or nothing.
+fn cause_suffix(message: Option<&str>) -> String {
+    message.map(|m| format!(" ({m})")).unwrap_or_default()
 }
 
 impl From<tokio::task::JoinError> for Error {

@@ -41,7 +41,7 @@
 //! // SyncAsync: push local changes, then pull server changes incrementally.
 //! match ctx.push().await {
 //!     Ok(()) => {}
-//!     Err(Error::PushFailed { status, errors }) => {
+//!     Err(Error::PushFailed { status, errors, .. }) => {
 //!         // Resolve conflicts: here, simply take the server's copy.
 //!         let resolver = ctx.resolver();
 //!         for mut e in errors {
@@ -90,7 +90,9 @@ pub use context::SyncContext;
 pub use error::{Error, PushStatus, Result};
 pub use queue::{collapse, Decision, OpKind, OpState, Operation};
 pub use store::{Column, LocalStore, TableDefinition, STORE_SCHEMA_VERSION};
-pub use sync::pull::{parse_page, PullOptions, PullSummary, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+pub use sync::pull::{
+    next_link, parse_page, PullOptions, PullSummary, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
+};
 pub use sync::push::{classify, parse_item, Outcome, TableOperation};
 pub use table::{QueryResult, SyncTable, TypedSyncTable};
 pub use tablesync_protocol::odata::sql::ColumnType;

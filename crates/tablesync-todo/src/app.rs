@@ -341,17 +341,25 @@ fn is_network(e: &Error) -> bool {
     )
 }
 
-/// The tutorial's push-failure text (`MobileServicePushFailedException`).
+/// The tutorial's push-failure text (`MobileServicePushFailedException`): its dialog line, the
+/// push status, then the cause of a cancelled push (e.g. the connection was refused, or the
+/// server's 401 message) or, for a push that walked the queue, the SDK's error and the failed
+/// operations.
 fn push_failure(e: &Error) -> SyncFailure {
-    let status = match e {
-        Error::PushFailed { status, .. } => Some(status.to_string()),
-        _ => None,
+    let (status, cause) = match e {
+        Error::PushFailed {
+            status, message, ..
+        } => (Some(status.to_string()), message.clone()),
+        _ => (None, None),
     };
     let mut message = String::from("Push failed because of sync errors. You may be offline.");
     if let Some(s) = &status {
         message.push_str(&format!("\nPushResult.Status: {s}"));
     }
-    message.push_str(&format!("\nMessage: {e}"));
+    match cause {
+        Some(cause) => message.push_str(&format!("\nMessage: {cause}")),
+        None => message.push_str(&format!("\nMessage: {e}")),
+    }
     if let Error::PushFailed { errors, .. } = e {
         for err in errors {
             let http = err
@@ -472,11 +480,19 @@ mod tests {
             failure.push_status.as_deref(),
             Some("CancelledByNetworkError")
         );
+        // The dialog names the cause: the transport's error for a port nothing listens on.
+        let (head, cause) = failure
+            .message
+            .split_once("\nMessage: ")
+            .expect("a Message line");
+        assert_eq!(
+            head,
+            "Push failed because of sync errors. You may be offline.\n\
+             PushResult.Status: CancelledByNetworkError"
+        );
         assert!(
-            failure.message.starts_with(
-                "Push failed because of sync errors. You may be offline.\n\
-                 PushResult.Status: CancelledByNetworkError\nMessage: push failed"
-            ),
+            cause.starts_with("connection failed: ")
+                && cause.to_ascii_lowercase().contains("connection refused"),
             "{}",
             failure.message
         );

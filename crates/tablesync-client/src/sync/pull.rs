@@ -10,8 +10,14 @@
 //! * with a query id, (T, I) is the delta token, saved in the same local transaction as the
 //!   page's rows, so an interrupted pull resumes exactly after the last applied row.
 //!
-//! The pull ends on a page shorter than `page_size`; `page_size` must therefore not exceed the
-//! server's own page cap (the official Node server allows up to 1000; [`PAGE_SIZE_MAX`]).
+//! When to stop: a server may serve fewer rows than `$top` asked for (the official .NET server
+//! caps pages at 50 and says so with a `Link: <…>; rel=next` header), so a short page alone does
+//! not mean the end. The pull goes on while a page is full **or** its answer carries a
+//! `rel=next` link (with or without angle brackets: ours and the official Node server send none),
+//! and ends on an empty page or on a short page without a next link. The link itself is not
+//! followed: the next request is our own keyset query after the last row received, which is
+//! exact whatever paging scheme the server's link uses. A server that caps pages silently (no
+//! link) still ends the pull early; the next incremental pull picks up from the saved token.
 //!
 //! A row with a queued operation is not written (the local edit wins until it is pushed), but
 //! the token still moves past it: keyset paging cannot revisit it without re-reading the page.
@@ -87,6 +93,56 @@ pub(crate) fn check_query_id(query_id: Option<&str>) -> Result<Option<&str>> {
 pub(crate) fn parse_query(query: &str) -> Result<TableQuery> {
     let query = query.trim_start_matches('?');
     parse_query_string(query).map_err(|e| Error::InvalidQuery(e.message))
+}
+
+/// The target of the `rel=next` link in a `Link` header value, if any.
+///
+/// Accepts RFC 8288 links (`<url>; rel="next"`, several separated by commas) and the bare form
+/// of the Mobile Apps servers (`http://host/tables/T?…; rel=next`, where everything before the
+/// first `;` is the URL and may itself contain commas). `rel` may list several relation types.
+pub fn next_link(value: &str) -> Option<String> {
+    let mut rest = value.trim();
+    while !rest.is_empty() {
+        let (target, after) = match rest.strip_prefix('<') {
+            Some(r) => {
+                let end = r.find('>')?;
+                (&r[..end], &r[end + 1..])
+            }
+            None => match rest.find(';') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            },
+        };
+        // This link's parameters end where the next link starts (a comma).
+        let (params, next) = match after.find(',') {
+            Some(i) => (&after[..i], &after[i + 1..]),
+            None => (after, ""),
+        };
+        let is_next = params.split(';').any(|param| {
+            let Some((name, val)) = param.split_once('=') else {
+                return false;
+            };
+            name.trim().eq_ignore_ascii_case("rel")
+                && val
+                    .trim()
+                    .trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+        });
+        if is_next && !target.trim().is_empty() {
+            return Some(target.trim().to_string());
+        }
+        rest = next.trim_start();
+    }
+    None
+}
+
+/// The `rel=next` link of a list answer (the first `Link` header that has one).
+fn response_next_link(resp: &HttpResponse) -> Option<String> {
+    resp.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("link"))
+        .find_map(|(_, v)| next_link(v))
 }
 
 /// Reads a list answer: a JSON array of objects, or `{"results": [...]}` (inline count).
@@ -259,7 +315,9 @@ pub(crate) async fn pull(
             }
         }
         let page = parse_page(&resp)?;
+        let next = response_next_link(&resp);
         summary.pages += 1;
+        // An empty page ends the pull even with a next link: there is no row to go on from.
         let Some(last) = page.last() else {
             break;
         };
@@ -278,7 +336,12 @@ pub(crate) async fn pull(
                 )));
             }
         }
-        let full = page.len() as u64 >= u64::from(options.page_size);
+        // A short page is the last one only if the server does not say there is more (it may cap
+        // pages below our `$top`).
+        let more = page.len() as u64 >= u64::from(options.page_size) || next.is_some();
+        if let Some(link) = &next {
+            tracing::debug!(table, rows = page.len(), %link, "the server announces a next page");
+        }
         let (s, qid, tok) = (store.clone(), query_id.clone(), last_key.clone());
         let tname = table.to_string();
         let applied = store
@@ -288,7 +351,7 @@ pub(crate) async fn pull(
         summary.deleted += applied.deleted;
         summary.skipped += applied.skipped;
         token = Some(last_key);
-        if !full {
+        if !more {
             break;
         }
     }
@@ -330,6 +393,39 @@ mod tests {
             page_filter(Some("complete eq false"), Some(&t)).as_deref(),
             Some("(complete eq false) and ((updatedAt gt datetimeoffset'2020-01-01T00:00:00.000Z') or ((updatedAt eq datetimeoffset'2020-01-01T00:00:00.000Z') and (id gt 'o''k')))")
         );
+    }
+
+    #[test]
+    fn next_links() {
+        let bare = "http://127.0.0.1:8080/tables/TodoItem?$orderby=updatedAt,id&$skip=50; rel=next";
+        assert_eq!(
+            next_link(bare).as_deref(),
+            Some("http://127.0.0.1:8080/tables/TodoItem?$orderby=updatedAt,id&$skip=50")
+        );
+        assert_eq!(
+            next_link("<https://h/tables/T?$skip=50&$top=50>; rel=\"next\"").as_deref(),
+            Some("https://h/tables/T?$skip=50&$top=50")
+        );
+        assert_eq!(
+            next_link("<https://h/a>; rel=prev, <https://h/b>; title=\"x\"; REL=\"last next\"")
+                .as_deref(),
+            Some("https://h/b")
+        );
+        assert_eq!(
+            next_link("<https://h/b>; rel=next, <https://h/a>; rel=prev").as_deref(),
+            Some("https://h/b")
+        );
+        for none in [
+            "",
+            "http://h/tables/T",
+            "<https://h/a>; rel=prev",
+            "<https://h/a>; rel=nextpage",
+            "; rel=next",
+            "<>; rel=next",
+            "<https://h/unterminated; rel=next",
+        ] {
+            assert_eq!(next_link(none), None, "{none:?}");
+        }
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! |---|---|---|
 //! | 2xx with the item (insert/update) | `Success` | entry removed, server copy (ETag version) written back |
 //! | 2xx (delete), 404 (delete) | `Success` | entry removed |
-//! | no answer: refused, dropped, timeout | `NetworkError` | push stops, `CancelledByNetworkError`, queue intact |
-//! | 401 | `Unauthorized` | push stops, `CancelledByAuthenticationError`, queue intact |
+//! | no answer: refused, dropped, timeout | `NetworkError` | push stops, `CancelledByNetworkError`, queue intact; the transport error is the `PushFailed` message |
+//! | 401 | `Unauthorized` | push stops, `CancelledByAuthenticationError`, queue intact; the server's message is the `PushFailed` message |
 //! | 409, 412, other 4xx/5xx, 2xx garbage | `Failed` | operation error recorded, push continues |
 //!
 //! Insert answered with 409 (the id exists on the server — usually an earlier POST whose
@@ -39,8 +39,9 @@ pub enum Outcome {
     },
     /// No HTTP answer: connection refused or dropped, timeout, oversized body.
     NetworkError(String),
-    /// The server answered 401.
-    Unauthorized,
+    /// The server answered 401; the server's message (the body's `error`/`message` string, or
+    /// the body text).
+    Unauthorized(String),
     /// The server refused or failed the operation.
     Failed {
         /// HTTP status (`None` when nothing was sent, e.g. the local row was missing).
@@ -69,6 +70,26 @@ pub fn parse_item(resp: &HttpResponse) -> Option<Map<String, Value>> {
     Some(m)
 }
 
+/// Longest server message kept from an error body, in characters.
+const SERVER_MESSAGE_CHARS_MAX: usize = 500;
+
+/// The human message of an error answer: the `error` or `message` string of a JSON body (the
+/// official servers' and ours), else the body text; an empty body gives the status line.
+pub(crate) fn server_message(resp: &HttpResponse) -> String {
+    let from_json = match serde_json::from_slice::<Value>(&resp.body) {
+        Ok(Value::Object(m)) => ["error", "message"]
+            .iter()
+            .find_map(|k| m.get(*k).and_then(Value::as_str).map(str::to_string)),
+        _ => None,
+    };
+    let text = from_json.unwrap_or_else(|| resp.body_text().trim().to_string());
+    if text.is_empty() {
+        format!("HTTP {} without a message", resp.status)
+    } else {
+        text.chars().take(SERVER_MESSAGE_CHARS_MAX).collect()
+    }
+}
+
 /// Classifies the answer to one pushed operation (pure).
 pub fn classify(kind: OpKind, answer: &Result<HttpResponse, TransportError>) -> Outcome {
     let resp = match answer {
@@ -77,7 +98,7 @@ pub fn classify(kind: OpKind, answer: &Result<HttpResponse, TransportError>) -> 
     };
     let status = resp.status;
     if status == 401 {
-        return Outcome::Unauthorized;
+        return Outcome::Unauthorized(server_message(resp));
     }
     let failed = |server_item| Outcome::Failed {
         status: Some(status),
@@ -250,7 +271,7 @@ impl TableOperation {
         let body_item = body_item.filter(|m| matches!(m.get("version"), Some(Value::String(_))));
         match &answer {
             Err(e) => Outcome::NetworkError(e.to_string()),
-            Ok(r) if r.status == 401 => Outcome::Unauthorized,
+            Ok(r) if r.status == 401 => Outcome::Unauthorized(server_message(r)),
             Ok(r) if (200..=299).contains(&r.status) => match parse_item(r) {
                 Some(server) if same_content(&self.item, &server) => {
                     Outcome::Success { item: Some(server) }
@@ -283,6 +304,7 @@ pub(crate) async fn push_all(
 ) -> Result<()> {
     store.run(|c, _| q::clear_errors(c)).await?;
     let mut status = PushStatus::Complete;
+    let mut cause: Option<String> = None;
     let mut last_sequence = 0;
     loop {
         let Some(op) = store.run(move |c, _| q::next_op(c, last_sequence)).await? else {
@@ -345,6 +367,7 @@ pub(crate) async fn push_all(
         );
         let outcome = handler.execute_table_operation(&mut top).await;
         tracing::debug!(table = %table, id = %item_id, %kind, ?outcome, "pushed operation");
+        let kind_is_auth = matches!(outcome, Outcome::Unauthorized(_));
         match outcome {
             Outcome::Success { item } => {
                 let s = store.clone();
@@ -352,16 +375,17 @@ pub(crate) async fn push_all(
                     .run(move |c, _| q::complete_op(c, s.table(&op.table)?, &op, item.as_ref()))
                     .await?;
             }
-            Outcome::NetworkError(_) | Outcome::Unauthorized => {
+            Outcome::NetworkError(message) | Outcome::Unauthorized(message) => {
                 let op_id = op.id.clone();
                 store
                     .run(move |c, _| q::set_state(c, &op_id, OpState::Failed))
                     .await?;
-                status = if matches!(outcome, Outcome::Unauthorized) {
+                status = if kind_is_auth {
                     PushStatus::CancelledByAuthenticationError
                 } else {
                     PushStatus::CancelledByNetworkError
                 };
+                cause = Some(message);
                 break;
             }
             Outcome::Failed {
@@ -390,7 +414,11 @@ pub(crate) async fn push_all(
         }
     }
     let errors = store.run(|c, _| q::list_errors(c)).await?;
-    let mut result = PushCompletionResult { status, errors };
+    let mut result = PushCompletionResult {
+        status,
+        errors,
+        message: cause,
+    };
     let resolver = Resolver::new(store.clone());
     handler.on_push_complete(&mut result, &resolver).await?;
     let unhandled: Vec<OperationError> = result.errors.into_iter().filter(|e| !e.handled).collect();
@@ -400,6 +428,7 @@ pub(crate) async fn push_all(
         Err(Error::PushFailed {
             status: result.status,
             errors: unhandled,
+            message: result.message,
         })
     }
 }
@@ -502,7 +531,15 @@ mod tests {
         );
         assert_eq!(
             classify(OpKind::Delete, &resp(401, "")),
-            Outcome::Unauthorized
+            Outcome::Unauthorized("HTTP 401 without a message".into())
+        );
+        assert_eq!(
+            classify(OpKind::Update, &resp(401, r#"{"error":"token expired"}"#)),
+            Outcome::Unauthorized("token expired".into())
+        );
+        assert_eq!(
+            classify(OpKind::Insert, &resp(401, "  go away\n")),
+            Outcome::Unauthorized("go away".into())
         );
         assert_eq!(
             classify(OpKind::Insert, &resp(200, "<html>hello</html>")),

@@ -83,17 +83,36 @@ pub async fn context_via(
     }
 }
 
+pub use tablesync_server::testing::{StoreKind, TestDatabase};
+
+/// A fresh database of `kind`; PostgreSQL not reachable fails the test (never skips).
+pub async fn fresh_database(kind: StoreKind) -> TestDatabase {
+    TestDatabase::create(kind)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create a {} test database: {e}", kind.name()))
+}
+
 /// Our server, in-process, on 127.0.0.1:0.
 pub struct OurServer {
     pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), tablesync_server::ServerError>>>,
+    /// The database the server owns (dropped, i.e. removed, after the server stopped).
+    db: Option<TestDatabase>,
 }
 
 impl OurServer {
-    pub async fn start(db: &Path) -> Self {
-        let config =
-            tablesync_server::Config::default_todo().with_database(db.display().to_string());
+    /// Our server on a fresh database of `kind`, removed when the server is stopped or dropped.
+    pub async fn start(kind: StoreKind) -> Self {
+        let db = fresh_database(kind).await;
+        let mut server = Self::start_on(&db).await;
+        server.db = Some(db);
+        server
+    }
+
+    /// Our server on an existing test database (which outlives it).
+    pub async fn start_on(db: &TestDatabase) -> Self {
+        let config = tablesync_server::Config::default_todo().with_database(db.url());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let server = tablesync_server::Server::open(config).await.unwrap();
@@ -105,6 +124,7 @@ impl OurServer {
             url,
             stop: Some(stop),
             task: Some(task),
+            db: None,
         }
     }
 
@@ -115,6 +135,7 @@ impl OurServer {
         if let Some(t) = self.task.take() {
             t.await.unwrap().unwrap();
         }
+        drop(self.db.take());
     }
 }
 
@@ -247,4 +268,75 @@ pub fn decoded(url: &str) -> String {
     percent_encoding::percent_decode_str(url)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// What [`Capping`] does with the server's `Link` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Pass our server's bare form through (`http://…; rel=next`, as the official Node server).
+    Bare,
+    /// Rewrite it to the RFC 8288 form the .NET server sends (`<http://…>; rel="next"`).
+    Bracketed,
+    /// Remove it: a server that caps pages silently.
+    Strip,
+}
+
+/// A server that serves at most `cap` rows per page whatever `$top` asks (like the official
+/// .NET server, which caps at 50): GETs have their `$top` lowered to `cap` before they reach our
+/// server, which then answers a full page of `cap` rows with its `Link` header.
+pub struct Capping {
+    inner: HttpTransport,
+    cap: u32,
+    mode: LinkMode,
+    /// GET URLs as sent to the server (after the rewrite), in order.
+    pub gets: Mutex<Vec<String>>,
+}
+
+impl Capping {
+    pub fn new(cap: u32, mode: LinkMode) -> Arc<Self> {
+        Arc::new(Capping {
+            inner: HttpTransport::new(20_000, 16 * 1024 * 1024).unwrap(),
+            cap,
+            mode,
+            gets: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Transport for Capping {
+    fn send(
+        &self,
+        mut request: HttpRequest,
+    ) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
+        Box::pin(async move {
+            if request.method == Method::Get {
+                let (base, query) = request.url.split_once('?').unwrap_or((&request.url, ""));
+                let query: Vec<String> = query
+                    .split('&')
+                    .map(|kv| match kv.strip_prefix("$top=") {
+                        Some(n) if n.parse::<u32>().unwrap() > self.cap => {
+                            format!("$top={}", self.cap)
+                        }
+                        _ => kv.to_string(),
+                    })
+                    .collect();
+                request.url = format!("{base}?{}", query.join("&"));
+                self.gets.lock().unwrap().push(request.url.clone());
+            }
+            let mut resp = self.inner.send(request).await?;
+            match self.mode {
+                LinkMode::Bare => {}
+                LinkMode::Bracketed => {
+                    for (k, v) in resp.headers.iter_mut() {
+                        if k == "link" {
+                            let url = v.split(';').next().unwrap().trim().to_string();
+                            *v = format!("<{url}>; rel=\"next\"");
+                        }
+                    }
+                }
+                LinkMode::Strip => resp.headers.retain(|(k, _)| k != "link"),
+            }
+            Ok(resp)
+        })
+    }
 }

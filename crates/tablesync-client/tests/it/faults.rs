@@ -3,7 +3,7 @@
 use serde_json::json;
 use tablesync_client::{Client, ClientOptions, Error, PushStatus, SyncContext};
 
-use crate::common::{context_via, todo_store, Faulty, OurServer};
+use crate::common::{context_via, todo_store, Faulty, OurServer, StoreKind};
 
 #[tokio::test]
 async fn garbage_answers_give_errors_and_keep_the_queue() {
@@ -34,7 +34,11 @@ async fn garbage_answers_give_errors_and_keep_the_queue() {
     ] {
         faulty.answer_with(status, body);
         match ctx.push().await {
-            Err(Error::PushFailed { status: s, errors }) => {
+            Err(Error::PushFailed {
+                status: s,
+                errors,
+                message: None,
+            }) => {
                 assert_eq!(s, PushStatus::Complete);
                 let got: Vec<(Option<u16>, &str, &str)> = errors
                     .iter()
@@ -123,11 +127,24 @@ async fn unauthorized_stops_the_push() {
     let t = ctx.table("TodoItem").unwrap();
     t.insert(json!({"id": "a", "text": "x"})).await.unwrap();
     t.insert(json!({"id": "b", "text": "y"})).await.unwrap();
-    faulty.answer_with(401, "{\"error\":\"no\"}");
+    faulty.answer_with(401, "{\"error\":\"token expired\"}");
     match ctx.push().await {
-        Err(Error::PushFailed { status, errors }) => {
+        Err(e @ Error::PushFailed { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "push failed: CancelledByAuthenticationError (token expired), 0 unhandled operation error(s)"
+            );
+            let Error::PushFailed {
+                status,
+                errors,
+                message,
+            } = e
+            else {
+                unreachable!()
+            };
             assert_eq!(status, PushStatus::CancelledByAuthenticationError);
             assert!(errors.is_empty());
+            assert_eq!(message.as_deref(), Some("token expired"));
         }
         other => panic!("{other:?}"),
     }
@@ -159,9 +176,14 @@ async fn timeouts_and_dropped_connections_are_network_errors() {
     let t = ctx.table("TodoItem").unwrap();
     t.insert(json!({"id": "a", "text": "x"})).await.unwrap();
     match ctx.push().await {
-        Err(Error::PushFailed { status, errors }) => {
+        Err(Error::PushFailed {
+            status,
+            errors,
+            message,
+        }) => {
             assert_eq!(status, PushStatus::CancelledByNetworkError);
             assert!(errors.is_empty());
+            assert_eq!(message.as_deref(), Some("request timed out"));
         }
         other => panic!("{other:?}"),
     }
@@ -200,12 +222,13 @@ async fn timeouts_and_dropped_connections_are_network_errors() {
     closer.abort();
 }
 
-#[tokio::test]
-async fn our_server_rejects_an_unknown_column_as_an_operation_error() {
+store_tests!(our_server_rejects_an_unknown_column_as_an_operation_error);
+
+async fn our_server_rejects_an_unknown_column_as_an_operation_error(kind: StoreKind) {
     // A store that declares a column the server does not have: the inserts fail with 400, the
     // push continues and reports them.
     let dir = tempfile::tempdir().unwrap();
-    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let server = OurServer::start(kind).await;
     let mut store = tablesync_client::LocalStore::new(dir.path().join("a.db"));
     store
         .define_table(
@@ -223,7 +246,11 @@ async fn our_server_rejects_an_unknown_column_as_an_operation_error() {
         .unwrap();
     t.insert(json!({"id": "y", "text": "b"})).await.unwrap();
     match ctx.push().await {
-        Err(Error::PushFailed { status, errors }) => {
+        Err(Error::PushFailed {
+            status,
+            errors,
+            message: None,
+        }) => {
             assert_eq!(status, PushStatus::Complete);
             // Both payloads carry the column (`y` with null), both are refused, and the push
             // went on after the first error.

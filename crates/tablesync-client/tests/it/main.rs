@@ -1,7 +1,36 @@
 //! End-to-end tests of the client SDK against real servers (one test binary, see
-//! ARCHITECTURE.md): our in-process `tablesync-server` and the official Node server.
+//! ARCHITECTURE.md): our in-process `tablesync-server` on both of its stores, and the official
+//! Node server.
+//!
+//! A test against our server is one `async fn name(kind: StoreKind)` body, run once per store
+//! by [`store_tests!`]: `name::sqlite` on a temporary SQLite file, `name::postgres` on a fresh
+//! `CREATE DATABASE tablesync_test_<random>` on `TABLESYNC_TEST_PG_URL` (default
+//! postgres://postgres@127.0.0.1:5432/postgres), dropped at the end. The PostgreSQL tests fail,
+//! never skip, when PostgreSQL cannot be reached.
+
+/// For each listed `async fn name(kind: StoreKind)`, a module `name` with the tests `sqlite` and
+/// `postgres` running it on that store (a module per test because `macro_rules!` cannot glue
+/// identifiers; the same scheme as the server's tests).
+macro_rules! store_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::StoreKind::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::StoreKind::Postgres).await
+                }
+            }
+        )+
+    };
+}
 
 mod common;
+mod convergence;
 mod faults;
 mod local;
 mod official;

@@ -5,22 +5,38 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::json;
-use tablesync_client::{Error, Method, OpKind, OpState, PullOptions, PushStatus, ServerWins};
+use tablesync_client::{
+    ClientWins, Error, Method, OpKind, OpState, PullOptions, PushStatus, ServerWins, SyncHandler,
+};
 
-use crate::common::{context, context_via, decoded, Faulty, OurServer, TodoItem};
+use crate::common::{
+    context, context_via, decoded, fresh_database, Capping, Faulty, LinkMode, OurServer, StoreKind,
+    TestDatabase, TodoItem,
+};
 
-#[tokio::test]
-async fn tutorial_against_our_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = OurServer::start(&dir.path().join("server.db")).await;
+store_tests!(
+    tutorial_against_our_server,
+    interrupted_pull_resumes_from_the_saved_token,
+    rows_sharing_one_updated_at_are_pulled_exactly_once,
+    lost_insert_response_is_recognised_on_the_next_push,
+    insert_conflict_and_update_conflict_resolved_by_server_wins_handler,
+    deleting_an_item_already_deleted_on_the_server_succeeds,
+    pull_pushes_pending_operations_first_and_fails_when_that_push_fails,
+    an_edit_during_the_push_of_an_insert_is_pushed_next_time_as_an_update,
+    update_operation_and_discard_resolutions,
+    a_server_that_caps_pages_below_top_is_pulled_to_the_end,
+    a_delete_on_the_server_wins_with_both_shipped_handlers,
+);
+
+async fn tutorial_against_our_server(kind: StoreKind) {
+    let server = OurServer::start(kind).await;
     crate::scenario::tutorial(&server.url).await;
     server.stop().await;
 }
 
-#[tokio::test]
-async fn interrupted_pull_resumes_from_the_saved_token() {
+async fn interrupted_pull_resumes_from_the_saved_token(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let server = OurServer::start(kind).await;
     let a = context(&server.url, &dir.path().join("a.db"), None).await;
     let todos = a.typed_table::<TodoItem>("TodoItem").unwrap();
     for i in 0..7 {
@@ -73,25 +89,34 @@ async fn interrupted_pull_resumes_from_the_saved_token() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn rows_sharing_one_updated_at_are_pulled_exactly_once() {
+async fn rows_sharing_one_updated_at_are_pulled_exactly_once(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("server.db");
+    let db = fresh_database(kind).await;
     // Create the server's schema, then write 120 rows with one updatedAt behind its back (our
     // server's commit-order stamps never produce ties, but other servers do).
-    OurServer::start(&db).await.stop().await;
-    {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        for i in 0..120 {
-            conn.execute(
-                "INSERT INTO \"TodoItem\" (id, createdAt, updatedAt, version, deleted, text, complete) \
-                 VALUES (?1, '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z', 'MQ==', 0, ?2, 0)",
-                rusqlite::params![format!("same-{i:03}"), format!("row {i}")],
+    OurServer::start_on(&db).await.stop().await;
+    let f = if kind == StoreKind::Sqlite {
+        "0"
+    } else {
+        "false"
+    };
+    let rows: Vec<String> = (0..120)
+        .map(|i| {
+            format!(
+                "('same-{i:03}', '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z', 'MQ==', \
+                 {f}, 'row {i}', {f})"
             )
-            .unwrap();
-        }
-    }
-    let server = OurServer::start(&db).await;
+        })
+        .collect();
+    execute_sql(
+        &db,
+        &format!(
+            "INSERT INTO \"TodoItem\" (\"id\", \"createdAt\", \"updatedAt\", \"version\", \
+             \"deleted\", \"text\", \"complete\") VALUES {}",
+            rows.join(", ")
+        ),
+    );
+    let server = OurServer::start_on(&db).await;
     let recorder = Faulty::new();
     let b = context_via(
         &server.url,
@@ -124,12 +149,35 @@ async fn rows_sharing_one_updated_at_are_pulled_exactly_once() {
     let last = decoded(recorder.get_urls().last().unwrap());
     assert!(last.contains("id gt 'same-119'"), "{last}");
     server.stop().await;
+    drop(db);
 }
 
-#[tokio::test]
-async fn lost_insert_response_is_recognised_on_the_next_push() {
+/// Runs one SQL statement on a test database behind the server's back: rusqlite on SQLite,
+/// `psql` on PostgreSQL (these tests have no PostgreSQL driver of their own).
+fn execute_sql(db: &TestDatabase, sql: &str) {
+    match db.kind() {
+        StoreKind::Sqlite => {
+            let conn = rusqlite::Connection::open(db.url()).unwrap();
+            conn.execute_batch(sql).unwrap();
+        }
+        StoreKind::Postgres => {
+            let out = std::process::Command::new("psql")
+                .arg(db.url())
+                .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+                .output()
+                .expect("cannot run psql (the PostgreSQL client) for this test");
+            assert!(
+                out.status.success(),
+                "psql failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+async fn lost_insert_response_is_recognised_on_the_next_push(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let server = OurServer::start(kind).await;
     let faulty = Faulty::new();
     let a = context_via(&server.url, &dir.path().join("a.db"), faulty.clone(), None).await;
     let t = a.table("TodoItem").unwrap();
@@ -138,9 +186,17 @@ async fn lost_insert_response_is_recognised_on_the_next_push() {
         .unwrap();
     faulty.lose_post_responses.store(true, Ordering::SeqCst);
     match a.push().await {
-        Err(Error::PushFailed { status, errors }) => {
+        Err(Error::PushFailed {
+            status,
+            errors,
+            message,
+        }) => {
             assert_eq!(status, PushStatus::CancelledByNetworkError);
             assert!(errors.is_empty());
+            assert_eq!(
+                message.as_deref(),
+                Some("connection failed: response lost by the test")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -162,10 +218,9 @@ async fn lost_insert_response_is_recognised_on_the_next_push() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn insert_conflict_and_update_conflict_resolved_by_server_wins_handler() {
+async fn insert_conflict_and_update_conflict_resolved_by_server_wins_handler(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let server = OurServer::start(kind).await;
     let a = context(&server.url, &dir.path().join("a.db"), None).await;
     let b = context(
         &server.url,
@@ -206,10 +261,9 @@ async fn insert_conflict_and_update_conflict_resolved_by_server_wins_handler() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn deleting_an_item_already_deleted_on_the_server_succeeds() {
+async fn deleting_an_item_already_deleted_on_the_server_succeeds(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let server = OurServer::start(kind).await;
     let a = context(&server.url, &dir.path().join("a.db"), None).await;
     let b = context(&server.url, &dir.path().join("b.db"), None).await;
     let at = a.table("TodoItem").unwrap();
@@ -225,10 +279,9 @@ async fn deleting_an_item_already_deleted_on_the_server_succeeds() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn pull_pushes_pending_operations_first_and_fails_when_that_push_fails() {
+async fn pull_pushes_pending_operations_first_and_fails_when_that_push_fails(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let server = OurServer::start(kind).await;
     let faulty = Faulty::new();
     let a = context_via(&server.url, &dir.path().join("a.db"), faulty.clone(), None).await;
     let at = a.table("TodoItem").unwrap();
@@ -237,8 +290,13 @@ async fn pull_pushes_pending_operations_first_and_fails_when_that_push_fails() {
         .unwrap();
     faulty.answer_with(503, r#"{"error":"down"}"#);
     match at.pull(Some("all"), "").await {
-        Err(Error::PushFailed { status, errors }) => {
+        Err(Error::PushFailed {
+            status,
+            errors,
+            message,
+        }) => {
             assert_eq!(status, PushStatus::Complete);
+            assert_eq!(message, None, "a complete push has no cause");
             assert_eq!(errors.len(), 1);
             assert_eq!(errors[0].status, Some(503));
             assert_eq!(errors[0].raw_result, r#"{"error":"down"}"#);
@@ -284,10 +342,9 @@ impl tablesync_client::SyncHandler for EditDuringPush {
     }
 }
 
-#[tokio::test]
-async fn an_edit_during_the_push_of_an_insert_is_pushed_next_time_as_an_update() {
+async fn an_edit_during_the_push_of_an_insert_is_pushed_next_time_as_an_update(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let server = OurServer::start(kind).await;
     let handler = Arc::new(EditDuringPush {
         table: std::sync::Mutex::new(None),
     });
@@ -328,10 +385,9 @@ async fn an_edit_during_the_push_of_an_insert_is_pushed_next_time_as_an_update()
     server.stop().await;
 }
 
-#[tokio::test]
-async fn update_operation_and_discard_resolutions() {
+async fn update_operation_and_discard_resolutions(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
-    let server = OurServer::start(&dir.path().join("server.db")).await;
+    let server = OurServer::start(kind).await;
     let a = context(&server.url, &dir.path().join("a.db"), None).await;
     let b = context(&server.url, &dir.path().join("b.db"), None).await;
     let at = a.table("TodoItem").unwrap();
@@ -389,5 +445,131 @@ async fn update_operation_and_discard_resolutions() {
         (Some("B"), Some(false))
     );
     assert_eq!(at.lookup("k").await.unwrap().unwrap()["text"], json!("A"));
+    server.stop().await;
+}
+
+async fn a_server_that_caps_pages_below_top_is_pulled_to_the_end(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(kind).await;
+    let a = context(&server.url, &dir.path().join("a.db"), None).await;
+    let todos = a.typed_table::<TodoItem>("TodoItem").unwrap();
+    for i in 0..10 {
+        todos
+            .insert(&TodoItem::new(&format!("r{i:02}"), &format!("row {i}")))
+            .await
+            .unwrap();
+    }
+    a.push().await.unwrap();
+
+    // The server serves 3 rows where the client asks for 50 and announces more with a Link
+    // header, bare (ours, Node) or bracketed (.NET): the pull goes on with its own keyset
+    // queries until a short page without a link, and gets every row.
+    for (n, mode) in [LinkMode::Bare, LinkMode::Bracketed]
+        .into_iter()
+        .enumerate()
+    {
+        let capping = Capping::new(3, mode);
+        let b = context_via(
+            &server.url,
+            &dir.path().join(format!("b{n}.db")),
+            capping.clone(),
+            None,
+        )
+        .await;
+        let bt = b.table("TodoItem").unwrap();
+        let s = bt
+            .pull_with_options(Some("all"), "", PullOptions::with_page_size(50))
+            .await
+            .unwrap();
+        assert_eq!((s.pages, s.upserted), (4, 10), "{mode:?}");
+        let mut ids: Vec<String> = bt
+            .read("$orderby=id")
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.dedup();
+        assert_eq!(ids, (0..10).map(|i| format!("r{i:02}")).collect::<Vec<_>>());
+        let gets: Vec<String> = capping
+            .gets
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|u| decoded(u))
+            .collect();
+        assert_eq!(gets.len(), 4, "{gets:?}");
+        assert!(!gets[0].contains("id gt"), "{}", gets[0]);
+        for (url, after) in gets[1..].iter().zip(["r02", "r05", "r08"]) {
+            assert!(url.contains(&format!("id gt '{after}'")), "{url}");
+            assert!(url.contains("$top=3&__includeDeleted=true"), "{url}");
+            assert!(!url.contains("$skip"), "the link is not followed: {url}");
+        }
+    }
+
+    // A server that caps silently (no link) ends the pull at its first short page; the saved
+    // token makes the next incremental pull continue from there.
+    let capping = Capping::new(3, LinkMode::Strip);
+    let c = context_via(&server.url, &dir.path().join("c.db"), capping.clone(), None).await;
+    let ct = c.table("TodoItem").unwrap();
+    let s = ct.pull(Some("all"), "").await.unwrap();
+    assert_eq!((s.pages, s.upserted), (1, 3));
+    let s = ct.pull(Some("all"), "").await.unwrap();
+    assert_eq!((s.pages, s.upserted), (1, 3));
+    assert_eq!(ct.read("").await.unwrap().items.len(), 6);
+    server.stop().await;
+}
+
+async fn a_delete_on_the_server_wins_with_both_shipped_handlers(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(kind).await;
+    let a = context(&server.url, &dir.path().join("a.db"), None).await;
+    let at = a.table("TodoItem").unwrap();
+    at.insert(json!({"id": "gone", "text": "x", "complete": false}))
+        .await
+        .unwrap();
+    a.push().await.unwrap();
+    let handlers: [(&str, Arc<dyn SyncHandler>); 2] = [
+        ("server", Arc::new(ServerWins)),
+        ("client", Arc::new(ClientWins::default())),
+    ];
+    let mut stale = Vec::new();
+    for (name, handler) in handlers {
+        let ctx = context(
+            &server.url,
+            &dir.path().join(format!("{name}.db")),
+            Some(handler),
+        )
+        .await;
+        ctx.table("TodoItem").unwrap().pull(None, "").await.unwrap();
+        stale.push(ctx);
+    }
+    at.delete("gone").await.unwrap();
+    a.push().await.unwrap();
+    for ctx in &stale {
+        // The update of a row deleted on the server (404) and the insert of an id whose row was
+        // deleted on the server (409 with the tombstone) both give way to the delete.
+        let t = ctx.table("TodoItem").unwrap();
+        t.update(json!({"id": "gone", "text": "edited offline"}))
+            .await
+            .unwrap();
+        t.insert(json!({"id": "taken", "text": "mine", "complete": true}))
+            .await
+            .unwrap();
+    }
+    at.insert(json!({"id": "taken", "text": "theirs", "complete": false}))
+        .await
+        .unwrap();
+    a.push().await.unwrap();
+    at.delete("taken").await.unwrap();
+    a.push().await.unwrap();
+    for ctx in &stale {
+        ctx.push().await.unwrap();
+        assert_eq!(ctx.pending_operations().await.unwrap(), 0);
+        assert!(ctx.push_errors().await.unwrap().is_empty());
+        let t = ctx.table("TodoItem").unwrap();
+        assert!(t.read("").await.unwrap().items.is_empty());
+    }
     server.stop().await;
 }

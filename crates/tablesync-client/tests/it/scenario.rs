@@ -27,9 +27,31 @@ pub async fn tutorial(url: &str) {
             assert_eq!(stored, TodoItem::new(id, text));
         }
         match ctx.push().await {
-            Err(Error::PushFailed { status, errors }) => {
+            Err(e @ Error::PushFailed { .. }) => {
+                let text = e.to_string();
+                let Error::PushFailed {
+                    status,
+                    errors,
+                    message,
+                } = e
+                else {
+                    unreachable!()
+                };
                 assert_eq!(status, PushStatus::CancelledByNetworkError);
                 assert!(errors.is_empty(), "{errors:?}");
+                // The cause is the transport's: nothing listens on port 1.
+                let message = message.expect("a cancelled push carries its cause");
+                assert!(
+                    message.starts_with("connection failed: ")
+                        && message.to_ascii_lowercase().contains("connection refused"),
+                    "{message}"
+                );
+                assert_eq!(
+                    text,
+                    format!(
+                        "push failed: CancelledByNetworkError ({message}), 0 unhandled operation error(s)"
+                    )
+                );
             }
             other => panic!("expected a network failure, got {other:?}"),
         }
@@ -94,7 +116,11 @@ pub async fn tutorial(url: &str) {
         .await
         .unwrap();
     let mut errors = match b.push().await {
-        Err(Error::PushFailed { status, errors }) => {
+        Err(Error::PushFailed {
+            status,
+            errors,
+            message: None,
+        }) => {
             assert_eq!(status, PushStatus::Complete);
             errors
         }

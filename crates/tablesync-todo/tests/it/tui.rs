@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{dead_url, server_insert, server_summary, Server};
+use crate::util::{dead_url, server_insert, server_summary, Server, StoreKind};
+
+store_tests!(terminal_ui_adds_toggles_and_refreshes_against_a_live_server);
 
 /// Upper bound for the screen to reach an expected state, in seconds.
 const SCREEN_DEADLINE_SECS: u64 = 60;
@@ -152,9 +154,8 @@ fn synced(screen: &str) -> bool {
         && !screen.contains("syncing")
 }
 
-#[test]
-fn terminal_ui_adds_toggles_and_refreshes_against_a_live_server() {
-    let server = Server::start();
+fn terminal_ui_adds_toggles_and_refreshes_against_a_live_server(kind: StoreKind) {
+    let server = Server::start(kind);
     let url = server.url();
     let data = tempfile::tempdir().unwrap();
     let tmux = Tmux::start(data.path(), url);

@@ -9,13 +9,19 @@ use crate::util::{
 };
 use serde_json::json;
 
+use crate::util::StoreKind;
+
+store_tests!(
+    online_offline_reconnected,
+    errors_and_conflicts_have_their_exit_codes
+);
+
 fn s(text: &str, complete: bool) -> (String, bool) {
     (text.to_string(), complete)
 }
 
-#[test]
-fn online_offline_reconnected() {
-    let server = Server::start();
+fn online_offline_reconnected(kind: StoreKind) {
+    let server = Server::start(kind);
     let url = server.url();
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
@@ -67,8 +73,20 @@ fn online_offline_reconnected() {
         assert!(
             r.stderr.starts_with(
                 "sync failed:\nPush failed because of sync errors. You may be offline.\n\
-                 PushResult.Status: CancelledByNetworkError\n"
+                 PushResult.Status: CancelledByNetworkError\nMessage: connection failed: "
             ),
+            "{r}"
+        );
+        // The dialog names the cause of the cancelled push.
+        let message_line = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("Message: "))
+            .unwrap_or_default();
+        assert!(
+            message_line
+                .to_ascii_lowercase()
+                .contains("connection refused"),
             "{r}"
         );
     }
@@ -146,9 +164,8 @@ fn online_offline_reconnected() {
     assert!(r.stdout.contains("(server reached, ok)"), "{r}");
 }
 
-#[test]
-fn errors_and_conflicts_have_their_exit_codes() {
-    let server = Server::start();
+fn errors_and_conflicts_have_their_exit_codes(kind: StoreKind) {
+    let server = Server::start(kind);
     let url = server.url();
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();

@@ -11,6 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+pub use tablesync_server::testing::StoreKind;
+use tablesync_server::testing::TestDatabase;
 
 /// How long the server may take to print its listening line. A bound against hanging forever on
 /// two shared cores, not a timing assertion.
@@ -80,25 +82,29 @@ enum Event {
     Closed,
 }
 
-/// A running `tablesync serve`; killed when dropped.
+/// A running `tablesync serve`; killed when dropped, then its database is removed.
 pub struct Server {
     child: Child,
     url: String,
     output: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
+    /// Dropped after `Drop::drop` killed the process (fields drop after it).
+    _db: TestDatabase,
 }
 
 impl Server {
-    /// Starts `tablesync serve --listen 127.0.0.1:0 --database <tempdir>/server.db` and waits for
-    /// its `listening on http://127.0.0.1:<port>` line.
-    pub fn start() -> Server {
-        let dir = tempfile::tempdir().expect("a temporary directory");
+    /// Starts `tablesync serve --listen 127.0.0.1:0 --database <db>` on a fresh database of
+    /// `kind` (a temporary SQLite file, or `CREATE DATABASE tablesync_test_<random>` on
+    /// `TABLESYNC_TEST_PG_URL`) and waits for its `listening on http://127.0.0.1:<port>` line.
+    /// Panics, i.e. fails the test, when PostgreSQL cannot be reached.
+    pub fn start(kind: StoreKind) -> Server {
+        let db = TestDatabase::create_blocking(kind)
+            .unwrap_or_else(|e| panic!("cannot create a {} test database: {e}", kind.name()));
         let mut cmd = Command::new(tablesync_bin());
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--database")
-            .arg(dir.path().join("server.db"))
+            .arg(db.url())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -117,7 +123,7 @@ impl Server {
             child,
             url: String::new(),
             output,
-            _dir: dir,
+            _db: db,
         };
         server.url = server.wait_for_listening(&rx);
         server
