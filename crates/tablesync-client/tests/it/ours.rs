@@ -77,7 +77,7 @@ async fn interrupted_pull_resumes_from_the_saved_token(kind: StoreKind) {
     let u = r5["updatedAt"].as_str().unwrap();
     assert!(
         first.contains(&format!(
-            "$filter=(updatedAt gt datetimeoffset'{u}') or ((updatedAt eq datetimeoffset'{u}') and (id gt 'r5'))"
+            "$filter=(updatedAt ge datetimeoffset'{u}') and ((updatedAt gt datetimeoffset'{u}') or ((updatedAt eq datetimeoffset'{u}') and (id gt 'r5')))"
         )),
         "{first}"
     );

@@ -74,7 +74,7 @@ fn pull_queries(at: &str, id: &str) -> Vec<(&'static str, String, Expect)> {
     );
     vec![
         (
-            "our keyset pull as the client sends it",
+            "the bare keyset condition (what the client sent before it added the range bound)",
             format!(
                 "$filter={}&$orderby=updatedAt,id&$top=50&__includeDeleted=true",
                 enc(&keyset)
@@ -82,7 +82,7 @@ fn pull_queries(at: &str, id: &str) -> Vec<(&'static str, String, Expect)> {
             Expect::Index,
         ),
         (
-            "our keyset pull with a leading range bound",
+            "our keyset pull as the client sends it: with the leading range bound",
             format!(
                 "$filter={}&$orderby=updatedAt,id&$top=50&__includeDeleted=true",
                 enc(&format!(
