@@ -1,0 +1,125 @@
+//! Measurements and the markdown table they are printed as.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Which number a phase is judged by (and its speed-up computed from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// Requests per second (request phases).
+    Requests,
+    /// Delivered rows per second (pulls: the same rows on every server, so this is the
+    /// inverse of the time).
+    Rows,
+}
+
+/// One phase on one server.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// What was measured, e.g. `insert (POST)`.
+    pub operation: String,
+    /// Which server, e.g. `ours (SQLite)`.
+    pub server: String,
+    /// The number the speed-up compares.
+    pub rate: Rate,
+    /// Requests sent.
+    pub requests: u64,
+    /// Rows written (insert, update), received (read, query) or downloaded (pulls, counting
+    /// re-downloaded boundary rows).
+    pub rows: u64,
+    /// Rows delivered once: `rows`, except for pulls, where it is the distinct rows of each
+    /// complete pull (the table's rows × repeats when all went well).
+    pub delivered_rows: u64,
+    /// Failed requests and incomplete pulls.
+    pub errors: u64,
+    /// Wall-clock time of the whole phase.
+    pub wall: Duration,
+    /// Every request's latency, sorted ascending.
+    pub latencies: Vec<Duration>,
+    /// The first failure's message.
+    pub first_error: Option<String>,
+}
+
+impl Measurement {
+    fn per_second(&self, count: f64) -> f64 {
+        let secs = self.wall.as_secs_f64();
+        if secs > 0.0 {
+            count / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Requests per second over the phase's wall time.
+    pub fn requests_per_sec(&self) -> f64 {
+        self.per_second(self.requests as f64)
+    }
+
+    /// Delivered rows per second over the phase's wall time.
+    pub fn rows_per_sec(&self) -> f64 {
+        self.per_second(self.delivered_rows as f64)
+    }
+
+    /// The number [`Rate`] names.
+    pub fn score(&self) -> f64 {
+        match self.rate {
+            Rate::Requests => self.requests_per_sec(),
+            Rate::Rows => self.rows_per_sec(),
+        }
+    }
+
+    /// Latency percentile `p` (0–100) by the nearest-rank method, in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        let index = rank.clamp(1, self.latencies.len()) - 1;
+        self.latencies[index].as_secs_f64() * 1000.0
+    }
+}
+
+/// The markdown table: one row per operation and server, in measurement order grouped by
+/// operation, with the speed-up of each server over `reference` (same operation, by [`Rate`]).
+pub fn markdown_table(measurements: &[Measurement], reference: &str) -> String {
+    let mut operations: Vec<&str> = Vec::new();
+    for m in measurements {
+        if !operations.contains(&m.operation.as_str()) {
+            operations.push(&m.operation);
+        }
+    }
+    let mut out = String::new();
+    out.push_str(
+        "| operation | server | requests | rows | errors | wall s | req/s | p50 ms | p99 ms | rows/s | speed-up |\n",
+    );
+    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for op in operations {
+        let reference_score = measurements
+            .iter()
+            .find(|m| m.operation == op && m.server == reference)
+            .map(Measurement::score);
+        for m in measurements.iter().filter(|m| m.operation == op) {
+            let speed_up = match reference_score {
+                _ if m.server == reference => "(ref)".to_string(),
+                Some(r) if r > 0.0 => format!("{:.2}×", m.score() / r),
+                _ => "n/a".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {} |",
+                m.operation,
+                m.server,
+                m.requests,
+                m.rows,
+                m.errors,
+                m.wall.as_secs_f64(),
+                m.requests_per_sec(),
+                m.percentile_ms(50.0),
+                m.percentile_ms(99.0),
+                m.rows_per_sec(),
+                speed_up
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,622 @@
+//! The workload: a seeded data set and the measured phases, run against one server's base URL.
+//!
+//! Phases run in a fixed order on a fresh, empty `TodoItem` table (insert, read by id, update,
+//! query, pulls), so every server sees exactly the same requests. The request phases are closed
+//! loops with a fixed number of requests in flight; the pulls are sequential, as a client pulls.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue, IF_MATCH};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::report::{Measurement, Rate};
+
+/// The table every server under test serves with the same columns (text, complete, soft delete).
+const TABLE: &str = "TodoItem";
+
+/// The protocol version header every request carries.
+const API_VERSION: (&str, &str) = ("ZUMO-API-VERSION", "2.0.0");
+
+/// Per-request timeout, in seconds (a bound against a hung server, not a measurement).
+const REQUEST_TIMEOUT_SECS: u64 = 60;
+
+/// How many characters of an unexpected response body an error message shows.
+const BODY_SHOWN_CHARS_MAX: usize = 300;
+
+/// The query phase's `$filter`. The official server's sqlite provider answers `startswith` with
+/// no rows (protocol.md Appendix A), which is why the rows column matters for this phase.
+pub const QUERY_FILTER: &str = "complete eq false and startswith(text,'item 1')";
+
+/// The start of time for the official clients' delta token.
+const EPOCH: &str = "1970-01-01T00:00:00.000Z";
+
+/// The shape of a run: counts, concurrency, pull page sizes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Rows inserted (and therefore pulled).
+    pub rows: usize,
+    /// GETs by id.
+    pub reads: usize,
+    /// PATCHes with If-Match.
+    pub updates: usize,
+    /// Filtered, ordered list queries.
+    pub queries: usize,
+    /// Requests in flight during the request phases.
+    pub concurrency: usize,
+    /// Warm-up requests (`GET /tables/TodoItem?$top=1`) before measuring; not reported.
+    pub warmup: usize,
+    /// How often each full pull runs (its numbers are the sum over the repeats).
+    pub pull_repeats: usize,
+    /// `$top` pages of the official clients' pull (their default is 50).
+    pub official_pull_tops: Vec<u32>,
+    /// `$top` of the keyset pull (our client's; 1000 is the official Node server's maximum).
+    pub keyset_pull_top: u32,
+}
+
+/// One row of the data set.
+#[derive(Debug, Clone)]
+struct RowSpec {
+    id: String,
+    text: String,
+    complete: bool,
+}
+
+/// Everything random in a run, derived from the seed up front so that every server gets the
+/// same requests in the same order.
+#[derive(Debug)]
+struct DataSet {
+    rows: Vec<RowSpec>,
+    /// Row index of each read.
+    reads: Vec<usize>,
+    /// Row index and new `complete` value of each update (rows in a shuffled order, repeated
+    /// when there are more updates than rows).
+    updates: Vec<(usize, bool)>,
+}
+
+impl DataSet {
+    fn new(plan: &Plan, seed: u64) -> DataSet {
+        let mut rng = SplitMix64(seed);
+        let rows = (0..plan.rows)
+            .map(|i| RowSpec {
+                id: rng.uuid(),
+                text: format!("item {i}"),
+                complete: rng.next() & 1 == 1,
+            })
+            .collect();
+        let reads = (0..plan.reads).map(|_| rng.below(plan.rows)).collect();
+        let mut order: Vec<usize> = (0..plan.rows).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        let updates = (0..plan.updates)
+            .map(|k| (order[k % order.len()], rng.next() & 1 == 1))
+            .collect();
+        DataSet {
+            rows,
+            reads,
+            updates,
+        }
+    }
+}
+
+/// SplitMix64: a tiny, well-mixed deterministic generator (no `rand` dependency needed for a
+/// reproducible data set).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-enough index in `0..n` (`n` ≥ 1; the modulo bias is irrelevant here).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// A lower-case UUID-v4-shaped id, like the ids the official clients generate.
+    fn uuid(&mut self) -> String {
+        let (a, b) = (self.next(), self.next());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            ((b >> 48) & 0x3fff) | 0x8000,
+            b & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// What the phases share: the HTTP client, the data set and the rows' current versions.
+struct Ctx {
+    http: reqwest::Client,
+    table_url: String,
+    data: DataSet,
+    /// The current `version` of each row, as the last write answered it.
+    versions: Mutex<Vec<String>>,
+}
+
+impl Ctx {
+    fn version(&self, row: usize) -> Option<String> {
+        let versions = match self.versions.lock() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        versions.get(row).filter(|v| !v.is_empty()).cloned()
+    }
+
+    fn set_version(&self, row: usize, version: String) {
+        let mut versions = match self.versions.lock() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(slot) = versions.get_mut(row) {
+            *slot = version;
+        }
+    }
+}
+
+/// Runs every phase against the server at `base_url` (labelled `server`) and returns one
+/// measurement per phase, in order.
+pub async fn run(
+    server: &str,
+    base_url: &str,
+    plan: &Plan,
+    seed: u64,
+) -> anyhow::Result<Vec<Measurement>> {
+    let http = reqwest::Client::builder()
+        // The benchmark talks to loopback only; an HTTP(S)_PROXY in the environment must not
+        // reroute it.
+        .no_proxy()
+        .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
+        .pool_max_idle_per_host(plan.concurrency.max(1))
+        .build()?;
+    let ctx = Arc::new(Ctx {
+        http,
+        table_url: format!("{base_url}/tables/{TABLE}"),
+        data: DataSet::new(plan, seed),
+        versions: Mutex::new(vec![String::new(); plan.rows]),
+    });
+    let conc = plan.concurrency.max(1);
+    let mut out = Vec::new();
+
+    // Opens the connections and lets Node's JIT warm up; the table stays empty.
+    let warm = closed_loop(conc, plan.warmup, {
+        let ctx = Arc::clone(&ctx);
+        move |_| {
+            let ctx = Arc::clone(&ctx);
+            async move { list(&ctx, &[("$top", "1".into())]).await.map(|_| 0) }
+        }
+    })
+    .await;
+    if let Some(e) = warm.tally.first_error {
+        anyhow::bail!("{server}: warm-up request failed: {e}");
+    }
+
+    let phase = closed_loop(conc, plan.rows, {
+        let ctx = Arc::clone(&ctx);
+        move |i| insert(Arc::clone(&ctx), i)
+    })
+    .await;
+    out.push(phase.into_measurement("insert (POST)", server, Rate::Requests));
+
+    let phase = closed_loop(conc, plan.reads, {
+        let ctx = Arc::clone(&ctx);
+        move |k| read(Arc::clone(&ctx), k)
+    })
+    .await;
+    out.push(phase.into_measurement("read by id (GET)", server, Rate::Requests));
+
+    let phase = closed_loop(conc, plan.updates, {
+        let ctx = Arc::clone(&ctx);
+        move |k| update(Arc::clone(&ctx), k)
+    })
+    .await;
+    out.push(phase.into_measurement("update (PATCH, If-Match)", server, Rate::Requests));
+
+    let phase = closed_loop(conc, plan.queries, {
+        let ctx = Arc::clone(&ctx);
+        move |_| {
+            let ctx = Arc::clone(&ctx);
+            async move {
+                let pairs = [
+                    ("$filter", QUERY_FILTER.to_string()),
+                    ("$orderby", "text".into()),
+                    ("$top", "50".into()),
+                ];
+                list(&ctx, &pairs).await.map(|page| page.len() as u64)
+            }
+        }
+    })
+    .await;
+    out.push(phase.into_measurement("query (filter, orderby, top 50)", server, Rate::Requests));
+
+    for &top in &plan.official_pull_tops {
+        let label = format!("pull, official clients' way ($top={top})");
+        let phase = repeat_pull(&ctx, plan, Pull::Official { top }).await;
+        out.push(phase.into_measurement(&label, server, Rate::Rows));
+    }
+    let top = plan.keyset_pull_top;
+    let label = format!("pull, keyset, our client's way ($top={top})");
+    let phase = repeat_pull(&ctx, plan, Pull::Keyset { top }).await;
+    out.push(phase.into_measurement(&label, server, Rate::Rows));
+    Ok(out)
+}
+
+/// Counts and latencies of a phase (or of one worker's share of it).
+#[derive(Debug, Default)]
+struct Tally {
+    requests: u64,
+    rows: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn error(&mut self, message: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(message);
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.rows += other.rows;
+        self.errors += other.errors;
+        self.latencies.extend(other.latencies);
+        if let Some(e) = other.first_error {
+            self.first_error.get_or_insert(e);
+        }
+    }
+
+    /// Times one request and books its outcome (rows on success).
+    async fn timed<F>(&mut self, request: F) -> Result<Vec<Value>, ()>
+    where
+        F: Future<Output = Result<Vec<Value>, String>>,
+    {
+        let started = Instant::now();
+        let result = request.await;
+        self.latencies.push(started.elapsed());
+        self.requests += 1;
+        result.map_err(|e| self.error(e))
+    }
+}
+
+/// A finished phase: its tally, the rows it delivered once and its wall-clock time.
+struct Phase {
+    tally: Tally,
+    delivered_rows: u64,
+    wall: Duration,
+}
+
+impl Phase {
+    fn into_measurement(self, operation: &str, server: &str, rate: Rate) -> Measurement {
+        let mut latencies = self.tally.latencies;
+        latencies.sort_unstable();
+        Measurement {
+            operation: operation.to_string(),
+            server: server.to_string(),
+            rate,
+            requests: self.tally.requests,
+            rows: self.tally.rows,
+            delivered_rows: self.delivered_rows,
+            errors: self.tally.errors,
+            wall: self.wall,
+            latencies,
+            first_error: self.tally.first_error,
+        }
+    }
+}
+
+/// Runs `count` operations with `concurrency` in flight: each worker takes the next index until
+/// none is left. An operation returns the rows it wrote or received.
+async fn closed_loop<F, Fut>(concurrency: usize, count: usize, op: F) -> Phase
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<u64, String>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency.min(count.max(1)) {
+        let (op, next) = (Arc::clone(&op), Arc::clone(&next));
+        workers.spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let t = Instant::now();
+                let result = op(i).await;
+                tally.latencies.push(t.elapsed());
+                tally.requests += 1;
+                match result {
+                    Ok(rows) => tally.rows += rows,
+                    Err(e) => tally.error(e),
+                }
+            }
+            tally
+        });
+    }
+    let mut tally = Tally::default();
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok(t) => tally.merge(t),
+            Err(e) => tally.error(format!("a worker task failed: {e}")),
+        }
+    }
+    Phase {
+        delivered_rows: tally.rows,
+        tally,
+        wall: started.elapsed(),
+    }
+}
+
+/// Which pull algorithm, with its page size.
+#[derive(Debug, Clone, Copy)]
+enum Pull {
+    /// The official clients' `ge` + `$skip` scheme.
+    Official { top: u32 },
+    /// Our client's keyset scheme.
+    Keyset { top: u32 },
+}
+
+/// Runs a full pull `plan.pull_repeats` times, checking each time that every row arrived.
+async fn repeat_pull(ctx: &Ctx, plan: &Plan, pull: Pull) -> Phase {
+    let mut tally = Tally::default();
+    let mut delivered_rows = 0;
+    let started = Instant::now();
+    for _ in 0..plan.pull_repeats.max(1) {
+        let outcome = match pull {
+            Pull::Official { top } => pull_official(ctx, top, &mut tally).await,
+            Pull::Keyset { top } => pull_keyset(ctx, top, &mut tally).await,
+        };
+        match outcome {
+            Ok(ids) if ids.len() == plan.rows => delivered_rows += ids.len() as u64,
+            Ok(ids) => tally.error(format!(
+                "the pull ended with {} distinct rows, the table has {}",
+                ids.len(),
+                plan.rows
+            )),
+            Err(e) => tally.error(e),
+        }
+    }
+    Phase {
+        tally,
+        delivered_rows,
+        wall: started.elapsed(),
+    }
+}
+
+/// A pull's request budget: far more than any correct pull needs, so a server that ignores
+/// `$skip` cannot loop forever.
+fn pull_requests_max(rows: usize) -> usize {
+    2 * rows + 100
+}
+
+/// The official clients' incremental pull (protocol.md 6.9, .NET PullAsync):
+/// `$filter=updatedAt ge datetimeoffset'<token>'&$orderby=updatedAt&$top=<top>&$skip=<skip>`;
+/// after each page the token becomes the page's largest `updatedAt` and `$skip` returns to 0,
+/// or, when the token did not move, `$skip` grows by the page's length; done on an empty page.
+/// Returns the distinct ids received; downloaded rows (boundary rows again each time) are
+/// counted in the tally.
+async fn pull_official(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<HashSet<String>, String> {
+    let mut token = EPOCH.to_string();
+    let mut skip = 0usize;
+    let mut ids = HashSet::new();
+    for _ in 0..pull_requests_max(ctx.data.rows.len()) {
+        let pairs = [
+            ("$filter", format!("updatedAt ge datetimeoffset'{token}'")),
+            ("$orderby", "updatedAt".into()),
+            ("$top", top.to_string()),
+            ("$skip", skip.to_string()),
+            ("__includeDeleted", "true".into()),
+        ];
+        let Ok(page) = tally.timed(list(ctx, &pairs)).await else {
+            return Ok(ids);
+        };
+        if page.is_empty() {
+            return Ok(ids);
+        }
+        tally.rows += page.len() as u64;
+        // Wire-form timestamps (always 3 fractional digits and `Z`) order as text.
+        let mut max = token.clone();
+        for row in &page {
+            let (id, updated_at) = row_key(row)?;
+            ids.insert(id.to_string());
+            if updated_at > max.as_str() {
+                max = updated_at.to_string();
+            }
+        }
+        if max > token {
+            token = max;
+            skip = 0;
+        } else {
+            skip += page.len();
+        }
+    }
+    Err(format!(
+        "the official-style pull did not finish within {} requests",
+        pull_requests_max(ctx.data.rows.len())
+    ))
+}
+
+/// Our client's pull (ARCHITECTURE.md "Incremental pull"): keyset paging on (`updatedAt`, `id`)
+/// with `$orderby=updatedAt,id`; done on a page shorter than `$top`.
+async fn pull_keyset(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<HashSet<String>, String> {
+    let mut after: Option<(String, String)> = None;
+    let mut ids = HashSet::new();
+    for _ in 0..pull_requests_max(ctx.data.rows.len()) {
+        let mut pairs = Vec::with_capacity(4);
+        if let Some((t, i)) = &after {
+            pairs.push((
+                "$filter",
+                format!(
+                    "(updatedAt gt datetimeoffset'{t}') or ((updatedAt eq datetimeoffset'{t}') and (id gt '{}'))",
+                    i.replace('\'', "''")
+                ),
+            ));
+        }
+        pairs.push(("$orderby", "updatedAt,id".into()));
+        pairs.push(("$top", top.to_string()));
+        pairs.push(("__includeDeleted", "true".into()));
+        let Ok(page) = tally.timed(list(ctx, &pairs)).await else {
+            return Ok(ids);
+        };
+        tally.rows += page.len() as u64;
+        for row in &page {
+            let (id, _) = row_key(row)?;
+            ids.insert(id.to_string());
+        }
+        if let Some(last) = page.last() {
+            let (id, updated_at) = row_key(last)?;
+            after = Some((updated_at.to_string(), id.to_string()));
+        }
+        if page.len() < top as usize {
+            return Ok(ids);
+        }
+    }
+    Err(format!(
+        "the keyset pull did not finish within {} requests",
+        pull_requests_max(ctx.data.rows.len())
+    ))
+}
+
+/// The (`id`, `updatedAt`) of a pulled row.
+fn row_key(row: &Value) -> Result<(&str, &str), String> {
+    match (
+        row.get("id").and_then(Value::as_str),
+        row.get("updatedAt").and_then(Value::as_str),
+    ) {
+        (Some(id), Some(updated_at)) => Ok((id, updated_at)),
+        _ => Err(format!("a pulled row has no string id/updatedAt: {row}")),
+    }
+}
+
+/// `POST /tables/TodoItem` with a client-generated id; remembers the row's version.
+async fn insert(ctx: Arc<Ctx>, i: usize) -> Result<u64, String> {
+    let Some(row) = ctx.data.rows.get(i) else {
+        return Err(format!("no row {i} in the data set"));
+    };
+    let body = json!({ "id": row.id, "text": row.text, "complete": row.complete });
+    let request = ctx.http.post(&ctx.table_url).json(&body);
+    let item = send_item(request, "POST").await?;
+    ctx.set_version(i, version_of(&item)?);
+    Ok(1)
+}
+
+/// `GET /tables/TodoItem/{id}`; checks that the right row came back.
+async fn read(ctx: Arc<Ctx>, k: usize) -> Result<u64, String> {
+    let Some(row) = ctx.data.reads.get(k).and_then(|&r| ctx.data.rows.get(r)) else {
+        return Err(format!("no read {k} in the data set"));
+    };
+    let request = ctx.http.get(format!("{}/{}", ctx.table_url, row.id));
+    let item = send_item(request, "GET").await?;
+    match item.get("id").and_then(Value::as_str) {
+        Some(id) if id == row.id => Ok(1),
+        _ => Err(format!("GET {} answered another item: {item}", row.id)),
+    }
+}
+
+/// `PATCH /tables/TodoItem/{id}` with `If-Match: "<current version>"`; remembers the new one.
+async fn update(ctx: Arc<Ctx>, k: usize) -> Result<u64, String> {
+    let Some(&(r, complete)) = ctx.data.updates.get(k) else {
+        return Err(format!("no update {k} in the data set"));
+    };
+    let Some(row) = ctx.data.rows.get(r) else {
+        return Err(format!("no row {r} in the data set"));
+    };
+    let Some(version) = ctx.version(r) else {
+        return Err(format!(
+            "row {} has no known version (its insert failed)",
+            row.id
+        ));
+    };
+    let if_match = HeaderValue::from_str(&format!("\"{version}\""))
+        .map_err(|e| format!("version {version:?} is not a header value: {e}"))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(IF_MATCH, if_match);
+    // The new text keeps the row's `item <i>` prefix, so the query phase's startswith still
+    // selects the same rows.
+    let body = json!({ "text": format!("{} (edited {k})", row.text), "complete": complete });
+    let request = ctx
+        .http
+        .patch(format!("{}/{}", ctx.table_url, row.id))
+        .headers(headers)
+        .json(&body);
+    let item = send_item(request, "PATCH").await?;
+    ctx.set_version(r, version_of(&item)?);
+    Ok(1)
+}
+
+/// `GET /tables/TodoItem?<pairs>`; the page's rows.
+async fn list(ctx: &Ctx, pairs: &[(&str, String)]) -> Result<Vec<Value>, String> {
+    let request = ctx.http.get(&ctx.table_url).query(pairs);
+    match send(request, "GET list").await? {
+        Value::Array(rows) => Ok(rows),
+        other => Err(format!(
+            "GET list answered a non-array: {}",
+            shorten(&other.to_string())
+        )),
+    }
+}
+
+/// Sends a single-item request and returns the item.
+async fn send_item(request: reqwest::RequestBuilder, what: &str) -> Result<Value, String> {
+    match send(request, what).await? {
+        item @ Value::Object(_) => Ok(item),
+        other => Err(format!(
+            "{what} answered a non-object: {}",
+            shorten(&other.to_string())
+        )),
+    }
+}
+
+/// Sends `request` with the API version header; a 2xx JSON body or a descriptive error.
+async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Value, String> {
+    let response = request
+        .header(API_VERSION.0, API_VERSION.1)
+        .send()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("{what}: reading the body: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "{what} answered {status}: {}",
+            shorten(&String::from_utf8_lossy(&body))
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "{what} answered invalid JSON ({e}): {}",
+            shorten(&String::from_utf8_lossy(&body))
+        )
+    })
+}
+
+/// The `version` of an item.
+fn version_of(item: &Value) -> Result<String, String> {
+    item.get("version")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("the answer has no version: {}", shorten(&item.to_string())))
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(BODY_SHOWN_CHARS_MAX).collect()
+}
