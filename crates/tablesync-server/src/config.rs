@@ -93,6 +93,8 @@ pub struct StoreConfig {
     pub commit_order_stamps: bool,
     /// Number of read-only SQLite connections, in connections (writes use one more).
     pub reader_connections: usize,
+    /// How hard SQLite pushes each commit to disk before the write is acknowledged.
+    pub sqlite_synchronous: SqliteSynchronous,
     /// How long a connection waits for a database lock before giving up, in milliseconds. On
     /// PostgreSQL it is the session's `lock_timeout` and the wait for a free pool connection.
     pub busy_timeout_ms: u64,
@@ -111,9 +113,33 @@ impl Default for StoreConfig {
         StoreConfig {
             commit_order_stamps: true,
             reader_connections: 4,
+            sqlite_synchronous: SqliteSynchronous::Full,
             busy_timeout_ms: 5_000,
             pool_connections_max: 10,
             write_hold_ms_max: 0,
+        }
+    }
+}
+
+/// SQLite's `synchronous` setting for the server's database (WAL mode).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// Sync the WAL on every commit: an acknowledged write survives an OS crash or power loss.
+    /// The default, because a client deletes its queued operation once the server acknowledged
+    /// it; a write lost after that would be lost for good.
+    Full,
+    /// Sync only at checkpoints: durable across crashes of the server process, but an OS crash
+    /// can lose the last acknowledged writes. Faster; for data that can be rebuilt.
+    Normal,
+}
+
+impl SqliteSynchronous {
+    /// The value of `PRAGMA synchronous`.
+    pub fn pragma_value(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
         }
     }
 }
@@ -494,6 +520,10 @@ mod tests {
         assert!(!config.store.commit_order_stamps);
         let defaults = StoreConfig::default();
         assert!(defaults.commit_order_stamps);
+        assert_eq!(defaults.sqlite_synchronous, SqliteSynchronous::Full);
+        let relaxed = Config::from_toml_str("[store]\nsqlite_synchronous = \"normal\"").unwrap();
+        assert_eq!(relaxed.store.sqlite_synchronous, SqliteSynchronous::Normal);
+        assert!(Config::from_toml_str("[store]\nsqlite_synchronous = \"off\"").is_err());
         assert_eq!(defaults.write_hold_ms_max, 0);
         // A 64-byte name is fine on SQLite but not on PostgreSQL.
         let long = "T".repeat(64);

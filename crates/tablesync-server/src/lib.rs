@@ -49,7 +49,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use config::{
-    Config, ConfigError, CorsConfig, DatabaseTarget, Limits, StoreConfig, TableConfig,
+    Config, ConfigError, CorsConfig, DatabaseTarget, Limits, SqliteSynchronous, StoreConfig,
+    TableConfig,
 };
 pub use http::SERVER_VERSION;
 pub use store::{StoreError, StoreErrorKind};

@@ -64,10 +64,14 @@ impl SqliteStore {
                 format!("cannot switch {} to WAL (got {mode})", path.display()),
             ));
         }
-        // NORMAL is durable across application crashes in WAL mode; only an OS crash can lose the
-        // last transactions, which is the usual trade for not syncing the disk on every commit.
+        // FULL by default: see `SqliteSynchronous` for why an acknowledged write must survive
+        // an OS crash.
         writer
-            .pragma_update(None, "synchronous", "NORMAL")
+            .pragma_update(
+                None,
+                "synchronous",
+                config.sqlite_synchronous.pragma_value(),
+            )
             .map_err(classify)?;
         let mut readers = Vec::with_capacity(config.reader_connections);
         for _ in 0..config.reader_connections {
@@ -847,6 +851,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db"), &StoreConfig::default()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn commits_are_synced_to_disk_unless_configured_otherwise() {
+        let (_dir, store) = store();
+        let level: i64 = lock(&store.inner.writer)
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(level, 2, "PRAGMA synchronous = FULL");
+        let dir = tempfile::tempdir().unwrap();
+        let relaxed = StoreConfig {
+            sqlite_synchronous: crate::config::SqliteSynchronous::Normal,
+            ..StoreConfig::default()
+        };
+        let store = SqliteStore::open(&dir.path().join("n.db"), &relaxed).unwrap();
+        let level: i64 = lock(&store.inner.writer)
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(level, 1, "PRAGMA synchronous = NORMAL");
     }
 
     fn schema() -> TableSchema {
