@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, PushStatus, Result};
 use crate::queue::OpKind;
-use crate::store::{queue as q, Store};
+use crate::store::{queue as q, Store, TableDefinition};
 use crate::sync::push::{Outcome, TableOperation};
 use crate::transport::BoxFuture;
 
@@ -93,6 +93,23 @@ impl Resolver {
         Resolver { store }
     }
 
+    /// Runs the resolution `f` (one store transaction, on the error's table) and marks `error`
+    /// handled when it succeeded.
+    async fn resolve<F>(&self, error: &mut OperationError, f: F) -> Result<()>
+    where
+        F: FnOnce(&mut rusqlite::Connection, &TableDefinition, &OperationError) -> Result<()>
+            + Send
+            + 'static,
+    {
+        let e = error.clone();
+        let store = self.store.clone();
+        self.store
+            .run(move |c, _| f(c, store.table(&e.table)?, &e))
+            .await?;
+        error.handled = true;
+        Ok(())
+    }
+
     /// Cancels the operation and writes `item` into the local table as server data (pass
     /// `error.result` to accept the server's copy; an item with `deleted: true` removes the row).
     pub async fn cancel_and_update_item(
@@ -100,24 +117,15 @@ impl Resolver {
         error: &mut OperationError,
         item: Map<String, Value>,
     ) -> Result<()> {
-        let e = error.clone();
-        let store = self.store.clone();
-        self.store
-            .run(move |c, _| q::cancel_and_update(c, store.table(&e.table)?, &e, &item))
-            .await?;
-        error.handled = true;
-        Ok(())
+        self.resolve(error, move |c, def, e| {
+            q::cancel_and_update(c, def, e, &item)
+        })
+        .await
     }
 
     /// Cancels the operation and deletes the local row.
     pub async fn cancel_and_discard_item(&self, error: &mut OperationError) -> Result<()> {
-        let e = error.clone();
-        let store = self.store.clone();
-        self.store
-            .run(move |c, _| q::cancel_and_discard(c, store.table(&e.table)?, &e))
-            .await?;
-        error.handled = true;
-        Ok(())
+        self.resolve(error, q::cancel_and_discard).await
     }
 
     /// Keeps the operation with `item` as its new data (typically the client's data with the
@@ -127,13 +135,10 @@ impl Resolver {
         error: &mut OperationError,
         item: Map<String, Value>,
     ) -> Result<()> {
-        let e = error.clone();
-        let store = self.store.clone();
-        self.store
-            .run(move |c, _| q::update_operation(c, store.table(&e.table)?, &e, &item))
-            .await?;
-        error.handled = true;
-        Ok(())
+        self.resolve(error, move |c, def, e| {
+            q::update_operation(c, def, e, &item)
+        })
+        .await
     }
 }
 

@@ -56,50 +56,40 @@ impl SyncTable {
         self.ctx.inner.store.table(&self.name)
     }
 
+    /// Runs `f` with this table's definition through the store's one async/blocking seam.
+    async fn run<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection, &TableDefinition) -> Result<R> + Send + 'static,
+    {
+        let def = self.def()?.clone();
+        self.ctx.inner.store.run(move |c, _| f(c, &def)).await
+    }
+
     /// Inserts an item locally and queues its insert. A missing `id` is generated (UUID v4).
     /// Returns the stored row (with its system columns).
     pub async fn insert(&self, item: Value) -> Result<Map<String, Value>> {
         let item = to_object(item)?;
-        let def = self.def()?.clone();
-        self.ctx
-            .inner
-            .store
-            .run(move |c, _| q::local_insert(c, &def, item))
-            .await
+        self.run(move |c, def| q::local_insert(c, def, item)).await
     }
 
     /// Updates (merges the given properties into) an existing local item and queues the update.
     /// `createdAt`, `updatedAt` and `deleted` are ignored; a `version` is kept.
     pub async fn update(&self, item: Value) -> Result<Map<String, Value>> {
         let item = to_object(item)?;
-        let def = self.def()?.clone();
-        self.ctx
-            .inner
-            .store
-            .run(move |c, _| q::local_update(c, &def, item))
-            .await
+        self.run(move |c, def| q::local_update(c, def, item)).await
     }
 
     /// Deletes a local item and queues the delete (with the item's version for `If-Match`).
     pub async fn delete(&self, id: &str) -> Result<()> {
-        let def = self.def()?.clone();
         let id = id.to_string();
-        self.ctx
-            .inner
-            .store
-            .run(move |c, _| q::local_delete(c, &def, &id))
-            .await
+        self.run(move |c, def| q::local_delete(c, def, &id)).await
     }
 
     /// The local item with this id, if any.
     pub async fn lookup(&self, id: &str) -> Result<Option<Map<String, Value>>> {
-        let def = self.def()?.clone();
         let id = id.to_string();
-        self.ctx
-            .inner
-            .store
-            .run(move |c, _| rows::read_row(c, &def, &id))
-            .await
+        self.run(move |c, def| rows::read_row(c, def, &id)).await
     }
 
     /// Runs an OData query string (`$filter`, `$orderby`, `$skip`, `$top`, `$select`,

@@ -13,8 +13,8 @@
 //!   `If-Match`, stamps, JSON output).
 //! * `store`: the only place that runs SQL; the `Store` trait (dyn-compatible, boxed futures), the
 //!   SQLite store and the PostgreSQL store (chosen by the `database` setting's form).
-//! * [`testing`]: support for tests of this and other crates (a fresh database per test on
-//!   either store).
+//! * [`testing`]: support for tests of this and other crates: a server child process
+//!   ([`testing::ServerProcess`]) and a fresh database per test on either store.
 //!
 //! # Running a server in-process (tests, other crates)
 //!

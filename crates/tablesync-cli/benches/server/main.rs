@@ -26,8 +26,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
-use process::{PgDatabase, ServerProcess};
+use process::PgDatabase;
 use report::Measurement;
+use tablesync_server::testing::ServerProcess;
 use workload::Plan;
 
 /// The label of the official server: the reference of the speed-up column.
@@ -158,7 +159,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             Target::Sqlite => {
                 let dir = tempfile::tempdir().context("creating a temporary directory")?;
                 let db = dir.path().join("ours.db").to_string_lossy().into_owned();
-                let server = ServerProcess::ours(&db, &args.server_log, Some(dir))?;
+                let server = process::ours(&db, &args.server_log, Some(dir))?;
                 (
                     OURS_SQLITE,
                     measure(&runtime, OURS_SQLITE, &server, &plan, args.seed),
@@ -172,7 +173,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                     continue;
                 };
                 let database = PgDatabase::create(admin_url)?;
-                let measured = ServerProcess::ours(database.url(), &args.server_log, None)
+                let measured = process::ours(database.url(), &args.server_log, None)
                     .and_then(|server| measure(&runtime, OURS_POSTGRES, &server, &plan, args.seed));
                 // The server has stopped (dropped above) before its database is dropped.
                 if let Err(e) = database.drop_now() {
@@ -183,7 +184,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 (OURS_POSTGRES, measured)
             }
             Target::Official => {
-                let server = ServerProcess::official(&args.server_log)?;
+                let server = process::official(&args.server_log)?;
                 (
                     OFFICIAL,
                     measure(&runtime, OFFICIAL, &server, &plan, args.seed),

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::json;
 use tablesync_client::{Client, ColumnType, LocalStore, SyncContext, TableDefinition};
 
-use crate::util::{ServerProcess, StoreKind};
+use crate::util::{tablesync_serve_on, StoreKind};
 
 /// Runs `tablesync <args> --store <store> --url <url>` and returns (exit code, stdout).
 fn tablesync(args: &[&str], store: &Path, url: &str) -> (i32, String) {
@@ -53,7 +53,7 @@ fn queue_two_inserts(store: &Path) {
 }
 
 fn push_pull_purge_queue_and_status_by_hand(kind: StoreKind) {
-    let server = ServerProcess::tablesync_serve_on(kind);
+    let server = tablesync_serve_on(kind);
     let dir = tempfile::tempdir().expect("tempdir");
     let writer = dir.path().join("writer.db");
     let reader = dir.path().join("reader.db");
@@ -128,7 +128,7 @@ fn push_pull_purge_queue_and_status_by_hand(kind: StoreKind) {
 }
 
 fn purge_with_pending_operations_is_refused_unless_forced(kind: StoreKind) {
-    let server = ServerProcess::tablesync_serve_on(kind);
+    let server = tablesync_serve_on(kind);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store.db");
     queue_two_inserts(&store);

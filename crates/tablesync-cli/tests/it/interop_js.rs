@@ -8,7 +8,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::util::{require_npm, run_node, tail, ServerProcess, StoreKind, OUTPUT_TAIL_BYTES};
+use crate::util::{
+    official, require_npm, run_node, tablesync_serve_on, tail, ServerProcess, StoreKind,
+    OUTPUT_TAIL_BYTES,
+};
 
 /// Every check `js-client.js` makes, in order. The script prints `ok - <name>` for each.
 const EXPECTED_CHECKS: [&str; 24] = [
@@ -90,13 +93,13 @@ fn assert_js_client_passes(server: &ServerProcess, extra_args: &[&str]) {
 
 #[test]
 fn official_js_client_against_tablesync_serve_sqlite() {
-    let server = ServerProcess::tablesync_serve_on(StoreKind::Sqlite);
+    let server = tablesync_serve_on(StoreKind::Sqlite);
     assert_js_client_passes(&server, &[]);
 }
 
 #[test]
 fn official_js_client_against_tablesync_serve_postgres() {
-    let server = ServerProcess::tablesync_serve_on(StoreKind::Postgres);
+    let server = tablesync_serve_on(StoreKind::Postgres);
     assert_js_client_passes(&server, &[]);
 }
 
@@ -105,7 +108,7 @@ fn official_js_client_against_tablesync_serve_postgres() {
 #[test]
 fn official_server_contract() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut server = ServerProcess::official(&dir.path().join("official.db"));
+    let mut server = official(&dir.path().join("official.db"));
     assert!(
         server.url().starts_with("http://127.0.0.1:"),
         "{}",

@@ -1,7 +1,8 @@
 //! Integration tests of the `tablesync` binary: real processes over real sockets.
 //!
-//! `util` holds the process helpers (start a server, wait for its listening line, kill on drop)
-//! that every test module here shares.
+//! `util` holds the process helpers every test module here shares: start our server or the
+//! official one as a `tablesync_server::testing::ServerProcess` (waits for its listening line,
+//! kills it on drop), check the interop npm packages, run Node scripts.
 
 mod client_cli;
 mod interop_js;

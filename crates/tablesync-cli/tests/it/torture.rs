@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::{fresh_database, ServerProcess, StoreKind};
+use crate::util::{fresh_database, tablesync_serve_env, ServerProcess, StoreKind};
 
 /// How long the writers write by default, in seconds (bounded for CI).
 const TORTURE_SECS_DEFAULT: u64 = 8;
@@ -238,7 +238,7 @@ fn run(round: Round) -> Outcome {
         let starting: Vec<_> = (0..SERVERS)
             .map(|_| {
                 scope.spawn(|| {
-                    ServerProcess::tablesync_serve_env(
+                    tablesync_serve_env(
                         Path::new(db.url()),
                         &["--config", &config],
                         &[("RUST_LOG", "warn")],

@@ -55,14 +55,7 @@ pub async fn context(url: &str, path: &Path, handler: Option<Arc<dyn SyncHandler
         ClientOptions::default().with_request_timeout_ms(20_000),
     )
     .unwrap();
-    match handler {
-        Some(h) => SyncContext::initialize_with_handler(client, todo_store(path), h)
-            .await
-            .unwrap(),
-        None => SyncContext::initialize(client, todo_store(path))
-            .await
-            .unwrap(),
-    }
+    initialize(client, path, handler).await
 }
 
 /// A context whose requests go through `transport`.
@@ -73,6 +66,26 @@ pub async fn context_via(
     handler: Option<Arc<dyn SyncHandler>>,
 ) -> SyncContext {
     let client = Client::with_transport(url, transport).unwrap();
+    initialize(client, path, handler).await
+}
+
+/// A context on `<dir>/a.db` whose requests all go to `faulty` (its URL is never dialled).
+pub async fn faulty_context(dir: &Path, faulty: &Arc<Faulty>) -> SyncContext {
+    context_via(
+        "http://127.0.0.1:9/",
+        &dir.join("a.db"),
+        faulty.clone(),
+        None,
+    )
+    .await
+}
+
+/// A context of `client` on the todo store file `path`, with `handler` if given.
+async fn initialize(
+    client: Client,
+    path: &Path,
+    handler: Option<Arc<dyn SyncHandler>>,
+) -> SyncContext {
     match handler {
         Some(h) => SyncContext::initialize_with_handler(client, todo_store(path), h)
             .await

@@ -3,19 +3,13 @@
 use serde_json::json;
 use tablesync_client::{Client, ClientOptions, Error, PushStatus, SyncContext};
 
-use crate::common::{context_via, todo_store, Faulty, OurServer, StoreKind};
+use crate::common::{faulty_context, todo_store, Faulty, OurServer, StoreKind};
 
 #[tokio::test]
 async fn garbage_answers_give_errors_and_keep_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let faulty = Faulty::new();
-    let ctx = context_via(
-        "http://127.0.0.1:9/",
-        &dir.path().join("a.db"),
-        faulty.clone(),
-        None,
-    )
-    .await;
+    let ctx = faulty_context(dir.path(), &faulty).await;
     let t = ctx.table("TodoItem").unwrap();
     t.insert(json!({"id": "g1", "text": "x", "complete": false}))
         .await
@@ -117,13 +111,7 @@ async fn garbage_answers_give_errors_and_keep_the_queue() {
 async fn unauthorized_stops_the_push() {
     let dir = tempfile::tempdir().unwrap();
     let faulty = Faulty::new();
-    let ctx = context_via(
-        "http://127.0.0.1:9/",
-        &dir.path().join("a.db"),
-        faulty.clone(),
-        None,
-    )
-    .await;
+    let ctx = faulty_context(dir.path(), &faulty).await;
     let t = ctx.table("TodoItem").unwrap();
     t.insert(json!({"id": "a", "text": "x"})).await.unwrap();
     t.insert(json!({"id": "b", "text": "y"})).await.unwrap();

@@ -3,19 +3,13 @@
 use serde_json::{json, Value};
 use tablesync_client::{Error, OpKind};
 
-use crate::common::{context_via, Faulty};
+use crate::common::{faulty_context, Faulty};
 
 #[tokio::test]
 async fn local_writes_collapse_in_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let faulty = Faulty::new();
-    let ctx = context_via(
-        "http://127.0.0.1:9/",
-        &dir.path().join("a.db"),
-        faulty.clone(),
-        None,
-    )
-    .await;
+    let ctx = faulty_context(dir.path(), &faulty).await;
     let t = ctx.table("TodoItem").unwrap();
 
     let generated = t.insert(json!({"text": "no id"})).await.unwrap();
@@ -85,13 +79,7 @@ async fn local_writes_collapse_in_the_queue() {
 #[tokio::test]
 async fn local_queries_use_the_protocol_query_model() {
     let dir = tempfile::tempdir().unwrap();
-    let ctx = context_via(
-        "http://127.0.0.1:9/",
-        &dir.path().join("a.db"),
-        Faulty::new(),
-        None,
-    )
-    .await;
+    let ctx = faulty_context(dir.path(), &Faulty::new()).await;
     let t = ctx.table("TodoItem").unwrap();
     for (id, text, complete) in [
         ("1", "apples", false),
@@ -172,13 +160,7 @@ async fn local_queries_use_the_protocol_query_model() {
 async fn typed_tables_round_trip() {
     use crate::common::TodoItem;
     let dir = tempfile::tempdir().unwrap();
-    let ctx = context_via(
-        "http://127.0.0.1:9/",
-        &dir.path().join("a.db"),
-        Faulty::new(),
-        None,
-    )
-    .await;
+    let ctx = faulty_context(dir.path(), &Faulty::new()).await;
     let t = ctx.typed_table::<TodoItem>("TodoItem").unwrap();
     let stored = t
         .insert(&TodoItem {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tablesync_client::{
-    ClientWins, Error, Method, OpKind, OpState, PullOptions, PushStatus, ServerWins, SyncHandler,
+    ClientWins, Error, Method, OpKind, OpState, PullOptions, PushStatus, ServerWins, SyncContext,
+    SyncHandler,
 };
 
 use crate::common::{
@@ -28,6 +29,18 @@ store_tests!(
     a_delete_on_the_server_wins_with_both_shipped_handlers,
 );
 
+/// Inserts `count` items (`id(i)`, text `row <i>`) through `ctx` and pushes them.
+async fn insert_and_push(ctx: &SyncContext, count: usize, id: impl Fn(usize) -> String) {
+    let todos = ctx.typed_table::<TodoItem>("TodoItem").unwrap();
+    for i in 0..count {
+        todos
+            .insert(&TodoItem::new(&id(i), &format!("row {i}")))
+            .await
+            .unwrap();
+    }
+    ctx.push().await.unwrap();
+}
+
 async fn tutorial_against_our_server(kind: StoreKind) {
     let server = OurServer::start(kind).await;
     crate::scenario::tutorial(&server.url).await;
@@ -38,14 +51,7 @@ async fn interrupted_pull_resumes_from_the_saved_token(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
     let server = OurServer::start(kind).await;
     let a = context(&server.url, &dir.path().join("a.db"), None).await;
-    let todos = a.typed_table::<TodoItem>("TodoItem").unwrap();
-    for i in 0..7 {
-        todos
-            .insert(&TodoItem::new(&format!("r{i}"), &format!("row {i}")))
-            .await
-            .unwrap();
-    }
-    a.push().await.unwrap();
+    insert_and_push(&a, 7, |i| format!("r{i}")).await;
 
     // Pages of 3; the connection drops on the third GET, after two pages were applied.
     let b_path = dir.path().join("b.db");
@@ -452,14 +458,7 @@ async fn a_server_that_caps_pages_below_top_is_pulled_to_the_end(kind: StoreKind
     let dir = tempfile::tempdir().unwrap();
     let server = OurServer::start(kind).await;
     let a = context(&server.url, &dir.path().join("a.db"), None).await;
-    let todos = a.typed_table::<TodoItem>("TodoItem").unwrap();
-    for i in 0..10 {
-        todos
-            .insert(&TodoItem::new(&format!("r{i:02}"), &format!("row {i}")))
-            .await
-            .unwrap();
-    }
-    a.push().await.unwrap();
+    insert_and_push(&a, 10, |i| format!("r{i:02}")).await;
 
     // The server serves 3 rows where the client asks for 50 and announces more with a Link
     // header, bare (ours, Node) or bracketed (.NET): the pull goes on with its own keyset

@@ -14,9 +14,13 @@
 //!   status codes; the HTTP layer does.
 //!
 //! SQL text for `$filter`/`$orderby` comes from `tablesync_protocol::odata::sql` (bound
-//! parameters only); a store only adds its own fixed clauses around it.
+//! parameters only); a store only adds its own fixed clauses around it. Those clauses, the
+//! parameter lists, row → item conversion and the classification of a missed write are written
+//! once in `sql` for both dialects; the store modules hold what is really theirs (connections,
+//! transactions, binding, stamps, DDL).
 
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::future::Future;
@@ -26,18 +30,6 @@ use tablesync_protocol::odata::sql::{Dialect, SqlFragment, SqlValue};
 use tablesync_protocol::time::Timestamp;
 
 use crate::table::{Column, Item, TableSchema};
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn id_sort_keys_are_found() {
-        use super::sorts_by_id;
-        assert!(sorts_by_id("\"updatedAt\" ASC, \"id\" ASC"));
-        assert!(sorts_by_id("\"id\" DESC NULLS LAST"));
-        assert!(!sorts_by_id("\"updatedAt\" ASC NULLS FIRST"));
-        assert!(!sorts_by_id("\"idx\" ASC"));
-    }
-}
 
 /// A boxed, sendable future: what every [`Store`] method returns (keeps the trait dyn-compatible).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -202,12 +194,4 @@ pub trait Store: Send + Sync + 'static {
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
-}
-
-/// Whether a lowered `$orderby` already has `id` as one of its sort keys (then the stores'
-/// `id` tie-breaker is redundant: ids are unique).
-pub(crate) fn sorts_by_id(order_sql: &str) -> bool {
-    order_sql
-        .split(", ")
-        .any(|term| term.starts_with("\"id\" ASC") || term.starts_with("\"id\" DESC"))
 }

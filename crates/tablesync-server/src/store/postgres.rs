@@ -36,18 +36,23 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow
 use sqlx::query::Query;
 use sqlx::{Postgres, Row, Transaction};
 use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
-use tablesync_protocol::system;
 use tablesync_protocol::time::Timestamp;
 
-use super::{
-    sorts_by_id, BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind,
-    StoreResult, WriteOutcome,
-};
+use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE};
+use super::{BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind};
+use super::{StoreResult, WriteOutcome};
 use crate::config::{StoreConfig, PG_IDENTIFIER_BYTES_MAX};
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
-/// The clock table: one row per served table, holding the last stamp handed out.
-const CLOCK_TABLE: &str = "tablesync_clock";
+/// The SQL dialect of this store.
+const DIALECT: Dialect = Dialect::Postgres;
+
+/// PostgreSQL's column types (see the module docs), as declared and as
+/// `information_schema.columns.data_type` reports them.
+const TYPES: StoredTypes = StoredTypes {
+    declared: pg_type,
+    protocol: type_from_pg,
+};
 
 /// Versions for writes made with `commit_order_stamps = false`, which must not touch (and so
 /// lock) the clock row. It starts at 2^48 so its values never meet a clock row's counter.
@@ -55,10 +60,6 @@ const UNORDERED_VERSION_SEQUENCE: &str = "tablesync_unordered_version_seq";
 
 /// Key of the advisory lock taken around DDL (an arbitrary constant: "tblsync" in ASCII).
 const DDL_LOCK_KEY: i64 = 0x0074_626c_7379_6e63;
-
-/// How a timestamp column is read: the wire form `YYYY-MM-DDTHH:MM:SS.sssZ`, in UTC whatever
-/// the session's time zone.
-const WIRE_FORMAT: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'"#;
 
 /// A PostgreSQL database shared by any number of server processes.
 #[derive(Clone)]
@@ -218,16 +219,6 @@ fn pg_type(ty: ColumnType) -> &'static str {
     }
 }
 
-/// The cast a placeholder for a column of type `ty` gets.
-fn pg_cast(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::String => "::text",
-        ColumnType::Number => "::double precision",
-        ColumnType::Boolean => "::boolean",
-        ColumnType::Date => "::timestamptz",
-    }
-}
-
 /// The protocol type of a stored column (`information_schema.columns.data_type`), and how to
 /// name that type in messages.
 fn type_from_pg(data_type: &str) -> Option<ColumnType> {
@@ -267,28 +258,6 @@ fn bind_all<'q>(
     q
 }
 
-/// One selected column: dates are rendered in the wire form by the database.
-fn select_expr(name: &str, ty: ColumnType) -> String {
-    let ident = quote_ident(name);
-    match ty {
-        ColumnType::Date => format!("to_char({ident} AT TIME ZONE 'UTC', {WIRE_FORMAT})"),
-        _ => ident,
-    }
-}
-
-/// `"id", <user columns>, "createdAt", "updatedAt", "version", "deleted"`: the order of an item.
-fn select_list(schema: &TableSchema) -> String {
-    let mut parts = vec![select_expr(system::ID, ColumnType::String)];
-    parts.extend(schema.columns.iter().map(|c| select_expr(&c.name, c.ty)));
-    parts.extend([
-        select_expr(system::CREATED_AT, ColumnType::Date),
-        select_expr(system::UPDATED_AT, ColumnType::Date),
-        select_expr(system::VERSION, ColumnType::String),
-        select_expr(system::DELETED, ColumnType::Boolean),
-    ]);
-    parts.join(", ")
-}
-
 /// JSON for column `index` of `row`, stored with type `ty`.
 fn value_json(row: &PgRow, index: usize, ty: ColumnType) -> Result<Value, sqlx::Error> {
     Ok(match ty {
@@ -304,50 +273,16 @@ fn value_json(row: &PgRow, index: usize, ty: ColumnType) -> Result<Value, sqlx::
     })
 }
 
-/// Read a row selected with [`select_list`].
+/// Read a row selected with [`sql::select_list`].
 fn read_item(row: &PgRow, schema: &TableSchema) -> StoreResult<Item> {
-    let read = || -> Result<Item, sqlx::Error> {
-        let mut item = Item::new();
-        item.insert(
-            system::ID.to_owned(),
-            value_json(row, 0, ColumnType::String)?,
-        );
-        for (i, column) in schema.columns.iter().enumerate() {
-            item.insert(column.name.clone(), value_json(row, i + 1, column.ty)?);
-        }
-        let base = schema.columns.len() + 1;
-        let system_columns = [
-            (system::CREATED_AT, ColumnType::Date),
-            (system::UPDATED_AT, ColumnType::Date),
-            (system::VERSION, ColumnType::String),
-            (system::DELETED, ColumnType::Boolean),
-        ];
-        for (offset, (name, ty)) in system_columns.into_iter().enumerate() {
-            item.insert(name.to_owned(), value_json(row, base + offset, ty)?);
-        }
-        Ok(item)
-    };
-    read().map_err(|e| classify(&e))
-}
-
-fn is_deleted(item: &Item) -> bool {
-    item.get(system::DELETED) == Some(&Value::Bool(true))
-}
-
-fn version_of(item: &Item) -> Option<&str> {
-    item.get(system::VERSION).and_then(Value::as_str)
+    sql::read_item(schema, |index, ty| value_json(row, index, ty)).map_err(|e| classify(&e))
 }
 
 async fn get_row<'e, E>(executor: E, schema: &TableSchema, id: &str) -> StoreResult<Option<Item>>
 where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE \"id\" = $1::text",
-        select_list(schema),
-        quote_ident(&schema.name)
-    );
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&sql::get_row_sql(DIALECT, schema))
         .bind(id)
         .fetch_optional(executor)
         .await
@@ -413,32 +348,6 @@ fn index_name(table: &str, suffix: &str) -> String {
     format!("ix_{prefix}_{:08x}_{suffix}", hash as u32)
 }
 
-/// Columns found in the database but not declared: dynamic columns of earlier runs.
-fn extra_columns(table: &TableSchema, stored: &[(String, String)]) -> StoreResult<Vec<Column>> {
-    let mut out = Vec::new();
-    for (name, data_type) in stored {
-        let known = system::ALL.iter().any(|s| s.eq_ignore_ascii_case(name))
-            || table
-                .columns
-                .iter()
-                .any(|c| c.name.eq_ignore_ascii_case(name));
-        if known {
-            continue;
-        }
-        let ty = type_from_pg(data_type).ok_or_else(|| {
-            StoreError::new(
-                StoreErrorKind::Schema,
-                format!("{}.{name} has unsupported type {data_type}", table.name),
-            )
-        })?;
-        out.push(Column {
-            name: name.clone(),
-            ty,
-        });
-    }
-    Ok(out)
-}
-
 async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Vec<TableSchema>> {
     let mut tx = pool.begin().await.map_err(|e| classify(&e))?;
     lock_ddl(&mut tx).await?;
@@ -473,35 +382,14 @@ async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Ve
         let stored = stored_columns(&mut tx, &table.name).await?;
         for column in &table.columns {
             check_identifier(&table.name, &column.name)?;
-            match stored
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(&column.name))
-            {
-                None => {
-                    let sql = format!(
-                        "ALTER TABLE {name} ADD COLUMN {} {}",
-                        quote_ident(&column.name),
-                        pg_type(column.ty)
-                    );
-                    execute(&mut tx, &sql).await?;
-                }
-                Some((_, data_type)) if type_from_pg(data_type) != Some(column.ty) => {
-                    return Err(StoreError::new(
-                        StoreErrorKind::Schema,
-                        format!(
-                            "{}.{} is stored as {} but configured as {:?}",
-                            table.name,
-                            column.name,
-                            data_type.to_ascii_uppercase(),
-                            column.ty
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
+        }
+        for column in sql::columns_to_add(table, &stored, &TYPES)? {
+            execute(&mut tx, &TYPES.add_column_sql(&table.name, column)).await?;
         }
         let mut schema = table.clone();
-        schema.columns.extend(extra_columns(table, &stored)?);
+        schema
+            .columns
+            .extend(sql::extra_columns(table, &stored, &TYPES)?);
         for (suffix, column) in [("updated", "updatedAt"), ("created", "createdAt")] {
             let index = quote_ident(&index_name(&table.name, suffix));
             execute(
@@ -537,81 +425,15 @@ async fn add_columns(
         check_identifier(&table.name, &column.name)?;
         // Another request (or process) may have added it since this one read the schema: keep
         // the stored one.
-        if !stored
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(&column.name))
-        {
-            let sql = format!(
-                "ALTER TABLE {} ADD COLUMN {} {}",
-                quote_ident(&table.name),
-                quote_ident(&column.name),
-                pg_type(column.ty)
-            );
-            execute(&mut tx, &sql).await?;
+        if !sql::is_stored(&stored, &column.name) {
+            execute(&mut tx, &TYPES.add_column_sql(&table.name, column)).await?;
         }
     }
     let stored = stored_columns(&mut tx, &table.name).await?;
     tx.commit().await.map_err(|e| classify(&e))?;
     let mut out = table.columns.clone();
-    out.extend(extra_columns(table, &stored)?);
+    out.extend(sql::extra_columns(table, &stored, &TYPES)?);
     Ok(out)
-}
-
-/// The SQL of a list request: the page query, its parameters, the `WHERE` clause and how many
-/// of the parameters are the filter's.
-struct ListSql {
-    sql: String,
-    params: Vec<SqlValue>,
-    where_clause: String,
-    filter_params: usize,
-}
-
-fn list_sql(schema: &TableSchema, query: &ListQuery) -> ListSql {
-    let mut conditions = Vec::new();
-    let mut params: Vec<SqlValue> = Vec::new();
-    if let Some(filter) = &query.filter {
-        conditions.push(format!("({})", filter.sql));
-        params.extend(filter.params.iter().cloned());
-    }
-    if !query.include_deleted {
-        conditions.push("\"deleted\" = FALSE".to_owned());
-    }
-    let where_clause = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    };
-    let filter_params = params.len();
-    // `NULLS FIRST` everywhere to match the indexes (the columns are NOT NULL, so it only
-    // matters to the planner).
-    let order = match &query.order_by {
-        Some(order) => {
-            params.extend(order.params.iter().cloned());
-            if sorts_by_id(&order.sql) {
-                // Already unique; a repeated `id` term would keep the planner from reading
-                // the (…, id) index in order.
-                order.sql.clone()
-            } else {
-                format!("{}, \"id\" ASC NULLS FIRST", order.sql)
-            }
-        }
-        None => "\"createdAt\" ASC NULLS FIRST, \"id\" ASC NULLS FIRST".to_owned(),
-    };
-    let limit_index = params.len() + 1;
-    params.push(SqlValue::Int(i64::try_from(query.top).unwrap_or(i64::MAX)));
-    params.push(SqlValue::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
-    let table = quote_ident(&schema.name);
-    let sql = format!(
-        "SELECT {} FROM {table}{where_clause} ORDER BY {order} LIMIT ${limit_index}::bigint OFFSET ${}::bigint",
-        select_list(schema),
-        limit_index + 1
-    );
-    ListSql {
-        sql,
-        params,
-        where_clause,
-        filter_params,
-    }
 }
 
 /// `EXPLAIN` of a list request, one plan line per line.
@@ -620,7 +442,7 @@ async fn explain_list(
     schema: &TableSchema,
     query: &ListQuery,
 ) -> StoreResult<String> {
-    let ListSql { sql, params, .. } = list_sql(schema, query);
+    let ListSql { sql, params, .. } = sql::list_sql(DIALECT, schema, query);
     let rows = bind_all(sqlx::query(&format!("EXPLAIN {sql}")), &params)
         .fetch_all(pool)
         .await
@@ -638,22 +460,9 @@ async fn list_rows(
     schema: &TableSchema,
     query: &ListQuery,
 ) -> StoreResult<ListPage> {
-    let ListSql {
-        sql,
-        params,
-        where_clause,
-        filter_params,
-    } = list_sql(schema, query);
-    let table = quote_ident(&schema.name);
+    let list = sql::list_sql(DIALECT, schema, query);
     if !query.count {
-        let rows = bind_all(sqlx::query(&sql), &params)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| classify(&e))?;
-        let items = rows
-            .iter()
-            .map(|r| read_item(r, schema))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let items = fetch_items(pool, schema, &list).await?;
         return Ok(ListPage { items, count: None });
     }
     // One snapshot for the page and the count.
@@ -661,16 +470,8 @@ async fn list_rows(
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(|e| classify(&e))?;
-    let rows = bind_all(sqlx::query(&sql), &params)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| classify(&e))?;
-    let items = rows
-        .iter()
-        .map(|r| read_item(r, schema))
-        .collect::<StoreResult<Vec<_>>>()?;
-    let count_sql = format!("SELECT COUNT(*) FROM {table}{where_clause}");
-    let n: i64 = bind_all(sqlx::query(&count_sql), &params[..filter_params])
+    let items = fetch_items(&mut *tx, schema, &list).await?;
+    let n: i64 = bind_all(sqlx::query(&list.count_sql), list.count_params())
         .fetch_one(&mut *tx)
         .await
         .and_then(|r| r.try_get(0))
@@ -680,6 +481,22 @@ async fn list_rows(
         items,
         count: Some(u64::try_from(n).unwrap_or(0)),
     })
+}
+
+/// The page of a list request.
+async fn fetch_items<'e, E>(
+    executor: E,
+    schema: &TableSchema,
+    list: &ListSql,
+) -> StoreResult<Vec<Item>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let rows = bind_all(sqlx::query(&list.sql), &list.params)
+        .fetch_all(executor)
+        .await
+        .map_err(|e| classify(&e))?;
+    rows.iter().map(|r| read_item(r, schema)).collect()
 }
 
 /// Run a `… RETURNING <select list>` statement; the row it wrote, if any.
@@ -696,27 +513,6 @@ async fn returning(
     row.map(|r| read_item(&r, schema)).transpose()
 }
 
-/// The cast of the placeholder for a value of column `name`.
-fn value_cast(schema: &TableSchema, name: &str, value: &SqlValue) -> &'static str {
-    match schema.column(name) {
-        Some(column) => pg_cast(column.ty),
-        None => match value {
-            SqlValue::Null | SqlValue::Text(_) => "::text",
-            SqlValue::Bool(_) => "::boolean",
-            SqlValue::Int(_) | SqlValue::Real(_) => "::double precision",
-            SqlValue::Timestamp(_) => "::timestamptz",
-        },
-    }
-}
-
-/// Which conditional `UPDATE` a write is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum CasKind {
-    Update,
-    SoftDelete,
-    Undelete,
-}
-
 impl PostgresStore {
     async fn insert_row(
         &self,
@@ -724,34 +520,12 @@ impl PostgresStore {
         id: &str,
         values: &[(String, SqlValue)],
     ) -> StoreResult<WriteOutcome> {
-        let mut columns =
-            String::from("\"id\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\"");
-        let mut placeholders =
-            String::from("$1::text, $2::timestamptz, $2::timestamptz, $3::text, FALSE");
-        let mut user_params = Vec::with_capacity(values.len());
-        for (name, value) in values {
-            columns.push_str(", ");
-            columns.push_str(&quote_ident(name));
-            user_params.push(value.clone());
-            placeholders.push_str(&format!(
-                ", ${}{}",
-                user_params.len() + 3,
-                value_cast(schema, name, value)
-            ));
-        }
-        let sql = format!(
-            "INSERT INTO {} ({columns}) VALUES ({placeholders}) ON CONFLICT (\"id\") DO NOTHING RETURNING {}",
-            quote_ident(&schema.name),
-            select_list(schema)
-        );
         let mut tx = self.begin_write().await?;
         let stamp = self.stamp(&mut tx, &schema.name).await?;
-        let mut params = vec![
-            SqlValue::Text(id.to_owned()),
-            SqlValue::Timestamp(stamp.updated_at),
-            SqlValue::Text(stamp.version),
-        ];
-        params.extend(user_params);
+        // A concurrent insert of the same id may commit first: then nothing is inserted and the
+        // stored row is read below.
+        let (sql, params) =
+            sql::insert_sql(DIALECT, schema, id, stamp, values, OnConflict::DoNothing);
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx).await?;
             return Ok(WriteOutcome::Written(item));
@@ -786,62 +560,15 @@ impl PostgresStore {
     ) -> StoreResult<WriteOutcome> {
         let mut tx = self.begin_write().await?;
         let stamp = self.stamp(&mut tx, &schema.name).await?;
-        let mut params: Vec<SqlValue> = Vec::with_capacity(assignments.len() + 4);
-        let mut sets: Vec<String> = Vec::with_capacity(assignments.len() + 3);
-        for (name, value) in assignments {
-            params.push(value.clone());
-            sets.push(format!(
-                "{} = ${}{}",
-                quote_ident(name),
-                params.len(),
-                value_cast(schema, name, value)
-            ));
-        }
-        match kind {
-            CasKind::SoftDelete => sets.push("\"deleted\" = TRUE".to_owned()),
-            CasKind::Undelete => sets.push("\"deleted\" = FALSE".to_owned()),
-            CasKind::Update => {}
-        }
-        params.push(SqlValue::Timestamp(stamp.updated_at));
-        sets.push(format!("\"updatedAt\" = ${}::timestamptz", params.len()));
-        params.push(SqlValue::Text(stamp.version));
-        sets.push(format!("\"version\" = ${}::text", params.len()));
-        params.push(SqlValue::Text(id.to_owned()));
-        let mut condition = format!("\"id\" = ${}::text", params.len());
-        condition.push_str(if kind == CasKind::Undelete {
-            " AND \"deleted\" = TRUE"
-        } else {
-            " AND \"deleted\" = FALSE"
-        });
-        if let Some(version) = expected {
-            params.push(SqlValue::Text(version.to_owned()));
-            condition.push_str(&format!(" AND \"version\" = ${}::text", params.len()));
-        }
-        let sql = format!(
-            "UPDATE {} SET {} WHERE {condition} RETURNING {}",
-            quote_ident(&schema.name),
-            sets.join(", "),
-            select_list(schema)
-        );
+        let (sql, params) =
+            sql::cas_update_sql(DIALECT, schema, id, assignments, kind, expected, stamp);
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx).await?;
             return Ok(WriteOutcome::Written(item));
         }
         let current = get_row(&mut *tx, schema, id).await?;
         tx.rollback().await.map_err(|e| classify(&e))?;
-        Ok(match current {
-            None => WriteOutcome::NotFound,
-            // Undelete of a live row: nothing to do, answer with it (when the version fits).
-            Some(row)
-                if kind == CasKind::Undelete
-                    && !is_deleted(&row)
-                    && (expected.is_none() || expected == version_of(&row)) =>
-            {
-                WriteOutcome::Written(row)
-            }
-            Some(row) if kind != CasKind::Undelete && is_deleted(&row) => WriteOutcome::NotFound,
-            Some(row) => WriteOutcome::VersionMismatch(row),
-        })
+        Ok(sql::miss_outcome(Some(kind), current, expected))
     }
 
     async fn hard_delete(
@@ -850,17 +577,7 @@ impl PostgresStore {
         id: &str,
         expected: Option<&str>,
     ) -> StoreResult<WriteOutcome> {
-        let mut params = vec![SqlValue::Text(id.to_owned())];
-        let mut condition = String::from("\"id\" = $1::text AND \"deleted\" = FALSE");
-        if let Some(version) = expected {
-            params.push(SqlValue::Text(version.to_owned()));
-            condition.push_str(" AND \"version\" = $2::text");
-        }
-        let sql = format!(
-            "DELETE FROM {} WHERE {condition} RETURNING {}",
-            quote_ident(&schema.name),
-            select_list(schema)
-        );
+        let (sql, params) = sql::hard_delete_sql(DIALECT, schema, id, expected);
         let mut tx = self.begin_write().await?;
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx).await?;
@@ -868,17 +585,13 @@ impl PostgresStore {
         }
         let current = get_row(&mut *tx, schema, id).await?;
         tx.rollback().await.map_err(|e| classify(&e))?;
-        Ok(match current {
-            None => WriteOutcome::NotFound,
-            Some(row) if is_deleted(&row) => WriteOutcome::NotFound,
-            Some(row) => WriteOutcome::VersionMismatch(row),
-        })
+        Ok(sql::miss_outcome(None, current, expected))
     }
 }
 
 impl Store for PostgresStore {
     fn dialect(&self) -> Dialect {
-        Dialect::Postgres
+        DIALECT
     }
 
     fn prepare<'a>(

@@ -22,18 +22,22 @@ use rusqlite::{
 };
 use serde_json::Value;
 use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
-use tablesync_protocol::system;
 use tablesync_protocol::time::Timestamp;
 
-use super::{
-    sorts_by_id, BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind,
-    StoreResult, WriteOutcome,
-};
+use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE};
+use super::{BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind};
+use super::{StoreResult, WriteOutcome};
 use crate::config::StoreConfig;
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
-/// The clock table: one row per served table, holding the last stamp handed out.
-const CLOCK_TABLE: &str = "tablesync_clock";
+/// The SQL dialect of this store.
+const DIALECT: Dialect = Dialect::Sqlite;
+
+/// SQLite's column types: string/date `TEXT`, number `REAL`, boolean `INTEGER`.
+const TYPES: StoredTypes = StoredTypes {
+    declared: sqlite_type,
+    protocol: type_from_sqlite,
+};
 
 /// An SQLite database file served by one writer and several reader connections.
 #[derive(Clone)]
@@ -204,15 +208,6 @@ fn type_from_sqlite(decl: &str) -> Option<ColumnType> {
     }
 }
 
-/// `"id", <user columns>, "createdAt", "updatedAt", "version", "deleted"`: the order of an item.
-fn select_list(schema: &TableSchema) -> String {
-    schema
-        .property_names()
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// JSON for a stored value of a column of type `ty`.
 fn value_json(value: ValueRef<'_>, ty: ColumnType) -> Value {
     match (ty, value) {
@@ -226,48 +221,16 @@ fn value_json(value: ValueRef<'_>, ty: ColumnType) -> Value {
     }
 }
 
-/// Read a row selected with [`select_list`].
+/// Read a row selected with [`sql::select_list`].
 fn read_item(row: &rusqlite::Row<'_>, schema: &TableSchema) -> rusqlite::Result<Item> {
-    let mut item = Item::new();
-    item.insert(
-        system::ID.to_owned(),
-        value_json(row.get_ref(0)?, ColumnType::String),
-    );
-    for (i, column) in schema.columns.iter().enumerate() {
-        item.insert(
-            column.name.clone(),
-            value_json(row.get_ref(i + 1)?, column.ty),
-        );
-    }
-    let base = schema.columns.len() + 1;
-    let system_columns = [
-        (system::CREATED_AT, ColumnType::Date),
-        (system::UPDATED_AT, ColumnType::Date),
-        (system::VERSION, ColumnType::String),
-        (system::DELETED, ColumnType::Boolean),
-    ];
-    for (offset, (name, ty)) in system_columns.into_iter().enumerate() {
-        item.insert(name.to_owned(), value_json(row.get_ref(base + offset)?, ty));
-    }
-    Ok(item)
-}
-
-fn is_deleted(item: &Item) -> bool {
-    item.get(system::DELETED) == Some(&Value::Bool(true))
-}
-
-fn version_of(item: &Item) -> Option<&str> {
-    item.get(system::VERSION).and_then(Value::as_str)
+    sql::read_item(schema, |index, ty| Ok(value_json(row.get_ref(index)?, ty)))
 }
 
 fn get_row(conn: &Connection, schema: &TableSchema, id: &str) -> rusqlite::Result<Option<Item>> {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE \"id\" = ?1",
-        select_list(schema),
-        quote_ident(&schema.name)
-    );
-    conn.query_row(&sql, [id], |r| read_item(r, schema))
-        .optional()
+    conn.query_row(&sql::get_row_sql(DIALECT, schema), [id], |r| {
+        read_item(r, schema)
+    })
+    .optional()
 }
 
 /// Take the next stamp of `table` inside the write transaction `tx`.
@@ -319,52 +282,14 @@ fn prepare_tables(conn: &mut Connection, tables: &[TableSchema]) -> StoreResult<
         ))
         .map_err(classify)?;
         let stored = stored_columns(&tx, &table.name).map_err(classify)?;
+        for column in sql::columns_to_add(table, &stored, &TYPES)? {
+            tx.execute_batch(&TYPES.add_column_sql(&table.name, column))
+                .map_err(classify)?;
+        }
         let mut schema = table.clone();
-        for column in &table.columns {
-            match stored
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(&column.name))
-            {
-                None => {
-                    let sql = format!(
-                        "ALTER TABLE {name} ADD COLUMN {} {}",
-                        quote_ident(&column.name),
-                        sqlite_type(column.ty)
-                    );
-                    tx.execute_batch(&sql).map_err(classify)?;
-                }
-                Some((_, decl)) if !decl.eq_ignore_ascii_case(sqlite_type(column.ty)) => {
-                    return Err(StoreError::new(
-                        StoreErrorKind::Schema,
-                        format!(
-                            "{}.{} is stored as {decl} but configured as {:?}",
-                            table.name, column.name, column.ty
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        for (column, decl) in &stored {
-            let known = system::ALL.iter().any(|s| s.eq_ignore_ascii_case(column))
-                || table
-                    .columns
-                    .iter()
-                    .any(|c| c.name.eq_ignore_ascii_case(column));
-            if known {
-                continue;
-            }
-            let ty = type_from_sqlite(decl).ok_or_else(|| {
-                StoreError::new(
-                    StoreErrorKind::Schema,
-                    format!("{}.{column} has unsupported type {decl}", table.name),
-                )
-            })?;
-            schema.columns.push(Column {
-                name: column.clone(),
-                ty,
-            });
-        }
+        schema
+            .columns
+            .extend(sql::extra_columns(table, &stored, &TYPES)?);
         for (suffix, columns) in [
             ("updatedAt_id", "\"updatedAt\", \"id\""),
             ("createdAt_id", "\"createdAt\", \"id\""),
@@ -397,93 +322,17 @@ fn add_columns(
     let stored = stored_columns(&tx, &table.name).map_err(classify)?;
     for column in columns {
         // Another request may have added it since this one read the schema: keep the stored one.
-        if !stored
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(&column.name))
-        {
-            let sql = format!(
-                "ALTER TABLE {} ADD COLUMN {} {}",
-                quote_ident(&table.name),
-                quote_ident(&column.name),
-                sqlite_type(column.ty)
-            );
-            tx.execute_batch(&sql).map_err(classify)?;
+        if !sql::is_stored(&stored, &column.name) {
+            tx.execute_batch(&TYPES.add_column_sql(&table.name, column))
+                .map_err(classify)?;
         }
     }
     let stored = stored_columns(&tx, &table.name).map_err(classify)?;
     tx.commit().map_err(classify)?;
     // Keep the declared columns' types (a date is TEXT on disk) and order; append the rest.
     let mut out: Vec<Column> = table.columns.clone();
-    for (name, decl) in stored {
-        if system::ALL.iter().any(|s| s.eq_ignore_ascii_case(&name))
-            || out.iter().any(|c| c.name.eq_ignore_ascii_case(&name))
-        {
-            continue;
-        }
-        let ty = type_from_sqlite(&decl).ok_or_else(|| {
-            StoreError::new(
-                StoreErrorKind::Schema,
-                format!("{}.{name} has unsupported type {decl}", table.name),
-            )
-        })?;
-        out.push(Column { name, ty });
-    }
+    out.extend(sql::extra_columns(table, &stored, &TYPES)?);
     Ok(out)
-}
-
-/// The SQL of a list request: the page query, its parameters, the `WHERE` clause and how many
-/// of the parameters are the filter's.
-struct ListSql {
-    sql: String,
-    params: Vec<SqlValue>,
-    where_clause: String,
-    filter_params: usize,
-}
-
-fn list_sql(schema: &TableSchema, query: &ListQuery) -> ListSql {
-    let mut conditions = Vec::new();
-    let mut params: Vec<SqlValue> = Vec::new();
-    if let Some(filter) = &query.filter {
-        conditions.push(format!("({})", filter.sql));
-        params.extend(filter.params.iter().cloned());
-    }
-    if !query.include_deleted {
-        conditions.push("\"deleted\" = 0".to_owned());
-    }
-    let where_clause = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    };
-    let filter_params = params.len();
-    let order = match &query.order_by {
-        Some(order) => {
-            params.extend(order.params.iter().cloned());
-            if sorts_by_id(&order.sql) {
-                // Already unique; a repeated `id` term would keep the planner from reading
-                // the (…, id) index in order.
-                order.sql.clone()
-            } else {
-                format!("{}, \"id\" ASC", order.sql)
-            }
-        }
-        None => "\"createdAt\" ASC, \"id\" ASC".to_owned(),
-    };
-    let limit_index = params.len() + 1;
-    params.push(SqlValue::Int(i64::try_from(query.top).unwrap_or(i64::MAX)));
-    params.push(SqlValue::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
-    let table = quote_ident(&schema.name);
-    let sql = format!(
-        "SELECT {} FROM {table}{where_clause} ORDER BY {order} LIMIT ?{limit_index} OFFSET ?{}",
-        select_list(schema),
-        limit_index + 1
-    );
-    ListSql {
-        sql,
-        params,
-        where_clause,
-        filter_params,
-    }
 }
 
 /// `EXPLAIN QUERY PLAN` of a list request, one plan line per line.
@@ -492,7 +341,7 @@ fn explain_list(
     schema: &TableSchema,
     query: &ListQuery,
 ) -> StoreResult<String> {
-    let ListSql { sql, params, .. } = list_sql(schema, query);
+    let ListSql { sql, params, .. } = sql::list_sql(DIALECT, schema, query);
     let mut stmt = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
         .map_err(classify)?;
@@ -510,29 +359,24 @@ fn list_rows(
     schema: &TableSchema,
     query: &ListQuery,
 ) -> StoreResult<ListPage> {
-    let ListSql {
-        sql,
-        params,
-        where_clause,
-        filter_params,
-    } = list_sql(schema, query);
-    let table = quote_ident(&schema.name);
+    let list = sql::list_sql(DIALECT, schema, query);
     // One read transaction so the count and the page see the same snapshot.
     let tx = conn.transaction().map_err(classify)?;
     let items = {
-        let mut stmt = tx.prepare(&sql).map_err(classify)?;
+        let mut stmt = tx.prepare(&list.sql).map_err(classify)?;
         let rows = stmt
-            .query_map(params_from_iter(binds(&params)), |r| read_item(r, schema))
+            .query_map(params_from_iter(binds(&list.params)), |r| {
+                read_item(r, schema)
+            })
             .map_err(classify)?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(classify)?
     };
     let count = if query.count {
-        let sql = format!("SELECT COUNT(*) FROM {table}{where_clause}");
         let n: i64 = tx
             .query_row(
-                &sql,
-                params_from_iter(binds(&params[..filter_params])),
+                &list.count_sql,
+                params_from_iter(binds(list.count_params())),
                 |r| r.get(0),
             )
             .map_err(classify)?;
@@ -561,17 +405,17 @@ fn returning(
     }
 }
 
-/// A compare-and-swap wrote nothing: say why (the transaction is then rolled back on drop).
+/// A conditional write (`kind`: its compare-and-swap, `None` for a hard delete) wrote nothing:
+/// say why (the transaction, stamp included, is then rolled back on drop).
 fn classify_miss(
     tx: &Transaction<'_>,
     schema: &TableSchema,
     id: &str,
+    kind: Option<CasKind>,
+    expected: Option<&str>,
 ) -> StoreResult<WriteOutcome> {
-    Ok(match get_row(tx, schema, id).map_err(classify)? {
-        None => WriteOutcome::NotFound,
-        Some(row) if is_deleted(&row) => WriteOutcome::NotFound,
-        Some(row) => WriteOutcome::VersionMismatch(row),
-    })
+    let current = get_row(tx, schema, id).map_err(classify)?;
+    Ok(sql::miss_outcome(kind, current, expected))
 }
 
 fn insert_row(
@@ -588,37 +432,12 @@ fn insert_row(
         return Ok(WriteOutcome::AlreadyExists(existing));
     }
     let stamp = stamp(&tx, &schema.name, commit_order).map_err(classify)?;
-    let mut columns =
-        String::from("\"id\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\"");
-    let mut placeholders = String::from("?1, ?2, ?2, ?3, 0");
-    let mut params = vec![
-        SqlValue::Text(id.to_owned()),
-        SqlValue::Timestamp(stamp.updated_at),
-        SqlValue::Text(stamp.version),
-    ];
-    for (name, value) in values {
-        columns.push_str(", ");
-        columns.push_str(&quote_ident(name));
-        params.push(value.clone());
-        placeholders.push_str(&format!(", ?{}", params.len()));
-    }
-    let sql = format!(
-        "INSERT INTO {} ({columns}) VALUES ({placeholders}) RETURNING {}",
-        quote_ident(&schema.name),
-        select_list(schema)
-    );
+    // The id is free: checked above, and `BEGIN IMMEDIATE` keeps other writers out.
+    let (sql, params) = sql::insert_sql(DIALECT, schema, id, stamp, values, OnConflict::Fail);
     let item = returning(&tx, schema, &sql, &params)?
         .ok_or_else(|| StoreError::new(StoreErrorKind::Internal, "INSERT returned no row"))?;
     tx.commit().map_err(classify)?;
     Ok(WriteOutcome::Written(item))
-}
-
-/// Which conditional `UPDATE` a write is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum CasKind {
-    Update,
-    SoftDelete,
-    Undelete,
 }
 
 /// A stamped compare-and-swap `UPDATE … WHERE id = ? AND deleted = ? [AND version = ?]`;
@@ -636,53 +455,13 @@ fn cas_update(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
     let stamp = stamp(&tx, &schema.name, commit_order).map_err(classify)?;
-    let mut params: Vec<SqlValue> = Vec::with_capacity(assignments.len() + 4);
-    let mut sets: Vec<String> = Vec::with_capacity(assignments.len() + 3);
-    for (name, value) in assignments {
-        params.push(value.clone());
-        sets.push(format!("{} = ?{}", quote_ident(name), params.len()));
-    }
-    match kind {
-        CasKind::SoftDelete => sets.push("\"deleted\" = 1".to_owned()),
-        CasKind::Undelete => sets.push("\"deleted\" = 0".to_owned()),
-        CasKind::Update => {}
-    }
-    params.push(SqlValue::Timestamp(stamp.updated_at));
-    sets.push(format!("\"updatedAt\" = ?{}", params.len()));
-    params.push(SqlValue::Text(stamp.version));
-    sets.push(format!("\"version\" = ?{}", params.len()));
-    params.push(SqlValue::Text(id.to_owned()));
-    let mut condition = format!("\"id\" = ?{}", params.len());
-    condition.push_str(if kind == CasKind::Undelete {
-        " AND \"deleted\" = 1"
-    } else {
-        " AND \"deleted\" = 0"
-    });
-    if let Some(version) = expected {
-        params.push(SqlValue::Text(version.to_owned()));
-        condition.push_str(&format!(" AND \"version\" = ?{}", params.len()));
-    }
-    let sql = format!(
-        "UPDATE {} SET {} WHERE {condition} RETURNING {}",
-        quote_ident(&schema.name),
-        sets.join(", "),
-        select_list(schema)
-    );
+    let (sql, params) =
+        sql::cas_update_sql(DIALECT, schema, id, assignments, kind, expected, stamp);
     if let Some(item) = returning(&tx, schema, &sql, &params)? {
         tx.commit().map_err(classify)?;
         return Ok(WriteOutcome::Written(item));
     }
-    if kind != CasKind::Undelete {
-        return classify_miss(&tx, schema, id);
-    }
-    // Undelete missed: the row is absent, or live (nothing to do), or deleted with another version.
-    Ok(match get_row(&tx, schema, id).map_err(classify)? {
-        None => WriteOutcome::NotFound,
-        Some(row) if !is_deleted(&row) && (expected.is_none() || expected == version_of(&row)) => {
-            WriteOutcome::Written(row)
-        }
-        Some(row) => WriteOutcome::VersionMismatch(row),
-    })
+    classify_miss(&tx, schema, id, Some(kind), expected)
 }
 
 fn hard_delete(
@@ -694,29 +473,19 @@ fn hard_delete(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
-    let mut params = vec![SqlValue::Text(id.to_owned())];
-    let mut condition = String::from("\"id\" = ?1 AND \"deleted\" = 0");
-    if let Some(version) = expected {
-        params.push(SqlValue::Text(version.to_owned()));
-        condition.push_str(" AND \"version\" = ?2");
-    }
-    let sql = format!(
-        "DELETE FROM {} WHERE {condition} RETURNING {}",
-        quote_ident(&schema.name),
-        select_list(schema)
-    );
+    let (sql, params) = sql::hard_delete_sql(DIALECT, schema, id, expected);
     match returning(&tx, schema, &sql, &params)? {
         Some(item) => {
             tx.commit().map_err(classify)?;
             Ok(WriteOutcome::Written(item))
         }
-        None => classify_miss(&tx, schema, id),
+        None => classify_miss(&tx, schema, id, None, expected),
     }
 }
 
 impl Store for SqliteStore {
     fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
+        DIALECT
     }
 
     fn prepare<'a>(

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{dead_url, server_insert, server_summary, Server, StoreKind};
+use crate::util::{dead_url, server_insert, server_summary, start_server, StoreKind};
 
 store_tests!(terminal_ui_adds_toggles_and_refreshes_against_a_live_server);
 
@@ -155,7 +155,7 @@ fn synced(screen: &str) -> bool {
 }
 
 fn terminal_ui_adds_toggles_and_refreshes_against_a_live_server(kind: StoreKind) {
-    let server = Server::start(kind);
+    let server = start_server(kind);
     let url = server.url();
     let data = tempfile::tempdir().unwrap();
     let tmux = Tmux::start(data.path(), url);

@@ -5,7 +5,7 @@
 
 use crate::util::{
     dead_url, listed_id, listed_number, server_insert, server_items, server_summary, server_update,
-    todo, Server,
+    start_server, todo,
 };
 use serde_json::json;
 
@@ -21,7 +21,7 @@ fn s(text: &str, complete: bool) -> (String, bool) {
 }
 
 fn online_offline_reconnected(kind: StoreKind) {
-    let server = Server::start(kind);
+    let server = start_server(kind);
     let url = server.url();
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
@@ -165,7 +165,7 @@ fn online_offline_reconnected(kind: StoreKind) {
 }
 
 fn errors_and_conflicts_have_their_exit_codes(kind: StoreKind) {
-    let server = Server::start(kind);
+    let server = start_server(kind);
     let url = server.url();
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
