@@ -463,7 +463,7 @@ async fn pull_keyset(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<HashSet<S
             pairs.push((
                 "$filter",
                 format!(
-                    "(updatedAt gt datetimeoffset'{t}') or ((updatedAt eq datetimeoffset'{t}') and (id gt '{}'))",
+                    "(updatedAt ge datetimeoffset'{t}') and ((updatedAt gt datetimeoffset'{t}') or ((updatedAt eq datetimeoffset'{t}') and (id gt '{}')))",
                     i.replace('\'', "''")
                 ),
             ));
