@@ -14,7 +14,7 @@ use tablesync_protocol::error::ErrorCode;
 use tablesync_protocol::odata::query::{parse_query_string, QueryError};
 use tablesync_protocol::odata::sql::{lower_filter, lower_order_by};
 
-use crate::config::{Config, Limits, TableConfig};
+use crate::config::{Config, Limits, TableConfig, TableOperation};
 use crate::error::ApiError;
 use crate::store::{ListQuery, Store, StoreError, StoreErrorKind, WriteOutcome};
 use crate::table::{
@@ -106,11 +106,22 @@ impl App {
         self.skip_version_check
     }
 
-    fn table(&self, name: &str) -> Result<Arc<TableEntry>, ApiError> {
-        self.tables
+    /// The table for one operation: 404 when it does not exist, 405 when its configuration
+    /// does not offer the operation.
+    fn table(&self, name: &str, op: TableOperation) -> Result<Arc<TableEntry>, ApiError> {
+        let entry = self
+            .tables
             .get(&name.to_ascii_lowercase())
             .cloned()
-            .ok_or_else(|| ApiError::TableNotFound(name.to_owned()))
+            .ok_or_else(|| ApiError::TableNotFound(name.to_owned()))?;
+        if !entry.config.operations.contains(&op) {
+            return Err(ApiError::MethodNotAllowed(format!(
+                "Table '{}' does not allow the {} operation",
+                entry.config.name,
+                op.name()
+            )));
+        }
+        Ok(entry)
     }
 
     /// `GET /tables/{table}`: a page of rows per the OData options in `raw_query`.
@@ -160,7 +171,7 @@ impl App {
         table: &str,
         raw_query: &str,
     ) -> Result<(Arc<TableSchema>, ListQuery, Option<Vec<String>>), ApiError> {
-        let entry = self.table(table)?;
+        let entry = self.table(table, TableOperation::Read)?;
         if raw_query_value(raw_query, "$filter", false)
             .is_some_and(|f| f.len() > self.limits.filter_bytes_max)
         {
@@ -208,7 +219,7 @@ impl App {
 
     /// `GET /tables/{table}/{id}`: one row; soft-deleted rows only with `__includeDeleted=true`.
     pub async fn get(&self, table: &str, id: &str, raw_query: &str) -> Result<Item, ApiError> {
-        let entry = self.table(table)?;
+        let entry = self.table(table, TableOperation::Read)?;
         check_id(id)?;
         let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
         let schema = entry.schema();
@@ -220,7 +231,7 @@ impl App {
 
     /// `POST /tables/{table}`: insert; a taken id is a conflict carrying the stored row.
     pub async fn insert(&self, table: &str, body: Map<String, Value>) -> Result<Item, ApiError> {
-        let entry = self.table(table)?;
+        let entry = self.table(table, TableOperation::Insert)?;
         let (schema, request) = self.check_write(&entry, &body).await?;
         let id = insert_id(&request)?;
         // A `version` in an insert body is ignored: the server owns versions.
@@ -241,7 +252,7 @@ impl App {
         body: Map<String, Value>,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
-        let entry = self.table(table)?;
+        let entry = self.table(table, TableOperation::Update)?;
         check_id(id)?;
         let (schema, request) = self.check_write(&entry, &body).await?;
         check_update_id(&request, id)?;
@@ -260,7 +271,7 @@ impl App {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
-        let entry = self.table(table)?;
+        let entry = self.table(table, TableOperation::Delete)?;
         check_id(id)?;
         let pre = precondition(if_match, None);
         let outcome = self.store.delete(&entry.schema(), id, pre.expected).await?;
@@ -274,7 +285,7 @@ impl App {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
-        let entry = self.table(table)?;
+        let entry = self.table(table, TableOperation::Undelete)?;
         if !entry.config.soft_delete {
             return Err(ApiError::MethodNotAllowed(format!(
                 "Table '{}' has no soft delete, so nothing can be undeleted",

@@ -181,6 +181,45 @@ pub struct TableConfig {
     /// An unknown property adds a column typed from its JSON value (off: 400 `unknown_column`).
     #[serde(default)]
     pub dynamic_schema: bool,
+    /// The operations this table offers; the others answer 405 `method_not_allowed` (e.g. a
+    /// read-only reference table: `operations = ["read"]`). Default: all of them.
+    #[serde(default = "TableOperation::all")]
+    pub operations: Vec<TableOperation>,
+}
+
+/// One of the table operations of the protocol, as named in `operations = [...]`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TableOperation {
+    /// `GET /tables/{t}` and `GET /tables/{t}/{id}`.
+    Read,
+    /// `POST /tables/{t}`.
+    Insert,
+    /// `PATCH /tables/{t}/{id}`.
+    Update,
+    /// `DELETE /tables/{t}/{id}`.
+    Delete,
+    /// `POST /tables/{t}/{id}` (soft-delete tables only).
+    Undelete,
+}
+
+impl TableOperation {
+    /// Every operation: the default of [`TableConfig::operations`].
+    pub fn all() -> Vec<TableOperation> {
+        use TableOperation::*;
+        vec![Read, Insert, Update, Delete, Undelete]
+    }
+
+    /// The name used in the configuration and in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableOperation::Read => "read",
+            TableOperation::Insert => "insert",
+            TableOperation::Update => "update",
+            TableOperation::Delete => "delete",
+            TableOperation::Undelete => "undelete",
+        }
+    }
 }
 
 impl TableConfig {
@@ -192,6 +231,7 @@ impl TableConfig {
             soft_delete: true,
             page_size: default_page_size(),
             dynamic_schema: false,
+            operations: TableOperation::all(),
         }
     }
 }

@@ -91,6 +91,46 @@ async fn unknown_tables_routes_and_methods(kind: StoreKind) {
     );
 }
 
+/// Operations a table's configuration leaves out answer 405 and change nothing.
+async fn disabled_operations_are_405(kind: StoreKind) {
+    let s = TestServer::with_toml(
+        kind,
+        "[[tables]]\nname = \"Ref\"\ncolumns = { label = \"string\" }\noperations = [\"read\"]\n\n\
+         [[tables]]\nname = \"Log\"\noperations = [\"read\", \"insert\"]",
+    )
+    .await;
+    let disabled = |table: &str, op: &str| {
+        (
+            405,
+            err(
+                "method_not_allowed",
+                &format!("Table '{table}' does not allow the {op} operation"),
+            ),
+        )
+    };
+    let r = s
+        .post("/tables/Ref", json!({"id": "a", "label": "x"}))
+        .await;
+    assert_eq!((r.status, r.body), disabled("Ref", "insert"));
+    let r = s.get("/tables/Ref").await;
+    assert_eq!((r.status, r.body), (200, json!([])));
+
+    let r = s.post("/tables/Log", json!({"id": "a"})).await;
+    assert_eq!(r.status, 201);
+    let r = s.patch("/tables/Log/a", json!({})).await;
+    assert_eq!((r.status, r.body), disabled("Log", "update"));
+    let r = s.delete("/tables/Log/a").await;
+    assert_eq!((r.status, r.body), disabled("Log", "delete"));
+    let r = send(s.req(Method::POST, "/tables/Log/a")).await;
+    assert_eq!((r.status, r.body), disabled("Log", "undelete"));
+    let r = s.get("/tables/Log/a").await;
+    assert_eq!((r.status, r.body["deleted"].clone()), (200, json!(false)));
+    assert_eq!(
+        r.body["version"],
+        s.get("/tables/Log").await.body[0]["version"]
+    );
+}
+
 async fn missing_items(kind: StoreKind) {
     let s = TestServer::start(kind).await;
     let not_found = err("item_not_found", "The item does not exist");
@@ -359,6 +399,7 @@ async fn query_option_errors(kind: StoreKind) {
 crate::store_tests!(
     api_version_is_required_on_tables,
     unknown_tables_routes_and_methods,
+    disabled_operations_are_405,
     missing_items,
     bad_bodies,
     table_rules,
