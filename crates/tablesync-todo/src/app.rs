@@ -116,6 +116,16 @@ impl SyncReport {
     pub fn at_display(&self) -> String {
         display_time(&self.at)
     }
+
+    /// When it ran, as `hh:mm:ss UTC`: the UI's status line must fit 80 columns, and a running
+    /// app's last sync is recent (`status` prints the full date).
+    pub fn at_time_display(&self) -> String {
+        let full = self.at_display();
+        match full.split_once(' ') {
+            Some((_date, time)) if full.ends_with(" UTC") => time.to_string(),
+            _ => full,
+        }
+    }
 }
 
 /// Formats an RFC 3339 time as `YYYY-MM-DD hh:mm:ss UTC`; returns the input when it does not parse.
@@ -532,6 +542,7 @@ mod tests {
         save_last_sync(dir.path(), &report).unwrap();
         assert_eq!(load_last_sync(dir.path()).unwrap(), Some(report.clone()));
         assert_eq!(report.at_display(), "2026-11-28 17:58:41 UTC");
+        assert_eq!(report.at_time_display(), "17:58:41 UTC");
         std::fs::write(dir.path().join(LAST_SYNC_FILE), b"{not json").unwrap();
         let err = load_last_sync(dir.path()).unwrap_err();
         assert!(

@@ -113,7 +113,7 @@ impl UiState {
                     (true, false) => "reached server, failed",
                     (false, _) => "server not reached",
                 };
-                format!("last sync {} ({how})", r.at_display())
+                format!("last sync {} ({how})", r.at_time_display())
             }
         };
         // "syncing" before the last sync: the line is cut at the screen's edge, and whether a
@@ -494,15 +494,16 @@ mod tests {
             rows[6],
             "a add | space toggle | r refresh | j/k move | q quit"
         );
-        // Cut at the screen's edge, not wrapped.
+        // Fits 80 columns.
         assert_eq!(
             rows[7],
-            "http://127.0.0.1:8080 | pending: 2 | last sync 2026-11-28 17:58:41 UTC (reached"
+            "http://127.0.0.1:8080 | pending: 2 | last sync 17:58:41 UTC (reached server)"
         );
-        let rows = screen(&s, 120, 8);
+        // Cut at the screen's edge, not wrapped.
+        let rows = screen(&s, 60, 8);
         assert_eq!(
             rows[7],
-            "http://127.0.0.1:8080 | pending: 2 | last sync 2026-11-28 17:58:41 UTC (reached server)"
+            "http://127.0.0.1:8080 | pending: 2 | last sync 17:58:41 UTC"
         );
     }
 
@@ -527,7 +528,7 @@ mod tests {
         assert_eq!(rows[4], "New item: Buy bread_  (Enter add, Esc cancel)");
         assert_eq!(
             rows[5],
-            "http://127.0.0.1:9 | pending: 0 | syncing... | last sync 2026-11-28 17:58:41 UTC (server not reached)"
+            "http://127.0.0.1:9 | pending: 0 | syncing... | last sync 17:58:41 UTC (server not reached)"
         );
         let s = UiState::new("http://x");
         assert_eq!(screen(&s, 60, 5)[4], "http://x | pending: 0 | never synced");
