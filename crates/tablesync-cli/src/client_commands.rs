@@ -1,9 +1,12 @@
 //! `tablesync pull|push|purge|queue|status`: drive and inspect a client sync by hand.
 //!
-//! Every command opens a local store (`--store`), declares one table (`--table`, with
-//! `--column NAME:TYPE` declarations; default `TodoItem` with `text:string` and
-//! `complete:boolean`) plus every table an earlier run recorded in the store, and talks to the
-//! server at `--url` (or `TABLESYNC_URL`). Output is plain text on stdout.
+//! Every command opens a local store (`--store`) with every table an earlier run (or the app)
+//! recorded in it, plus `--table` (default `TodoItem`). Without `--column`, a table the store
+//! already knows keeps its recorded definition, and only a new one gets the defaults (`TodoItem`:
+//! `text:string`, `complete:boolean`; others: no columns). `--column NAME:TYPE` declarations
+//! extend the recorded definition; they never narrow it (a column recorded with another type is
+//! refused), so `push` always sends every column of a row. Talks to the server at `--url` (or
+//! `TABLESYNC_URL`). Output is plain text on stdout.
 //!
 //! Exit codes from [`run`]: 0 done; 1 the sync action finished but did not succeed (push with
 //! unhandled operation errors or cancelled, purge refused). Other failures are `Err`.
@@ -33,7 +36,9 @@ pub struct StoreArgs {
     #[arg(long, value_name = "NAME", default_value = "TodoItem")]
     pub table: String,
     /// A column of the table as NAME:TYPE (TYPE: string, number, boolean, date); repeatable.
-    /// Without any, TodoItem gets text:string and complete:boolean, other tables no columns.
+    /// Extends the definition the store recorded. Without any, the recorded definition is used;
+    /// a table the store does not know gets text:string and complete:boolean for TodoItem, no
+    /// columns otherwise.
     #[arg(long = "column", value_name = "NAME:TYPE")]
     pub columns: Vec<String>,
     /// Upper bound for one HTTP request, in milliseconds.
@@ -109,21 +114,37 @@ fn parse_column(spec: &str) -> anyhow::Result<(String, ColumnType)> {
 }
 
 async fn open(args: &StoreArgs) -> anyhow::Result<SyncContext> {
-    let mut def = TableDefinition::new(args.table.clone());
-    if args.columns.is_empty() && args.table == "TodoItem" {
-        def = def
-            .column("text", ColumnType::String)
-            .column("complete", ColumnType::Boolean);
-    }
-    for spec in &args.columns {
-        let (name, ty) = parse_column(spec)?;
-        def = def.column(name, ty);
-    }
     let mut store = LocalStore::new(&args.store);
-    store.define_table(def)?;
-    store
-        .define_stored_tables()
-        .with_context(|| format!("reading table definitions from {}", args.store.display()))?;
+    let stored = |store: &mut LocalStore| {
+        store
+            .define_stored_tables()
+            .with_context(|| format!("reading table definitions from {}", args.store.display()))
+    };
+    if args.columns.is_empty() {
+        // The store's own definitions (an app's) come first; the defaults only describe a
+        // table the store does not know yet.
+        stored(&mut store)?;
+        let mut def = TableDefinition::new(args.table.clone());
+        if args.table == "TodoItem" {
+            def = def
+                .column("text", ColumnType::String)
+                .column("complete", ColumnType::Boolean);
+        }
+        match store.define_table(def) {
+            Ok(()) | Err(Error::TableAlreadyDefined(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        // Explicit columns extend the stored definition (the SDK merges them at open); they
+        // never narrow it, so the push still sends every column of a row.
+        let mut def = TableDefinition::new(args.table.clone());
+        for spec in &args.columns {
+            let (name, ty) = parse_column(spec)?;
+            def = def.column(name, ty);
+        }
+        store.define_table(def)?;
+        stored(&mut store)?;
+    }
     let options = ClientOptions::default().with_request_timeout_ms(args.request_timeout_ms);
     let client = Client::with_options(&args.url, options)?;
     SyncContext::initialize(client, store)

@@ -37,7 +37,9 @@ pub struct OperationError {
     /// The raw response body.
     pub raw_result: String,
     /// The server's copy of the item when the answer carried one (a JSON object with an `id`;
-    /// for an insert conflict, the copy fetched with a GET).
+    /// for an insert conflict, the copy fetched with a GET). For an update answered 404/410
+    /// whose delete the server confirmed on a GET, a tombstone: the server's, or
+    /// `{"id": …, "deleted": true}` when the GET said the item does not exist.
     pub result: Option<Map<String, Value>>,
     /// Set by the resolutions; unhandled errors make the push fail.
     pub handled: bool,
@@ -49,16 +51,20 @@ impl OperationError {
         matches!(self.status, Some(409) | Some(412))
     }
 
-    /// Whether the answer says the item no longer exists on the server: an update answered
-    /// 404 (a deleted row cannot be patched), or a conflict whose server copy is a tombstone
-    /// (`deleted: true`, e.g. an insert of an id deleted on the server).
+    /// Whether the server confirmed that the item no longer exists: the error's server copy is
+    /// a tombstone (`deleted: true`). That is the case for a conflict with a soft-deleted row
+    /// (e.g. an insert of an id deleted on the server), and for an update answered 404/410 once
+    /// the push confirmed with `GET /tables/T/{id}?__includeDeleted=true` that the item is a
+    /// tombstone or does not exist (the copy is then `{"id": …, "deleted": true}`).
+    ///
+    /// A bare 404 is **not** enough (a deviation from the reference's usual "404 on update =
+    /// deleted" handling): a 404 for the table (`{"code":"table_not_found"}`), an unknown
+    /// route or a proxy's error page would otherwise make the shipped handlers drop the local
+    /// row and its queued change.
     pub fn is_deleted_on_server(&self) -> bool {
-        let tombstone = self
-            .result
+        self.result
             .as_ref()
-            .is_some_and(|r| r.get("deleted") == Some(&Value::Bool(true)));
-        (self.kind == OpKind::Update && self.status == Some(404))
-            || (self.is_conflict() && tombstone)
+            .is_some_and(|r| r.get("deleted") == Some(&Value::Bool(true)))
     }
 }
 
@@ -70,8 +76,8 @@ pub struct PushCompletionResult {
     pub status: PushStatus,
     /// The operation errors of this push, in queue order.
     pub errors: Vec<OperationError>,
-    /// Why a cancelled push stopped (transport error or the server's 401 message); becomes
-    /// `Error::PushFailed::message`.
+    /// Why a cancelled push stopped (transport error, the server's 401 message, or the local
+    /// store's error); becomes `Error::PushFailed::message`.
     pub message: Option<String>,
 }
 
@@ -130,6 +136,12 @@ impl Resolver {
 
     /// Keeps the operation with `item` as its new data (typically the client's data with the
     /// server's `version`, to overwrite the server on the next push). Nothing is sent now.
+    ///
+    /// An **insert** refused with 409 whose error carries the server's copy (the id exists on
+    /// the server) becomes an **update** of that row, sent with `If-Match` = `item`'s `version`
+    /// (the server copy's when `item` has none). The reference keeps it an insert, which then
+    /// gets 409 on every push; our `complete_op` makes the same conversion for an insert that
+    /// landed while the app edited the item.
     pub async fn update_operation(
         &self,
         error: &mut OperationError,
@@ -182,22 +194,25 @@ async fn resolve_unless_changed(
     }
 }
 
-/// The server deleted the item: accept that (the local row and the operation go). Shared by both
-/// shipped handlers: bringing a deleted row back would need an undelete, which tables without
-/// soft delete and the official servers' default settings do not offer, and a local edit of a
-/// row someone deleted is the classic case where the delete should win.
+/// The server deleted the item (confirmed, see [`OperationError::is_deleted_on_server`]): accept
+/// that (the local row and the operation go). Shared by both shipped handlers: bringing a
+/// deleted row back would need an undelete, which tables without soft delete and the official
+/// servers' default settings do not offer, and a local edit of a row someone deleted is the
+/// classic case where the delete should win.
 async fn accept_server_delete(e: &mut OperationError, resolver: &Resolver) -> Result<()> {
     match e.result.clone() {
         Some(tombstone) => {
             resolve_unless_changed(resolver.cancel_and_update_item(e, tombstone)).await
         }
-        None => resolve_unless_changed(resolver.cancel_and_discard_item(e)).await,
+        // Not reached: a confirmed delete always carries its tombstone.
+        None => Ok(()),
     }
 }
 
 /// Conflicts are resolved by taking the server's copy (cancel-and-update-item with the server
-/// item) for every 409/412 error that carries one; an update of an item deleted on the server
-/// (404) drops the local item and the operation.
+/// item) for every 409/412 error that carries one; an update of an item the server confirms
+/// deleted (404 and a tombstone or `item_not_found` on a GET) drops the local item and the
+/// operation. A 404 about anything else (e.g. `table_not_found`) stays an unhandled error.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ServerWins;
 
@@ -224,8 +239,9 @@ impl SyncHandler for ServerWins {
 
 /// Conflicts are resolved by re-sending the client's data with the server's `version`, at once,
 /// up to [`ClientWins::retries_max`] times per operation. An insert that conflicts with an existing
-/// server row becomes an update of that row. A delete on the server wins: an update answered 404,
-/// or a conflict with a server tombstone, drops the local item and the operation.
+/// server row becomes an update of that row. A delete on the server wins: an update answered 404
+/// for an item the server confirms deleted, or a conflict with a server tombstone, drops the
+/// local item and the operation. A 404 about anything else stays an unhandled error.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientWins {
     /// How many times one operation is re-sent after a conflict.

@@ -66,10 +66,12 @@ impl SyncContext {
         &self.inner.client
     }
 
-    /// An untyped sync table (items are JSON objects).
+    /// An untyped sync table (items are JSON objects). The name matches the defined tables
+    /// case-insensitively, as the server matches table names (`"todoitem"` finds `TodoItem`);
+    /// the table keeps its defined name, which is what requests, the queue and tokens use.
     pub fn table(&self, name: &str) -> Result<SyncTable> {
-        self.inner.store.table(name)?;
-        Ok(SyncTable::new(self.clone(), name.to_string()))
+        let defined = self.inner.store.table(name)?.name().to_string();
+        Ok(SyncTable::new(self.clone(), defined))
     }
 
     /// A typed sync table: items are `T` (serde).

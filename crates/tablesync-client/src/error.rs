@@ -6,6 +6,7 @@
 //! of these variants.
 
 use crate::conflict::OperationError;
+use crate::queue::{OpKind, OpState};
 
 /// Result alias used throughout the SDK.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -20,7 +21,8 @@ pub enum PushStatus {
     CancelledByNetworkError,
     /// The server answered 401; the push stopped; the queue is intact.
     CancelledByAuthenticationError,
-    /// The local store failed during the push.
+    /// The local store failed during the push; the push stopped (the store's error is the
+    /// `PushFailed` message) and the queue is as the store left it.
     CancelledBySyncStoreError,
 }
 
@@ -87,9 +89,16 @@ pub enum Error {
         /// The offending value (JSON).
         value: String,
     },
-    /// The item is not a JSON object (or could not be serialised to one).
+    /// The item is not a JSON object.
     #[error("item is not a JSON object: {0}")]
     NotAnObject(String),
+    /// A typed item could not be serialised to a JSON object (serde's message).
+    #[error("the item could not be serialised: {0}")]
+    Serialize(String),
+    /// A local row does not fit the app's type of a typed table (serde's message, e.g.
+    /// "invalid type: null, expected a string").
+    #[error("the row does not fit the app's type: {0}")]
+    Deserialize(String),
     /// An id is missing where one is required.
     #[error("the item has no id")]
     MissingId,
@@ -108,9 +117,17 @@ pub enum Error {
     #[error("no item with id {0:?} in the local table")]
     ItemNotFound(String),
     /// The new local operation cannot be combined with the one already queued for the item
-    /// (protocol.md 6.6).
-    #[error("{0}")]
-    QueueConflict(&'static str),
+    /// (protocol.md 6.6). Displays the reference client's message ([`crate::MSG_INSERT_QUEUED`],
+    /// [`crate::MSG_UPDATE_QUEUED`], [`crate::MSG_DELETE_QUEUED`], [`crate::MSG_INCONSISTENT`]).
+    #[error("{}", crate::queue::conflict_message(*existing, *existing_state, *new))]
+    QueueConflict {
+        /// Kind of the operation already queued for the item.
+        existing: OpKind,
+        /// State of the queued operation (a delete of an insert that a push attempted is refused).
+        existing_state: OpState,
+        /// Kind of the refused new local operation.
+        new: OpKind,
+    },
     /// An OData query string (filter, orderby, ...) could not be parsed or lowered.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
@@ -178,7 +195,8 @@ pub enum Error {
         errors: Vec<OperationError>,
         /// Why a cancelled push stopped: the transport's error for `CancelledByNetworkError`
         /// (e.g. "connection failed: … Connection refused"), the server's message for
-        /// `CancelledByAuthenticationError`. `None` when the push walked the whole queue.
+        /// `CancelledByAuthenticationError`, the store's error for `CancelledBySyncStoreError`.
+        /// `None` when the push walked the whole queue.
         message: Option<String>,
     },
 }
@@ -191,11 +209,5 @@ fn cause_suffix(message: Option<&str>) -> String {
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
         Error::StoreTask(e.to_string())
-    }
-}
-
-impl From<serde_json::Error> for Error {
-    fn from(e: serde_json::Error) -> Self {
-        Error::NotAnObject(e.to_string())
     }
 }

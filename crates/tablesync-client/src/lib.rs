@@ -88,7 +88,10 @@ pub use conflict::{
 };
 pub use context::SyncContext;
 pub use error::{Error, PushStatus, Result};
-pub use queue::{collapse, Decision, OpKind, OpState, Operation};
+pub use queue::{
+    collapse, Decision, OpKind, OpState, Operation, MSG_DELETE_QUEUED, MSG_INCONSISTENT,
+    MSG_INSERT_QUEUED, MSG_UPDATE_QUEUED,
+};
 pub use store::{Column, LocalStore, TableDefinition, STORE_SCHEMA_VERSION};
 pub use sync::pull::{
     next_link, parse_page, PullOptions, PullSummary, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,

@@ -154,6 +154,15 @@ pub const MSG_DELETE_QUEUED: &str = "A delete operation on the item is already i
 pub const MSG_INCONSISTENT: &str = "The item is in inconsistent state in the local store. \
 Please complete the pending sync by calling push() before deleting the item.";
 
+/// The reference client's message for a refused combination (the `Display` of
+/// `Error::QueueConflict`); a generic one for combinations [`collapse`] accepts.
+pub(crate) fn conflict_message(existing: OpKind, state: OpState, new: OpKind) -> &'static str {
+    match collapse(Some((existing, state)), new) {
+        Decision::Reject(msg) => msg,
+        _ => "The operation cannot be combined with the one already in the queue.",
+    }
+}
+
 /// The collapsing rules of protocol.md 6.6 (.NET client column), as a pure function.
 ///
 /// `existing` is the kind and state of the operation already queued for the item, if any.

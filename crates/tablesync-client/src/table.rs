@@ -206,8 +206,10 @@ impl SyncTable {
     }
 
     /// Removes the local rows matching `query` (`$filter` only; empty = all rows) and resets the
-    /// delta token of `query_id`. Refuses while the table has pending operations unless `force`,
-    /// which drops the pending operations of the purged rows. Returns the number of rows removed.
+    /// delta token of `query_id`, and every other delta token of the table when rows were
+    /// removed (so no incremental pull keeps them away). Refuses while the table has pending
+    /// operations unless `force`, which drops the pending operations of the purged rows. Returns
+    /// the number of rows removed.
     pub async fn purge(&self, query_id: Option<&str>, query: &str, force: bool) -> Result<u64> {
         let inner = &self.ctx.inner;
         let _guard = inner.sync_lock.lock().await;
@@ -224,7 +226,7 @@ pub struct TypedSyncTable<T> {
 }
 
 fn from_row<T: DeserializeOwned>(m: Map<String, Value>) -> Result<T> {
-    serde_json::from_value(Value::Object(m)).map_err(|e| Error::NotAnObject(e.to_string()))
+    serde_json::from_value(Value::Object(m)).map_err(|e| Error::Deserialize(e.to_string()))
 }
 
 impl<T: Serialize + DeserializeOwned> TypedSyncTable<T> {
@@ -242,7 +244,7 @@ impl<T: Serialize + DeserializeOwned> TypedSyncTable<T> {
 
     /// Inserts an item (see [`SyncTable::insert`]); returns it as stored (with its id).
     pub async fn insert(&self, item: &T) -> Result<T> {
-        let mut v = serde_json::to_value(item)?;
+        let mut v = serde_json::to_value(item).map_err(|e| Error::Serialize(e.to_string()))?;
         // `id: None` serialises as null; system properties the app leaves empty are not data.
         if let Value::Object(m) = &mut v {
             m.retain(|k, v| !(v.is_null() && tablesync_protocol::system::is_system(k)));
@@ -252,7 +254,7 @@ impl<T: Serialize + DeserializeOwned> TypedSyncTable<T> {
 
     /// Updates an item (see [`SyncTable::update`]).
     pub async fn update(&self, item: &T) -> Result<T> {
-        let mut v = serde_json::to_value(item)?;
+        let mut v = serde_json::to_value(item).map_err(|e| Error::Serialize(e.to_string()))?;
         if let Value::Object(m) = &mut v {
             m.retain(|k, v| !(v.is_null() && tablesync_protocol::system::is_system(k)));
         }

@@ -269,9 +269,10 @@ impl App {
     /// The tutorial's `SyncAsync`: push the queue, then pull `TodoItem` with the query id
     /// `todoItems`. Never fails: a failure is part of the report (with the tutorial's dialog
     /// text), and the report is saved as the last sync (a save failure is reported as a
-    /// rejected sync rather than lost). Conflicts left by the push are resolved as in the SDK's
-    /// example, by taking the server's copy, so one conflict does not block every later sync;
-    /// the report still says the push failed.
+    /// rejected sync rather than lost). Errors left by the push are resolved as the tutorial
+    /// does (see `resolve_push_errors`: a conflict takes the server's copy, an item deleted on
+    /// the server drops the local change), so one error does not block every later sync; the
+    /// report still says the push failed.
     pub async fn sync(&self) -> SyncReport {
         let mut report = SyncReport {
             at: String::new(),
@@ -291,7 +292,7 @@ impl App {
             Err(e) => {
                 report.reached_server = !is_network(&e);
                 if let Error::PushFailed { errors, .. } = &e {
-                    self.take_server_copies(errors.clone()).await;
+                    self.resolve_push_errors(errors.clone()).await;
                 }
                 report.failure = Some(push_failure(&e));
             }
@@ -315,13 +316,22 @@ impl App {
         report
     }
 
-    /// Resolves conflicts that carry the server's copy by keeping that copy (the SDK example's
-    /// policy). Best effort: an error that cannot be resolved stays queued and shows again.
-    async fn take_server_copies(&self, errors: Vec<tablesync_client::OperationError>) {
+    /// Resolves what the push left, as the tutorial's `SyncAsync` does, so one error does not
+    /// block every later sync (a failed push also skips the pull):
+    /// * the item was deleted on the server (an update answered 404/410 and confirmed by the
+    ///   SDK, or a conflict with a tombstone): `CancelAndDiscard`, the local change goes;
+    /// * the answer carries the server's copy (409/412): `CancelAndUpdate` with that copy.
+    ///
+    /// Anything else (no answer, a 5xx, a 404 about the table rather than the item) stays
+    /// queued and is retried by the next sync: discarding it could lose a change the server
+    /// never refused. Best effort: a resolution that fails (the item changed meanwhile) leaves
+    /// the error for the next push.
+    async fn resolve_push_errors(&self, errors: Vec<tablesync_client::OperationError>) {
         let resolver = self.ctx.resolver();
         for mut e in errors {
-            if let Some(server) = e.result.clone() {
-                // A failure here (the item changed meanwhile) leaves the error for the next push.
+            if e.is_deleted_on_server() {
+                let _ = resolver.cancel_and_discard_item(&mut e).await;
+            } else if let Some(server) = e.result.clone() {
                 let _ = resolver.cancel_and_update_item(&mut e, server).await;
             }
         }
@@ -379,7 +389,9 @@ fn push_failure(e: &Error) -> SyncFailure {
                 "\n- {} {:?}: {http}{}",
                 err.kind,
                 err.item_id,
-                if err.result.is_some() {
+                if err.is_deleted_on_server() {
+                    " (deleted on the server; the local change was discarded)"
+                } else if err.result.is_some() {
                     " (the server's copy was kept)"
                 } else {
                     ""

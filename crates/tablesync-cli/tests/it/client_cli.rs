@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::json;
 use tablesync_client::{Client, ColumnType, LocalStore, SyncContext, TableDefinition};
 
-use crate::util::{tablesync_serve_on, StoreKind};
+use crate::util::{fresh_database, tablesync_serve_on, tablesync_serve_with, StoreKind};
 
 /// Runs `tablesync <args> --store <store> --url <url>` and returns (exit code, stdout).
 fn tablesync(args: &[&str], store: &Path, url: &str) -> (i32, String) {
@@ -146,6 +146,143 @@ fn purge_with_pending_operations_is_refused_unless_forced(kind: StoreKind) {
     assert!(out.contains("pending: 0 operation(s)\n"), "{out}");
 }
 
+/// A server config with an app's tables: `TodoItem` with an extra `priority` and `Note`.
+const APP_TABLES_TOML: &str = r#"
+[[tables]]
+name = "TodoItem"
+columns = { text = "string", complete = "boolean", priority = "number" }
+
+[[tables]]
+name = "Note"
+columns = { title = "string", stars = "number" }
+"#;
+
+/// GET `<url>tables/<table>/<id>` as JSON.
+fn server_row(url: &str, table: &str, id: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/tables/{table}/{id}", url.trim_end_matches('/')))
+            .header("ZUMO-API-VERSION", "2.0.0")
+            .send()
+            .await
+            .expect("the server answers");
+        assert!(resp.status().is_success(), "{}", resp.status());
+        resp.json().await.expect("JSON")
+    })
+}
+
+/// Queues, through the SDK as the app would, a Note and a TodoItem with every column.
+fn queue_app_rows(store: &Path) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut local = LocalStore::new(store);
+        local
+            .define_table(
+                TableDefinition::new("TodoItem")
+                    .column("text", ColumnType::String)
+                    .column("complete", ColumnType::Boolean)
+                    .column("priority", ColumnType::Number),
+            )
+            .expect("define TodoItem");
+        local
+            .define_table(
+                TableDefinition::new("Note")
+                    .column("title", ColumnType::String)
+                    .column("stars", ColumnType::Number),
+            )
+            .expect("define Note");
+        let client = Client::new("http://127.0.0.1:9/").expect("client");
+        let ctx = SyncContext::initialize(client, local).await.expect("init");
+        ctx.table("Note")
+            .expect("Note")
+            .insert(json!({"id": "n1", "title": "hello", "stars": 5}))
+            .await
+            .expect("insert note");
+        ctx.table("TodoItem")
+            .expect("TodoItem")
+            .insert(json!({"id": "t1", "text": "milk", "complete": true, "priority": 2}))
+            .await
+            .expect("insert todo");
+    });
+}
+
+/// The local rows of a table, opened as a tool would (stored definitions only).
+fn local_rows(store: &Path, table: &str) -> Vec<serde_json::Value> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut local = LocalStore::new(store);
+        local.define_stored_tables().expect("stored tables");
+        let client = Client::new("http://127.0.0.1:9/").expect("client");
+        let ctx = SyncContext::initialize(client, local).await.expect("init");
+        ctx.table(table)
+            .expect("table")
+            .read("$orderby=id")
+            .await
+            .expect("read")
+            .items
+            .into_iter()
+            .map(serde_json::Value::Object)
+            .collect()
+    })
+}
+
+fn client_commands_keep_the_stores_table_definition(kind: StoreKind) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tables.toml");
+    std::fs::write(&config, APP_TABLES_TOML).expect("write config");
+    let db = fresh_database(kind);
+    let server = tablesync_serve_with(
+        Path::new(db.url()),
+        &["--config", config.to_str().expect("utf-8 path")],
+    )
+    .keep_alive(db);
+    let store = dir.path().join("app.db");
+    queue_app_rows(&store);
+
+    // `--table Note` without --column: the stored definition is used, the whole row is sent.
+    let (code, out) = tablesync(&["push", "--table", "Note"], &store, server.url());
+    assert_eq!((code, out.as_str()), (0, "pushed 2 operation(s)\n"));
+    let note = server_row(server.url(), "Note", "n1");
+    assert_eq!(
+        (note["title"].clone(), note["stars"].clone()),
+        (json!("hello"), json!(5))
+    );
+    let todo = server_row(server.url(), "TodoItem", "t1");
+    assert_eq!(
+        (
+            todo["text"].clone(),
+            todo["complete"].clone(),
+            todo["priority"].clone()
+        ),
+        (json!("milk"), json!(true), json!(2))
+    );
+    // Plain commands (default TodoItem) and a narrower --column list leave the definitions whole.
+    let (code, out) = tablesync(&["status"], &store, server.url());
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = tablesync(
+        &["queue", "--table", "Note", "--column", "title:string"],
+        &store,
+        server.url(),
+    );
+    assert_eq!((code, out.as_str()), (0, "queue is empty\n"));
+    let notes = local_rows(&store, "Note");
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        (notes[0]["title"].clone(), notes[0]["stars"].clone()),
+        (json!("hello"), json!(5))
+    );
+    let todos = local_rows(&store, "TodoItem");
+    assert_eq!(todos[0]["priority"], json!(2), "{todos:?}");
+    // A column declared with another type than the stored one is refused, not reinterpreted.
+    let (code, out) = tablesync(
+        &["status", "--table", "Note", "--column", "stars:string"],
+        &store,
+        server.url(),
+    );
+    assert_ne!(code, 0, "{out}");
+}
+
 /// Each test runs against a server on SQLite and on PostgreSQL.
 mod on_store {
     use super::StoreKind;
@@ -168,5 +305,15 @@ mod on_store {
     #[test]
     fn purge_with_pending_operations_is_refused_unless_forced_postgres() {
         super::purge_with_pending_operations_is_refused_unless_forced(StoreKind::Postgres);
+    }
+
+    #[test]
+    fn client_commands_keep_the_stores_table_definition_sqlite() {
+        super::client_commands_keep_the_stores_table_definition(StoreKind::Sqlite);
+    }
+
+    #[test]
+    fn client_commands_keep_the_stores_table_definition_postgres() {
+        super::client_commands_keep_the_stores_table_definition(StoreKind::Postgres);
     }
 }

@@ -14,7 +14,8 @@
 //! * `__operations`: the queue (one entry per item at most, pushed in `sequence` order);
 //! * `__errors`: the operation errors of the last push;
 //! * `__config`: key/value settings — delta tokens (`deltaToken|<table>|<queryId>`) and the table
-//!   definitions (`table|<name>`).
+//!   definitions (`table|<name>`), which only ever extend (a narrower definition is merged with
+//!   the recorded one at open).
 //!
 //! Upgrades run in place, one step per version, inside one transaction ([`MIGRATIONS`]).
 
@@ -193,7 +194,9 @@ impl LocalStore {
     }
 
     /// Declares a table. Columns added in a later version of the app are added to the existing
-    /// file with `ALTER TABLE ADD COLUMN`; columns are never dropped.
+    /// file with `ALTER TABLE ADD COLUMN`; columns are never dropped, and a definition with fewer
+    /// columns than the file records is extended with the recorded ones at initialisation (see
+    /// `open`). Names are compared case-insensitively.
     pub fn define_table(&mut self, table: TableDefinition) -> Result<()> {
         table.validate()?;
         if self
@@ -241,48 +244,114 @@ impl LocalStore {
             {
                 continue;
             }
-            let cols: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&columns)
-                    .map_err(|e| Error::CorruptStore(format!("definition of table {name}: {e}")))?;
-            let mut def = TableDefinition::new(name.clone());
-            for (col, ty) in cols {
-                let ty = match ty.as_str() {
-                    Some("string") => ColumnType::String,
-                    Some("number") => ColumnType::Number,
-                    Some("boolean") => ColumnType::Boolean,
-                    Some("date") => ColumnType::Date,
-                    _ => {
-                        return Err(Error::CorruptStore(format!(
-                            "definition of table {name}: column {col} has type {ty}"
-                        )))
-                    }
-                };
-                def = def.column(col, ty);
-            }
-            self.define_table(def)?;
+            self.define_table(parse_definition(&name, &columns)?)?;
         }
         Ok(())
     }
 
     /// Opens the file, upgrades its schema and creates or extends the defined tables.
+    ///
+    /// Definitions only ever extend: a definition is merged with the one recorded in the file
+    /// (`table|<name>`), keeping the stored name and every stored column and appending the new
+    /// ones, so a tool or an older app that declares fewer columns (the CLI's default `TodoItem`,
+    /// `--table Note` without `--column`) can neither shrink the record nor push rows without the
+    /// columns it does not know. A column declared with another type than the stored one is
+    /// refused (`Error::InvalidColumn`): SQLite cannot retype a column, and reading a REAL as a
+    /// string would corrupt what the app reads back.
     pub(crate) fn open(self) -> Result<Store> {
         let mut conn = Connection::open(&self.path)?;
         migrate(&mut conn)?;
         let tx = conn.transaction()?;
-        for def in &self.tables {
-            create_or_extend(&tx, def)?;
+        let mut merged = Vec::with_capacity(self.tables.len());
+        for def in self.tables {
+            let def = merge_with_stored(&tx, def)?;
+            create_or_extend(&tx, &def)?;
+            merged.push(def);
         }
         tx.commit()?;
-        let tables = self
-            .tables
-            .into_iter()
-            .map(|t| (t.name.clone(), t))
-            .collect();
+        let tables = merged.into_iter().map(|t| (t.name.clone(), t)).collect();
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             tables: Arc::new(tables),
         })
     }
+}
+
+/// Parses a definition recorded in `__config` (`{"column": "type", ...}`).
+fn parse_definition(name: &str, columns: &str) -> Result<TableDefinition> {
+    let cols: serde_json::Map<String, serde_json::Value> = serde_json::from_str(columns)
+        .map_err(|e| Error::CorruptStore(format!("definition of table {name}: {e}")))?;
+    let mut def = TableDefinition::new(name);
+    for (col, ty) in cols {
+        let ty = match ty.as_str() {
+            Some("string") => ColumnType::String,
+            Some("number") => ColumnType::Number,
+            Some("boolean") => ColumnType::Boolean,
+            Some("date") => ColumnType::Date,
+            _ => {
+                return Err(Error::CorruptStore(format!(
+                    "definition of table {name}: column {col} has type {ty}"
+                )))
+            }
+        };
+        def = def.column(col, ty);
+    }
+    Ok(def)
+}
+
+/// `def` merged with the definition the file records for the same table (names compared
+/// case-insensitively, as SQLite and the server do): the stored name and columns first, then
+/// the columns only `def` declares. See [`LocalStore::open`].
+fn merge_with_stored(tx: &Transaction<'_>, def: TableDefinition) -> Result<TableDefinition> {
+    let stored: Vec<(String, String)> = {
+        let mut stmt = tx.prepare(
+            "SELECT substr(\"key\", 7), \"value\" FROM \"__config\" WHERE substr(\"key\", 1, 6) = 'table|'",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows
+    };
+    let Some((name, columns)) = stored
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(&def.name))
+    else {
+        return Ok(def);
+    };
+    let mut merged = parse_definition(&name, &columns)?;
+    for c in def.columns {
+        match merged
+            .columns
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(&c.name))
+        {
+            Some(s) if s.ty != c.ty => {
+                return Err(Error::InvalidColumn {
+                    table: merged.name.clone(),
+                    column: c.name,
+                    reason: format!(
+                        "declared as {}, but the local store holds it as {}",
+                        type_name(c.ty),
+                        type_name(s.ty)
+                    ),
+                })
+            }
+            Some(_) => {}
+            None => merged.columns.push(c),
+        }
+    }
+    Ok(merged)
+}
+
+/// The definition in `tables` named `name`, compared case-insensitively (as SQLite identifiers
+/// and the server's table names are); an exact match first.
+pub(crate) fn find_table<'a>(
+    tables: &'a BTreeMap<String, TableDefinition>,
+    name: &str,
+) -> Option<&'a TableDefinition> {
+    tables
+        .get(name)
+        .or_else(|| tables.values().find(|t| t.name.eq_ignore_ascii_case(name)))
 }
 
 /// Brings the file to [`STORE_SCHEMA_VERSION`], one step per transaction-wrapped migration.
@@ -388,11 +457,9 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// The definition of a table.
+    /// The definition of a table (name matched case-insensitively, see [`find_table`]).
     pub(crate) fn table(&self, name: &str) -> Result<&TableDefinition> {
-        self.tables
-            .get(name)
-            .ok_or_else(|| Error::UnknownTable(name.to_string()))
+        find_table(&self.tables, name).ok_or_else(|| Error::UnknownTable(name.to_string()))
     }
 
     /// All table definitions.
@@ -525,6 +592,70 @@ mod tests {
                 name: "due".into(),
                 ty: ColumnType::Date
             }]
+        );
+    }
+
+    #[test]
+    fn a_narrower_definition_extends_the_stored_one_and_never_narrows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let mut s = LocalStore::new(&path);
+            s.define_table(todo().column("due", ColumnType::Date))
+                .unwrap();
+            s.open().unwrap();
+        }
+        // A tool that only knows `text` (e.g. the CLI with --column text:string) opens the file.
+        let mut s = LocalStore::new(&path);
+        s.define_table(
+            TableDefinition::new("todoitem")
+                .column("text", ColumnType::String)
+                .column("tag", ColumnType::String),
+        )
+        .unwrap();
+        let store = s.open().unwrap();
+        // The stored name wins: queued operations and tokens already use it.
+        let def = store.table("TodoItem").unwrap();
+        assert_eq!(def.name(), "TodoItem");
+        let cols: Vec<(&str, ColumnType)> = def
+            .columns()
+            .iter()
+            .map(|c| (c.name.as_str(), c.ty))
+            .collect();
+        assert_eq!(
+            cols,
+            vec![
+                ("text", ColumnType::String),
+                ("complete", ColumnType::Boolean),
+                ("due", ColumnType::Date),
+                ("tag", ColumnType::String),
+            ]
+        );
+        {
+            let conn = store.conn.lock().unwrap();
+            let keys: Vec<String> = conn
+                .prepare("SELECT \"key\" FROM \"__config\" WHERE \"key\" LIKE 'table|%'")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(keys, vec!["table|TodoItem".to_string()]);
+            assert_eq!(
+                get_config(&conn, "table|TodoItem").unwrap().as_deref(),
+                Some(r#"{"text":"string","complete":"boolean","due":"date","tag":"string"}"#)
+            );
+        }
+        drop(store);
+        // A column whose type differs from the stored one is refused (SQLite cannot retype it).
+        let mut s = LocalStore::new(&path);
+        s.define_table(TableDefinition::new("TodoItem").column("complete", ColumnType::String))
+            .unwrap();
+        let err = s.open().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid column name \"complete\" in table \"TodoItem\": declared as string, but the \
+             local store holds it as boolean"
         );
     }
 

@@ -147,7 +147,17 @@ fn enqueue(
 ) -> Result<()> {
     let existing = find_op(tx, table, item_id)?;
     match collapse(existing.as_ref().map(|o| (o.kind, o.state)), kind) {
-        Decision::Reject(msg) => return Err(Error::QueueConflict(msg)),
+        // `collapse` only rejects against an existing operation; the error carries both kinds
+        // (and displays the reference's message).
+        Decision::Reject(_) => {
+            if let Some(op) = existing {
+                return Err(Error::QueueConflict {
+                    existing: op.kind,
+                    existing_state: op.state,
+                    new: kind,
+                });
+            }
+        }
         Decision::Enqueue => insert_op(tx, kind, table, item_id, delete_item, 1)?,
         Decision::KeepExisting => {
             if let Some(op) = existing {
@@ -175,7 +185,7 @@ fn enqueue(
             insert_op(tx, kind, table, item_id, delete_item, version)?;
         }
         #[allow(unreachable_patterns)]
-        _ => return Err(Error::QueueConflict("unsupported queue decision")),
+        _ => return Err(Error::CorruptStore("unsupported queue decision".into())),
     }
     Ok(())
 }
@@ -239,6 +249,57 @@ pub(crate) fn local_delete(conn: &mut Connection, def: &TableDefinition, id: &st
     Ok(())
 }
 
+/// What the push sends for a claimed operation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Payload {
+    /// The body (system columns stripped, `id` kept) and the version for `If-Match`.
+    Item {
+        body: Map<String, Value>,
+        version: Option<String>,
+    },
+    /// The operation cannot be sent; the reason becomes its operation error (status `None`).
+    Missing(&'static str),
+}
+
+/// Claims the next operation after sequence `after` for the push, in ONE immediate
+/// transaction: reads it, reads its payload (the local row with every column it has, or the
+/// item queued with a delete) and marks it Attempted. A local write therefore lands either
+/// before the claim (a deleted pending insert is simply gone, nothing is sent) or after it
+/// (it meets an Attempted operation and collapses or is refused accordingly); it can never
+/// drop the operation between the read and the send. An operation without a payload is returned
+/// unchanged (Pending) with [`Payload::Missing`].
+pub(crate) fn claim_next(
+    conn: &mut Connection,
+    tables: &std::collections::BTreeMap<String, TableDefinition>,
+    after: i64,
+) -> Result<Option<(Operation, Payload)>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let Some(mut op) = next_op(&tx, after)? else {
+        tx.commit()?;
+        return Ok(None);
+    };
+    let payload = match super::find_table(tables, &op.table) {
+        None => Payload::Missing("the table is not defined in the local store"),
+        Some(_) if op.kind == OpKind::Delete => {
+            let (body, version) = rows::payload(op.item.as_ref().unwrap_or(&Map::new()));
+            Payload::Item { body, version }
+        }
+        Some(def) => match rows::read_row_for_push(&tx, def, &op.item_id)? {
+            Some(row) => {
+                let (body, version) = rows::payload(&row);
+                Payload::Item { body, version }
+            }
+            None => Payload::Missing("the item is missing from the local table"),
+        },
+    };
+    if matches!(payload, Payload::Item { .. }) {
+        set_state(&tx, &op.id, OpState::Attempted)?;
+        op.state = OpState::Attempted;
+    }
+    tx.commit()?;
+    Ok(Some((op, payload)))
+}
+
 /// Marks an operation's state (push bookkeeping).
 pub(crate) fn set_state(conn: &Connection, op_id: &str, state: OpState) -> Result<()> {
     conn.execute(
@@ -267,6 +328,15 @@ pub(crate) fn complete_op(
         [&op.id],
     )?;
     if let Some(item) = server_item {
+        // The answer must be about this item: writing another id's copy would overwrite an
+        // unrelated local row, even one with pending changes.
+        if op.kind != OpKind::Delete && item.get("id") != Some(&Value::String(op.item_id.clone())) {
+            return Err(Error::InvalidResponse(format!(
+                "the answer is an item with id {}, not {:?}",
+                item.get("id").unwrap_or(&Value::Null),
+                op.item_id
+            )));
+        }
         if op.kind == OpKind::Delete {
             // Nothing to write: the row is gone locally.
         } else if removed {
@@ -441,6 +511,23 @@ pub(crate) fn update_operation(
     let op = guarded_op(&tx, e)?;
     let mut item = item.clone();
     item.insert("id".into(), Value::String(op.item_id.clone()));
+    // An insert refused with 409 because the row exists on the server can only go through as
+    // an update of that row (as `complete_op` does for an insert that landed while the app
+    // edited the item): resending the insert would get 409 forever. Its `If-Match` is the
+    // given item's version, or the server copy's when the item has none.
+    if op.kind == OpKind::Insert {
+        if let (Some(409), Some(server)) = (e.status, &e.result) {
+            if !item.contains_key("version") {
+                if let Some(v) = server.get("version") {
+                    item.insert("version".into(), v.clone());
+                }
+            }
+            tx.execute(
+                "UPDATE \"__operations\" SET \"kind\" = ?2 WHERE \"id\" = ?1",
+                rusqlite::params![op.id, OpKind::Update.code()],
+            )?;
+        }
+    }
     if op.kind == OpKind::Delete {
         let (mut body, _) = rows::payload(&item);
         if let Some(v) = item.get("version") {
@@ -564,8 +651,8 @@ fn matching_ids(
     Ok(ids)
 }
 
-/// Purge: removes the rows matching the filter and resets the query's delta token (all of the
-/// table's tokens when no query id is given and no filter — the whole table is gone). With
+/// Purge: removes the rows matching the filter and resets the table's delta tokens: all of them
+/// when rows were removed (or the whole table was purged), else only the query's. With
 /// pending operations it refuses unless `force`; forced, it drops the operations (and errors) of
 /// the purged rows only — or all of the table's operations when there is no filter.
 pub(crate) fn purge(
@@ -603,24 +690,99 @@ pub(crate) fn purge(
         )?,
         None => tx.execute(&format!("DELETE FROM \"{table}\""), [])?,
     };
-    match query_id {
-        Some(q) => {
-            tx.execute(
-                "DELETE FROM \"__config\" WHERE \"key\" = ?1",
-                [token_key(table, q)],
-            )?;
-        }
-        None if where_sql.is_none() => {
-            tx.execute(
-                "DELETE FROM \"__config\" WHERE substr(\"key\", 1, ?2) = ?1",
-                rusqlite::params![
-                    format!("deltaToken|{table}|"),
-                    format!("deltaToken|{table}|").len() as i64
-                ],
-            )?;
-        }
-        None => {}
+    // Every token of the table goes when rows went (protocol.md 8.5): a token of another query
+    // that covered the purged rows would otherwise keep them away for good, and keyset pulls
+    // make re-downloading from scratch cheap. Without removed rows only the named query resets
+    // (a whole-table purge of an empty table resets everything, as before).
+    if removed > 0 || (query_id.is_none() && where_sql.is_none()) {
+        let prefix = format!("deltaToken|{table}|");
+        tx.execute(
+            "DELETE FROM \"__config\" WHERE substr(\"key\", 1, ?2) = ?1",
+            rusqlite::params![prefix, prefix.len() as i64],
+        )?;
+    } else if let Some(q) = query_id {
+        tx.execute(
+            "DELETE FROM \"__config\" WHERE \"key\" = ?1",
+            [token_key(table, q)],
+        )?;
     }
     tx.commit()?;
     Ok(removed as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ColumnType;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn setup() -> (Connection, BTreeMap<String, TableDefinition>) {
+        let def = TableDefinition::new("TodoItem")
+            .column("text", ColumnType::String)
+            .column("complete", ColumnType::Boolean);
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::migrate(&mut c).unwrap();
+        let tx = c.transaction().unwrap();
+        super::super::create_or_extend(&tx, &def).unwrap();
+        tx.commit().unwrap();
+        let mut tables = BTreeMap::new();
+        tables.insert("TodoItem".to_string(), def);
+        (c, tables)
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn claiming_an_operation_reads_it_and_marks_it_attempted_in_one_transaction() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        local_insert(&mut c, &def, obj(json!({"id": "a", "text": "x"}))).unwrap();
+        let (op, payload) = claim_next(&mut c, &tables, 0).unwrap().unwrap();
+        assert_eq!(
+            (op.kind, op.state, op.item_id.as_str()),
+            (OpKind::Insert, OpState::Attempted, "a")
+        );
+        assert_eq!(
+            payload,
+            Payload::Item {
+                body: obj(json!({"id": "a", "text": "x", "complete": null})),
+                version: None
+            }
+        );
+        assert_eq!(
+            find_op(&c, "TodoItem", "a").unwrap().unwrap().state,
+            OpState::Attempted
+        );
+        // A local delete after the claim meets an attempted insert: refused, row and queue kept.
+        let err = local_delete(&mut c, &def, "a").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::QueueConflict {
+                    existing: OpKind::Insert,
+                    existing_state: OpState::Attempted,
+                    new: OpKind::Delete
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), crate::queue::MSG_INCONSISTENT);
+        assert!(rows::row_exists(&c, "TodoItem", "a").unwrap());
+        // A local delete before the claim removes a pending insert: nothing is left to claim.
+        local_insert(&mut c, &def, obj(json!({"id": "b", "text": "y"}))).unwrap();
+        local_delete(&mut c, &def, "b").unwrap();
+        assert_eq!(claim_next(&mut c, &tables, op.sequence).unwrap(), None);
+        // An update whose row vanished is claimed as missing and stays Pending (recorded by the push).
+        local_insert(&mut c, &def, obj(json!({"id": "m", "text": "z"}))).unwrap();
+        rows::delete_row(&c, "TodoItem", "m").unwrap();
+        let (op_m, payload) = claim_next(&mut c, &tables, op.sequence).unwrap().unwrap();
+        assert_eq!(
+            payload,
+            Payload::Missing("the item is missing from the local table")
+        );
+        assert_eq!(op_m.state, OpState::Pending);
+    }
 }

@@ -129,6 +129,44 @@ pub(crate) fn read_row(
         .optional()?)
 }
 
+/// Reads one row by id with **every** column the local table has, for the push payload.
+///
+/// Columns the definition in use does not declare (declared by another definition of the same
+/// file, or added behind the SDK's back) are read by their SQLite storage type (`REAL` →
+/// number, `INTEGER` → boolean, anything else → text), the mapping of "Column types and
+/// storage". The server must never receive a row with fewer columns than the local copy has:
+/// an update of a missing property is not sent, but an insert without it would store null.
+pub(crate) fn read_row_for_push(
+    conn: &Connection,
+    def: &TableDefinition,
+    id: &str,
+) -> Result<Option<Map<String, Value>>> {
+    let actual: Vec<(String, String)> = {
+        let mut stmt = conn.prepare(&format!("PRAGMA table_info(\"{}\")", def.name()))?;
+        let cols = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        cols
+    };
+    let mut full = def.clone();
+    for (name, decl) in actual {
+        let known = system::ALL.iter().any(|s| s.eq_ignore_ascii_case(&name))
+            || def
+                .columns()
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(&name));
+        if !known {
+            let ty = match decl.to_ascii_uppercase().as_str() {
+                "REAL" => ColumnType::Number,
+                "INTEGER" => ColumnType::Boolean,
+                _ => ColumnType::String,
+            };
+            full = full.column(name, ty);
+        }
+    }
+    read_row(conn, &full, id)
+}
+
 /// Whether a row exists.
 pub(crate) fn row_exists(conn: &Connection, table: &str, id: &str) -> Result<bool> {
     Ok(conn
@@ -236,6 +274,9 @@ fn server_assignments(
             (system::DELETED, Value::Number(n)) => {
                 SqlValue::Integer(i64::from(n.as_f64() != Some(0.0)))
             }
+            // A null `deleted` is "not deleted", as a missing one is (the .NET client reads it
+            // so); the local column is NOT NULL.
+            (system::DELETED, Value::Null) => SqlValue::Integer(0),
             (system::VERSION, Value::Number(_)) => SqlValue::Text(v.to_string()),
             _ => to_sql(def.name(), k, ty, v)?,
         };
@@ -304,6 +345,13 @@ pub(crate) fn write_server(
     let a = server_assignments(def, item)?;
     insert_or_update(conn, def.name(), id, a)?;
     Ok(true)
+}
+
+/// Checks that a server copy can be written to the local table (the same conversions as
+/// [`write_server`], without writing): the push uses it to refuse a garbage 2xx answer before
+/// completing the operation.
+pub(crate) fn check_server_item(def: &TableDefinition, item: &Map<String, Value>) -> Result<()> {
+    server_assignments(def, item).map(|_| ())
 }
 
 /// Updates only the server-owned columns (`createdAt`, `updatedAt`, `version`) of an existing row,
@@ -455,6 +503,50 @@ mod tests {
         assert_eq!(
             Value::Object(body),
             json!({"id":"s","text":"t","n":null,"b":null,"due":null})
+        );
+    }
+
+    #[test]
+    fn the_push_payload_has_every_column_of_the_local_row() {
+        let c = conn();
+        // A column the definition in use does not declare (added by another definition).
+        c.execute_batch(
+            "ALTER TABLE \"T\" ADD COLUMN \"stars\" REAL; \
+             ALTER TABLE \"T\" ADD COLUMN \"pinned\" INTEGER; \
+             ALTER TABLE \"T\" ADD COLUMN \"note\" TEXT;",
+        )
+        .unwrap();
+        let narrow = TableDefinition::new("T").column("text", ColumnType::String);
+        write_local(&c, &narrow, "p", &obj(json!({"text": "hello"})), false).unwrap();
+        c.execute(
+            "UPDATE \"T\" SET \"n\" = 2.5, \"b\" = 1, \"stars\" = 5, \"pinned\" = 0, \"note\" = 'x' WHERE id = 'p'",
+            [],
+        )
+        .unwrap();
+        let row = read_row_for_push(&c, &narrow, "p").unwrap().unwrap();
+        let (body, version) = payload(&row);
+        assert_eq!(version, None);
+        assert_eq!(
+            Value::Object(body),
+            json!({"id": "p", "text": "hello", "n": 2.5, "b": true, "due": null,
+                   "stars": 5, "pinned": false, "note": "x"})
+        );
+        assert_eq!(read_row_for_push(&c, &narrow, "nope").unwrap(), None);
+    }
+
+    #[test]
+    fn a_null_deleted_from_the_server_is_false() {
+        let c = conn();
+        let d = def();
+        assert!(write_server(
+            &c,
+            &d,
+            &obj(json!({"id": "z", "text": "t", "deleted": null, "version": "v1"}))
+        )
+        .unwrap());
+        assert_eq!(
+            read_row(&c, &d, "z").unwrap().unwrap()["deleted"],
+            json!(false)
         );
     }
 

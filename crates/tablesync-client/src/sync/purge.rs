@@ -1,11 +1,14 @@
-//! Purge: remove local rows (nothing is sent) and reset the matching delta token.
+//! Purge: remove local rows (nothing is sent) and reset delta tokens.
 //!
 //! Differences from the reference (protocol.md 6.10 and 8.5), on purpose:
 //! * a *forced* purge may carry a filter (the reference refuses, net-client #357); it then drops
 //!   only the queued operations (and their errors) of the rows it removes. Operations of rows that
 //!   are no longer in the local table (queued deletes) are not matched by a filter and stay;
-//! * a purge of the whole table without a query id also resets every delta token of the table,
-//!   so a later incremental pull brings the rows back (the pitfall of 8.5).
+//! * a purge that removes rows resets **every** delta token of the table, not only the one of
+//!   its query id: any query's token may cover the removed rows, and a kept token would keep
+//!   them away from every later incremental pull of that query (the pitfall of 8.5). The next
+//!   pulls re-download from the start, which keyset paging makes cheap. A purge that removes
+//!   nothing resets only its query id's token.
 
 use tablesync_protocol::odata::sql::{lower_filter, Dialect};
 

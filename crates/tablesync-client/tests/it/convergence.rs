@@ -301,7 +301,7 @@ async fn run_script(
                 match result {
                     Ok(what) => what.to_string(),
                     // Refused by the queue's collapsing rules (e.g. after a queued delete).
-                    Err(Error::QueueConflict(m)) => format!("refused: {m}"),
+                    Err(e @ Error::QueueConflict { .. }) => format!("refused: {e}"),
                     Err(e) => return Err(fail(&trace, format!("{step:?}: {e:?}"))),
                 }
             }
@@ -312,7 +312,7 @@ async fn run_script(
                 } else {
                     match t.delete(IDS[*id]).await {
                         Ok(()) => "deleted".to_string(),
-                        Err(Error::QueueConflict(m)) => format!("refused: {m}"),
+                        Err(e @ Error::QueueConflict { .. }) => format!("refused: {e}"),
                         Err(e) => return Err(fail(&trace, format!("{step:?}: {e:?}"))),
                     }
                 }

@@ -1,9 +1,16 @@
 //! Garbage answers, timeouts, 401: errors, never panics, and the queue stays intact.
 
-use serde_json::json;
-use tablesync_client::{Client, ClientOptions, Error, PushStatus, SyncContext};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::common::{faulty_context, todo_store, Faulty, OurServer, StoreKind};
+use serde_json::{json, Map, Value};
+use tablesync_client::{
+    BoxFuture, Client, ClientOptions, Error, HttpRequest, HttpResponse, Method, OpKind, OpState,
+    PushCompletionResult, PushStatus, Resolver, SyncContext, SyncHandler, Transport,
+    TransportError,
+};
+
+use crate::common::{context_via, faulty_context, todo_store, Faulty, OurServer, StoreKind};
 
 #[tokio::test]
 async fn garbage_answers_give_errors_and_keep_the_queue() {
@@ -257,4 +264,242 @@ async fn our_server_rejects_an_unknown_column_as_an_operation_error(kind: StoreK
     }
     assert_eq!(ctx.pending_operations().await.unwrap(), 2);
     server.stop().await;
+}
+
+/// A fake server: answers each request with what `answer` returns, and records the requests.
+struct Scripted {
+    answer: Box<dyn Fn(&HttpRequest) -> HttpResponse + Send + Sync>,
+    log: Mutex<Vec<(Method, String)>>,
+}
+
+impl Scripted {
+    fn new(answer: impl Fn(&HttpRequest) -> HttpResponse + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Scripted {
+            answer: Box::new(answer),
+            log: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn methods(&self) -> Vec<Method> {
+        self.log.lock().unwrap().iter().map(|(m, _)| *m).collect()
+    }
+}
+
+impl Transport for Scripted {
+    fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
+        self.log
+            .lock()
+            .unwrap()
+            .push((request.method, request.url.clone()));
+        let resp = (self.answer)(&request);
+        Box::pin(async move { Ok(resp) })
+    }
+}
+
+/// The JSON object a request carries.
+fn request_item(req: &HttpRequest) -> Map<String, Value> {
+    match req.body.as_deref().map(serde_json::from_slice::<Value>) {
+        Some(Ok(Value::Object(m))) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Counts `on_push_complete` calls and remembers the last result.
+#[derive(Default)]
+struct Observer {
+    completions: AtomicUsize,
+    last: Mutex<Option<PushCompletionResult>>,
+}
+
+impl SyncHandler for Observer {
+    fn on_push_complete<'a>(
+        &'a self,
+        result: &'a mut PushCompletionResult,
+        _resolver: &'a Resolver,
+    ) -> BoxFuture<'a, tablesync_client::Result<()>> {
+        self.completions.fetch_add(1, Ordering::SeqCst);
+        *self.last.lock().unwrap() = Some(result.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn garbage_2xx_answers_with_another_id_or_wrong_types_are_operation_errors() {
+    const OTHER_ID: &str = r#"{"id":"victim","text":"overwritten by a garbage answer","complete":true,"version":"v9","updatedAt":"2026-01-01T00:00:00.000Z","createdAt":"2026-01-01T00:00:00.000Z","deleted":false}"#;
+    const WRONG_TYPES: &str = r#"{"id":"typed","text":5,"complete":"yes","version":"v9","updatedAt":"2026-01-01T00:00:00.000Z","createdAt":"2026-01-01T00:00:00.000Z","deleted":false}"#;
+    let server = Scripted::new(|req| {
+        let item = request_item(req);
+        match item.get("id").and_then(Value::as_str) {
+            Some("other") => HttpResponse::new(201, OTHER_ID),
+            Some("typed") => HttpResponse::new(201, WRONG_TYPES),
+            Some("victim") => HttpResponse::new(503, r#"{"error":"busy"}"#),
+            _ => {
+                let mut m = item.clone();
+                m.insert("version".into(), json!("v1"));
+                m.insert("updatedAt".into(), json!("2026-01-01T00:00:00.000Z"));
+                HttpResponse::new(201, Value::Object(m).to_string())
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let observer = Arc::new(Observer::default());
+    let ctx = context_via(
+        "http://127.0.0.1:9/",
+        &dir.path().join("a.db"),
+        server.clone(),
+        Some(observer.clone()),
+    )
+    .await;
+    let t = ctx.table("TodoItem").unwrap();
+    for (id, text) in [
+        ("other", "mine"),
+        ("typed", "typed text"),
+        ("fine", "ok"),
+        ("victim", "victim's own"),
+    ] {
+        t.insert(json!({"id": id, "text": text, "complete": false}))
+            .await
+            .unwrap();
+    }
+    match ctx.push().await {
+        Err(Error::PushFailed {
+            status,
+            errors,
+            message: None,
+        }) => {
+            assert_eq!(status, PushStatus::Complete);
+            let got: Vec<(&str, Option<u16>, &str)> = errors
+                .iter()
+                .map(|e| (e.item_id.as_str(), e.status, e.raw_result.as_str()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    ("other", Some(201), OTHER_ID),
+                    ("typed", Some(201), WRONG_TYPES),
+                    ("victim", Some(503), r#"{"error":"busy"}"#),
+                ]
+            );
+            assert!(errors.iter().all(|e| e.result.is_none()), "{errors:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Every operation was attempted, and the handler saw the errors.
+    assert_eq!(
+        server.methods(),
+        vec![Method::Post, Method::Post, Method::Post, Method::Post]
+    );
+    assert_eq!(observer.completions.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        observer
+            .last
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|r| r.errors.len()),
+        Some(3)
+    );
+    // No local row was touched by the garbage, and the failed operations stay queued.
+    let texts: Vec<(String, Value, Value)> = t
+        .read("$orderby=id")
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["text"].clone(),
+                r["version"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            ("fine".to_string(), json!("ok"), json!("v1")),
+            ("other".to_string(), json!("mine"), Value::Null),
+            ("typed".to_string(), json!("typed text"), Value::Null),
+            ("victim".to_string(), json!("victim's own"), Value::Null),
+        ]
+    );
+    let ops: Vec<(String, OpKind, OpState)> = ctx
+        .operations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.item_id, o.kind, o.state))
+        .collect();
+    assert_eq!(
+        ops,
+        vec![
+            ("other".to_string(), OpKind::Insert, OpState::Failed),
+            ("typed".to_string(), OpKind::Insert, OpState::Failed),
+            ("victim".to_string(), OpKind::Insert, OpState::Failed),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_null_deleted_in_a_pulled_row_is_false() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Faulty::new();
+    let ctx = faulty_context(dir.path(), &faulty).await;
+    let t = ctx.table("TodoItem").unwrap();
+    faulty.answer_with(
+        200,
+        r#"[{"id":"r1","text":"a","complete":false,"version":"v1","updatedAt":"2026-01-01T00:00:00.000Z","createdAt":"2026-01-01T00:00:00.000Z","deleted":null}]"#,
+    );
+    let s = t.pull(Some("q"), "").await.unwrap();
+    assert_eq!((s.upserted, s.deleted), (1, 0));
+    let row = t.lookup("r1").await.unwrap().unwrap();
+    assert_eq!(
+        (row["text"].clone(), row["deleted"].clone()),
+        (json!("a"), json!(false))
+    );
+}
+
+#[tokio::test]
+async fn a_store_failure_during_push_ends_with_cancelled_by_sync_store_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let recorder = Faulty::new();
+    let observer = Arc::new(Observer::default());
+    let ctx = context_via(
+        "http://127.0.0.1:9/",
+        &path,
+        recorder.clone(),
+        Some(observer.clone()),
+    )
+    .await;
+    let t = ctx.table("TodoItem").unwrap();
+    t.insert(json!({"id": "s", "text": "x", "complete": false}))
+        .await
+        .unwrap();
+    // The local table disappears behind the SDK's back: reading the payload fails.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE \"TodoItem\"")
+        .unwrap();
+    match ctx.push().await {
+        Err(Error::PushFailed {
+            status,
+            errors,
+            message,
+        }) => {
+            assert_eq!(status, PushStatus::CancelledBySyncStoreError);
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(
+                message.as_deref(),
+                Some("local store error: no such table: TodoItem")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(observer.completions.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        observer.last.lock().unwrap().as_ref().map(|r| r.status),
+        Some(PushStatus::CancelledBySyncStoreError)
+    );
+    assert!(recorder.methods().is_empty());
 }

@@ -184,3 +184,101 @@ async fn typed_tables_round_trip() {
     assert_eq!(t.lookup(&id).await.unwrap(), None);
     assert_eq!(ctx.pending_operations().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn queue_conflicts_and_typed_conversion_failures_are_typed_errors() {
+    use tablesync_client::{OpState, MSG_DELETE_QUEUED, MSG_INCONSISTENT};
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Faulty::new();
+    let ctx = faulty_context(dir.path(), &faulty).await;
+    let t = ctx.table("TodoItem").unwrap();
+    // A row the server has (pulled), deleted locally: inserting its id again is refused.
+    faulty.answer_with(
+        200,
+        r#"[{"id":"p","text":"a","complete":false,"version":"v1","updatedAt":"2026-01-01T00:00:00.000Z"}]"#,
+    );
+    t.pull(None, "").await.unwrap();
+    t.delete("p").await.unwrap();
+    let err = t
+        .insert(json!({"id": "p", "text": "again"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::QueueConflict {
+                existing: OpKind::Delete,
+                existing_state: OpState::Pending,
+                new: OpKind::Insert,
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), MSG_DELETE_QUEUED);
+    // An insert that a push attempted may be on the server: deleting it is refused.
+    faulty.answer_with(503, "");
+    t.insert(json!({"id": "z", "text": "x"})).await.unwrap();
+    ctx.push().await.unwrap_err();
+    let err = t.delete("z").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::QueueConflict {
+                existing: OpKind::Insert,
+                existing_state: OpState::Failed,
+                new: OpKind::Delete,
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), MSG_INCONSISTENT);
+
+    // A typed read of a row that does not fit the app's type is a Deserialize error.
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Strict {
+        id: Option<String>,
+        text: String,
+        complete: bool,
+    }
+    t.insert(json!({"id": "nulltext", "complete": false}))
+        .await
+        .unwrap();
+    let typed = ctx.typed_table::<Strict>("TodoItem").unwrap();
+    match typed.lookup("nulltext").await {
+        Err(e @ Error::Deserialize(_)) => assert_eq!(
+            e.to_string(),
+            "the row does not fit the app's type: invalid type: null, expected a string"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn table_names_match_case_insensitively() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Faulty::new();
+    let ctx = faulty_context(dir.path(), &faulty).await;
+    let lower = ctx.table("todoitem").unwrap();
+    assert_eq!(lower.name(), "TodoItem", "the defined name is used");
+    lower.insert(json!({"id": "c", "text": "x"})).await.unwrap();
+    let upper = ctx.table("TODOITEM").unwrap();
+    assert_eq!(
+        upper.lookup("c").await.unwrap().unwrap()["text"],
+        json!("x")
+    );
+    let ops = ctx.operations().await.unwrap();
+    assert_eq!(ops[0].table, "TodoItem");
+    assert!(matches!(
+        ctx.table("TodoItems"),
+        Err(Error::UnknownTable(_))
+    ));
+    faulty.answer_with(201, r#"{"id":"c","text":"x","version":"v1"}"#);
+    ctx.push().await.unwrap();
+    assert!(
+        faulty.log.lock().unwrap()[0]
+            .1
+            .ends_with("/tables/TodoItem"),
+        "{:?}",
+        faulty.log.lock().unwrap()
+    );
+}

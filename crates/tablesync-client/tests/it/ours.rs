@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tablesync_client::{
-    ClientWins, Error, Method, OpKind, OpState, PullOptions, PushStatus, ServerWins, SyncContext,
-    SyncHandler,
+    BoxFuture, Client, ClientWins, ColumnType, Error, LocalStore, Method, OpKind, OpState, Outcome,
+    PullOptions, PushStatus, ServerWins, SyncContext, SyncHandler, TableDefinition, TableOperation,
 };
 
 use crate::common::{
@@ -27,6 +27,9 @@ store_tests!(
     update_operation_and_discard_resolutions,
     a_server_that_caps_pages_below_top_is_pulled_to_the_end,
     a_delete_on_the_server_wins_with_both_shipped_handlers,
+    a_table_level_404_keeps_the_operation_with_both_handlers,
+    update_operation_turns_an_insert_conflict_into_an_update,
+    purge_resets_every_delta_token_of_the_table,
 );
 
 /// Inserts `count` items (`id(i)`, text `row <i>`) through `ctx` and pushes them.
@@ -570,5 +573,224 @@ async fn a_delete_on_the_server_wins_with_both_shipped_handlers(kind: StoreKind)
         let t = ctx.table("TodoItem").unwrap();
         assert!(t.read("").await.unwrap().items.is_empty());
     }
+    server.stop().await;
+}
+
+/// A handler that completes every operation without sending it, as if the server had answered
+/// with the item at version `v1` (to give a local row a server version the server never saw).
+struct PretendPushed;
+
+impl SyncHandler for PretendPushed {
+    fn execute_table_operation<'a>(&'a self, op: &'a mut TableOperation) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let mut item = op.item().clone();
+            item.insert("version".into(), json!("v1"));
+            Outcome::Success { item: Some(item) }
+        })
+    }
+}
+
+/// A store with `TodoItem` and `Ghost`, a table our server does not serve.
+fn ghost_store(path: &std::path::Path) -> LocalStore {
+    let mut store = crate::common::todo_store(path);
+    store
+        .define_table(TableDefinition::new("Ghost").column("text", ColumnType::String))
+        .unwrap();
+    store
+}
+
+async fn a_table_level_404_keeps_the_operation_with_both_handlers(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(kind).await;
+    let handlers: [(&str, Arc<dyn SyncHandler>); 2] = [
+        ("server", Arc::new(ServerWins)),
+        ("client", Arc::new(ClientWins::default())),
+    ];
+    for (name, handler) in handlers {
+        let path = dir.path().join(format!("{name}.db"));
+        // A Ghost row the client believes the server has (version v1), edited offline.
+        let pretend = SyncContext::initialize_with_handler(
+            Client::new(&server.url).unwrap(),
+            ghost_store(&path),
+            Arc::new(PretendPushed),
+        )
+        .await
+        .unwrap();
+        let g = pretend.table("Ghost").unwrap();
+        g.insert(json!({"id": "g1", "text": "precious"}))
+            .await
+            .unwrap();
+        pretend.push().await.unwrap();
+        g.update(json!({"id": "g1", "text": "precious edit"}))
+            .await
+            .unwrap();
+        drop(g);
+        drop(pretend);
+
+        let ctx = SyncContext::initialize_with_handler(
+            Client::new(&server.url).unwrap(),
+            ghost_store(&path),
+            handler,
+        )
+        .await
+        .unwrap();
+        // The server answers 404 table_not_found: not a deleted item, so nothing is dropped.
+        match ctx.push().await {
+            Err(Error::PushFailed {
+                status,
+                errors,
+                message: None,
+            }) => {
+                assert_eq!(status, PushStatus::Complete, "{name}");
+                assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+                assert_eq!(
+                    (errors[0].kind, errors[0].status, errors[0].item_id.as_str()),
+                    (OpKind::Update, Some(404), "g1"),
+                    "{name}"
+                );
+                assert!(
+                    errors[0]
+                        .raw_result
+                        .contains("\"code\":\"table_not_found\""),
+                    "{name}: {}",
+                    errors[0].raw_result
+                );
+                assert_eq!(errors[0].result, None, "{name}");
+                assert!(!errors[0].is_deleted_on_server(), "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        let ops = ctx.operations().await.unwrap();
+        assert_eq!(
+            ops.iter()
+                .map(|o| (o.kind, o.state, o.item_id.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(OpKind::Update, OpState::Failed, "g1")],
+            "{name}"
+        );
+        let row = ctx.table("Ghost").unwrap().lookup("g1").await.unwrap();
+        assert_eq!(
+            row.map(|r| r["text"].clone()),
+            Some(json!("precious edit")),
+            "{name}"
+        );
+    }
+    server.stop().await;
+}
+
+async fn update_operation_turns_an_insert_conflict_into_an_update(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(kind).await;
+    let a = context(&server.url, &dir.path().join("a.db"), None).await;
+    let b = context(&server.url, &dir.path().join("b.db"), None).await;
+    a.table("TodoItem")
+        .unwrap()
+        .insert(json!({"id": "dup", "text": "from A", "complete": false}))
+        .await
+        .unwrap();
+    a.push().await.unwrap();
+    let bt = b.table("TodoItem").unwrap();
+    bt.insert(json!({"id": "dup", "text": "from B", "complete": true}))
+        .await
+        .unwrap();
+    let mut errors = match b.push().await {
+        Err(Error::PushFailed { errors, .. }) => errors,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(errors.len(), 1);
+    let e = &mut errors[0];
+    assert_eq!((e.kind, e.status), (OpKind::Insert, Some(409)));
+    let server_copy = e.result.clone().expect("the server's copy");
+    assert_eq!(server_copy["text"], json!("from A"));
+    // Client wins by hand: our data with the server's version.
+    let mut mine = e.item.clone();
+    mine.insert("version".into(), server_copy["version"].clone());
+    b.resolver().update_operation(e, mine).await.unwrap();
+    let ops = b.operations().await.unwrap();
+    assert_eq!(
+        ops.iter()
+            .map(|o| (o.kind, o.state, o.item_id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(OpKind::Update, OpState::Pending, "dup")]
+    );
+    assert_eq!(
+        bt.lookup("dup").await.unwrap().unwrap()["version"],
+        server_copy["version"]
+    );
+    b.push().await.unwrap();
+    assert_eq!(b.pending_operations().await.unwrap(), 0);
+    let at = a.table("TodoItem").unwrap();
+    at.pull(None, "").await.unwrap();
+    let row = at.lookup("dup").await.unwrap().unwrap();
+    assert_eq!(
+        (row["text"].clone(), row["complete"].clone()),
+        (json!("from B"), json!(true))
+    );
+    server.stop().await;
+}
+
+async fn purge_resets_every_delta_token_of_the_table(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OurServer::start(kind).await;
+    let a = context(&server.url, &dir.path().join("a.db"), None).await;
+    let at = a.table("TodoItem").unwrap();
+    for (id, complete) in [("p1", false), ("p2", false), ("p3", true)] {
+        at.insert(json!({"id": id, "text": id, "complete": complete}))
+            .await
+            .unwrap();
+    }
+    a.push().await.unwrap();
+    let b = context(&server.url, &dir.path().join("b.db"), None).await;
+    let bt = b.table("TodoItem").unwrap();
+    let ids = |items: Vec<serde_json::Map<String, serde_json::Value>>| -> Vec<String> {
+        let mut v: Vec<String> = items
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // (a) The whole table purged under qA: qB's token must not keep its rows away.
+    bt.pull(Some("qA"), "").await.unwrap();
+    bt.pull(Some("qB"), "$filter=complete eq false")
+        .await
+        .unwrap();
+    assert_eq!(bt.purge(Some("qA"), "", false).await.unwrap(), 3);
+    let s = bt
+        .pull(Some("qB"), "$filter=complete eq false")
+        .await
+        .unwrap();
+    assert_eq!(s.upserted, 2);
+    assert_eq!(ids(bt.read("").await.unwrap().items), vec!["p1", "p2"]);
+
+    // (b) A filtered purge without a query id: qA must bring the purged rows back.
+    bt.pull(Some("qA"), "").await.unwrap();
+    assert_eq!(
+        ids(bt.read("").await.unwrap().items),
+        vec!["p1", "p2", "p3"]
+    );
+    assert_eq!(
+        bt.purge(None, "$filter=complete eq false", false)
+            .await
+            .unwrap(),
+        2
+    );
+    let s = bt.pull(Some("qA"), "").await.unwrap();
+    assert_eq!(s.upserted, 3);
+    assert_eq!(
+        ids(bt.read("").await.unwrap().items),
+        vec!["p1", "p2", "p3"]
+    );
+
+    // A purge that removes nothing keeps the other queries' tokens.
+    assert_eq!(
+        bt.purge(None, "$filter=text eq 'none'", false)
+            .await
+            .unwrap(),
+        0
+    );
+    let s = bt.pull(Some("qA"), "").await.unwrap();
+    assert_eq!(s.upserted, 0);
     server.stop().await;
 }

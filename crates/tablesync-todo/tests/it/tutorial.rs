@@ -4,8 +4,8 @@
 //! (the start-up sync pushes them, completing items syncs).
 
 use crate::util::{
-    dead_url, listed_id, listed_number, server_insert, server_items, server_summary, server_update,
-    start_server, todo,
+    dead_url, listed_id, listed_number, server_delete, server_insert, server_items, server_summary,
+    server_update, start_server, todo,
 };
 use serde_json::json;
 
@@ -13,7 +13,8 @@ use crate::util::StoreKind;
 
 store_tests!(
     online_offline_reconnected,
-    errors_and_conflicts_have_their_exit_codes
+    errors_and_conflicts_have_their_exit_codes,
+    an_item_deleted_on_the_server_does_not_block_later_syncs
 );
 
 fn s(text: &str, complete: bool) -> (String, bool) {
@@ -212,4 +213,51 @@ fn errors_and_conflicts_have_their_exit_codes(kind: StoreKind) {
     assert_eq!(r.code, Some(0), "{r}");
     assert!(r.stdout.contains("1. [ ] Shared (edited elsewhere)"), "{r}");
     assert_eq!(server_summary(url), [s("Shared (edited elsewhere)", false)]);
+}
+
+fn an_item_deleted_on_the_server_does_not_block_later_syncs(kind: StoreKind) {
+    let server = start_server(kind);
+    let url = server.url();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+
+    let r = todo(dir, url, &["add", "Doomed"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = todo(dir, url, &["add", "Kept"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let list = todo(dir, url, &["list"]).stdout;
+    let doomed = listed_id(&list, "Doomed");
+    // Another client deletes the item while our edit of it waits offline.
+    let r = todo(
+        dir,
+        url,
+        &["--no-sync", "done", &listed_number(&list, "Doomed")],
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+    server_delete(url, &doomed);
+    server_insert(url, "From elsewhere");
+
+    // The update is answered 404 and the item is confirmed deleted: the local change is
+    // discarded (the tutorial's CancelAndDiscard), the sync reports it once.
+    let r = todo(dir, url, &["sync"]);
+    assert_eq!(r.code, Some(3), "{r}");
+    assert!(
+        r.stderr
+            .contains(": 404 (deleted on the server; the local change was discarded)"),
+        "{r}"
+    );
+    // The next sync is clean and pulls again.
+    let r = todo(dir, url, &["list"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{r}");
+    assert!(lines[0].starts_with("sync: ok"), "{r}");
+    assert!(lines[1].starts_with("1. [ ] From elsewhere (id: "), "{r}");
+    assert!(lines[2].starts_with("2. [ ] Kept (id: "), "{r}");
+    let r = todo(dir, url, &["status"]);
+    assert!(r.stdout.contains("pending operations: 0\n"), "{r}");
+    assert_eq!(
+        server_summary(url),
+        [s("From elsewhere", false), s("Kept", false)]
+    );
 }

@@ -191,6 +191,13 @@ pub fn server_update(url: &str, id: &str, patch: Value) -> Value {
     ))
 }
 
+/// Deletes an item on the server directly (unconditionally), as another client would.
+pub fn server_delete(url: &str, id: &str) -> Value {
+    block_on(send(
+        reqwest::Client::new().delete(format!("{url}/tables/TodoItem/{id}")),
+    ))
+}
+
 /// The id `list` printed for the item with this text (`N. [ ] text (id: ...)`).
 pub fn listed_id(list_stdout: &str, text: &str) -> String {
     list_stdout
