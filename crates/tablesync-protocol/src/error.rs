@@ -89,6 +89,12 @@ error_codes! {
     RouteNotFound = ("route_not_found", 404),
     /// The server is overloaded or the database busy, or the request timed out: retry later.
     ServiceUnavailable = ("service_unavailable", 503),
+    /// The database refused a value of the request (out of its range, too large) or the query is
+    /// too complex for it: the same request will fail again.
+    InvalidValue = ("invalid_value", 400),
+    /// A write took longer than the server's request timeout: it may or may not have been
+    /// applied. Read the item before retrying.
+    OutcomeUnknown = ("outcome_unknown", 504),
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -148,7 +154,7 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert!((400..600).contains(&c.http_status()));
         }
-        assert_eq!(ErrorCode::ALL.len(), 25);
+        assert_eq!(ErrorCode::ALL.len(), 27);
         assert_eq!(ErrorCode::from_str_code("nope"), None);
         assert_eq!(ErrorCode::InvalidFilter.as_str(), "invalid_filter");
         assert_eq!(ErrorCode::PreconditionFailed.http_status(), 412);

@@ -36,6 +36,40 @@ pub fn version_from_etag(etag: &str) -> String {
     }
 }
 
+/// The versions listed in an `If-Match` value (RFC 9110: `*` or a comma-separated list of
+/// entity tags), each unquoted by [`version_from_etag`]; `*` stays `*`.
+///
+/// Commas inside a quoted tag (after `\` escapes) do not split it, and empty members
+/// (`"a", , "b"`) are skipped, as the RFC's list syntax allows. A value without any comma is one
+/// tag, quoted or not, exactly as [`version_from_etag`] reads it.
+pub fn if_match_versions(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    let bytes = value.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                let member = &value[start..i];
+                if !member.trim().is_empty() {
+                    out.push(version_from_etag(member));
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let member = &value[start..];
+    if !member.trim().is_empty() || out.is_empty() {
+        out.push(version_from_etag(member));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +92,17 @@ mod tests {
         ] {
             assert!(!is_supported_api_version(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn if_match_lists() {
+        assert_eq!(if_match_versions("\"MQ==\""), ["MQ=="]);
+        assert_eq!(if_match_versions("Mw=="), ["Mw=="]);
+        assert_eq!(if_match_versions("*"), ["*"]);
+        assert_eq!(if_match_versions("\"a\", \"b\""), ["a", "b"]);
+        assert_eq!(if_match_versions("\"a\" ,*"), ["a", "*"]);
+        assert_eq!(if_match_versions("\"a,b\", , \"c\\\"d\""), ["a,b", "c\"d"]);
+        assert_eq!(if_match_versions(""), [""]);
     }
 
     #[test]

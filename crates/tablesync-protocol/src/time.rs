@@ -24,9 +24,11 @@ const MILLIS_PER_DAY: i64 = 86_400_000;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
-    /// The earliest instant the wire form can represent: `0000-01-01T00:00:00.000Z`.
-    pub const MIN_WIRE: Timestamp = Timestamp(-62_167_219_200_000);
-    /// The latest instant the wire form can represent: `9999-12-31T23:59:59.999Z`.
+    /// The earliest instant the parser accepts: `0001-01-01T00:00:00.000Z`. Year 0 has a wire
+    /// form but PostgreSQL has no year 0 (it is 1 BC there), so it is refused on both stores.
+    pub const MIN_WIRE: Timestamp = Timestamp(-62_135_596_800_000);
+    /// The latest instant the wire form can represent and the parser accepts:
+    /// `9999-12-31T23:59:59.999Z`.
     pub const MAX_WIRE: Timestamp = Timestamp(253_402_300_799_999);
 
     /// The instant `ms` milliseconds after the Unix epoch.
@@ -102,8 +104,9 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 
 /// The wire form, always `YYYY-MM-DDTHH:MM:SS.sssZ`.
 ///
-/// Instants outside years 0000-9999 (which the parser never produces) print with a signed,
-/// wider year so that formatting never fails; they are not valid wire values.
+/// Instants outside years 0000-9999 print with a signed, wider year so that formatting never
+/// fails; they are not valid wire values. The parser never produces them: it refuses anything
+/// outside [`Timestamp::MIN_WIRE`]..=[`Timestamp::MAX_WIRE`] after applying the offset.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, mo, d, h, mi, s, ms) = self.to_parts();
@@ -236,6 +239,11 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, TimestampError> {
         + i64::from(second) * 1000
         + i64::from(millis)
         - offset_minutes * 60_000;
+    // The offset can move an in-range local time out of range (`9999-12-31T23:59:59-01:00`),
+    // so the range is checked on the UTC result, not on the digits.
+    if !(Timestamp::MIN_WIRE.0..=Timestamp::MAX_WIRE.0).contains(&ms) {
+        return Err(err("outside years 0001-9999 (UTC)"));
+    }
     Ok(Timestamp(ms))
 }
 
@@ -287,7 +295,7 @@ mod tests {
             Timestamp(1_476_101_315_247).to_string(),
             "2016-10-10T12:08:35.247Z"
         );
-        assert_eq!(Timestamp::MIN_WIRE.to_string(), "0000-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp::MIN_WIRE.to_string(), "0001-01-01T00:00:00.000Z");
         assert_eq!(Timestamp::MAX_WIRE.to_string(), "9999-12-31T23:59:59.999Z");
         assert_eq!(
             Timestamp(Timestamp::MAX_WIRE.0 + 1).to_string(),
@@ -335,6 +343,28 @@ mod tests {
         ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Results outside 0001-01-01T00:00:00.000Z..=9999-12-31T23:59:59.999Z (after applying the
+    /// offset) are refused: PostgreSQL has no year 0 and the wire form has four year digits.
+    #[test]
+    fn range_after_offset() {
+        for bad in [
+            "0000-01-01T00:00:00Z",
+            "0000-12-31T23:59:59.999Z",
+            "9999-12-31T23:59:59-01:00",
+            "0001-01-01T00:30:00+01:00",
+        ] {
+            assert_eq!(
+                parse_timestamp(bad).map_err(|e| e.reason),
+                Err("outside years 0001-9999 (UTC)"),
+                "{bad}"
+            );
+        }
+        assert_eq!(p("0001-01-01T00:00:00Z"), "0001-01-01T00:00:00.000Z");
+        assert_eq!(p("0001-01-01T01:00:00+01:00"), "0001-01-01T00:00:00.000Z");
+        assert_eq!(p("9999-12-31T23:59:59.999Z"), "9999-12-31T23:59:59.999Z");
+        assert_eq!(p("9999-12-31T23:00:00-00:59"), "9999-12-31T23:59:00.000Z");
     }
 
     #[test]

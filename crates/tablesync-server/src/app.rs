@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::store::{ListQuery, Store, StoreError, StoreErrorKind, WriteOutcome};
 use crate::table::{
     check_body, check_id, check_select, check_update_id, insert_id, precondition, project,
-    BodyCheck, Column, Item, MismatchStatus, TableSchema, WriteRequest,
+    BodyCheck, Column, Item, MismatchStatus, Precondition, TableSchema, WriteRequest,
 };
 
 /// One served table: its configuration and its current schema.
@@ -133,12 +133,17 @@ impl App {
             .list(&schema, list)
             .await
             .map_err(|e| match e.kind {
-                // The database could not evaluate the client's expression (e.g. a value too big).
-                StoreErrorKind::Query => ApiError::Query(QueryError {
-                    code: ErrorCode::InvalidFilter,
-                    message: "The query could not be evaluated by the database".to_owned(),
-                    position: None,
-                }),
+                // The database could not evaluate the client's expression (a value out of range,
+                // too many terms). Logged, because a limit we should check earlier shows up here.
+                StoreErrorKind::InvalidInput => {
+                    tracing::warn!("list refused by the database: {}", e.message);
+                    ApiError::Query(QueryError {
+                        code: ErrorCode::InvalidFilter,
+                        message: "The query could not be evaluated by the database: a value is out of range or the query is too complex".to_owned(),
+                        position: None,
+                    })
+                }
+                // Anything else (including `Query`: SQL we built is wrong) is ours: 500, logged.
                 _ => ApiError::Store(e),
             })?;
         let full = top > 0 && page.items.len() as u64 == top;
@@ -180,6 +185,31 @@ impl App {
             });
         }
         let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
+        let too_many = |code: ErrorCode, option: &str, terms: usize, max: usize| {
+            ApiError::Query(QueryError {
+                code,
+                message: format!("{option} has {terms} terms; at most {max} are allowed"),
+                position: None,
+            })
+        };
+        if query.order_by.len() > self.limits.orderby_terms_max {
+            return Err(too_many(
+                ErrorCode::InvalidOrderBy,
+                "$orderby",
+                query.order_by.len(),
+                self.limits.orderby_terms_max,
+            ));
+        }
+        if let Some(select) = &query.select {
+            if select.len() > self.limits.select_terms_max {
+                return Err(too_many(
+                    ErrorCode::InvalidSelect,
+                    "$select",
+                    select.len(),
+                    self.limits.select_terms_max,
+                ));
+            }
+        }
         let top = query.top.unwrap_or(entry.config.page_size);
         if top > self.limits.page_size_max {
             return Err(ApiError::TopTooLarge {
@@ -232,7 +262,16 @@ impl App {
     /// `POST /tables/{table}`: insert; a taken id is a conflict carrying the stored row.
     pub async fn insert(&self, table: &str, body: Map<String, Value>) -> Result<Item, ApiError> {
         let entry = self.table(table, TableOperation::Insert)?;
-        let (schema, request) = self.check_write(&entry, &body).await?;
+        // Before dynamic schema adds a column: the id must be valid and free, so a request that
+        // fails anyway leaves the table as it was.
+        let before_growing = |partial: WriteRequest, schema: Arc<TableSchema>| async move {
+            let id = insert_id(&partial)?;
+            match self.store.get(&schema, &id).await? {
+                Some(item) => Err(ApiError::Conflict(Box::new(item))),
+                None => Ok(()),
+            }
+        };
+        let (schema, request) = self.check_write(&entry, &body, before_growing).await?;
         let id = insert_id(&request)?;
         // A `version` in an insert body is ignored: the server owns versions.
         match self.store.insert(&schema, &id, request.values).await? {
@@ -254,9 +293,40 @@ impl App {
     ) -> Result<Item, ApiError> {
         let entry = self.table(table, TableOperation::Update)?;
         check_id(id)?;
-        let (schema, request) = self.check_write(&entry, &body).await?;
+        // Before dynamic schema adds a column: the body's id must match and the row must exist
+        // with the expected version (the compare-and-swap still decides; this only keeps a
+        // request that fails anyway from growing the table).
+        let before_growing = |partial: WriteRequest, schema: Arc<TableSchema>| async move {
+            check_update_id(&partial, id)?;
+            let pre = self
+                .settle(
+                    &schema,
+                    id,
+                    precondition(if_match, partial.version.as_deref()),
+                )
+                .await?;
+            match self.store.get(&schema, id).await? {
+                Some(item) if !is_deleted(&item) => match &pre.expected {
+                    Some(v)
+                        if item.get(tablesync_protocol::system::VERSION)
+                            != Some(&Value::String(v.clone())) =>
+                    {
+                        written(WriteOutcome::VersionMismatch(item), pre.on_mismatch).map(drop)
+                    }
+                    _ => Ok(()),
+                },
+                _ => Err(ApiError::ItemNotFound),
+            }
+        };
+        let (schema, request) = self.check_write(&entry, &body, before_growing).await?;
         check_update_id(&request, id)?;
-        let pre = precondition(if_match, request.version.as_deref());
+        let pre = self
+            .settle(
+                &schema,
+                id,
+                precondition(if_match, request.version.as_deref()),
+            )
+            .await?;
         let outcome = self
             .store
             .update(&schema, id, request.values, pre.expected)
@@ -273,8 +343,11 @@ impl App {
     ) -> Result<Item, ApiError> {
         let entry = self.table(table, TableOperation::Delete)?;
         check_id(id)?;
-        let pre = precondition(if_match, None);
-        let outcome = self.store.delete(&entry.schema(), id, pre.expected).await?;
+        let schema = entry.schema();
+        let pre = self
+            .settle(&schema, id, precondition(if_match, None))
+            .await?;
+        let outcome = self.store.delete(&schema, id, pre.expected).await?;
         written(outcome, pre.on_mismatch)
     }
 
@@ -293,20 +366,50 @@ impl App {
             )));
         }
         check_id(id)?;
-        let pre = precondition(if_match, None);
-        let outcome = self
-            .store
-            .undelete(&entry.schema(), id, pre.expected)
+        let schema = entry.schema();
+        let pre = self
+            .settle(&schema, id, precondition(if_match, None))
             .await?;
+        let outcome = self.store.undelete(&schema, id, pre.expected).await?;
         written(outcome, pre.on_mismatch)
     }
 
-    /// Check a body, growing the schema first when dynamic schema asks for new columns.
-    async fn check_write(
+    /// Resolve an `If-Match` list (`"a", "b"`): the store's compare-and-swap takes one version,
+    /// so the listed version the row has now becomes the expected one. The swap still decides:
+    /// a row changed in between fails it (412), as it should.
+    async fn settle(
+        &self,
+        schema: &TableSchema,
+        id: &str,
+        mut pre: Precondition,
+    ) -> Result<Precondition, ApiError> {
+        if pre.any_of.len() > 1 {
+            if let Some(item) = self.store.get(schema, id).await? {
+                let current = item.get(tablesync_protocol::system::VERSION);
+                if let Some(v) = pre
+                    .any_of
+                    .iter()
+                    .find(|v| current == Some(&Value::String((*v).clone())))
+                {
+                    pre.expected = Some(v.clone());
+                }
+            }
+        }
+        Ok(pre)
+    }
+
+    /// Check a body, growing the schema first when dynamic schema asks for new columns. Columns
+    /// are added only after `before_growing` (every check that needs no new column) passed.
+    async fn check_write<F, Fut>(
         &self,
         entry: &TableEntry,
         body: &Map<String, Value>,
-    ) -> Result<(Arc<TableSchema>, WriteRequest), ApiError> {
+        before_growing: F,
+    ) -> Result<(Arc<TableSchema>, WriteRequest), ApiError>
+    where
+        F: Fn(WriteRequest, Arc<TableSchema>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ApiError>>,
+    {
         // Two rounds suffice: after the columns are added the body fits (or has a wrong type,
         // when a concurrent request added the same column with another type).
         for _ in 0..3 {
@@ -318,7 +421,8 @@ impl App {
                 self.limits.columns_max,
             )? {
                 BodyCheck::Write(request) => return Ok((schema, request)),
-                BodyCheck::AddColumns(columns) => {
+                BodyCheck::AddColumns { partial, columns } => {
+                    before_growing(partial, Arc::clone(&schema)).await?;
                     let stored = self.store.add_columns(&schema, &columns).await?;
                     entry.merge_columns(stored);
                 }

@@ -64,10 +64,17 @@ pub struct Limits {
     pub page_size_max: u64,
     /// Longest accepted raw (percent-encoded) `$filter` value, in bytes.
     pub filter_bytes_max: usize,
-    /// Longest time one request may take before it is answered 503, in milliseconds.
+    /// Longest time one request may take, in milliseconds. A read (or a write still waiting
+    /// for the database) that takes longer is answered 503 `service_unavailable`; a write is
+    /// answered 504 `outcome_unknown`, because it may still commit: clients re-read first.
     pub request_timeout_ms: u64,
     /// Most user columns a dynamic-schema table may grow to, in columns.
     pub columns_max: usize,
+    /// Most terms (comma-separated keys) in one `$orderby`, in terms; more is 400
+    /// `invalid_orderby`. At most 1000: SQLite refuses ORDER BY lists over 2000 terms.
+    pub orderby_terms_max: usize,
+    /// Most names in one `$select`, in terms; more is 400 `invalid_select`.
+    pub select_terms_max: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +85,8 @@ impl Default for Limits {
             filter_bytes_max: 8 * 1024,
             request_timeout_ms: 30_000,
             columns_max: 256,
+            orderby_terms_max: 32,
+            select_terms_max: 128,
         }
     }
 }
@@ -359,6 +368,12 @@ impl Config {
             || limits.request_timeout_ms == 0
         {
             return invalid("limits must be positive".into());
+        }
+        if !(1..=1000).contains(&limits.orderby_terms_max) || limits.select_terms_max == 0 {
+            return invalid(
+                "limits.orderby_terms_max must be 1..=1000 and limits.select_terms_max at least 1"
+                    .into(),
+            );
         }
         if self.store.reader_connections == 0 {
             return invalid("store.reader_connections must be at least 1".into());

@@ -83,6 +83,12 @@ pub enum ApiError {
         /// The configured limit.
         limit_ms: u64,
     },
+    /// A write took longer than `limits.request_timeout_ms`; it may still commit.
+    #[error("The request took longer than {limit_ms} ms; the write may or may not have been applied: read the item before retrying")]
+    WriteTimeout {
+        /// The configured limit.
+        limit_ms: u64,
+    },
     /// The database failed.
     #[error("database error: {0}")]
     Store(#[from] StoreError),

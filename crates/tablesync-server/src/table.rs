@@ -127,8 +127,15 @@ pub struct WriteRequest {
 pub enum BodyCheck {
     /// Ready to write.
     Write(WriteRequest),
-    /// Add these columns, then check the body again.
-    AddColumns(Vec<Column>),
+    /// Add these columns, then check the body again. `partial` is the request without the
+    /// values of the missing columns: its `id` and `version` let the caller run every check that
+    /// needs no new column first, so a request that fails anyway adds nothing.
+    AddColumns {
+        /// The request so far (id, version, values of existing columns).
+        partial: WriteRequest,
+        /// The columns to add.
+        columns: Vec<Column>,
+    },
 }
 
 /// Check a write body (insert or update) against the schema.
@@ -219,7 +226,10 @@ pub fn check_body(
             schema.name
         )));
     }
-    Ok(BodyCheck::AddColumns(missing))
+    Ok(BodyCheck::AddColumns {
+        partial: request,
+        columns: missing,
+    })
 }
 
 /// The column type dynamic schema gives a new property, from its JSON value (None for null).
@@ -333,27 +343,44 @@ pub enum MismatchStatus {
 pub struct Precondition {
     /// The version the row must have (None: unconditional).
     pub expected: Option<String>,
+    /// Every version an `If-Match` list names when it names more than one (else empty): the
+    /// caller picks the one the row has, if any, as `expected` (see `App::settle`).
+    pub any_of: Vec<String>,
     /// Status for a mismatch.
     pub on_mismatch: MismatchStatus,
 }
 
 /// Decide the precondition of a PATCH/DELETE/undelete.
 ///
-/// `If-Match` wins over a body `version`. `If-Match: *` means "any version" (the .NET server's
-/// reading, and HTTP's): the write is unconditional. A quoted value is unquoted and `\"`
+/// `If-Match` wins over a body `version`. `If-Match: *` (alone or in a list) means "any
+/// version" (the .NET server's reading, and HTTP's): the write is unconditional. A list
+/// `"a", "b"` matches when any listed tag matches. A quoted value is unquoted and `\"`
 /// unescaped; an unquoted value is taken as is (Node accepts `If-Match: Mw==`).
 pub fn precondition(if_match: Option<&str>, body_version: Option<&str>) -> Precondition {
-    match if_match.map(str::trim) {
-        Some("*") => Precondition {
-            expected: None,
-            on_mismatch: MismatchStatus::PreconditionFailed,
-        },
-        Some(etag) => Precondition {
-            expected: Some(headers::version_from_etag(etag)),
-            on_mismatch: MismatchStatus::PreconditionFailed,
-        },
+    match if_match {
+        Some(value) => {
+            let versions = headers::if_match_versions(value);
+            if versions.iter().any(|v| v == "*") {
+                Precondition {
+                    expected: None,
+                    any_of: Vec::new(),
+                    on_mismatch: MismatchStatus::PreconditionFailed,
+                }
+            } else {
+                Precondition {
+                    expected: versions.first().cloned(),
+                    any_of: if versions.len() > 1 {
+                        versions
+                    } else {
+                        Vec::new()
+                    },
+                    on_mismatch: MismatchStatus::PreconditionFailed,
+                }
+            }
+        }
         None => Precondition {
             expected: body_version.map(str::to_owned),
+            any_of: Vec::new(),
             on_mismatch: MismatchStatus::Conflict,
         },
     }
@@ -518,20 +545,27 @@ mod tests {
         );
         assert_eq!(
             grow,
-            Ok(BodyCheck::AddColumns(vec![
-                Column {
-                    name: "extra".into(),
-                    ty: ColumnType::Number
+            Ok(BodyCheck::AddColumns {
+                partial: WriteRequest {
+                    id: None,
+                    version: None,
+                    values: vec![]
                 },
-                Column {
-                    name: "flag".into(),
-                    ty: ColumnType::Boolean
-                },
-                Column {
-                    name: "s".into(),
-                    ty: ColumnType::String
-                },
-            ]))
+                columns: vec![
+                    Column {
+                        name: "extra".into(),
+                        ty: ColumnType::Number
+                    },
+                    Column {
+                        name: "flag".into(),
+                        ty: ColumnType::Boolean
+                    },
+                    Column {
+                        name: "s".into(),
+                        ty: ColumnType::String
+                    },
+                ]
+            })
         );
         assert!(matches!(
             check_body(&body(json!({"bad name": 1})), &schema(), true, 10),
@@ -586,6 +620,7 @@ mod tests {
             p,
             Precondition {
                 expected: Some("AAA=".into()),
+                any_of: vec![],
                 on_mismatch: MismatchStatus::PreconditionFailed
             }
         );
@@ -596,6 +631,7 @@ mod tests {
             p,
             Precondition {
                 expected: None,
+                any_of: vec![],
                 on_mismatch: MismatchStatus::PreconditionFailed
             }
         );
@@ -604,10 +640,15 @@ mod tests {
             p,
             Precondition {
                 expected: Some("v".into()),
+                any_of: vec![],
                 on_mismatch: MismatchStatus::Conflict
             }
         );
         assert_eq!(precondition(None, None).expected, None);
+        let p = precondition(Some("\"a\", \"b\""), None);
+        assert_eq!(p.expected.as_deref(), Some("a"));
+        assert_eq!(p.any_of, ["a", "b"]);
+        assert_eq!(precondition(Some("\"a\", *"), None).expected, None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! filter      ::= expr EOF
 //! orderby     ::= order_item ( "," order_item )* EOF
 //! order_item  ::= expr ( "asc" | "desc" )?
-//! select      ::= name ( "," name )*                          (names: [A-Za-z_][A-Za-z0-9_]*)
+//! select      ::= name ( "," name )*                          (names: [A-Za-z_][A-Za-z0-9_]* or "*")
 //! expr        ::= or_expr
 //! or_expr     ::= and_expr ( "or" and_expr )*
 //! and_expr    ::= cmp_expr ( "and" cmp_expr )*
@@ -93,7 +93,8 @@ pub(crate) fn parse_select(input: &str) -> PResult<Vec<String>> {
         let lead = item.len() - item.trim_start().len();
         let name = item.trim();
         let start = offset + lead;
-        if !crate::system::is_valid_identifier(name) {
+        // `*` is "every column" (OData); the server expands it against the table's schema.
+        if name != "*" && !crate::system::is_valid_identifier(name) {
             let what = if name.is_empty() {
                 "expected a property name".to_string()
             } else {

@@ -180,7 +180,13 @@ pub fn lower_order_by(
             (SortDirection::Asc, Dialect::Postgres) => "ASC NULLS FIRST",
             (SortDirection::Desc, Dialect::Postgres) => "DESC NULLS LAST",
         };
-        parts.push(format!("{} {dir}", v.sql));
+        // A bare `NULL` is a constant PostgreSQL refuses in ORDER BY; a typed one is not.
+        let sql = if v.ty == Ty::Null {
+            "CAST(NULL AS TEXT)".to_owned()
+        } else {
+            v.sql
+        };
+        parts.push(format!("{sql} {dir}"));
     }
     Ok(SqlFragment {
         sql: parts.join(", "),

@@ -599,6 +599,12 @@ fn select() {
             "id".to_string()
         ])
     );
+    // `*` is every column; the server expands it.
+    assert_eq!(parse_select("*"), Ok(vec!["*".to_string()]));
+    assert_eq!(
+        parse_select("text, *"),
+        Ok(vec!["text".to_string(), "*".to_string()])
+    );
     let show = |s: &str| {
         let e = parse_select(s).unwrap_err();
         format!("error: {e}\n{}", e.render(s))

@@ -289,6 +289,16 @@ fn order_by() {
         show("nope", Dialect::Sqlite),
         "error unknown_column: unknown column 'nope' in $orderby"
     );
+    // PostgreSQL refuses a bare constant in ORDER BY ("non-integer constant"); a typed NULL
+    // sorts every row equally on both stores.
+    assert_eq!(
+        show("null desc", Dialect::Postgres),
+        r#"CAST(NULL AS TEXT) DESC NULLS LAST []"#
+    );
+    assert_eq!(
+        show("null", Dialect::Sqlite),
+        r#"CAST(NULL AS TEXT) ASC []"#
+    );
     let empty = lower_order_by(&[], &Todo, Dialect::Sqlite, 1).unwrap();
     assert_eq!(empty.sql, "");
 }

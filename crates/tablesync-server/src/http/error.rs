@@ -41,9 +41,19 @@ impl IntoResponse for ApiError {
             ApiError::RouteNotFound(_) => (ErrorCode::RouteNotFound, None),
             ApiError::MethodNotAllowed(_) => (ErrorCode::MethodNotAllowed, None),
             ApiError::Timeout { .. } => (ErrorCode::ServiceUnavailable, None),
+            ApiError::WriteTimeout { .. } => (ErrorCode::OutcomeUnknown, None),
             ApiError::Store(e) => {
-                tracing::error!(kind = ?e.kind, "{}", e.message);
+                if e.kind == StoreErrorKind::InvalidInput {
+                    // The client's value, not our bug; still logged so a missing check shows.
+                    tracing::warn!(kind = ?e.kind, "{}", e.message);
+                } else {
+                    tracing::error!(kind = ?e.kind, "{}", e.message);
+                }
                 let (code, text) = match e.kind {
+                    StoreErrorKind::InvalidInput => (
+                        ErrorCode::InvalidValue,
+                        "The database refused a value of the request: it is out of range or too large",
+                    ),
                     StoreErrorKind::Busy => (
                         ErrorCode::ServiceUnavailable,
                         "The database is busy; try again later",

@@ -50,14 +50,19 @@ fn check_api_version(app: &App, req: &Request) -> Result<(), ApiError> {
     }
 }
 
-/// Answer 503 when a request runs longer than `limits.request_timeout_ms`.
+/// Answer when a request runs longer than `limits.request_timeout_ms`: a read with 503
+/// `service_unavailable` (safe to retry), a write with 504 `outcome_unknown`.
 ///
-/// Only the response is abandoned: a database write already handed to the blocking pool still
-/// runs to commit or rollback, so a client that got 503 must re-read before retrying.
+/// Only the response is abandoned: a database write already handed to the store still runs to
+/// commit or rollback (SQLite's blocking task cannot be cancelled, and PostgreSQL may have the
+/// COMMIT in flight), so a timed-out write may have been applied. Claiming "unavailable" would
+/// invite a blind retry; `outcome_unknown` tells the client to re-read the item first.
 pub async fn timeout(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let limit_ms = app.limits().request_timeout_ms;
+    let is_write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     match tokio::time::timeout(Duration::from_millis(limit_ms), next.run(req)).await {
         Ok(response) => response,
+        Err(_) if is_write => ApiError::WriteTimeout { limit_ms }.into_response(),
         Err(_) => ApiError::Timeout { limit_ms }.into_response(),
     }
 }

@@ -91,8 +91,13 @@ pub enum StoreErrorKind {
     Busy,
     /// The stored schema does not match the configuration (start-up only).
     Schema,
-    /// The database rejected a query the server built (a bug, or a runtime type error in SQL).
+    /// The database rejected a query the server built: a bug in the server (answered 500 and
+    /// logged), never something the client can fix.
     Query,
+    /// The database refused something the request supplied: a value out of its range (numeric
+    /// overflow, division by zero) or a query beyond its limits (too many terms, too deep). The
+    /// same request fails again, so it is the client's error (400), but it is logged too.
+    InvalidInput,
     /// Anything else: I/O, corruption, a crashed worker.
     Internal,
 }
@@ -194,4 +199,99 @@ pub trait Store: Send + Sync + 'static {
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
+}
+
+#[cfg(test)]
+mod tests {
+    //! The compare-and-swap itself, without HTTP and without concurrency. The HTTP test
+    //! `concurrent_patches_with_one_if_match_have_one_winner` cannot tell a real CAS from
+    //! read-then-write, because the clock row lock serialises writers; here two writes carrying
+    //! the same expected version run one after the other, so a store that checked the version
+    //! only before taking the lock (or not at all) lets the second one through.
+
+    use std::sync::Arc;
+
+    use serde_json::Value;
+    use tablesync_protocol::odata::sql::{ColumnType, SqlValue};
+
+    use super::{Store, WriteOutcome};
+    use crate::config::StoreConfig;
+    use crate::table::{Column, TableSchema};
+    use crate::testing::{StoreKind, TestDatabase};
+
+    fn schema() -> TableSchema {
+        TableSchema {
+            name: "T".into(),
+            columns: vec![Column {
+                name: "a".into(),
+                ty: ColumnType::String,
+            }],
+            soft_delete: true,
+        }
+    }
+
+    fn version(outcome: &WriteOutcome) -> String {
+        match outcome {
+            WriteOutcome::Written(item) => match item.get("version") {
+                Some(Value::String(v)) => v.clone(),
+                other => panic!("no version: {other:?}"),
+            },
+            other => panic!("not written: {other:?}"),
+        }
+    }
+
+    async fn stale_expected_version_is_refused(kind: StoreKind) {
+        let db = TestDatabase::create(kind).await.unwrap();
+        let config = StoreConfig::default();
+        let store: Arc<dyn Store> = match kind {
+            StoreKind::Sqlite => Arc::new(
+                super::sqlite::SqliteStore::open(std::path::Path::new(db.url()), &config).unwrap(),
+            ),
+            StoreKind::Postgres => Arc::new(
+                super::postgres::PostgresStore::open(db.url(), &config)
+                    .await
+                    .unwrap(),
+            ),
+        };
+        let t = schema();
+        store.prepare(std::slice::from_ref(&t)).await.unwrap();
+        let text = |s: &str| vec![("a".to_owned(), SqlValue::Text(s.into()))];
+        let v1 = version(&store.insert(&t, "x", text("0")).await.unwrap());
+        let first = store.update(&t, "x", text("1"), Some(v1.clone())).await;
+        let v2 = version(&first.unwrap());
+        assert_ne!(v1, v2);
+        // Same expected version again: the row has moved on, the swap must refuse.
+        match store
+            .update(&t, "x", text("2"), Some(v1.clone()))
+            .await
+            .unwrap()
+        {
+            WriteOutcome::VersionMismatch(item) => {
+                assert_eq!(item.get("a"), Some(&Value::String("1".into())));
+                assert_eq!(item.get("version"), Some(&Value::String(v2.clone())));
+            }
+            other => panic!("second update with a stale version: {other:?}"),
+        }
+        for outcome in [
+            store.delete(&t, "x", Some(v1.clone())).await.unwrap(),
+            store.undelete(&t, "x", Some(v1.clone())).await.unwrap(),
+        ] {
+            assert!(
+                matches!(outcome, WriteOutcome::VersionMismatch(_)),
+                "{outcome:?}"
+            );
+        }
+        let current = store.get(&t, "x").await.unwrap().unwrap();
+        assert_eq!(current.get("version"), Some(&Value::String(v2)));
+    }
+
+    #[tokio::test]
+    async fn sqlite_stale_expected_version_is_refused() {
+        stale_expected_version_is_refused(StoreKind::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_stale_expected_version_is_refused() {
+        stale_expected_version_is_refused(StoreKind::Postgres).await;
+    }
 }

@@ -194,10 +194,12 @@ fn classify(e: &sqlx::Error) -> StoreError {
             match code.as_ref() {
                 // serialization failure, deadlock, lock_timeout, statement timeout, too many connections
                 "40001" | "40P01" | "55P03" | "57014" | "53300" => StoreErrorKind::Busy,
-                // data exceptions (overflow, bad value, NUL in text, division), integrity, syntax/undefined
-                c if c.starts_with("22") || c.starts_with("23") || c.starts_with("42") => {
-                    StoreErrorKind::Query
-                }
+                // data exceptions (overflow, bad value, division by zero) come from values the
+                // request supplied; program limits (54: statement too complex, too many
+                // columns/arguments) from its size.
+                c if c.starts_with("22") || c.starts_with("54") => StoreErrorKind::InvalidInput,
+                // integrity, syntax/undefined: SQL we built is wrong, a bug.
+                c if c.starts_with("23") || c.starts_with("42") => StoreErrorKind::Query,
                 _ => StoreErrorKind::Internal,
             }
         }

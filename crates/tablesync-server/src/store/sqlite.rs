@@ -151,15 +151,36 @@ fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
     )
 }
 
+/// SQLite reports its compile-time limits (`SQLITE_MAX_*`) as plain `SQLITE_ERROR`s, told apart
+/// only by their message; these come from the size of the client's query, not from a bug.
+fn is_input_limit(message: &str) -> bool {
+    [
+        "too many terms",
+        "too many SQL variables",
+        "Expression tree is too large",
+        "parser stack overflow",
+        "too many columns",
+        "too many arguments",
+        "integer overflow",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
 /// Sort rusqlite errors into backend-neutral kinds.
 fn classify(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode as C;
     let kind = match &e {
-        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+        rusqlite::Error::SqliteFailure(f, message) => match f.code {
             C::DatabaseBusy | C::DatabaseLocked => StoreErrorKind::Busy,
-            C::TooBig | C::TypeMismatch | C::ConstraintViolation => StoreErrorKind::Query,
+            C::TooBig => StoreErrorKind::InvalidInput,
+            C::TypeMismatch | C::ConstraintViolation => StoreErrorKind::Query,
+            _ if message.as_deref().is_some_and(is_input_limit) => StoreErrorKind::InvalidInput,
             _ => StoreErrorKind::Internal,
         },
+        rusqlite::Error::SqlInputError { msg, .. } if is_input_limit(msg) => {
+            StoreErrorKind::InvalidInput
+        }
         rusqlite::Error::SqlInputError { .. }
         | rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::InvalidParameterCount(..)

@@ -67,6 +67,11 @@ async fn duplicate_insert_is_409_with_stored_item(kind: StoreKind) {
     r.assert_etag_matches_body();
 }
 
+/// Concurrent PATCHes with the same `If-Match`: exactly one wins, the rest get 412. This proves
+/// the HTTP path end to end, but not that the store's write is a compare-and-swap: the clock row
+/// lock serialises writers, so read-then-write would pass too. The store unit test
+/// `store::tests::*_stale_expected_version_is_refused` shows the swap itself refuses a stale
+/// version.
 async fn concurrent_patches_with_one_if_match_have_one_winner(kind: StoreKind) {
     let s = std::sync::Arc::new(TestServer::start(kind).await);
     let created = s.insert_todo("a", "start", false).await;

@@ -130,6 +130,113 @@ async fn garbage_queries_never_500(kind: StoreKind) {
     }
 }
 
+const NOTE_PIECES: &[&str] = &[
+    "title",
+    "stars",
+    "pinned",
+    "due",
+    "color",
+    " eq ",
+    " gt ",
+    " le ",
+    " add ",
+    " sub ",
+    " mul ",
+    " div ",
+    " mod ",
+    " and ",
+    " or ",
+    "not ",
+    "-",
+    "(",
+    ")",
+    ",",
+    "1e308",
+    "-1e308",
+    "9223372036854775807",
+    "0",
+    "1.5",
+    "3000000000",
+    "null",
+    "true",
+    "'x'",
+    "datetime'0001-01-01T00:00:00Z'",
+    "datetimeoffset'9999-12-31T23:59:59.999Z'",
+    "datetime'0000-01-01T00:00:00Z'",
+    "floor(",
+    "ceiling(",
+    "round(",
+    "substring(",
+    "indexof(",
+    "length(",
+    "year(",
+    "day(",
+    "concat(",
+    "tolower(",
+];
+
+/// The same on a dynamic-schema table with number, boolean and date columns, with numeric edge
+/// values, date edges, long `$orderby` lists and long flat `or` chains.
+async fn garbage_queries_on_typed_dynamic_table_never_500(kind: StoreKind) {
+    let s = TestServer::with_toml(
+        kind,
+        r#"
+[[tables]]
+name = "Note"
+columns = { title = "string", stars = "number", pinned = "boolean", due = "date" }
+soft_delete = false
+dynamic_schema = true
+"#,
+    )
+    .await;
+    let r = s
+        .post(
+            "/tables/Note",
+            json!({"id": "a", "title": "x", "stars": 1.5, "pinned": true,
+                   "due": "2024-01-01T00:00:00Z", "color": "red"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for _ in 0..300 {
+        let key = rng.pick(&["$filter", "$orderby", "$select"]);
+        let n = 1 + rng.next() % 12;
+        let value: String = (0..n).map(|_| rng.pick(NOTE_PIECES)).collect();
+        let path = format!("/tables/Note?{key}={}", encode(&value));
+        let r = send(s.req(Method::GET, &path)).await;
+        assert_sane(&format!("{key}={value:?}"), r.status, &r.body);
+    }
+    for terms in [31, 32, 33, 1000, 2001, 5000] {
+        let value = vec!["stars desc", "title", "due", "pinned"]
+            .into_iter()
+            .cycle()
+            .take(terms)
+            .collect::<Vec<_>>()
+            .join(",");
+        let r = s
+            .get(&format!("/tables/Note?$orderby={}", encode(&value)))
+            .await;
+        assert_sane(&format!("$orderby with {terms} terms"), r.status, &r.body);
+        let r = s
+            .get(&format!(
+                "/tables/Note?$select={}",
+                value.replace(" desc", "")
+            ))
+            .await;
+        assert_sane(&format!("$select with {terms} terms"), r.status, &r.body);
+    }
+    for terms in [64, 65, 300, 2000] {
+        let value = (0..terms)
+            .map(|i| format!("id eq '{i}'"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let r = s
+            .get(&format!("/tables/Note?$filter={}", encode(&value)))
+            .await;
+        assert_sane(&format!("or chain with {terms} terms"), r.status, &r.body);
+    }
+}
+
 async fn garbage_bodies_and_paths_never_500(kind: StoreKind) {
     let s = TestServer::start(kind).await;
     s.insert_todo("a", "x", false).await;
@@ -252,6 +359,7 @@ async fn nul_characters_are_refused_on_every_store(kind: StoreKind) {
 
 crate::store_tests!(
     garbage_queries_never_500,
+    garbage_queries_on_typed_dynamic_table_never_500,
     garbage_bodies_and_paths_never_500,
     nul_characters_are_refused_on_every_store,
 );

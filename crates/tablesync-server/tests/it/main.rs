@@ -37,6 +37,7 @@ mod errors;
 mod explain;
 mod garbage;
 mod query;
+mod review;
 mod schema;
 
 use reqwest::header::HeaderMap;
@@ -103,6 +104,11 @@ impl TestServer {
     /// A server with the tables of a TOML snippet.
     pub async fn with_toml(kind: StoreKind, toml: &str) -> Self {
         Self::with_config(kind, Config::from_toml_str(toml).unwrap()).await
+    }
+
+    /// The database setting this server runs on (file path or `postgres://` URL).
+    pub fn database_url(&self) -> &str {
+        self._db.url()
     }
 
     /// A request with `ZUMO-API-VERSION: 2.0.0`.
