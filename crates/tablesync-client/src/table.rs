@@ -118,7 +118,10 @@ impl SyncTable {
         };
         if let Some(sel) = &parsed.select {
             for name in sel {
-                if tablesync_protocol::odata::sql::Schema::column_type(&schema, name).is_none() {
+                // `*` is every column, as on the server (it is expanded below).
+                if name != "*"
+                    && tablesync_protocol::odata::sql::Schema::column_type(&schema, name).is_none()
+                {
                     return Err(Error::InvalidQuery(format!(
                         "unknown column '{name}' in $select"
                     )));
@@ -133,7 +136,11 @@ impl SyncTable {
             .skip
             .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
         let count_wanted = parsed.inline_count;
-        let select = parsed.select.clone();
+        // `*` anywhere in `$select` selects every column: the same as no `$select`.
+        let select = parsed
+            .select
+            .clone()
+            .filter(|sel| !sel.iter().any(|n| n == "*"));
         self.ctx
             .inner
             .store

@@ -4,9 +4,19 @@
 //! six table operations of protocol.md section 2, written in terms of the pure rules of
 //! [`crate::table`] and the [`Store`] trait, so the HTTP layer (`crate::http`, which owns the
 //! route table) only extracts inputs and renders outputs.
+//!
+//! Several processes may share one database, and dynamic schema lets any of them add columns.
+//! Each process's copy of a dynamic-schema table's columns is therefore re-read from the store
+//! (one catalog query, no lock) when it is older than `[store] schema_refresh_ms`, and at once
+//! when a `$filter`/`$orderby`/`$select` names a column the copy lacks (then the request is
+//! lowered again). Cost: at most one extra catalog query per table per `schema_refresh_ms` per
+//! process, plus one per request naming a column that really does not exist. Until the next
+//! refresh a plain read may omit a column another process added less than
+//! `schema_refresh_ms` ago; a write naming it adds nothing (the store reports it as existing).
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
@@ -28,6 +38,8 @@ pub struct TableEntry {
     pub config: TableConfig,
     /// Current schema; replaced (never mutated in place) when dynamic schema adds columns.
     schema: RwLock<Arc<TableSchema>>,
+    /// When the columns were last read from the store (dynamic-schema tables re-read them).
+    refreshed: Mutex<Instant>,
 }
 
 impl TableEntry {
@@ -65,6 +77,8 @@ pub struct ListResult {
 pub struct App {
     limits: Limits,
     skip_version_check: bool,
+    /// `[store] schema_refresh_ms`.
+    schema_refresh: Duration,
     store: Arc<dyn Store>,
     /// Keyed by lower-case name: table URLs match case-insensitively, like the official servers.
     tables: HashMap<String, Arc<TableEntry>>,
@@ -84,6 +98,7 @@ impl App {
                 let entry = TableEntry {
                     config: config.clone(),
                     schema: RwLock::new(Arc::new(schema)),
+                    refreshed: Mutex::new(Instant::now()),
                 };
                 (config.name.to_ascii_lowercase(), Arc::new(entry))
             })
@@ -91,6 +106,7 @@ impl App {
         Ok(App {
             limits: config.limits.clone(),
             skip_version_check: config.skip_version_check,
+            schema_refresh: Duration::from_millis(config.store.schema_refresh_ms),
             store,
             tables,
         })
@@ -124,9 +140,38 @@ impl App {
         Ok(entry)
     }
 
+    /// The schema for one request: for a dynamic-schema table, re-read from the store first
+    /// when the copy is older than `schema_refresh_ms` (another process may have added columns).
+    async fn current_schema(&self, entry: &TableEntry) -> Result<Arc<TableSchema>, ApiError> {
+        if entry.config.dynamic_schema {
+            let stale = entry
+                .refreshed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+                >= self.schema_refresh;
+            if stale {
+                self.reload_schema(entry).await?;
+            }
+        }
+        Ok(entry.schema())
+    }
+
+    /// Re-read a table's columns from the store and merge them into the copy.
+    async fn reload_schema(&self, entry: &TableEntry) -> Result<(), ApiError> {
+        let schema = entry.schema();
+        let stored = self.store.columns(&schema).await?;
+        entry.merge_columns(stored);
+        *entry
+            .refreshed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        Ok(())
+    }
+
     /// `GET /tables/{table}`: a page of rows per the OData options in `raw_query`.
     pub async fn list(&self, table: &str, raw_query: &str) -> Result<ListResult, ApiError> {
-        let (schema, list, select) = self.list_query(table, raw_query)?;
+        let (schema, list, select) = self.list_query(table, raw_query).await?;
         let (top, skip) = (list.top, list.skip);
         let page = self
             .store
@@ -164,19 +209,38 @@ impl App {
 
     /// The database's query plan for the list request `GET /tables/{table}?{raw_query}`.
     pub async fn explain_list(&self, table: &str, raw_query: &str) -> Result<String, ApiError> {
-        let (schema, list, _) = self.list_query(table, raw_query)?;
+        let (schema, list, _) = self.list_query(table, raw_query).await?;
         Ok(self.store.explain_list(&schema, list).await?)
     }
 
     /// Check and lower a list request: the schema it runs against, the store query and the
-    /// `$select` names.
+    /// `$select` names. On a dynamic-schema table, a name the schema lacks makes it re-read the
+    /// columns (another process may have added it) and lower the request once more.
     #[allow(clippy::type_complexity)]
-    fn list_query(
+    async fn list_query(
         &self,
         table: &str,
         raw_query: &str,
     ) -> Result<(Arc<TableSchema>, ListQuery, Option<Vec<String>>), ApiError> {
         let entry = self.table(table, TableOperation::Read)?;
+        let schema = self.current_schema(&entry).await?;
+        match self.lower_list(&entry, schema, raw_query) {
+            Err(e) if entry.config.dynamic_schema && names_unknown_column(&e) => {
+                self.reload_schema(&entry).await?;
+                self.lower_list(&entry, entry.schema(), raw_query)
+            }
+            other => other,
+        }
+    }
+
+    /// [`App::list_query`] against one schema.
+    #[allow(clippy::type_complexity)]
+    fn lower_list(
+        &self,
+        entry: &TableEntry,
+        schema: Arc<TableSchema>,
+        raw_query: &str,
+    ) -> Result<(Arc<TableSchema>, ListQuery, Option<Vec<String>>), ApiError> {
         if raw_query_value(raw_query, "$filter", false)
             .is_some_and(|f| f.len() > self.limits.filter_bytes_max)
         {
@@ -217,7 +281,6 @@ impl App {
             });
         }
         let skip = query.skip.unwrap_or(0);
-        let schema = entry.schema();
         let select = match &query.select {
             Some(names) => Some(check_select(names, &schema).map_err(ApiError::UnknownSelect)?),
             None => None,
@@ -252,7 +315,7 @@ impl App {
         let entry = self.table(table, TableOperation::Read)?;
         check_id(id)?;
         let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
-        let schema = entry.schema();
+        let schema = self.current_schema(&entry).await?;
         match self.store.get(&schema, id).await? {
             Some(item) if query.include_deleted || !is_deleted(&item) => Ok(item),
             _ => Err(ApiError::ItemNotFound),
@@ -343,7 +406,7 @@ impl App {
     ) -> Result<Item, ApiError> {
         let entry = self.table(table, TableOperation::Delete)?;
         check_id(id)?;
-        let schema = entry.schema();
+        let schema = self.current_schema(&entry).await?;
         let pre = self
             .settle(&schema, id, precondition(if_match, None))
             .await?;
@@ -366,7 +429,7 @@ impl App {
             )));
         }
         check_id(id)?;
-        let schema = entry.schema();
+        let schema = self.current_schema(&entry).await?;
         let pre = self
             .settle(&schema, id, precondition(if_match, None))
             .await?;
@@ -410,6 +473,8 @@ impl App {
         F: Fn(WriteRequest, Arc<TableSchema>) -> Fut,
         Fut: std::future::Future<Output = Result<(), ApiError>>,
     {
+        // Another process may have added columns: refresh a stale copy first.
+        self.current_schema(entry).await?;
         // Two rounds suffice: after the columns are added the body fits (or has a wrong type,
         // when a concurrent request added the same column with another type).
         for _ in 0..3 {
@@ -432,6 +497,15 @@ impl App {
             StoreErrorKind::Internal,
             "dynamic schema did not settle",
         )))
+    }
+}
+
+/// Whether a list request failed because it names a column the schema lacks.
+fn names_unknown_column(e: &ApiError) -> bool {
+    match e {
+        ApiError::UnknownSelect(_) => true,
+        ApiError::Lower(l) => l.code == ErrorCode::UnknownColumn,
+        _ => false,
     }
 }
 

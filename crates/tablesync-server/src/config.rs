@@ -115,6 +115,12 @@ pub struct StoreConfig {
     /// concurrent transactions take random lengths of time. 0 (the default) holds nothing; never
     /// set it in production: with commit-order stamps it serialises writers for that long.
     pub write_hold_ms_max: u64,
+    /// How stale a process's copy of a dynamic-schema table's columns may get, in milliseconds:
+    /// another process on the same database may add columns. A request on such a table re-reads
+    /// the columns from the database (one catalog query) when the copy is older than this, and
+    /// in any case when a `$filter`/`$orderby`/`$select` names a column the copy lacks. 0
+    /// re-reads on every request. Tables without dynamic schema never re-read.
+    pub schema_refresh_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -126,6 +132,7 @@ impl Default for StoreConfig {
             busy_timeout_ms: 5_000,
             pool_connections_max: 10,
             write_hold_ms_max: 0,
+            schema_refresh_ms: 1_000,
         }
     }
 }

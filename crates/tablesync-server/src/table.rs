@@ -410,15 +410,21 @@ pub fn json_number(value: f64) -> Value {
 /// the schema's spelling.
 pub fn check_select(select: &[String], schema: &TableSchema) -> Result<Vec<String>, String> {
     let mut out = Vec::with_capacity(select.len());
+    let mut star = false;
     for name in select {
+        // `*` is every column; the other names are still checked, wherever `*` stands.
         if name == "*" {
-            return Ok(schema.property_names().map(str::to_owned).collect());
+            star = true;
+            continue;
         }
         let known = schema.property_names().find(|p| *p == name.as_str());
         match known {
             Some(p) => out.push(p.to_owned()),
             None => return Err(format!("unknown column '{name}' in $select")),
         }
+    }
+    if star {
+        return Ok(schema.property_names().map(str::to_owned).collect());
     }
     Ok(out)
 }
@@ -669,6 +675,15 @@ mod tests {
         );
         assert_eq!(
             check_select(&["nope".into()], &s),
+            Err("unknown column 'nope' in $select".into())
+        );
+        // `*` is every property; the other names are checked wherever `*` stands.
+        assert_eq!(
+            check_select(&["*".into(), "id".into()], &s).map(|v| v.len()),
+            Ok(9)
+        );
+        assert_eq!(
+            check_select(&["*".into(), "nope".into()], &s),
             Err("unknown column 'nope' in $select".into())
         );
         let item: Item = body(json!({"id": "1", "text": "a", "n": 1}));

@@ -282,3 +282,31 @@ async fn table_names_match_case_insensitively() {
         faulty.log.lock().unwrap()
     );
 }
+
+/// `$select=*` is every column, as on the server (it used to be "unknown column '*'").
+#[tokio::test]
+async fn local_select_star_is_every_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = faulty_context(dir.path(), &Faulty::new()).await;
+    let t = ctx.table("TodoItem").unwrap();
+    t.insert(json!({"id": "1", "text": "apples", "complete": false}))
+        .await
+        .unwrap();
+    let every = json!([{"id": "1", "createdAt": null, "updatedAt": null, "version": null,
+                        "deleted": false, "text": "apples", "complete": false}]);
+    for q in [
+        "$select=*",
+        "$select=id,*",
+        "$select=*&$filter=text eq 'apples'",
+    ] {
+        let r = t.read(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+        assert_eq!(
+            Value::Array(r.items.into_iter().map(Value::Object).collect()),
+            every,
+            "{q}"
+        );
+    }
+    // Other names are still checked.
+    let err = t.read("$select=*,colour").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidQuery(_)), "{err:?}");
+}

@@ -7,7 +7,11 @@
 use crate::time::Timestamp;
 
 /// An expression.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Clone`, `PartialEq` and `Drop` walk a chain of one associative operator (`a or b or c …`,
+/// which the parser accepts at any length, see [`Expr::depth`]) iteratively, so a long chain
+/// cannot overflow the stack; the derived `Debug` still recurses.
+#[derive(Debug)]
 pub enum Expr {
     /// A constant.
     Literal(Literal),
@@ -163,6 +167,15 @@ impl BinaryOp {
     /// Whether this is one of `eq ne gt ge lt le`.
     pub fn is_comparison(self) -> bool {
         self.precedence() == 3
+    }
+
+    /// Whether `(a op b) op c` means `a op (b op c)`: `and`, `or`, `add`, `mul`. A left-leaning
+    /// chain of one such operator is a flat list, not nesting (see [`Expr::depth`]).
+    pub fn is_associative(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::And | BinaryOp::Or | BinaryOp::Add | BinaryOp::Mul
+        )
     }
 }
 
@@ -341,13 +354,128 @@ impl Expr {
         Expr::binary(BinaryOp::And, left, right)
     }
 
-    /// Nesting depth of the tree: 1 for a leaf.
+    /// Nesting depth of the tree: 1 for a leaf, +1 for a unary operator, a function call or a
+    /// binary operator, except that a left operand which is the same associative operator
+    /// (`a or b or c`, see [`BinaryOp::is_associative`]) adds no level: such a chain is a flat
+    /// list (the .NET client sends hundreds of `or` terms), not nesting. The parser refuses
+    /// trees deeper than [`super::FILTER_DEPTH_MAX`] by this measure, which bounds the recursion
+    /// of every tree walk; chains are walked iteratively.
     pub fn depth(&self) -> usize {
         match self {
             Expr::Literal(_) | Expr::Member(_) => 1,
             Expr::Unary { expr, .. } => 1 + expr.depth(),
-            Expr::Binary { left, right, .. } => 1 + left.depth().max(right.depth()),
             Expr::Call { args, .. } => 1 + args.iter().map(Expr::depth).max().unwrap_or(0),
+            Expr::Binary { op, .. } => {
+                // Every operand of the chain (never itself a link of it) is one level down.
+                let (first, rest) = self.chain(*op);
+                rest.iter()
+                    .map(|(_, r)| 1 + r.depth())
+                    .fold(1 + first.depth(), usize::max)
+            }
+        }
+    }
+
+    /// Unrolls the left spine of `self` while it is `op` and `op` is associative (only the top
+    /// node otherwise): `((a op b) op c)` gives `(a, [(op, b), (op, c)])`. Non-binary `self`
+    /// gives `(self, [])`.
+    pub(crate) fn chain(&self, op: BinaryOp) -> (&Expr, Vec<(BinaryOp, &Expr)>) {
+        let mut rest = Vec::new();
+        let mut cur = self;
+        while let Expr::Binary { op: o, left, right } = cur {
+            if *o != op || (!rest.is_empty() && !op.is_associative()) {
+                break;
+            }
+            rest.push((*o, &**right));
+            cur = left;
+        }
+        rest.reverse();
+        (cur, rest)
+    }
+}
+
+impl Clone for Expr {
+    fn clone(&self) -> Expr {
+        match self {
+            Expr::Literal(l) => Expr::Literal(l.clone()),
+            Expr::Member(m) => Expr::Member(m.clone()),
+            Expr::Unary { op, expr } => Expr::unary(*op, (**expr).clone()),
+            Expr::Call { func, args } => Expr::Call {
+                func: *func,
+                args: args.clone(),
+            },
+            Expr::Binary { op, .. } => {
+                // Rebuild a chain bottom-up instead of recursing down its left spine.
+                let (first, rest) = self.chain(*op);
+                rest.into_iter()
+                    .fold(first.clone(), |acc, (o, r)| Expr::binary(o, acc, r.clone()))
+            }
+        }
+    }
+}
+
+impl PartialEq for Expr {
+    fn eq(&self, other: &Expr) -> bool {
+        // A work list instead of recursion: trees can be long chains.
+        let mut todo = vec![(self, other)];
+        while let Some((a, b)) = todo.pop() {
+            match (a, b) {
+                (Expr::Literal(x), Expr::Literal(y)) if x == y => {}
+                (Expr::Member(x), Expr::Member(y)) if x == y => {}
+                (Expr::Unary { op: o1, expr: e1 }, Expr::Unary { op: o2, expr: e2 })
+                    if o1 == o2 =>
+                {
+                    todo.push((e1, e2));
+                }
+                (
+                    Expr::Binary {
+                        op: o1,
+                        left: l1,
+                        right: r1,
+                    },
+                    Expr::Binary {
+                        op: o2,
+                        left: l2,
+                        right: r2,
+                    },
+                ) if o1 == o2 => {
+                    todo.push((l1, l2));
+                    todo.push((r1, r2));
+                }
+                (Expr::Call { func: f1, args: a1 }, Expr::Call { func: f2, args: a2 })
+                    if f1 == f2 && a1.len() == a2.len() =>
+                {
+                    todo.extend(a1.iter().zip(a2));
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Expr {
+    fn drop(&mut self) {
+        // The compiler's drop glue would recurse once per level of a (possibly 10 000-term)
+        // chain; move children into a work list so each is dropped with its own children
+        // already taken out.
+        let mut todo: Vec<Expr> = Vec::new();
+        let take = |e: &mut Expr, todo: &mut Vec<Expr>| match e {
+            Expr::Unary { expr, .. } => {
+                todo.push(std::mem::replace(&mut **expr, Expr::Literal(Literal::Null)))
+            }
+            Expr::Binary { left, right, .. } => {
+                todo.push(std::mem::replace(&mut **left, Expr::Literal(Literal::Null)));
+                todo.push(std::mem::replace(
+                    &mut **right,
+                    Expr::Literal(Literal::Null),
+                ));
+            }
+            Expr::Call { args, .. } => todo.append(args),
+            Expr::Literal(_) | Expr::Member(_) => {}
+        };
+        take(self, &mut todo);
+        while let Some(mut e) = todo.pop() {
+            take(&mut e, &mut todo);
         }
     }
 }

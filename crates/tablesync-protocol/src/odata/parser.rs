@@ -28,8 +28,12 @@
 //! case-sensitive; operator keywords cannot be used as member names. `replace` gets the
 //! official servers' anti-DoS rules: its third argument must be a string literal of at most
 //! [`REPLACE_WITH_CHARS_MAX`] characters and no `replace` may occur inside its arguments.
-//! Nesting deeper than [`FILTER_DEPTH_MAX`] (parentheses, unary chains, operator chains) is
-//! refused, which bounds the recursion of the parser and of every later tree walk.
+//! Nesting deeper than [`FILTER_DEPTH_MAX`] (parentheses, unary chains, function calls, chains
+//! of mixed or non-associative operators; measured as [`Expr::depth`]) is refused, which bounds
+//! the recursion of the parser and of every later tree walk. A chain of one associative
+//! operator (`(id eq 'a') or (id eq 'b') or …`, which the .NET client's `Contains` produces
+//! with hundreds of terms) is not nesting: it is built by a loop here and walked iteratively
+//! by the printer, the lowering, `Clone`, `PartialEq` and `Drop`.
 //! Limiting the input length is the caller's business.
 
 use super::ast::{BinaryOp, Expr, Function, Literal, OrderBy, SortDirection, UnaryOp};
@@ -210,7 +214,16 @@ impl Parser {
         while let Some(op) = self.binary_op_at(level) {
             self.bump();
             let right = self.binary(level + 1)?;
-            let depth = 1 + left.depth.max(right.depth);
+            // The same rule as `Expr::depth`: extending a chain of one associative operator
+            // adds no level.
+            let same_chain =
+                op.is_associative() && matches!(&left.expr, Expr::Binary { op: o, .. } if *o == op);
+            let left_depth = if same_chain {
+                left.depth
+            } else {
+                1 + left.depth
+            };
+            let depth = left_depth.max(1 + right.depth);
             let span = left.span.start..right.span.end;
             if depth > FILTER_DEPTH_MAX {
                 return Err(too_deep(span));
@@ -376,14 +389,22 @@ impl Parser {
 }
 
 fn contains_replace(e: &Expr) -> bool {
-    match e {
-        Expr::Literal(_) | Expr::Member(_) => false,
-        Expr::Unary { expr, .. } => contains_replace(expr),
-        Expr::Binary { left, right, .. } => contains_replace(left) || contains_replace(right),
-        Expr::Call { func, args } => {
-            *func == Function::Replace || args.iter().any(contains_replace)
+    // A work list, not recursion: an argument may be a long chain.
+    let mut todo = vec![e];
+    while let Some(e) = todo.pop() {
+        match e {
+            Expr::Literal(_) | Expr::Member(_) => {}
+            Expr::Unary { expr, .. } => todo.push(expr),
+            Expr::Binary { left, right, .. } => todo.extend([&**left, &**right]),
+            Expr::Call { func, args } => {
+                if *func == Function::Replace {
+                    return true;
+                }
+                todo.extend(args);
+            }
         }
     }
+    false
 }
 
 /// The official servers' anti-DoS rules for `replace` (protocol.md 4.4).

@@ -58,11 +58,17 @@ impl Display for Expr {
                     }
                 }
             }
-            Expr::Binary { op, left, right } => {
+            Expr::Binary { op, .. } => {
+                // A chain of one associative operator is printed by a loop (it may have
+                // thousands of terms); its first operand is never a link of the chain.
                 let p = op.precedence();
-                write_paren(f, left, precedence(left) < p)?;
-                write!(f, " {} ", op.keyword())?;
-                write_paren(f, right, precedence(right) <= p)
+                let (first, rest) = self.chain(*op);
+                write_paren(f, first, precedence(first) < p)?;
+                for (op, right) in rest {
+                    write!(f, " {} ", op.keyword())?;
+                    write_paren(f, right, precedence(right) <= p)?;
+                }
+                Ok(())
             }
             Expr::Call { func, args } => {
                 write!(f, "{}(", func.name())?;

@@ -27,11 +27,23 @@
 //!   functions.
 //! * `year`..`second` are UTC date parts of a date (SQLite stores dates as wire-form text,
 //!   which `strftime` reads).
+//! * numbers are doubles, as the columns are: integer literals bind as doubles, and on
+//!   PostgreSQL `length`, `indexof` and the date parts are cast to `double precision`, so no
+//!   expression does integer arithmetic (`9223372036854775807 add 1` overflowed on PostgreSQL
+//!   only; `7 div 2` is 3.5 on both). SQLite's `/` of two integers (`length(a) div length(b)`)
+//!   is made a real division.
+//! * `substring` truncates fractional positions and lengths toward zero on both (PostgreSQL's
+//!   cast would round) and clamps them to `0..=`[`SUBSTRING_POSITION_MAX`] (PostgreSQL's cast
+//!   to `integer` would fail on 3000000000).
+//! * `floor`/`ceiling` on SQLite return |x| ≥ 2^52 unchanged (such doubles are integral; the
+//!   `CAST AS INTEGER` they use otherwise saturates at 2^63).
 //! * ORDER BY puts NULLs first when ascending on both (SQLite's order; PostgreSQL gets explicit
 //!   `NULLS FIRST`/`NULLS LAST`).
 //!
 //! Known differences that remain: `tolower`/`toupper` fold only ASCII on SQLite; `concat` of a
-//! number or boolean renders it the database's way (`5.0`/`1` on SQLite, `5`/`true` on PostgreSQL).
+//! number or boolean renders it the database's way (`5.0`/`1` on SQLite, `5`/`true` on
+//! PostgreSQL); a double overflow (`1e308 mul 10`) is infinity on SQLite but an error (400) on
+//! PostgreSQL.
 //!
 //! Binding: stores bind [`SqlValue::Bool`] as INTEGER 0/1 on SQLite and BOOLEAN on PostgreSQL;
 //! [`SqlValue::Timestamp`] as its wire text on SQLite and as TIMESTAMPTZ on PostgreSQL. On
@@ -45,6 +57,14 @@ use super::ast::{BinaryOp, Expr, Function, Literal, OrderBy, SortDirection, Unar
 use crate::error::ErrorCode;
 use crate::system;
 use crate::time::{parse_timestamp, Timestamp};
+
+/// Largest `substring` position or length passed to the database, in characters: larger ones are
+/// clamped to it (no string is that long; PostgreSQL's text values are at most 1 GB), so
+/// PostgreSQL's `integer` never overflows.
+pub const SUBSTRING_POSITION_MAX: i64 = 1_000_000_000;
+
+/// 2^52: doubles at least this large in magnitude have no fractional part.
+const DOUBLE_INTEGRAL_MIN: &str = "4503599627370496.0";
 
 /// The SQL dialect to emit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -407,6 +427,7 @@ impl<'a> Lowerer<'a> {
                 let inner = self.typed(expr, NUMBER, &|| "'-'".to_string())?;
                 Ok(Val::new(format!("(-{inner})"), NUMBER))
             }
+            Expr::Binary { op, .. } if op.is_associative() => self.chain(e, *op),
             Expr::Binary { op, left, right } => self.binary(*op, left, right),
             Expr::Call { func, args } => self.call(*func, args),
         }
@@ -416,7 +437,10 @@ impl<'a> Lowerer<'a> {
         Ok(match l {
             Literal::Null => Val::new("NULL".to_string(), Ty::Null),
             Literal::Bool(b) => Val::new(self.param(SqlValue::Bool(*b)), BOOLEAN),
-            Literal::Int(i) => Val::new(self.param(SqlValue::Int(*i)), NUMBER),
+            // Bound as a double: numbers are doubles (the columns are), and integer arithmetic
+            // would overflow on PostgreSQL where SQLite silently switches to REAL.
+            #[allow(clippy::cast_precision_loss)]
+            Literal::Int(i) => Val::new(self.param(SqlValue::Real(*i as f64)), NUMBER),
             Literal::Number(n) => Val::new(self.param(SqlValue::Real(*n)), NUMBER),
             Literal::String(s) if hint == Some(DATE) => match parse_timestamp(s) {
                 Ok(t) => Val::new(self.param(SqlValue::Timestamp(t)), DATE),
@@ -434,6 +458,41 @@ impl<'a> Lowerer<'a> {
             Literal::DateTime(t) | Literal::DateTimeOffset(t) => {
                 Val::new(self.param(SqlValue::Timestamp(*t)), DATE)
             }
+        })
+    }
+
+    /// A chain of one associative operator (`and`, `or`, `add`, `mul`), lowered by a loop: the
+    /// parser accepts such chains at any length. `and`/`or` become one flat `(a OR b OR …)`
+    /// and `add`/`mul` one flat `(a + b + …)` (SQL's operators are left-associative too).
+    fn chain(&mut self, e: &Expr, op: BinaryOp) -> Result<Val, LowerError> {
+        let (first, rest) = e.chain(op);
+        let what = || format!("operator '{}'", op.keyword());
+        let (sep, logical) = match op {
+            BinaryOp::And => (" AND ", true),
+            BinaryOp::Or => (" OR ", true),
+            BinaryOp::Add => (" + ", false),
+            _ => (" * ", false),
+        };
+        let mut sql = String::from("(");
+        for (i, operand) in std::iter::once(first)
+            .chain(rest.into_iter().map(|(_, r)| r))
+            .enumerate()
+        {
+            if i > 0 {
+                sql.push_str(sep);
+            }
+            let part = if logical {
+                self.predicate(operand)?
+            } else {
+                self.typed(operand, NUMBER, &what)?
+            };
+            sql.push_str(&part);
+        }
+        sql.push(')');
+        Ok(if logical {
+            Val::pred(sql)
+        } else {
+            Val::new(sql, NUMBER)
         })
     }
 
@@ -456,7 +515,8 @@ impl<'a> Lowerer<'a> {
                     BinaryOp::Sub => format!("({l} - {r})"),
                     BinaryOp::Mul => format!("({l} * {r})"),
                     BinaryOp::Div if pg => format!("({l} / NULLIF({r}, 0))"),
-                    BinaryOp::Div => format!("({l} / {r})"),
+                    // Two INTEGER operands (`length(a) div length(b)`) would divide as integers.
+                    BinaryOp::Div => format!("(CAST({l} AS REAL) / {r})"),
                     BinaryOp::Mod if pg => format!(
                         "CAST(mod(CAST({l} AS numeric), CAST(NULLIF({r}, 0) AS numeric)) AS double precision)"
                     ),
@@ -550,8 +610,19 @@ impl<'a> Lowerer<'a> {
             Function::IndexOf => {
                 let (x, needle) = (s(self, 0)?, s(self, 1)?);
                 let f = if pg { "strpos" } else { "instr" };
-                Val::new(format!("({f}({x}, {needle}) - 1)"), NUMBER)
+                if pg {
+                    Val::new(
+                        format!("CAST(strpos({x}, {needle}) - 1 AS double precision)"),
+                        NUMBER,
+                    )
+                } else {
+                    Val::new(format!("({f}({x}, {needle}) - 1)"), NUMBER)
+                }
             }
+            Function::Length if pg => Val::new(
+                format!("CAST(length({}) AS double precision)", s(self, 0)?),
+                NUMBER,
+            ),
             Function::Length => Val::new(format!("length({})", s(self, 0)?), NUMBER),
             Function::ToLower => Val::new(format!("lower({})", s(self, 0)?), STRING),
             Function::ToUpper => Val::new(format!("upper({})", s(self, 0)?), STRING),
@@ -570,20 +641,20 @@ impl<'a> Lowerer<'a> {
                 } else {
                     None
                 };
-                let sql = if pg {
-                    match len {
-                        Some(len) => format!(
-                            "substr({x}, GREATEST(CAST({start} AS integer), 0) + 1, GREATEST(CAST({len} AS integer), 0))"
-                        ),
-                        None => format!("substr({x}, GREATEST(CAST({start} AS integer), 0) + 1)"),
+                // Truncated toward zero and clamped to 0..=SUBSTRING_POSITION_MAX on both.
+                let max = SUBSTRING_POSITION_MAX;
+                let clamp = |v: &str| {
+                    if pg {
+                        format!(
+                            "CAST(LEAST(GREATEST(trunc(CAST({v} AS double precision)), 0), {max}) AS integer)"
+                        )
+                    } else {
+                        format!("min(max(CAST({v} AS INTEGER), 0), {max})")
                     }
-                } else {
-                    match len {
-                        Some(len) => format!(
-                            "substr({x}, max(CAST({start} AS INTEGER), 0) + 1, max(CAST({len} AS INTEGER), 0))"
-                        ),
-                        None => format!("substr({x}, max(CAST({start} AS INTEGER), 0) + 1)"),
-                    }
+                };
+                let sql = match len {
+                    Some(len) => format!("substr({x}, {} + 1, {})", clamp(&start), clamp(&len)),
+                    None => format!("substr({x}, {} + 1)", clamp(&start)),
                 };
                 Val::new(sql, STRING)
             }
@@ -609,7 +680,7 @@ impl<'a> Lowerer<'a> {
                     };
                     // EXTRACT(SECOND) includes the fraction; floor keeps whole seconds.
                     format!(
-                        "CAST(floor(EXTRACT({field} FROM ({d}) AT TIME ZONE 'UTC')) AS integer)"
+                        "CAST(floor(EXTRACT({field} FROM ({d}) AT TIME ZONE 'UTC')) AS double precision)"
                     )
                 } else {
                     let fmt = match func {
@@ -643,11 +714,13 @@ impl<'a> Lowerer<'a> {
                     let f = if floor { "floor" } else { "ceil" };
                     Val::new(format!("{f}(CAST({x} AS double precision))"), NUMBER)
                 } else {
-                    // Without SQLite's optional math functions: truncate, then step once.
+                    // Without SQLite's optional math functions: truncate, then step once. A double
+                    // of magnitude >= 2^52 is already integral, and CAST AS INTEGER would
+                    // saturate at 2^63, so it is returned as is.
                     let (cmp, step) = if floor { ("<", "- 1") } else { (">", "+ 1") };
                     Val::new(
                         format!(
-                            "(CASE WHEN {x} {cmp} CAST({x} AS INTEGER) THEN CAST({x} AS INTEGER) {step} ELSE CAST({x} AS INTEGER) END)"
+                            "(CASE WHEN abs({x}) >= {DOUBLE_INTEGRAL_MIN} THEN {x} WHEN {x} {cmp} CAST({x} AS INTEGER) THEN CAST({x} AS INTEGER) {step} ELSE CAST({x} AS INTEGER) END)"
                         ),
                         NUMBER,
                     )

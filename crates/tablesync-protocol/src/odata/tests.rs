@@ -541,15 +541,68 @@ fn depth_limit() {
         err.to_string(),
         "expression nested too deeply (more than 64 levels) at position 64"
     );
-    // Deep operator chains and unary chains are bounded too (no stack overflow later).
-    let chain = |n: usize| vec!["a"; n].join(" add ");
-    assert!(parse_filter(&chain(FILTER_DEPTH_MAX)).is_ok());
-    assert!(parse_filter(&chain(FILTER_DEPTH_MAX + 1)).is_err());
+    // Chains of a non-associative operator (and mixed chains) nest, and unary chains too, so
+    // they are bounded (no stack overflow later).
+    let chain = |n: usize, op: &str| vec!["a"; n].join(op);
+    assert!(parse_filter(&chain(FILTER_DEPTH_MAX, " sub ")).is_ok());
+    assert_eq!(
+        parse_filter(&chain(FILTER_DEPTH_MAX + 1, " sub "))
+            .unwrap_err()
+            .message,
+        "expression nested too deeply (more than 64 levels)"
+    );
+    let mixed = |n: usize| format!("a{}", " add a sub a".repeat(n));
+    assert!(parse_filter(&mixed(FILTER_DEPTH_MAX / 2 - 1)).is_ok());
+    assert!(parse_filter(&mixed(FILTER_DEPTH_MAX / 2)).is_err());
+    // A chain of one associative operator is a flat list: any length.
+    assert_eq!(parse_filter(&chain(10_000, " add ")).unwrap().depth(), 2);
     assert!(parse_filter(&format!("{}a", "not ".repeat(FILTER_DEPTH_MAX - 1))).is_ok());
     assert!(parse_filter(&format!("{}a", "not ".repeat(FILTER_DEPTH_MAX))).is_err());
     assert!(parse_filter(&format!("{}a", "-".repeat(100_000))).is_err());
     assert!(parse_filter(&"(".repeat(100_000)).is_err());
     assert!(parse_filter(&format!("{}a{}", "length(".repeat(1000), ")".repeat(1000))).is_err());
+}
+
+/// The .NET client's `list.Contains(x.Id)`: thousands of `or` terms. Parsing, printing, the
+/// round trip, both lowerings, `Expr::depth`, `Clone`, `PartialEq` and `Drop` all handle it
+/// without deep recursion (run on a thread with a small stack to prove it).
+#[test]
+fn long_or_chain() {
+    let run = || {
+        let terms: Vec<String> = (0..5000).map(|i| format!("(id eq 'k{i}')")).collect();
+        let input = terms.join(" or ");
+        let e = parse_filter(&input).unwrap();
+        assert_eq!(e.depth(), 3);
+        let printed = e.to_string();
+        let canonical: Vec<String> = (0..5000).map(|i| format!("id eq 'k{i}'")).collect();
+        assert_eq!(printed, canonical.join(" or "));
+        let again = parse_filter(&printed).unwrap();
+        assert!(again == e);
+        assert!(again.clone() == e);
+        for d in [sql::Dialect::Sqlite, sql::Dialect::Postgres] {
+            let f = sql::lower_filter(&e, &[("id", sql::ColumnType::String)], d, 1).unwrap();
+            assert_eq!(f.params.len(), 5000);
+            assert_eq!(f.sql.matches(" OR ").count(), 4999);
+            let first = if d == sql::Dialect::Sqlite {
+                "((\"id\" = ?1) OR (\"id\" = ?2) OR "
+            } else {
+                "((\"id\" = $1::text) OR (\"id\" = $2::text) OR "
+            };
+            assert!(f.sql.starts_with(first), "{}", &f.sql[..80]);
+        }
+        // A 10 000-term hand-built left-leaning chain (of a non-associative operator, so
+        // `Clone`/`PartialEq` chains do not apply) is still dropped without recursion.
+        let deep = (0..10_000).fold(Expr::member("a"), |acc, _| {
+            Expr::binary(BinaryOp::Sub, acc, Expr::member("a"))
+        });
+        drop(deep);
+    };
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(run)
+        .unwrap()
+        .join()
+        .unwrap();
 }
 
 #[test]

@@ -62,9 +62,9 @@ fn comparisons_and_logic() {
     postgres: (("text" = $1::text) AND ("price" > $2::double precision)) [text "Buy milk", real 2.5]
     "#);
     insta::assert_snapshot!(both("price ne 1 or price le -3 or price ge 0 or price lt 9"), @r#"
-        sqlite: (((("price" <> ?1) OR ("price" <= ?2)) OR ("price" >= ?3)) OR ("price" < ?4)) [int 1, int -3, int 0, int 9]
-        postgres: (((("price" <> $1::bigint) OR ("price" <= $2::bigint)) OR ("price" >= $3::bigint)) OR ("price" < $4::bigint)) [int 1, int -3, int 0, int 9]
-        "#);
+        sqlite: (("price" <> ?1) OR ("price" <= ?2) OR ("price" >= ?3) OR ("price" < ?4)) [real 1.0, real -3.0, real 0.0, real 9.0]
+        postgres: (("price" <> $1::double precision) OR ("price" <= $2::double precision) OR ("price" >= $3::double precision) OR ("price" < $4::double precision)) [real 1.0, real -3.0, real 0.0, real 9.0]
+    "#);
     insta::assert_snapshot!(both("text eq null or null ne text"), @r#"
         sqlite: (("text" IS NULL) OR ("text" IS NOT NULL)) []
         postgres: (("text" IS NULL) OR ("text" IS NOT NULL)) []
@@ -124,16 +124,16 @@ fn dates() {
         postgres: (("updatedAt" > $1::timestamptz) OR (("updatedAt" = $2::timestamptz) AND ("id" > $3::text))) [ts 2020-01-01T00:00:00.000Z, ts 2020-01-01T00:00:00.000Z, text "x"]
         "#);
     insta::assert_snapshot!(both("year(due) eq 2016 and month(due) eq 10 and day(due) eq 10"), @r#"
-        sqlite: (((CAST(strftime('%Y', "due") AS INTEGER) = ?1) AND (CAST(strftime('%m', "due") AS INTEGER) = ?2)) AND (CAST(strftime('%d', "due") AS INTEGER) = ?3)) [int 2016, int 10, int 10]
-        postgres: (((CAST(floor(EXTRACT(YEAR FROM ("due") AT TIME ZONE 'UTC')) AS integer) = $1::bigint) AND (CAST(floor(EXTRACT(MONTH FROM ("due") AT TIME ZONE 'UTC')) AS integer) = $2::bigint)) AND (CAST(floor(EXTRACT(DAY FROM ("due") AT TIME ZONE 'UTC')) AS integer) = $3::bigint)) [int 2016, int 10, int 10]
-        "#);
+        sqlite: ((CAST(strftime('%Y', "due") AS INTEGER) = ?1) AND (CAST(strftime('%m', "due") AS INTEGER) = ?2) AND (CAST(strftime('%d', "due") AS INTEGER) = ?3)) [real 2016.0, real 10.0, real 10.0]
+        postgres: ((CAST(floor(EXTRACT(YEAR FROM ("due") AT TIME ZONE 'UTC')) AS double precision) = $1::double precision) AND (CAST(floor(EXTRACT(MONTH FROM ("due") AT TIME ZONE 'UTC')) AS double precision) = $2::double precision) AND (CAST(floor(EXTRACT(DAY FROM ("due") AT TIME ZONE 'UTC')) AS double precision) = $3::double precision)) [real 2016.0, real 10.0, real 10.0]
+    "#);
     insta::assert_snapshot!(both("hour(createdAt) eq 1 and minute(createdAt) eq 2 and second(createdAt) eq 3"), @r#"
-        sqlite: (((CAST(strftime('%H', "createdAt") AS INTEGER) = ?1) AND (CAST(strftime('%M', "createdAt") AS INTEGER) = ?2)) AND (CAST(strftime('%S', "createdAt") AS INTEGER) = ?3)) [int 1, int 2, int 3]
-        postgres: (((CAST(floor(EXTRACT(HOUR FROM ("createdAt") AT TIME ZONE 'UTC')) AS integer) = $1::bigint) AND (CAST(floor(EXTRACT(MINUTE FROM ("createdAt") AT TIME ZONE 'UTC')) AS integer) = $2::bigint)) AND (CAST(floor(EXTRACT(SECOND FROM ("createdAt") AT TIME ZONE 'UTC')) AS integer) = $3::bigint)) [int 1, int 2, int 3]
+        sqlite: ((CAST(strftime('%H', "createdAt") AS INTEGER) = ?1) AND (CAST(strftime('%M', "createdAt") AS INTEGER) = ?2) AND (CAST(strftime('%S', "createdAt") AS INTEGER) = ?3)) [real 1.0, real 2.0, real 3.0]
+        postgres: ((CAST(floor(EXTRACT(HOUR FROM ("createdAt") AT TIME ZONE 'UTC')) AS double precision) = $1::double precision) AND (CAST(floor(EXTRACT(MINUTE FROM ("createdAt") AT TIME ZONE 'UTC')) AS double precision) = $2::double precision) AND (CAST(floor(EXTRACT(SECOND FROM ("createdAt") AT TIME ZONE 'UTC')) AS double precision) = $3::double precision)) [real 1.0, real 2.0, real 3.0]
         "#);
     insta::assert_snapshot!(both("year('2016-10-10T00:00:00Z') eq 2016"), @r#"
-        sqlite: (CAST(strftime('%Y', ?1) AS INTEGER) = ?2) [ts 2016-10-10T00:00:00.000Z, int 2016]
-        postgres: (CAST(floor(EXTRACT(YEAR FROM ($1::timestamptz) AT TIME ZONE 'UTC')) AS integer) = $2::bigint) [ts 2016-10-10T00:00:00.000Z, int 2016]
+        sqlite: (CAST(strftime('%Y', ?1) AS INTEGER) = ?2) [ts 2016-10-10T00:00:00.000Z, real 2016.0]
+        postgres: (CAST(floor(EXTRACT(YEAR FROM ($1::timestamptz) AT TIME ZONE 'UTC')) AS double precision) = $2::double precision) [ts 2016-10-10T00:00:00.000Z, real 2016.0]
         "#);
     insta::assert_snapshot!(both("year('abc') eq 2016"), @r#"
         sqlite: error wrong_type: 'abc' is not a date (expected a 4-digit year) in $filter
@@ -160,12 +160,12 @@ fn string_functions() {
         postgres: ((right("text", length($1::text)) = $1::text) = $2::boolean) [text "milk", bool true]
         "#);
     insta::assert_snapshot!(both("indexof(text, 'm') eq -1"), @r#"
-        sqlite: ((instr("text", ?1) - 1) = ?2) [text "m", int -1]
-        postgres: ((strpos("text", $1::text) - 1) = $2::bigint) [text "m", int -1]
-        "#);
+        sqlite: ((instr("text", ?1) - 1) = ?2) [text "m", real -1.0]
+        postgres: (CAST(strpos("text", $1::text) - 1 AS double precision) = $2::double precision) [text "m", real -1.0]
+    "#);
     insta::assert_snapshot!(both("length(trim(text)) gt 3"), @r#"
-        sqlite: (length(trim("text")) > ?1) [int 3]
-        postgres: (length(trim("text")) > $1::bigint) [int 3]
+        sqlite: (length(trim("text")) > ?1) [real 3.0]
+        postgres: (CAST(length(trim("text")) AS double precision) > $1::double precision) [real 3.0]
         "#);
     insta::assert_snapshot!(both("tolower(text) eq 'x' or toupper(text) eq 'X'"), @r#"
         sqlite: ((lower("text") = ?1) OR (upper("text") = ?2)) [text "x", text "X"]
@@ -176,12 +176,12 @@ fn string_functions() {
         postgres: ((CAST("text" AS text) || CAST("price" AS text)) = $1::text) [text "a1"]
         "#);
     insta::assert_snapshot!(both("substring(text, 1) eq 'uy'"), @r#"
-        sqlite: (substr("text", max(CAST(?1 AS INTEGER), 0) + 1) = ?2) [int 1, text "uy"]
-        postgres: (substr("text", GREATEST(CAST($1::bigint AS integer), 0) + 1) = $2::text) [int 1, text "uy"]
+        sqlite: (substr("text", min(max(CAST(?1 AS INTEGER), 0), 1000000000) + 1) = ?2) [real 1.0, text "uy"]
+        postgres: (substr("text", CAST(LEAST(GREATEST(trunc(CAST($1::double precision AS double precision)), 0), 1000000000) AS integer) + 1) = $2::text) [real 1.0, text "uy"]
         "#);
     insta::assert_snapshot!(both("substring(text, 1, 2) eq 'uy'"), @r#"
-        sqlite: (substr("text", max(CAST(?1 AS INTEGER), 0) + 1, max(CAST(?2 AS INTEGER), 0)) = ?3) [int 1, int 2, text "uy"]
-        postgres: (substr("text", GREATEST(CAST($1::bigint AS integer), 0) + 1, GREATEST(CAST($2::bigint AS integer), 0)) = $3::text) [int 1, int 2, text "uy"]
+        sqlite: (substr("text", min(max(CAST(?1 AS INTEGER), 0), 1000000000) + 1, min(max(CAST(?2 AS INTEGER), 0), 1000000000)) = ?3) [real 1.0, real 2.0, text "uy"]
+        postgres: (substr("text", CAST(LEAST(GREATEST(trunc(CAST($1::double precision AS double precision)), 0), 1000000000) AS integer) + 1, CAST(LEAST(GREATEST(trunc(CAST($2::double precision AS double precision)), 0), 1000000000) AS integer)) = $3::text) [real 1.0, real 2.0, text "uy"]
         "#);
     insta::assert_snapshot!(both("replace(text, 'a', 'b') eq 'x'"), @r#"
         sqlite: (replace("text", ?1, ?2) = ?3) [text "a", text "b", text "x"]
@@ -196,24 +196,24 @@ fn string_functions() {
 #[test]
 fn arithmetic() {
     insta::assert_snapshot!(both("price add 1 sub 2 mul 3 gt 4"), @r#"
-        sqlite: ((("price" + ?1) - (?2 * ?3)) > ?4) [int 1, int 2, int 3, int 4]
-        postgres: ((("price" + $1::bigint) - ($2::bigint * $3::bigint)) > $4::bigint) [int 1, int 2, int 3, int 4]
-        "#);
+        sqlite: ((("price" + ?1) - (?2 * ?3)) > ?4) [real 1.0, real 2.0, real 3.0, real 4.0]
+        postgres: ((("price" + $1::double precision) - ($2::double precision * $3::double precision)) > $4::double precision) [real 1.0, real 2.0, real 3.0, real 4.0]
+    "#);
     insta::assert_snapshot!(both("price div 2 eq 1"), @r#"
-        sqlite: (("price" / ?1) = ?2) [int 2, int 1]
-        postgres: (("price" / NULLIF($1::bigint, 0)) = $2::bigint) [int 2, int 1]
+        sqlite: ((CAST("price" AS REAL) / ?1) = ?2) [real 2.0, real 1.0]
+        postgres: (("price" / NULLIF($1::double precision, 0)) = $2::double precision) [real 2.0, real 1.0]
         "#);
     insta::assert_snapshot!(both("price mod 2 eq 1"), @r#"
-        sqlite: (("price" - ?1 * CAST("price" / ?1 AS INTEGER)) = ?2) [int 2, int 1]
-        postgres: (CAST(mod(CAST("price" AS numeric), CAST(NULLIF($1::bigint, 0) AS numeric)) AS double precision) = $2::bigint) [int 2, int 1]
+        sqlite: (("price" - ?1 * CAST("price" / ?1 AS INTEGER)) = ?2) [real 2.0, real 1.0]
+        postgres: (CAST(mod(CAST("price" AS numeric), CAST(NULLIF($1::double precision, 0) AS numeric)) AS double precision) = $2::double precision) [real 2.0, real 1.0]
         "#);
     insta::assert_snapshot!(both("-price lt 0"), @r#"
-        sqlite: ((-"price") < ?1) [int 0]
-        postgres: ((-"price") < $1::bigint) [int 0]
+        sqlite: ((-"price") < ?1) [real 0.0]
+        postgres: ((-"price") < $1::double precision) [real 0.0]
         "#);
     insta::assert_snapshot!(both("round(price) eq 3 and floor(price) eq 2 and ceiling(price) eq 3"), @r#"
-        sqlite: (((round("price") = ?1) AND ((CASE WHEN "price" < CAST("price" AS INTEGER) THEN CAST("price" AS INTEGER) - 1 ELSE CAST("price" AS INTEGER) END) = ?2)) AND ((CASE WHEN "price" > CAST("price" AS INTEGER) THEN CAST("price" AS INTEGER) + 1 ELSE CAST("price" AS INTEGER) END) = ?3)) [int 3, int 2, int 3]
-        postgres: (((CAST(round(CAST("price" AS numeric)) AS double precision) = $1::bigint) AND (floor(CAST("price" AS double precision)) = $2::bigint)) AND (ceil(CAST("price" AS double precision)) = $3::bigint)) [int 3, int 2, int 3]
+        sqlite: ((round("price") = ?1) AND ((CASE WHEN abs("price") >= 4503599627370496.0 THEN "price" WHEN "price" < CAST("price" AS INTEGER) THEN CAST("price" AS INTEGER) - 1 ELSE CAST("price" AS INTEGER) END) = ?2) AND ((CASE WHEN abs("price") >= 4503599627370496.0 THEN "price" WHEN "price" > CAST("price" AS INTEGER) THEN CAST("price" AS INTEGER) + 1 ELSE CAST("price" AS INTEGER) END) = ?3)) [real 3.0, real 2.0, real 3.0]
+        postgres: ((CAST(round(CAST("price" AS numeric)) AS double precision) = $1::double precision) AND (floor(CAST("price" AS double precision)) = $2::double precision) AND (ceil(CAST("price" AS double precision)) = $3::double precision)) [real 3.0, real 2.0, real 3.0]
         "#);
     insta::assert_snapshot!(both("text add 1 eq 2"), @r#"
         sqlite: error wrong_type: operator 'add' expects a number, found `text` of type string in $filter
@@ -256,8 +256,14 @@ fn placeholders_start_at_first_param() {
     let f = lower_filter(&e, &Todo, Dialect::Sqlite, 3).unwrap();
     assert_eq!(f.sql, r#"(("text" = ?3) AND ("price" = ?4))"#);
     let f = lower_filter(&e, &Todo, Dialect::Postgres, 3).unwrap();
-    assert_eq!(f.sql, r#"(("text" = $3::text) AND ("price" = $4::bigint))"#);
-    assert_eq!(f.params, vec![SqlValue::Text("a".into()), SqlValue::Int(2)]);
+    assert_eq!(
+        f.sql,
+        r#"(("text" = $3::text) AND ("price" = $4::double precision))"#
+    );
+    assert_eq!(
+        f.params,
+        vec![SqlValue::Text("a".into()), SqlValue::Real(2.0)]
+    );
 }
 
 #[test]
@@ -283,7 +289,7 @@ fn order_by() {
     );
     assert_eq!(
         show("price add 1", Dialect::Postgres),
-        r#"("price" + $1::bigint) ASC NULLS FIRST [int 1]"#
+        r#"("price" + $1::double precision) ASC NULLS FIRST [real 1.0]"#
     );
     assert_eq!(
         show("nope", Dialect::Sqlite),

@@ -145,6 +145,10 @@ pub trait Store: Send + Sync + 'static {
         columns: &'a [Column],
     ) -> BoxFuture<'a, StoreResult<Vec<Column>>>;
 
+    /// The table's columns as stored now (no DDL): `table`'s columns followed by columns added
+    /// since (by this or another process), as [`Store::add_columns`] returns them.
+    fn columns<'a>(&'a self, table: &'a TableSchema) -> BoxFuture<'a, StoreResult<Vec<Column>>>;
+
     /// One row by id, soft-deleted or not.
     fn get<'a>(
         &'a self,

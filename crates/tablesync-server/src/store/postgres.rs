@@ -611,6 +611,17 @@ impl Store for PostgresStore {
         Box::pin(add_columns(&self.pool, table, columns))
     }
 
+    fn columns<'a>(&'a self, table: &'a TableSchema) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(|e| classify(&e))?;
+            let stored = stored_columns(&mut tx, &table.name).await?;
+            tx.commit().await.map_err(|e| classify(&e))?;
+            let mut out = table.columns.clone();
+            out.extend(sql::extra_columns(table, &stored, &TYPES)?);
+            Ok(out)
+        })
+    }
+
     fn get<'a>(
         &'a self,
         table: &'a TableSchema,

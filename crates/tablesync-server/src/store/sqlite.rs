@@ -526,6 +526,16 @@ impl Store for SqliteStore {
         Box::pin(self.write(move |conn, _| add_columns(conn, &table, &columns)))
     }
 
+    fn columns<'a>(&'a self, table: &'a TableSchema) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
+        let table = table.clone();
+        Box::pin(self.read(move |conn| {
+            let stored = stored_columns(conn, &table.name).map_err(classify)?;
+            let mut out: Vec<Column> = table.columns.clone();
+            out.extend(sql::extra_columns(&table, &stored, &TYPES)?);
+            Ok(out)
+        }))
+    }
+
     fn get<'a>(
         &'a self,
         table: &'a TableSchema,

@@ -38,6 +38,7 @@ mod explain;
 mod garbage;
 mod query;
 mod review;
+mod review2;
 mod schema;
 
 use reqwest::header::HeaderMap;
