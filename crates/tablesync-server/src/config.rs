@@ -64,8 +64,8 @@ pub struct Limits {
     pub page_size_max: u64,
     /// Longest accepted raw (percent-encoded) `$filter` value, in bytes.
     pub filter_bytes_max: usize,
-    /// Longest time one request may take, in milliseconds. A read (or a write still waiting
-    /// for the database) that takes longer is answered 503 `service_unavailable`; a write is
+    /// Longest time one request may take, in milliseconds. A read that takes longer is
+    /// answered 503 `service_unavailable`; a write (any method but GET, HEAD and OPTIONS) is
     /// answered 504 `outcome_unknown`, because it may still commit: clients re-read first.
     pub request_timeout_ms: u64,
     /// Most user columns a dynamic-schema table may grow to, in columns.

@@ -7,7 +7,7 @@
 //! | answer | outcome | effect |
 //! |---|---|---|
 //! | 2xx with this operation's item, fitting the local table (insert/update) | `Success` | entry removed, server copy (ETag version) written back |
-//! | 2xx (delete), 404 (delete) unless its `code` names something else (`table_not_found`) | `Success` | entry removed |
+//! | 2xx (delete), 404 (delete) whose JSON body says the item is missing | `Success` | entry removed |
 //! | no answer: refused, dropped, timeout | `NetworkError` | push stops, `CancelledByNetworkError`, queue intact; the transport error is the `PushFailed` message |
 //! | 401 | `Unauthorized` | push stops, `CancelledByAuthenticationError`, queue intact; the server's message is the `PushFailed` message |
 //! | 409, 412, other 4xx/5xx | `Failed` | operation error recorded, push continues |
@@ -120,12 +120,15 @@ pub fn classify(kind: OpKind, answer: &Result<HttpResponse, TransportError>) -> 
         server_item,
     };
     match (kind, status) {
-        // A delete is done whatever the body says (Node: the row, .NET: 204 empty); 404 means
-        // someone else deleted it already, which is what we wanted.
+        // A delete is done whatever the body says (Node: the row, .NET: 204 empty). A 404 means
+        // someone else deleted it already, which is what we wanted, but only when the body says
+        // the *item* is missing: an HTML page from a proxy or an unknown route, an empty body or
+        // another resource's code says nothing about the item, and taking it as success would
+        // drop the queued delete for good (the local row is already gone).
         (OpKind::Delete, 200..=299) => Outcome::Success {
             item: parse_item(resp),
         },
-        (OpKind::Delete, 404) if !names_another_resource(resp) => Outcome::Success { item: None },
+        (OpKind::Delete, 404) if says_item_not_found(resp) => Outcome::Success { item: None },
         (_, 200..=299) => match parse_item(resp) {
             Some(item) => Outcome::Success { item: Some(item) },
             // A 2xx without the item is a garbage answer: we cannot know the new version, so the
@@ -134,20 +137,6 @@ pub fn classify(kind: OpKind, answer: &Result<HttpResponse, TransportError>) -> 
         },
         _ => failed(parse_item(resp)),
     }
-}
-
-/// The `code` member of a JSON error body, if any (our server's stable error codes).
-fn error_code(resp: &HttpResponse) -> Option<String> {
-    match serde_json::from_slice::<Value>(&resp.body) {
-        Ok(Value::Object(m)) => m.get("code").and_then(Value::as_str).map(str::to_string),
-        _ => None,
-    }
-}
-
-/// Whether a 404 names something other than the item: a `code` other than `item_not_found`
-/// (e.g. our server's `table_not_found`). Such an answer says nothing about the item.
-fn names_another_resource(resp: &HttpResponse) -> bool {
-    error_code(resp).is_some_and(|c| c != "item_not_found")
 }
 
 /// Whether a 404/410 answer to a GET by id says the item does not exist: a JSON error body
@@ -680,6 +669,23 @@ mod tests {
             ),
             Outcome::Success { item: None }
         );
+        // A 404 that does not say the item is missing (an HTML page from a proxy or an unknown
+        // route, an empty body, plain text) keeps the queued delete.
+        for body in [
+            "<html><body>Cannot DELETE /tables/todoitem/a</body></html>",
+            "",
+            "Not Found",
+        ] {
+            assert_eq!(
+                classify(OpKind::Delete, &resp(404, body)),
+                Outcome::Failed {
+                    status: Some(404),
+                    raw: body.into(),
+                    server_item: None
+                },
+                "{body:?}"
+            );
+        }
         // Only an item-level 404 confirms a delete (ours, or the Node server's code-less body).
         assert!(says_item_not_found(&HttpResponse::new(
             404,

@@ -47,16 +47,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ItemPath {
 }
 
 /// The `If-Match` header, when present (a value that is not visible ASCII matches nothing).
+/// Several `If-Match` lines are one comma-separated list, as HTTP defines for list headers.
 pub struct IfMatch(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(IfMatch(parts.headers.get(header::IF_MATCH).map(|v| {
-            v.to_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        })))
+        let lines: Vec<String> = parts
+            .headers
+            .get_all(header::IF_MATCH)
+            .iter()
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            })
+            .collect();
+        Ok(IfMatch((!lines.is_empty()).then(|| lines.join(", "))))
     }
 }
 

@@ -179,8 +179,24 @@ async fn if_match_lists(kind: StoreKind) {
         .patch_if("/tables/Note/n1", "\"nope\", *", json!({"title": "d"}))
         .await;
     assert_eq!((r.status, &r.body["title"]), (200, &json!("d")));
-    let _: Value = r.body;
-    let _ = send;
+    // The same list on two header lines is one list (HTTP list-header semantics).
+    let v = r.body["version"].as_str().unwrap().to_owned();
+    let r = send(
+        s.req(reqwest::Method::PATCH, "/tables/Note/n1")
+            .header("If-Match", "\"nope\"")
+            .header("If-Match", format!("\"{v}\""))
+            .json(&json!({"title": "e"})),
+    )
+    .await;
+    assert_eq!((r.status, &r.body["title"]), (200, &json!("e")));
+    let r = send(
+        s.req(reqwest::Method::PATCH, "/tables/Note/n1")
+            .header("If-Match", "\"nope\"")
+            .header("If-Match", format!("\"{v}\""))
+            .json(&json!({"title": "f"})),
+    )
+    .await;
+    assert_eq!(r.status, 412);
 }
 
 /// A write that outlives `request_timeout_ms` answers 504 `outcome_unknown` (it may still
