@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::capabilities::Capabilities;
 use crate::client::Client;
 use crate::conflict::{DefaultHandler, OperationError, Resolver, SyncHandler};
 use crate::error::Result;
@@ -20,6 +21,9 @@ pub(crate) struct Inner {
     /// with a push that is rewriting the same rows. A tokio mutex, because it is held across the
     /// network awaits of the action.
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
+    /// What the server offers beyond the protocol, asked once per context
+    /// ([`SyncContext::capabilities`]).
+    pub(crate) capabilities: tokio::sync::OnceCell<Capabilities>,
 }
 
 /// The offline sync context (the tutorial's `client.SyncContext`): owns the local store, the
@@ -57,6 +61,7 @@ impl SyncContext {
                 store,
                 handler,
                 sync_lock: tokio::sync::Mutex::new(()),
+                capabilities: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -102,6 +107,26 @@ impl SyncContext {
             self.inner.handler.as_ref(),
         )
         .await
+    }
+
+    /// What the server offers beyond the Mobile Apps protocol (`docs/extensions.md`): asked with
+    /// one `GET {base}/$capabilities` the first time it is needed and remembered for the life of
+    /// the context. A server without extensions (the official ones) gives
+    /// [`Capabilities::default`]; when the server cannot be reached the answer is also the
+    /// default, but it is not remembered, so the next call asks again.
+    pub async fn capabilities(&self) -> Capabilities {
+        if let Some(known) = self.inner.capabilities.get() {
+            return known.clone();
+        }
+        match crate::sync::discover(&self.inner.client).await {
+            Some(found) => self
+                .inner
+                .capabilities
+                .get_or_init(|| async { found })
+                .await
+                .clone(),
+            None => Capabilities::default(),
+        }
     }
 
     /// Number of queued operations.

@@ -62,6 +62,7 @@
 //!
 //! # Layout
 //! * `client` — [`Client`]: base URL, protocol headers, request building.
+//! * `capabilities` — [`Capabilities`]: what a server offers beyond the protocol (`docs/extensions.md`).
 //! * `transport` — the [`Transport`] seam (reqwest in production, fault injection in tests).
 //! * `store/` — rusqlite: schema and migrations, rows, queue/error/token tables. The only SQL,
 //!   reached from async code through one `spawn_blocking` seam.
@@ -71,6 +72,7 @@
 //! * `conflict` — [`OperationError`], [`Resolver`], [`SyncHandler`], [`ClientWins`], [`ServerWins`].
 //! * `error` — [`Error`].
 
+mod capabilities;
 mod client;
 mod conflict;
 mod context;
@@ -81,6 +83,7 @@ mod sync;
 mod table;
 mod transport;
 
+pub use capabilities::{parse_capabilities, BatchCapability, Capabilities, IdempotencyCapability};
 pub use client::{Client, ClientOptions, ZUMO_API_VERSION};
 pub use conflict::{
     ClientWins, DefaultHandler, OperationError, PushCompletionResult, Resolver, ServerWins,

@@ -1,8 +1,9 @@
-//! Everything that talks to the network: push, pull, and (local only, but a sync action) purge.
+//! Everything that talks to the network: discovery, push, pull, and (local only, but a sync
+//! action) purge.
 //!
 //! Only this module sends requests; it decides from answers with pure functions
-//! ([`push::classify`], [`pull::parse_page`]) and applies results through the store's
-//! transactions.
+//! ([`push::classify`], [`pull::parse_page`], [`crate::capabilities::parse_capabilities`]) and
+//! applies results through the store's transactions.
 
 pub(crate) mod pull;
 pub(crate) mod purge;
@@ -10,7 +11,20 @@ pub(crate) mod push;
 
 use tablesync_protocol::odata::sql::{ColumnType, Schema};
 
+use crate::capabilities::{capabilities_url, parse_capabilities, Capabilities};
+use crate::client::Client;
 use crate::store::TableDefinition;
+use crate::transport::Method;
+
+/// Asks the server which extensions it offers (`GET {base}/$capabilities`). `None` when no
+/// answer arrived (network failure: unknown, ask again later); any answer, even a 404, is a
+/// definite [`Capabilities`].
+pub(crate) async fn discover(client: &Client) -> Option<Capabilities> {
+    let url = capabilities_url(client.base_url());
+    let request = client.request(Method::Get, url, None);
+    let response = client.transport().send(request).await.ok()?;
+    Some(parse_capabilities(client.base_url(), &response))
+}
 
 /// A local table as seen by the protocol's SQL lowering: system columns plus declared columns.
 pub(crate) struct LocalSchema<'a>(pub(crate) &'a TableDefinition);

@@ -31,6 +31,7 @@ macro_rules! store_tests {
 
 mod common;
 mod convergence;
+mod discovery;
 mod faults;
 mod local;
 mod official;

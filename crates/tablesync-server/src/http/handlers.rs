@@ -89,6 +89,17 @@ pub async fn item_undelete(
     Ok(item_response(StatusCode::OK, item))
 }
 
+/// `GET /$capabilities`: what this server offers beyond the Mobile Apps protocol
+/// (`docs/extensions.md` section 1). Clients that find no such document fall back to the plain
+/// protocol.
+pub async fn capabilities_get(State(app): State<Arc<App>>) -> Response {
+    Json(json!({
+        "server": super::SERVER_VERSION,
+        "page_size_max": app.limits().page_size_max,
+    }))
+    .into_response()
+}
+
 /// Fallback for paths no route matches.
 pub async fn route_not_found(uri: Uri) -> ApiError {
     ApiError::RouteNotFound(uri.path().to_owned())

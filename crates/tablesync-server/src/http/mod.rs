@@ -37,6 +37,7 @@ pub use middleware::SERVER_VERSION;
 /// | `PATCH /tables/{table}/{id}` | update |
 /// | `DELETE /tables/{table}/{id}` | delete |
 /// | `POST /tables/{table}/{id}` | undelete |
+/// | `GET /$capabilities` | the extensions this server offers (`docs/extensions.md`); no API version needed |
 ///
 /// Layers, innermost first: API-version gate + no-cache (table routes only), request timeout,
 /// gzip, CORS, server-version header and the request log.
@@ -51,6 +52,7 @@ pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
                 .post(item_undelete),
         )
         .route_layer(from_fn_with_state(Arc::clone(&app), middleware::table_gate))
+        .route("/$capabilities", get(capabilities_get))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(Arc::clone(&app), middleware::timeout))

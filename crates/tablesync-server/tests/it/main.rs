@@ -35,6 +35,7 @@ mod concurrency;
 mod crud;
 mod errors;
 mod explain;
+mod extensions;
 mod garbage;
 mod query;
 mod review;
