@@ -31,6 +31,10 @@ pub struct ClientOptions {
     pub response_bytes_max: u64,
     /// App Service authentication token, sent as `X-ZUMO-AUTH` when set.
     pub auth_token: Option<String>,
+    /// Push in batches when the server offers them (`docs/extensions.md` section 2; default
+    /// `true`). `false` sends one request per operation, as against the official servers, and
+    /// skips asking the server what it offers before a push.
+    pub batch_push: bool,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -43,6 +47,7 @@ impl std::fmt::Debug for ClientOptions {
                 "auth_token",
                 &self.auth_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("batch_push", &self.batch_push)
             .finish()
     }
 }
@@ -65,6 +70,12 @@ impl ClientOptions {
         self.auth_token = Some(token.into());
         self
     }
+
+    /// Sets [`ClientOptions::batch_push`].
+    pub fn with_batch_push(mut self, batch_push: bool) -> Self {
+        self.batch_push = batch_push;
+        self
+    }
 }
 
 impl Default for ClientOptions {
@@ -73,6 +84,7 @@ impl Default for ClientOptions {
             request_timeout_ms: 30_000,
             response_bytes_max: 64 * 1024 * 1024,
             auth_token: None,
+            batch_push: true,
         }
     }
 }
@@ -86,6 +98,7 @@ pub struct Client {
     transport: Arc<dyn Transport>,
     auth_token: Option<String>,
     installation_id: String,
+    batch_push: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -112,13 +125,22 @@ impl Client {
         }
         let transport = HttpTransport::new(options.request_timeout_ms, options.response_bytes_max)
             .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        let mut client = Self::with_transport(base_url, Arc::new(transport))?;
-        client.auth_token = options.auth_token;
-        Ok(client)
+        Self::with_transport_and_options(base_url, Arc::new(transport), options)
     }
 
-    /// A client over any [`Transport`] (tests use this to inject faults).
+    /// A client over any [`Transport`] (tests use this to inject faults) with default options.
     pub fn with_transport(base_url: &str, transport: Arc<dyn Transport>) -> Result<Self> {
+        Self::with_transport_and_options(base_url, transport, ClientOptions::default())
+    }
+
+    /// A client over any [`Transport`] with the options that are the client's own
+    /// ([`ClientOptions::auth_token`], [`ClientOptions::batch_push`]); the transport's
+    /// (`request_timeout_ms`, `response_bytes_max`) are the transport's business.
+    pub fn with_transport_and_options(
+        base_url: &str,
+        transport: Arc<dyn Transport>,
+        options: ClientOptions,
+    ) -> Result<Self> {
         let trimmed = base_url.trim();
         let lower = trimmed.to_ascii_lowercase();
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
@@ -140,8 +162,9 @@ impl Client {
         Ok(Client {
             base_url,
             transport,
-            auth_token: None,
+            auth_token: options.auth_token,
             installation_id: uuid::Uuid::new_v4().to_string(),
+            batch_push: options.batch_push,
         })
     }
 
@@ -155,18 +178,18 @@ impl Client {
         &self.base_url
     }
 
+    /// Whether a push may use batches ([`ClientOptions::batch_push`]).
+    pub fn batch_push(&self) -> bool {
+        self.batch_push
+    }
+
     pub(crate) fn transport(&self) -> &dyn Transport {
         self.transport.as_ref()
     }
 
     /// `<base>tables/<table>` or `<base>tables/<table>/<escaped id>`.
     pub(crate) fn table_url(&self, table: &str, id: Option<&str>) -> String {
-        let mut url = format!("{}tables/{}", self.base_url, table);
-        if let Some(id) = id {
-            url.push('/');
-            url.extend(utf8_percent_encode(id, COMPONENT));
-        }
-        url
+        format!("{}{}", self.base_url, table_path(table, id))
     }
 
     /// A request with the protocol headers (and a JSON body when given).
@@ -197,6 +220,17 @@ impl Client {
         }
         req
     }
+}
+
+/// `tables/<table>` or `tables/<table>/<escaped id>`: a table route relative to the base URL
+/// (batched requests name their operations so, `docs/extensions.md` section 2).
+pub(crate) fn table_path(table: &str, id: Option<&str>) -> String {
+    let mut path = format!("tables/{table}");
+    if let Some(id) = id {
+        path.push('/');
+        path.extend(utf8_percent_encode(id, COMPONENT));
+    }
+    path
 }
 
 /// Percent-encodes a query-string key or value.

@@ -11,62 +11,12 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, PushStatus, Result};
+use crate::operation_error::OperationError;
 use crate::queue::OpKind;
 use crate::store::{queue as q, Store, TableDefinition};
-use crate::sync::push::{Outcome, TableOperation};
+use crate::sync::push::classify::Outcome;
+use crate::sync::push::operation::TableOperation;
 use crate::transport::BoxFuture;
-
-/// A failed push of one queued operation.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct OperationError {
-    /// Id of the queued operation.
-    pub operation_id: String,
-    /// Version of the operation when it was pushed (guards resolutions).
-    pub operation_version: i64,
-    /// Insert, update or delete.
-    pub kind: OpKind,
-    /// Table name.
-    pub table: String,
-    /// Id of the item.
-    pub item_id: String,
-    /// The item that was sent (system properties stripped; `version` kept when known).
-    pub item: Map<String, Value>,
-    /// HTTP status, `None` when there was no HTTP answer (e.g. the local row was missing).
-    pub status: Option<u16>,
-    /// The raw response body.
-    pub raw_result: String,
-    /// The server's copy of the item when the answer carried one (a JSON object with an `id`;
-    /// for an insert conflict, the copy fetched with a GET). For an update answered 404/410
-    /// whose delete the server confirmed on a GET, a tombstone: the server's, or
-    /// `{"id": …, "deleted": true}` when the GET said the item does not exist.
-    pub result: Option<Map<String, Value>>,
-    /// Set by the resolutions; unhandled errors make the push fail.
-    pub handled: bool,
-}
-
-impl OperationError {
-    /// Whether this is a concurrency conflict (409 or 412).
-    pub fn is_conflict(&self) -> bool {
-        matches!(self.status, Some(409) | Some(412))
-    }
-
-    /// Whether the server confirmed that the item no longer exists: the error's server copy is
-    /// a tombstone (`deleted: true`). That is the case for a conflict with a soft-deleted row
-    /// (e.g. an insert of an id deleted on the server), and for an update answered 404/410 once
-    /// the push confirmed with `GET /tables/T/{id}?__includeDeleted=true` that the item is a
-    /// tombstone or does not exist (the copy is then `{"id": …, "deleted": true}`).
-    ///
-    /// A bare 404 is **not** enough (a deviation from the reference's usual "404 on update =
-    /// deleted" handling): a 404 for the table (`{"code":"table_not_found"}`), an unknown
-    /// route or a proxy's error page would otherwise make the shipped handlers drop the local
-    /// row and its queued change.
-    pub fn is_deleted_on_server(&self) -> bool {
-        self.result
-            .as_ref()
-            .is_some_and(|r| r.get("deleted") == Some(&Value::Bool(true)))
-    }
-}
 
 /// What a push ended with, handed to [`SyncHandler::on_push_complete`].
 #[derive(Debug, Clone, PartialEq)]
@@ -140,8 +90,8 @@ impl Resolver {
     /// An **insert** refused with 409 whose error carries the server's copy (the id exists on
     /// the server) becomes an **update** of that row, sent with `If-Match` = `item`'s `version`
     /// (the server copy's when `item` has none). The reference keeps it an insert, which then
-    /// gets 409 on every push; our `complete_op` makes the same conversion for an insert that
-    /// landed while the app edited the item.
+    /// gets 409 on every push; the push makes the same conversion for an insert that landed
+    /// while the app edited the item.
     pub async fn update_operation(
         &self,
         error: &mut OperationError,
@@ -156,13 +106,26 @@ impl Resolver {
 
 /// Hooks around a push (the reference's `IMobileServiceSyncHandler`).
 ///
-/// Both methods have defaults: run the operation as is; leave errors unhandled.
+/// Every method has a default: run the operation as is; leave errors unhandled; allow batches.
 pub trait SyncHandler: Send + Sync + 'static {
     /// Runs one queued operation. Implementations may change the operation (its item, its
     /// version) and call [`TableOperation::execute`] any number of times, or return an outcome
     /// without sending anything.
+    ///
+    /// When the push sends batches ([`SyncHandler::sends_in_batches`]), the operation has
+    /// already been sent, as it was queued, in a batch when this runs: the first
+    /// [`TableOperation::execute`] returns that answer (classified exactly as its own request's
+    /// would be) without sending anything; a later `execute`, or one after the operation was
+    /// changed, sends a request of its own.
     fn execute_table_operation<'a>(&'a self, op: &'a mut TableOperation) -> BoxFuture<'a, Outcome> {
         Box::pin(op.execute())
+    }
+
+    /// Whether the push may send operations in batches before this handler sees them (see
+    /// [`SyncHandler::execute_table_operation`]). A handler that must change operations before
+    /// they are first sent returns `false`; the push then sends one request per operation.
+    fn sends_in_batches(&self) -> bool {
+        true
     }
 
     /// Called once the queue has been walked (or the push stopped), with every operation error of

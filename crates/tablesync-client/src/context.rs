@@ -7,30 +7,20 @@ use serde::Serialize;
 
 use crate::capabilities::Capabilities;
 use crate::client::Client;
-use crate::conflict::{DefaultHandler, OperationError, Resolver, SyncHandler};
+use crate::conflict::{DefaultHandler, Resolver, SyncHandler};
 use crate::error::Result;
+use crate::operation_error::OperationError;
 use crate::queue::Operation;
-use crate::store::{queue as q, LocalStore, Store};
+use crate::store::{queue as q, LocalStore};
+use crate::sync::session::Session;
 use crate::table::{SyncTable, TypedSyncTable};
-
-pub(crate) struct Inner {
-    pub(crate) client: Client,
-    pub(crate) store: Store,
-    pub(crate) handler: Arc<dyn SyncHandler>,
-    /// Push, pull and purge run one at a time (as in the reference): a pull must not interleave
-    /// with a push that is rewriting the same rows. A tokio mutex, because it is held across the
-    /// network awaits of the action.
-    pub(crate) sync_lock: tokio::sync::Mutex<()>,
-    /// What the server offers beyond the protocol, asked once per context
-    /// ([`SyncContext::capabilities`]).
-    pub(crate) capabilities: tokio::sync::OnceCell<Capabilities>,
-}
+use crate::transaction::LocalTransaction;
 
 /// The offline sync context (the tutorial's `client.SyncContext`): owns the local store, the
 /// operation queue and the sync handler. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct SyncContext {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Session>,
 }
 
 impl std::fmt::Debug for SyncContext {
@@ -56,13 +46,7 @@ impl SyncContext {
     ) -> Result<Self> {
         let store = tokio::task::spawn_blocking(move || store.open()).await??;
         Ok(SyncContext {
-            inner: Arc::new(Inner {
-                client,
-                store,
-                handler,
-                sync_lock: tokio::sync::Mutex::new(()),
-                capabilities: tokio::sync::OnceCell::new(),
-            }),
+            inner: Arc::new(Session::new(client, store, handler)),
         })
     }
 
@@ -76,7 +60,7 @@ impl SyncContext {
     /// the table keeps its defined name, which is what requests, the queue and tokens use.
     pub fn table(&self, name: &str) -> Result<SyncTable> {
         let defined = self.inner.store.table(name)?.name().to_string();
-        Ok(SyncTable::new(self.clone(), defined))
+        Ok(SyncTable::new(Arc::clone(&self.inner), defined))
     }
 
     /// A typed sync table: items are `T` (serde).
@@ -99,34 +83,32 @@ impl SyncContext {
     /// A network failure stops the push (`CancelledByNetworkError`, `message` = the transport
     /// error) and leaves the queue intact; so does a 401 (`CancelledByAuthenticationError`,
     /// `message` = the server's message).
+    ///
+    /// Against a server that offers batches (`docs/extensions.md`) the queue goes in batches,
+    /// one request per batch, each operation answered and classified exactly as its own request
+    /// would be; otherwise (the official servers, or `ClientOptions::batch_push` off) one
+    /// request per operation. Every write carries the operation's `Idempotency-Key`.
     pub async fn push(&self) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
-        crate::sync::push::push_all(
-            &self.inner.client,
-            &self.inner.store,
-            self.inner.handler.as_ref(),
-        )
-        .await
+        crate::sync::push::push_all(&self.inner).await
     }
 
     /// What the server offers beyond the Mobile Apps protocol (`docs/extensions.md`): asked with
-    /// one `GET {base}/$capabilities` the first time it is needed and remembered for the life of
-    /// the context. A server without extensions (the official ones) gives
+    /// one `GET {base}/$capabilities` the first time it is needed (a push with a non-empty queue
+    /// asks too, unless `ClientOptions::batch_push` is off) and remembered for the life of the
+    /// context. A server without extensions (the official ones) gives
     /// [`Capabilities::default`]; when the server cannot be reached the answer is also the
     /// default, but it is not remembered, so the next call asks again.
     pub async fn capabilities(&self) -> Capabilities {
-        if let Some(known) = self.inner.capabilities.get() {
-            return known.clone();
-        }
-        match crate::sync::discover(&self.inner.client).await {
-            Some(found) => self
-                .inner
-                .capabilities
-                .get_or_init(|| async { found })
-                .await
-                .clone(),
-            None => Capabilities::default(),
-        }
+        self.inner.capabilities().await
+    }
+
+    /// A local transaction: several inserts, updates and deletes, on any tables of the context,
+    /// that commit together (each row change with its queued operation) when
+    /// [`LocalTransaction::commit`] is called, or not at all. Their operations form one atomicity
+    /// group, so a push to a server that offers batches sends them all or nothing.
+    pub fn transaction(&self) -> LocalTransaction {
+        LocalTransaction::new(Arc::clone(&self.inner))
     }
 
     /// Number of queued operations.

@@ -5,7 +5,7 @@
 //! a push. Nothing in the SDK panics on input from the app or the server; every such fault is one
 //! of these variants.
 
-use crate::conflict::OperationError;
+use crate::operation_error::OperationError;
 use crate::queue::{OpKind, OpState};
 
 /// Result alias used throughout the SDK.
@@ -24,6 +24,12 @@ pub enum PushStatus {
     /// The local store failed during the push; the push stopped (the store's error is the
     /// `PushFailed` message) and the queue is as the store left it.
     CancelledBySyncStoreError,
+    /// The server's answer to a batch (`docs/extensions.md` section 2) was not `200` with one
+    /// readable answer per operation: a refusal of the whole batch (e.g. 413), a server error,
+    /// or an unreadable body. The push stopped with the queue intact and every idempotency key
+    /// kept, so sending the same batch again is safe; the `PushFailed` message says what was
+    /// wrong. After a refusal (a 4xx) the context pushes one request per operation from then on.
+    CancelledByServerError,
 }
 
 impl std::fmt::Display for PushStatus {
@@ -33,6 +39,7 @@ impl std::fmt::Display for PushStatus {
             PushStatus::CancelledByNetworkError => "CancelledByNetworkError",
             PushStatus::CancelledByAuthenticationError => "CancelledByAuthenticationError",
             PushStatus::CancelledBySyncStoreError => "CancelledBySyncStoreError",
+            PushStatus::CancelledByServerError => "CancelledByServerError",
         };
         f.write_str(s)
     }
@@ -195,7 +202,8 @@ pub enum Error {
         errors: Vec<OperationError>,
         /// Why a cancelled push stopped: the transport's error for `CancelledByNetworkError`
         /// (e.g. "connection failed: … Connection refused"), the server's message for
-        /// `CancelledByAuthenticationError`, the store's error for `CancelledBySyncStoreError`.
+        /// `CancelledByAuthenticationError`, the store's error for `CancelledBySyncStoreError`,
+        /// what was wrong with the batch answer for `CancelledByServerError`.
         /// `None` when the push walked the whole queue.
         message: Option<String>,
     },
@@ -204,6 +212,20 @@ pub enum Error {
 /// ` (cause)` for [`Error::PushFailed`]'s display, or nothing.
 fn cause_suffix(message: Option<&str>) -> String {
     message.map(|m| format!(" ({m})")).unwrap_or_default()
+}
+
+impl Error {
+    /// Whether this is a failure of the local store (as opposed to refused input or a refused
+    /// answer): a push stops on it (`CancelledBySyncStoreError`).
+    pub(crate) fn is_store_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(_)
+                | Error::StoreTask(_)
+                | Error::CorruptStore(_)
+                | Error::UnsupportedStoreVersion { .. }
+        )
+    }
 }
 
 impl From<tokio::task::JoinError> for Error {

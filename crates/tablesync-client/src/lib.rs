@@ -67,30 +67,38 @@
 //! * `store/` — rusqlite: schema and migrations, rows, queue/error/token tables. The only SQL,
 //!   reached from async code through one `spawn_blocking` seam.
 //! * `queue` — [`Operation`]s and the pure [`collapse`] rules.
+//! * `operation_error` — [`OperationError`], plain data.
 //! * `table` — [`SyncTable`] / [`TypedSyncTable`]: local CRUD and queries.
-//! * `sync/` — push ([`classify`] is pure), pull (keyset paging), purge. The only network code.
-//! * `conflict` — [`OperationError`], [`Resolver`], [`SyncHandler`], [`ClientWins`], [`ServerWins`].
+//! * `transaction` — [`LocalTransaction`]: several writes that commit (and push) together.
+//! * `sync/` — push (batched or one request per operation; [`classify`] and the planner are
+//!   pure), pull (keyset paging), purge, the session a context and its tables share. The only
+//!   network code.
+//! * `conflict` — [`Resolver`], [`SyncHandler`], [`ClientWins`], [`ServerWins`].
 //! * `error` — [`Error`].
+//!
+//! The modules form no import cycle (ARCHITECTURE.md lists their layers; a test checks it).
 
 mod capabilities;
 mod client;
 mod conflict;
 mod context;
 mod error;
+mod operation_error;
 mod queue;
 mod store;
 mod sync;
 mod table;
+mod transaction;
 mod transport;
 
 pub use capabilities::{parse_capabilities, BatchCapability, Capabilities, IdempotencyCapability};
 pub use client::{Client, ClientOptions, ZUMO_API_VERSION};
 pub use conflict::{
-    ClientWins, DefaultHandler, OperationError, PushCompletionResult, Resolver, ServerWins,
-    SyncHandler,
+    ClientWins, DefaultHandler, PushCompletionResult, Resolver, ServerWins, SyncHandler,
 };
 pub use context::SyncContext;
 pub use error::{Error, PushStatus, Result};
+pub use operation_error::OperationError;
 pub use queue::{
     collapse, Decision, OpKind, OpState, Operation, MSG_DELETE_QUEUED, MSG_INCONSISTENT,
     MSG_INSERT_QUEUED, MSG_UPDATE_QUEUED,
@@ -99,9 +107,11 @@ pub use store::{Column, LocalStore, TableDefinition, STORE_SCHEMA_VERSION};
 pub use sync::pull::{
     next_link, parse_page, PullOptions, PullSummary, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
 };
-pub use sync::push::{classify, parse_item, Outcome, TableOperation};
+pub use sync::push::classify::{classify, parse_item, Outcome};
+pub use sync::push::operation::TableOperation;
 pub use table::{QueryResult, SyncTable, TypedSyncTable};
 pub use tablesync_protocol::odata::sql::ColumnType;
+pub use transaction::LocalTransaction;
 pub use transport::{
     BoxFuture, HttpRequest, HttpResponse, HttpTransport, Method, Transport, TransportError,
 };

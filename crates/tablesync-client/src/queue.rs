@@ -123,6 +123,18 @@ pub struct Operation {
     /// Bumped whenever the entry changes (collapse, resolution); resolutions and the removal after
     /// a successful push require the version they read to be unchanged.
     pub version: i64,
+    /// The `Idempotency-Key` every request for this operation carries (UUID v4,
+    /// `docs/extensions.md` section 3). Kept across retries of the same request, so a retry
+    /// after a lost answer replays on servers that keep idempotency records; replaced whenever
+    /// the request changes: a local edit collapsing into the operation, a resolution, a
+    /// definite refusal (a 4xx the server decided, after which the request is known not to have
+    /// applied).
+    pub idempotency_key: String,
+    /// The atomicity group: the id of the local transaction ([`crate::SyncContext::transaction`])
+    /// whose writes must reach the server all or nothing, `None` for a single write. A batched
+    /// push sends a group as one OData `atomicityGroup`; the one-request-per-operation path
+    /// (official servers) cannot make it atomic.
+    pub group: Option<String>,
 }
 
 /// What to do with the queue when a new local operation meets the one already queued.

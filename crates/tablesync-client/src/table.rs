@@ -6,16 +6,17 @@
 //! offline and online.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tablesync_protocol::odata::sql::{lower_filter, lower_order_by, Dialect};
 
-use crate::context::SyncContext;
 use crate::error::{Error, Result};
 use crate::store::{queue as q, rows, TableDefinition};
 use crate::sync::pull::{parse_query, PullOptions, PullSummary};
+use crate::sync::session::Session;
 use crate::sync::{sql_params, LocalSchema};
 
 /// The rows of a local query, and the total count when `$inlinecount=allpages` was asked.
@@ -31,7 +32,7 @@ pub struct QueryResult<T> {
 /// An untyped sync table: items are JSON objects.
 #[derive(Debug, Clone)]
 pub struct SyncTable {
-    ctx: SyncContext,
+    session: Arc<Session>,
     name: String,
 }
 
@@ -43,8 +44,8 @@ fn to_object(item: Value) -> Result<Map<String, Value>> {
 }
 
 impl SyncTable {
-    pub(crate) fn new(ctx: SyncContext, name: String) -> Self {
-        SyncTable { ctx, name }
+    pub(crate) fn new(session: Arc<Session>, name: String) -> Self {
+        SyncTable { session, name }
     }
 
     /// The table name.
@@ -53,7 +54,7 @@ impl SyncTable {
     }
 
     fn def(&self) -> Result<&TableDefinition> {
-        self.ctx.inner.store.table(&self.name)
+        self.session.store.table(&self.name)
     }
 
     /// Runs `f` with this table's definition through the store's one async/blocking seam.
@@ -63,7 +64,7 @@ impl SyncTable {
         F: FnOnce(&mut rusqlite::Connection, &TableDefinition) -> Result<R> + Send + 'static,
     {
         let def = self.def()?.clone();
-        self.ctx.inner.store.run(move |c, _| f(c, &def)).await
+        self.session.store.run(move |c, _| f(c, &def)).await
     }
 
     /// Inserts an item locally and queues its insert. A missing `id` is generated (UUID v4).
@@ -141,8 +142,7 @@ impl SyncTable {
             .select
             .clone()
             .filter(|sel| !sel.iter().any(|n| n == "*"));
-        self.ctx
-            .inner
+        self.session
             .store
             .run(move |c, _| {
                 let sql = format!(
@@ -198,18 +198,8 @@ impl SyncTable {
         query: &str,
         options: PullOptions,
     ) -> Result<PullSummary> {
-        let inner = &self.ctx.inner;
-        let _guard = inner.sync_lock.lock().await;
-        crate::sync::pull::pull(
-            &inner.client,
-            &inner.store,
-            inner.handler.as_ref(),
-            &self.name,
-            query_id,
-            query,
-            options,
-        )
-        .await
+        let _guard = self.session.sync_lock.lock().await;
+        crate::sync::pull::pull(&self.session, &self.name, query_id, query, options).await
     }
 
     /// Removes the local rows matching `query` (`$filter` only; empty = all rows) and resets the
@@ -218,9 +208,8 @@ impl SyncTable {
     /// operations unless `force`, which drops the pending operations of the purged rows. Returns
     /// the number of rows removed.
     pub async fn purge(&self, query_id: Option<&str>, query: &str, force: bool) -> Result<u64> {
-        let inner = &self.ctx.inner;
-        let _guard = inner.sync_lock.lock().await;
-        crate::sync::purge::purge(&inner.store, &self.name, query_id, query, force).await
+        let _guard = self.session.sync_lock.lock().await;
+        crate::sync::purge::purge(&self.session.store, &self.name, query_id, query, force).await
     }
 }
 

@@ -6,12 +6,16 @@
 //! connection there: the `std::sync::Mutex` guarding the connection is only ever held inside that
 //! blocking closure, never across an `.await`.
 //!
-//! Layout of the file (schema version 1, `PRAGMA user_version = 1`):
+//! Layout of the file (schema version 2, `PRAGMA user_version = 2`):
 //! * one table per defined sync table: `id TEXT PRIMARY KEY`, `createdAt TEXT`, `updatedAt TEXT`,
 //!   `version TEXT`, `deleted INTEGER`, then the declared columns (string `TEXT`, number `REAL`,
 //!   boolean `INTEGER` 0/1, date `TEXT` in the wire form `YYYY-MM-DDTHH:MM:SS.sssZ`, as
 //!   ARCHITECTURE.md prescribes, so text order is time order);
-//! * `__operations`: the queue (one entry per item at most, pushed in `sequence` order);
+//! * `__operations`: the queue (one entry per item at most, pushed in `sequence` order), each
+//!   entry with its `idempotencyKey` (UUID v4, replaced whenever the entry changes), its
+//!   `groupId` (the local transaction it belongs to, `NULL` for a single write) and its
+//!   `sentItems` (JSON array of the bodies sent by attempts since the entry's base version, so a
+//!   push can recognise a write that landed although its answer was lost);
 //! * `__errors`: the operation errors of the last push;
 //! * `__config`: key/value settings — delta tokens (`deltaToken|<table>|<queryId>`) and the table
 //!   definitions (`table|<name>`), which only ever extend (a narrower definition is merged with
@@ -28,14 +32,16 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
+use tablesync_protocol::odata::sql::ColumnType;
+
 use crate::error::{Error, Result};
-use crate::ColumnType;
 
 /// The schema version this SDK writes (`PRAGMA user_version`).
-pub const STORE_SCHEMA_VERSION: i64 = 1;
+pub const STORE_SCHEMA_VERSION: i64 = 2;
 
 /// Upgrade steps: `MIGRATIONS[n]` takes a store from version `n` to `n + 1`.
-const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] = &[migrate_0_to_1];
+const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] =
+    &[migrate_0_to_1, migrate_1_to_2];
 
 /// Version 0 is an empty (or foreign) file: create the system tables.
 fn migrate_0_to_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -69,6 +75,40 @@ fn migrate_0_to_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         );
         "#,
     )
+}
+
+/// Version 2: exactly-once push. Every queued operation gets an idempotency key (existing
+/// entries a fresh one each), an atomicity group and the memory of what its attempts sent
+/// (`docs/extensions.md` section 3; ARCHITECTURE.md "Push").
+fn migrate_1_to_2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+        ALTER TABLE "__operations" ADD COLUMN "idempotencyKey" TEXT;
+        ALTER TABLE "__operations" ADD COLUMN "groupId" TEXT;
+        ALTER TABLE "__operations" ADD COLUMN "sentItems" TEXT;
+        CREATE INDEX IF NOT EXISTS "__operations_groupId" ON "__operations" ("groupId")
+            WHERE "groupId" IS NOT NULL;
+        "#,
+    )?;
+    let ids = {
+        let mut stmt = tx.prepare("SELECT \"id\" FROM \"__operations\"")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        ids
+    };
+    for id in ids {
+        tx.execute(
+            "UPDATE \"__operations\" SET \"idempotencyKey\" = ?2 WHERE \"id\" = ?1",
+            [id, new_idempotency_key()],
+        )?;
+    }
+    Ok(())
+}
+
+/// A fresh idempotency key (UUID v4, `docs/extensions.md` section 3).
+pub(crate) fn new_idempotency_key() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// One declared column of a sync table.
@@ -509,7 +549,7 @@ mod tests {
         let v: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 1);
+        assert_eq!(v, STORE_SCHEMA_VERSION);
         let n: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name IN ('__operations','__errors','__config','TodoItem')",
@@ -559,6 +599,51 @@ mod tests {
                 .as_deref(),
             Some("tok")
         );
+    }
+
+    #[test]
+    fn a_version_1_queue_gets_an_idempotency_key_per_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            // A store as version 1 of the SDK left it, with two queued operations.
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            migrate_0_to_1(&tx).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute_batch(
+                r#"INSERT INTO "__operations" ("id", "kind", "state", "tableName", "itemId", "item", "version")
+                   VALUES ('o1', 0, 0, 'TodoItem', 'a', NULL, 1), ('o2', 2, 2, 'TodoItem', 'b', '{"id":"b"}', 3);"#,
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let mut s = LocalStore::new(&path);
+        s.define_table(todo()).unwrap();
+        let store = s.open().unwrap();
+        let conn = store.conn.lock().unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        let ops = queue::list_ops(&conn).unwrap();
+        let kept: Vec<(&str, &str, i64, Option<&str>)> = ops
+            .iter()
+            .map(|o| {
+                (
+                    o.id.as_str(),
+                    o.item_id.as_str(),
+                    o.version,
+                    o.group.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(kept, vec![("o1", "a", 1, None), ("o2", "b", 3, None)]);
+        for o in &ops {
+            let key = uuid::Uuid::parse_str(&o.idempotency_key).unwrap();
+            assert_eq!(key.get_version_num(), 4, "{key}");
+        }
+        assert_ne!(ops[0].idempotency_key, ops[1].idempotency_key);
     }
 
     #[test]
@@ -673,7 +758,7 @@ mod tests {
                 err,
                 Error::UnsupportedStoreVersion {
                     found: 7,
-                    supported: 1
+                    supported: 2
                 }
             ),
             "{err:?}"

@@ -2,24 +2,39 @@
 //!
 //! Each public function here is one SQLite transaction, so a row change and its queue change
 //! commit together or not at all (ARCHITECTURE.md invariant).
+//!
+//! Per operation the queue keeps, beside what [`Operation`] shows, `sentItems`: the bodies its
+//! attempts sent since its base version (the version of the local row it was queued on), at
+//! most [`SENT_ITEMS_MAX`], newest last. An attempt whose answer was lost may have landed; when a
+//! later 412/409 shows a server copy holding one of these bodies, the push knows it did
+//! (`sync::push::operation`). The list survives collapses (that is its point: the user edited
+//! after the lost answer) and is cleared when the base moves (a push completed, a resolution).
 
-use rusqlite::{Connection, Transaction};
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde_json::{Map, Value};
 
 use super::rows;
-use super::TableDefinition;
-use crate::conflict::OperationError;
+use super::{new_idempotency_key, TableDefinition};
 use crate::error::{Error, Result};
+use crate::operation_error::OperationError;
 use crate::queue::{collapse, Decision, OpKind, OpState, Operation};
 
-const OP_COLUMNS: &str =
-    "\"id\", \"sequence\", \"kind\", \"state\", \"tableName\", \"itemId\", \"item\", \"version\"";
+/// Most bodies remembered per operation from earlier attempts (`sentItems`), in bodies; the
+/// oldest is forgotten first. Each needs a lost answer followed by a local edit, so more than a
+/// few are rare; forgetting one can only turn a landed write into a reported conflict.
+pub(crate) const SENT_ITEMS_MAX: usize = 8;
+
+const OP_COLUMNS: &str = "\"id\", \"sequence\", \"kind\", \"state\", \"tableName\", \"itemId\", \
+     \"item\", \"version\", \"idempotencyKey\", \"groupId\"";
 
 fn op_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<std::result::Result<Operation, String>> {
     let kind: i64 = r.get(2)?;
     let state: i64 = r.get(3)?;
     let item: Option<String> = r.get(6)?;
     let id: String = r.get(0)?;
+    let key: Option<String> = r.get(8)?;
     let parsed = (|| {
         let kind = OpKind::from_code(kind).ok_or_else(|| format!("operation {id}: kind {kind}"))?;
         let state =
@@ -31,10 +46,11 @@ fn op_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<std::result::Result<Op
                 _ => return Err(format!("operation {id}: item is not a JSON object")),
             },
         };
-        Ok((kind, state, item))
+        let key = key.ok_or_else(|| format!("operation {id}: no idempotency key"))?;
+        Ok((kind, state, item, key))
     })();
     Ok(match parsed {
-        Ok((kind, state, item)) => Ok(Operation {
+        Ok((kind, state, item, idempotency_key)) => Ok(Operation {
             id,
             sequence: r.get(1)?,
             kind,
@@ -43,6 +59,8 @@ fn op_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<std::result::Result<Op
             item_id: r.get(5)?,
             item,
             version: r.get(7)?,
+            idempotency_key,
+            group: r.get(9)?,
         }),
         Err(e) => Err(e),
     })
@@ -53,7 +71,7 @@ fn collect_ops(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<Operation>> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(params, op_from_row)?;
     let mut out = Vec::new();
     for r in rows {
@@ -72,14 +90,13 @@ pub(crate) fn find_op(conn: &Connection, table: &str, item_id: &str) -> Result<O
     .pop())
 }
 
-/// The operation with the smallest sequence greater than `after`.
-pub(crate) fn next_op(conn: &Connection, after: i64) -> Result<Option<Operation>> {
-    Ok(collect_ops(
+/// Up to `limit` operations with a sequence greater than `after`, in push order.
+fn next_ops(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Operation>> {
+    collect_ops(
         conn,
-        &format!("SELECT {OP_COLUMNS} FROM \"__operations\" WHERE \"sequence\" > ?1 ORDER BY \"sequence\" LIMIT 1"),
-        [after],
-    )?
-    .pop())
+        &format!("SELECT {OP_COLUMNS} FROM \"__operations\" WHERE \"sequence\" > ?1 ORDER BY \"sequence\" LIMIT ?2"),
+        rusqlite::params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+    )
 }
 
 /// The whole queue in push order.
@@ -104,6 +121,41 @@ pub(crate) fn pending_count(conn: &Connection, table: Option<&str>) -> Result<u6
     Ok(n.max(0) as u64)
 }
 
+/// The bodies earlier attempts of an operation sent (`sentItems`), oldest first.
+fn sent_items(conn: &Connection, op_id: &str) -> Result<Vec<Map<String, Value>>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT \"sentItems\" FROM \"__operations\" WHERE \"id\" = ?1")?
+        .query_row([op_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) => match serde_json::from_str::<Vec<Value>>(&t) {
+            Ok(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Object(m) => Ok(m),
+                    _ => Err(Error::CorruptStore(format!(
+                        "operation {op_id}: sent item is not a JSON object"
+                    ))),
+                })
+                .collect(),
+            Err(e) => Err(Error::CorruptStore(format!(
+                "operation {op_id}: sent items: {e}"
+            ))),
+        },
+    }
+}
+
+/// The `sentItems` text of a list (`NULL` when empty).
+fn sent_items_text(items: &[Map<String, Value>]) -> Option<String> {
+    if items.is_empty() {
+        return None;
+    }
+    Some(Value::Array(items.iter().cloned().map(Value::Object).collect()).to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn insert_op(
     tx: &Connection,
     kind: OpKind,
@@ -111,20 +163,26 @@ fn insert_op(
     item_id: &str,
     item: Option<&Map<String, Value>>,
     version: i64,
+    group: Option<&str>,
+    sent: &[Map<String, Value>],
 ) -> Result<()> {
-    tx.execute(
-        "INSERT INTO \"__operations\" (\"id\", \"kind\", \"state\", \"tableName\", \"itemId\", \"item\", \"version\") \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        rusqlite::params![
-            uuid::Uuid::new_v4().to_string(),
-            kind.code(),
-            OpState::Pending.code(),
-            table,
-            item_id,
-            item.map(|m| Value::Object(m.clone()).to_string()),
-            version
-        ],
-    )?;
+    tx.prepare_cached(
+        "INSERT INTO \"__operations\" (\"id\", \"kind\", \"state\", \"tableName\", \"itemId\", \"item\", \
+         \"version\", \"idempotencyKey\", \"groupId\", \"sentItems\") \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(rusqlite::params![
+        uuid::Uuid::new_v4().to_string(),
+        kind.code(),
+        OpState::Pending.code(),
+        table,
+        item_id,
+        item.map(|m| Value::Object(m.clone()).to_string()),
+        version,
+        new_idempotency_key(),
+        group,
+        sent_items_text(sent),
+    ])?;
     Ok(())
 }
 
@@ -137,13 +195,36 @@ fn delete_op(tx: &Connection, op_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every operation of group `from` joins group `into` (both the ids of local transactions).
+fn merge_groups(tx: &Connection, from: Option<&str>, into: Option<&str>) -> Result<()> {
+    if let (Some(from), Some(into)) = (from, into) {
+        if from != into {
+            tx.execute(
+                "UPDATE \"__operations\" SET \"groupId\" = ?2 WHERE \"groupId\" = ?1",
+                [from, into],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies the collapse decision for a new local operation (inside the caller's transaction).
+///
+/// `group` is the atomicity group of the local transaction making the write (`None` for a
+/// single write). Groups follow the data: when a write of a transaction collapses with an
+/// operation queued by an earlier transaction, that operation now carries changes of both, so
+/// both transactions' groups become one (the earlier group joins the new one), and whatever
+/// operation the collapse leaves belongs to it. A single write collapsing into a grouped
+/// operation leaves the group as it is (the operation stays in it; the delete that replaces an
+/// update inherits the update's group). The push sends a group as one atomicity group, so the
+/// server never sees half of a local transaction, even after later edits.
 fn enqueue(
     tx: &Transaction<'_>,
     kind: OpKind,
     table: &str,
     item_id: &str,
     delete_item: Option<&Map<String, Value>>,
+    group: Option<&str>,
 ) -> Result<()> {
     let existing = find_op(tx, table, item_id)?;
     match collapse(existing.as_ref().map(|o| (o.kind, o.state)), kind) {
@@ -158,12 +239,17 @@ fn enqueue(
                 });
             }
         }
-        Decision::Enqueue => insert_op(tx, kind, table, item_id, delete_item, 1)?,
+        Decision::Enqueue => insert_op(tx, kind, table, item_id, delete_item, 1, group, &[])?,
         Decision::KeepExisting => {
             if let Some(op) = existing {
+                merge_groups(tx, op.group.as_deref(), group)?;
+                // The operation changes, so it is a new request: a new idempotency key. Its
+                // `sentItems` stay: an earlier attempt may have landed, and the next push must
+                // still recognise that.
                 tx.execute(
-                    "UPDATE \"__operations\" SET \"version\" = \"version\" + 1 WHERE \"id\" = ?1",
-                    [&op.id],
+                    "UPDATE \"__operations\" SET \"version\" = \"version\" + 1, \"idempotencyKey\" = ?2, \
+                     \"groupId\" = coalesce(?3, \"groupId\") WHERE \"id\" = ?1",
+                    rusqlite::params![op.id, new_idempotency_key(), group],
                 )?;
                 // A stored error no longer describes the operation (protocol.md 6.6 note).
                 tx.execute(
@@ -174,15 +260,33 @@ fn enqueue(
         }
         Decision::DropBoth => {
             if let Some(op) = existing {
+                merge_groups(tx, op.group.as_deref(), group)?;
                 delete_op(tx, &op.id)?;
             }
         }
         Decision::ReplaceWithNew => {
             let version = existing.as_ref().map_or(1, |o| o.version + 1);
+            let mut inherited_group = group.map(str::to_string);
+            let mut sent = Vec::new();
             if let Some(op) = existing {
+                merge_groups(tx, op.group.as_deref(), group)?;
+                if inherited_group.is_none() {
+                    inherited_group = op.group.clone();
+                }
+                // What the replaced update sent may have landed: the delete must recognise it.
+                sent = sent_items(tx, &op.id)?;
                 delete_op(tx, &op.id)?;
             }
-            insert_op(tx, kind, table, item_id, delete_item, version)?;
+            insert_op(
+                tx,
+                kind,
+                table,
+                item_id,
+                delete_item,
+                version,
+                inherited_group.as_deref(),
+                &sent,
+            )?;
         }
         #[allow(unreachable_patterns)]
         _ => return Err(Error::CorruptStore("unsupported queue decision".into())),
@@ -190,11 +294,12 @@ fn enqueue(
     Ok(())
 }
 
-/// Local insert: refuses an existing id; row + queue in one transaction. Returns the stored row.
-pub(crate) fn local_insert(
-    conn: &mut Connection,
+/// A local insert inside the caller's transaction: refuses an existing id. Returns the stored row.
+fn insert_in(
+    tx: &Transaction<'_>,
     def: &TableDefinition,
     mut item: Map<String, Value>,
+    group: Option<&str>,
 ) -> Result<Map<String, Value>> {
     let id = match rows::item_id(&item)? {
         Some(id) => id,
@@ -204,15 +309,59 @@ pub(crate) fn local_insert(
             id
         }
     };
-    let tx = conn.transaction()?;
-    if rows::row_exists(&tx, def.name(), &id)? {
+    if rows::row_exists(tx, def.name(), &id)? {
         return Err(Error::ItemAlreadyExists(id));
     }
     // Validate the queue first so a refused write leaves no row behind (the transaction would
     // roll back anyway; this keeps the error the queue's).
-    enqueue(&tx, OpKind::Insert, def.name(), &id, None)?;
-    rows::write_local(&tx, def, &id, &item, false)?;
-    let row = rows::read_row(&tx, def, &id)?.ok_or_else(|| Error::ItemNotFound(id.clone()))?;
+    enqueue(tx, OpKind::Insert, def.name(), &id, None, group)?;
+    rows::write_local(tx, def, &id, &item, false)?;
+    rows::read_row(tx, def, &id)?.ok_or(Error::ItemNotFound(id))
+}
+
+/// A local update (merge of the given properties) inside the caller's transaction: the row
+/// must exist. Returns the stored row.
+fn update_in(
+    tx: &Transaction<'_>,
+    def: &TableDefinition,
+    item: Map<String, Value>,
+    group: Option<&str>,
+) -> Result<Map<String, Value>> {
+    let id = rows::item_id(&item)?.ok_or(Error::MissingId)?;
+    if !rows::row_exists(tx, def.name(), &id)? {
+        return Err(Error::ItemNotFound(id));
+    }
+    enqueue(tx, OpKind::Update, def.name(), &id, None, group)?;
+    rows::write_local(tx, def, &id, &item, true)?;
+    rows::read_row(tx, def, &id)?.ok_or(Error::ItemNotFound(id))
+}
+
+/// A local delete inside the caller's transaction: the row must exist; the queued delete keeps
+/// the item (with its version).
+fn delete_in(
+    tx: &Transaction<'_>,
+    def: &TableDefinition,
+    id: &str,
+    group: Option<&str>,
+) -> Result<()> {
+    let row = rows::read_row(tx, def, id)?.ok_or_else(|| Error::ItemNotFound(id.to_string()))?;
+    let (mut item, version) = rows::payload(&row);
+    if let Some(v) = version {
+        item.insert("version".into(), Value::String(v));
+    }
+    enqueue(tx, OpKind::Delete, def.name(), id, Some(&item), group)?;
+    rows::delete_row(tx, def.name(), id)?;
+    Ok(())
+}
+
+/// Local insert: refuses an existing id; row + queue in one transaction. Returns the stored row.
+pub(crate) fn local_insert(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    item: Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    let tx = conn.transaction()?;
+    let row = insert_in(&tx, def, item, None)?;
     tx.commit()?;
     Ok(row)
 }
@@ -223,14 +372,8 @@ pub(crate) fn local_update(
     def: &TableDefinition,
     item: Map<String, Value>,
 ) -> Result<Map<String, Value>> {
-    let id = rows::item_id(&item)?.ok_or(Error::MissingId)?;
     let tx = conn.transaction()?;
-    if !rows::row_exists(&tx, def.name(), &id)? {
-        return Err(Error::ItemNotFound(id));
-    }
-    enqueue(&tx, OpKind::Update, def.name(), &id, None)?;
-    rows::write_local(&tx, def, &id, &item, true)?;
-    let row = rows::read_row(&tx, def, &id)?.ok_or_else(|| Error::ItemNotFound(id.clone()))?;
+    let row = update_in(&tx, def, item, None)?;
     tx.commit()?;
     Ok(row)
 }
@@ -238,15 +381,61 @@ pub(crate) fn local_update(
 /// Local delete: the row must exist; the queued delete keeps the item (with its version).
 pub(crate) fn local_delete(conn: &mut Connection, def: &TableDefinition, id: &str) -> Result<()> {
     let tx = conn.transaction()?;
-    let row = rows::read_row(&tx, def, id)?.ok_or_else(|| Error::ItemNotFound(id.to_string()))?;
-    let (mut item, version) = rows::payload(&row);
-    if let Some(v) = version {
-        item.insert("version".into(), Value::String(v));
-    }
-    enqueue(&tx, OpKind::Delete, def.name(), id, Some(&item))?;
-    rows::delete_row(&tx, def.name(), id)?;
+    delete_in(&tx, def, id, None)?;
     tx.commit()?;
     Ok(())
+}
+
+/// One write of a local transaction ([`local_transaction`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum LocalWrite {
+    /// Insert `item` into `table` (a missing id is generated).
+    Insert {
+        table: String,
+        item: Map<String, Value>,
+    },
+    /// Merge `item` (which names its id) into the row of `table`.
+    Update {
+        table: String,
+        item: Map<String, Value>,
+    },
+    /// Delete the row `id` of `table`.
+    Delete { table: String, id: String },
+}
+
+/// Several local writes, possibly on several tables, in ONE SQLite transaction: every row
+/// change and its queued operation commit together, or (when any write is refused) nothing
+/// does. Two or more writes form an atomicity group (a fresh id recorded on their operations,
+/// see [`enqueue`] for what collapses do to it); a single write is an ordinary write. Returns,
+/// per write, the stored row (`None` for a delete).
+pub(crate) fn local_transaction(
+    conn: &mut Connection,
+    tables: &BTreeMap<String, TableDefinition>,
+    writes: Vec<LocalWrite>,
+) -> Result<Vec<Option<Map<String, Value>>>> {
+    let group = (writes.len() >= 2).then(|| uuid::Uuid::new_v4().to_string());
+    let group = group.as_deref();
+    let def_of = |name: &str| {
+        super::find_table(tables, name).ok_or_else(|| Error::UnknownTable(name.to_string()))
+    };
+    let tx = conn.transaction()?;
+    let mut out = Vec::with_capacity(writes.len());
+    for write in writes {
+        out.push(match write {
+            LocalWrite::Insert { table, item } => {
+                Some(insert_in(&tx, def_of(&table)?, item, group)?)
+            }
+            LocalWrite::Update { table, item } => {
+                Some(update_in(&tx, def_of(&table)?, item, group)?)
+            }
+            LocalWrite::Delete { table, id } => {
+                delete_in(&tx, def_of(&table)?, &id, group)?;
+                None
+            }
+        });
+    }
+    tx.commit()?;
+    Ok(out)
 }
 
 /// What the push sends for a claimed operation.
@@ -261,6 +450,90 @@ pub(crate) enum Payload {
     Missing(&'static str),
 }
 
+/// An operation claimed for sending, with what to send.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Claimed {
+    /// The operation (state Attempted once claimed with an item payload).
+    pub(crate) op: Operation,
+    /// What to send.
+    pub(crate) payload: Payload,
+    /// The bodies this operation's attempts sent since its base version, the current one
+    /// included (see the module docs), oldest first.
+    pub(crate) sent_before: Vec<Map<String, Value>>,
+    /// The largest sequence of the operation's group among the queued operations (so a
+    /// planner knows where the group ends), `None` without a group.
+    pub(crate) group_end: Option<i64>,
+}
+
+/// Reads what the push sends for `op`: the local row with every column the SQLite table has
+/// (`push_defs` caches the definitions those rows are read with, per table), or the item
+/// queued with a delete.
+fn payload_of(
+    tx: &Connection,
+    tables: &BTreeMap<String, TableDefinition>,
+    push_defs: &mut HashMap<String, TableDefinition>,
+    op: &Operation,
+) -> Result<Payload> {
+    let Some(def) = super::find_table(tables, &op.table) else {
+        return Ok(Payload::Missing(
+            "the table is not defined in the local store",
+        ));
+    };
+    if op.kind == OpKind::Delete {
+        let (body, version) = rows::payload(op.item.as_ref().unwrap_or(&Map::new()));
+        return Ok(Payload::Item { body, version });
+    }
+    let full = match push_defs.get(def.name()) {
+        Some(full) => full,
+        None => {
+            let full = rows::push_definition(tx, def)?;
+            push_defs.entry(def.name().to_string()).or_insert(full)
+        }
+    };
+    Ok(match rows::read_row(tx, full, &op.item_id)? {
+        Some(row) => {
+            let (body, version) = rows::payload(&row);
+            Payload::Item { body, version }
+        }
+        None => Payload::Missing("the item is missing from the local table"),
+    })
+}
+
+/// Marks a claimed operation Attempted and remembers the body it is about to send (inserts
+/// and updates; a delete sends none) in its `sentItems`. Returns the list.
+fn mark_attempted(
+    tx: &Connection,
+    op: &mut Operation,
+    payload: &Payload,
+) -> Result<Vec<Map<String, Value>>> {
+    let mut sent = sent_items(tx, &op.id)?;
+    if let (Payload::Item { body, .. }, OpKind::Insert | OpKind::Update) = (payload, op.kind) {
+        if !sent.contains(body) {
+            sent.push(body.clone());
+            if sent.len() > SENT_ITEMS_MAX {
+                sent.remove(0);
+            }
+        }
+    }
+    tx.prepare_cached(
+        "UPDATE \"__operations\" SET \"state\" = ?2, \"sentItems\" = ?3 WHERE \"id\" = ?1",
+    )?
+    .execute(rusqlite::params![
+        op.id,
+        OpState::Attempted.code(),
+        sent_items_text(&sent)
+    ])?;
+    op.state = OpState::Attempted;
+    Ok(sent)
+}
+
+/// The largest queued sequence of `group`.
+fn group_end(tx: &Connection, group: &str) -> Result<i64> {
+    Ok(tx
+        .prepare_cached("SELECT max(\"sequence\") FROM \"__operations\" WHERE \"groupId\" = ?1")?
+        .query_row([group], |r| r.get(0))?)
+}
+
 /// Claims the next operation after sequence `after` for the push, in ONE immediate
 /// transaction: reads it, reads its payload (the local row with every column it has, or the
 /// item queued with a delete) and marks it Attempted. A local write therefore lands either
@@ -270,66 +543,186 @@ pub(crate) enum Payload {
 /// unchanged (Pending) with [`Payload::Missing`].
 pub(crate) fn claim_next(
     conn: &mut Connection,
-    tables: &std::collections::BTreeMap<String, TableDefinition>,
+    tables: &BTreeMap<String, TableDefinition>,
     after: i64,
-) -> Result<Option<(Operation, Payload)>> {
+) -> Result<Option<Claimed>> {
+    let claimed = claim_window(conn, tables, after, 1, |_| (1, ()))?;
+    Ok(claimed.map(|w| match w {
+        Window::Missing(c) => c,
+        // A window of one operation holds exactly one.
+        Window::Batch(mut ops, ()) => ops.remove(0),
+    }))
+}
+
+/// What [`claim_window`] claimed.
+#[derive(Debug)]
+pub(crate) enum Window<P> {
+    /// The next operation cannot be sent (its table or row is missing); it is not claimed.
+    Missing(Claimed),
+    /// The claimed operations, in queue order (at least one), and the plan that chose them.
+    Batch(Vec<Claimed>, P),
+}
+
+/// Claims the next operations after sequence `after`, in ONE immediate transaction (as
+/// [`claim_next`] does for one): reads up to `window_max` of them with their payloads
+/// (stopping before the first that has none), lets `plan` choose how many to send (it sees
+/// them in queue order and returns a count, clamped to 1..=their number, and its own plan),
+/// and marks the chosen ones Attempted. `None` when the queue has nothing after `after`.
+pub(crate) fn claim_window<P>(
+    conn: &mut Connection,
+    tables: &BTreeMap<String, TableDefinition>,
+    after: i64,
+    window_max: usize,
+    plan: impl FnOnce(&[Claimed]) -> (usize, P),
+) -> Result<Option<Window<P>>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let Some(mut op) = next_op(&tx, after)? else {
+    let ops = next_ops(&tx, after, window_max.max(1))?;
+    if ops.is_empty() {
         tx.commit()?;
         return Ok(None);
-    };
-    let payload = match super::find_table(tables, &op.table) {
-        None => Payload::Missing("the table is not defined in the local store"),
-        Some(_) if op.kind == OpKind::Delete => {
-            let (body, version) = rows::payload(op.item.as_ref().unwrap_or(&Map::new()));
-            Payload::Item { body, version }
-        }
-        Some(def) => match rows::read_row_for_push(&tx, def, &op.item_id)? {
-            Some(row) => {
-                let (body, version) = rows::payload(&row);
-                Payload::Item { body, version }
+    }
+    let mut push_defs = HashMap::new();
+    let mut group_ends: HashMap<String, i64> = HashMap::new();
+    let mut window = Vec::with_capacity(ops.len());
+    for op in ops {
+        let payload = payload_of(&tx, tables, &mut push_defs, &op)?;
+        if let Payload::Missing(_) = payload {
+            if window.is_empty() {
+                let sent_before = sent_items(&tx, &op.id)?;
+                tx.commit()?;
+                return Ok(Some(Window::Missing(Claimed {
+                    op,
+                    payload,
+                    sent_before,
+                    group_end: None,
+                })));
             }
-            None => Payload::Missing("the item is missing from the local table"),
-        },
-    };
-    if matches!(payload, Payload::Item { .. }) {
-        set_state(&tx, &op.id, OpState::Attempted)?;
-        op.state = OpState::Attempted;
+            break;
+        }
+        let group_end = match &op.group {
+            None => None,
+            Some(g) => Some(match group_ends.get(g) {
+                Some(end) => *end,
+                None => *group_ends.entry(g.clone()).or_insert(group_end(&tx, g)?),
+            }),
+        };
+        window.push(Claimed {
+            op,
+            payload,
+            sent_before: Vec::new(),
+            group_end,
+        });
+    }
+    let (take, chosen) = plan(&window);
+    window.truncate(take.clamp(1, window.len()));
+    for c in &mut window {
+        c.sent_before = mark_attempted(&tx, &mut c.op, &c.payload)?;
     }
     tx.commit()?;
-    Ok(Some((op, payload)))
+    Ok(Some(Window::Batch(window, chosen)))
 }
 
 /// Marks an operation's state (push bookkeeping).
 pub(crate) fn set_state(conn: &Connection, op_id: &str, state: OpState) -> Result<()> {
-    conn.execute(
-        "UPDATE \"__operations\" SET \"state\" = ?2 WHERE \"id\" = ?1",
-        rusqlite::params![op_id, state.code()],
-    )?;
+    conn.prepare_cached("UPDATE \"__operations\" SET \"state\" = ?2 WHERE \"id\" = ?1")?
+        .execute(rusqlite::params![op_id, state.code()])?;
+    Ok(())
+}
+
+/// What the push learned about one sent operation, applied by [`apply_effects`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Effect {
+    /// The server applied the operation: remove it (unless it changed meanwhile) and write the
+    /// server's copy back (see [`complete_in`]). When the copy cannot be written (another id, a
+    /// wrongly typed value), an operation error with `sent` as its item is recorded instead.
+    Complete {
+        op: Operation,
+        server_item: Option<Map<String, Value>>,
+        sent: Map<String, Value>,
+    },
+    /// The operation failed: record its error (and mark it Failed). `replace_key` after a
+    /// definite refusal: the request did not apply, so the next attempt is a new request.
+    Fail {
+        error: OperationError,
+        replace_key: bool,
+    },
+    /// No usable answer (network failure, 401): the operation stays queued as it is, its
+    /// idempotency key included, marked Failed.
+    Interrupted { op_id: String },
+}
+
+/// Applies the effects of a push step in queue order, in ONE transaction (a batch of a
+/// thousand operations is one commit, not a thousand). `Err` only for store failures; a
+/// server copy that cannot be written becomes that operation's error, the others still apply.
+pub(crate) fn apply_effects(
+    conn: &mut Connection,
+    tables: &BTreeMap<String, TableDefinition>,
+    effects: Vec<Effect>,
+) -> Result<()> {
+    let mut tx = conn.transaction()?;
+    for effect in effects {
+        match effect {
+            Effect::Complete {
+                op,
+                server_item,
+                sent,
+            } => {
+                let done = {
+                    let sp = tx.savepoint()?;
+                    let done = super::find_table(tables, &op.table)
+                        .ok_or_else(|| Error::UnknownTable(op.table.clone()))
+                        .and_then(|def| complete_in(&sp, def, &op, server_item.as_ref()));
+                    if done.is_ok() {
+                        sp.commit()?;
+                    }
+                    done
+                };
+                match done {
+                    Ok(()) => {}
+                    Err(e) if e.is_store_failure() => return Err(e),
+                    // The answer could not be written back (another id, a wrongly typed value:
+                    // only possible for outcomes a handler made up, the push checks its own).
+                    Err(e) => {
+                        tracing::warn!(table = %op.table, id = %op.item_id, error = %e, "push answer refused");
+                        let error = OperationError {
+                            operation_id: op.id.clone(),
+                            operation_version: op.version,
+                            kind: op.kind,
+                            table: op.table.clone(),
+                            item_id: op.item_id.clone(),
+                            item: sent,
+                            status: None,
+                            raw_result: server_item
+                                .map(|m| Value::Object(m).to_string())
+                                .unwrap_or_default(),
+                            result: None,
+                            handled: false,
+                        };
+                        record_error_in(&tx, &error, false)?;
+                    }
+                }
+            }
+            Effect::Fail { error, replace_key } => record_error_in(&tx, &error, replace_key)?,
+            Effect::Interrupted { op_id } => set_state(&tx, &op_id, OpState::Failed)?,
+        }
+    }
+    tx.commit()?;
     Ok(())
 }
 
 /// After a successful push of `op`: removes the entry if unchanged and writes the server's copy
 /// back. If the app changed the item meanwhile, the entry stays (to push the newer data) and only
-/// the server-owned columns are written back, so the app's edit is not overwritten.
-pub(crate) fn complete_op(
-    conn: &mut Connection,
+/// the server-owned columns are written back, so the app's edit is not overwritten; its base is
+/// now the server's version, so its `sentItems` are forgotten.
+pub(crate) fn complete_in(
+    tx: &Connection,
     def: &TableDefinition,
     op: &Operation,
     server_item: Option<&Map<String, Value>>,
 ) -> Result<()> {
-    let tx = conn.transaction()?;
-    let removed = tx.execute(
-        "DELETE FROM \"__operations\" WHERE \"id\" = ?1 AND \"version\" = ?2",
-        rusqlite::params![op.id, op.version],
-    )? > 0;
-    tx.execute(
-        "DELETE FROM \"__errors\" WHERE \"operationId\" = ?1",
-        [&op.id],
-    )?;
+    // The answer must be about this item: writing another id's copy would overwrite an
+    // unrelated local row, even one with pending changes.
     if let Some(item) = server_item {
-        // The answer must be about this item: writing another id's copy would overwrite an
-        // unrelated local row, even one with pending changes.
         if op.kind != OpKind::Delete && item.get("id") != Some(&Value::String(op.item_id.clone())) {
             return Err(Error::InvalidResponse(format!(
                 "the answer is an item with id {}, not {:?}",
@@ -337,22 +730,30 @@ pub(crate) fn complete_op(
                 op.item_id
             )));
         }
+    }
+    let removed = tx
+        .prepare_cached("DELETE FROM \"__operations\" WHERE \"id\" = ?1 AND \"version\" = ?2")?
+        .execute(rusqlite::params![op.id, op.version])?
+        > 0;
+    tx.prepare_cached("DELETE FROM \"__errors\" WHERE \"operationId\" = ?1")?
+        .execute([&op.id])?;
+    if let Some(item) = server_item {
         if op.kind == OpKind::Delete {
             // Nothing to write: the row is gone locally.
         } else if removed {
-            rows::write_server(&tx, def, item)?;
+            rows::write_server(tx, def, item)?;
         } else {
-            rows::write_server_system_columns(&tx, def, item)?;
+            rows::write_server_system_columns(tx, def, item)?;
             // The app deleted the item while its update was in flight: the queued delete must
             // carry the version the server now has, or it would fail with 412.
             if let (Some(current), Some(Value::String(v))) =
-                (find_op(&tx, def.name(), &op.item_id)?, item.get("version"))
+                (find_op(tx, def.name(), &op.item_id)?, item.get("version"))
             {
                 if current.kind == OpKind::Delete {
                     let mut qi = current.item.clone().unwrap_or_default();
                     qi.insert("version".into(), Value::String(v.clone()));
                     tx.execute(
-                        "UPDATE \"__operations\" SET \"item\" = ?2 WHERE \"id\" = ?1",
+                        "UPDATE \"__operations\" SET \"item\" = ?2, \"sentItems\" = NULL WHERE \"id\" = ?1",
                         rusqlite::params![current.id, Value::Object(qi).to_string()],
                     )?;
                 }
@@ -360,42 +761,53 @@ pub(crate) fn complete_op(
         }
     }
     if !removed {
-        set_state(&tx, &op.id, OpState::Pending)?;
+        tx.execute(
+            "UPDATE \"__operations\" SET \"state\" = ?2, \"sentItems\" = NULL WHERE \"id\" = ?1",
+            rusqlite::params![op.id, OpState::Pending.code()],
+        )?;
         // The insert reached the server but the app edited the item meanwhile (insert + update
         // collapsed into the insert): the server has the item now, so what is left to send is an
-        // update, which the written-back version makes conditional.
+        // update, which the written-back version makes conditional. Another request: a new key.
         if op.kind == OpKind::Insert {
             tx.execute(
-                "UPDATE \"__operations\" SET \"kind\" = ?2 WHERE \"id\" = ?1 AND \"kind\" = ?3",
-                rusqlite::params![op.id, OpKind::Update.code(), OpKind::Insert.code()],
+                "UPDATE \"__operations\" SET \"kind\" = ?2, \"idempotencyKey\" = ?4 \
+                 WHERE \"id\" = ?1 AND \"kind\" = ?3",
+                rusqlite::params![
+                    op.id,
+                    OpKind::Update.code(),
+                    OpKind::Insert.code(),
+                    new_idempotency_key()
+                ],
             )?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
-/// Records an operation error (and marks the operation Failed).
-pub(crate) fn record_error(conn: &mut Connection, e: &OperationError) -> Result<()> {
-    let tx = conn.transaction()?;
-    set_state(&tx, &e.operation_id, OpState::Failed)?;
-    tx.execute(
+/// Records an operation error and marks the operation Failed, replacing its idempotency key
+/// when `replace_key` (see [`Effect::Fail`]).
+fn record_error_in(tx: &Connection, e: &OperationError, replace_key: bool) -> Result<()> {
+    set_state(tx, &e.operation_id, OpState::Failed)?;
+    if replace_key {
+        tx.prepare_cached("UPDATE \"__operations\" SET \"idempotencyKey\" = ?2 WHERE \"id\" = ?1")?
+            .execute([e.operation_id.as_str(), &new_idempotency_key()])?;
+    }
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO \"__errors\" (\"operationId\", \"operationVersion\", \"operationKind\", \
          \"tableName\", \"itemId\", \"item\", \"httpStatus\", \"rawResult\", \"serverItem\") \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        rusqlite::params![
-            e.operation_id,
-            e.operation_version,
-            e.kind.code(),
-            e.table,
-            e.item_id,
-            Value::Object(e.item.clone()).to_string(),
-            e.status.map(i64::from),
-            e.raw_result,
-            e.result.as_ref().map(|m| Value::Object(m.clone()).to_string()),
-        ],
-    )?;
-    tx.commit()?;
+    )?
+    .execute(rusqlite::params![
+        e.operation_id,
+        e.operation_version,
+        e.kind.code(),
+        e.table,
+        e.item_id,
+        Value::Object(e.item.clone()).to_string(),
+        e.status.map(i64::from),
+        e.raw_result,
+        e.result.as_ref().map(|m| Value::Object(m.clone()).to_string()),
+    ])?;
     Ok(())
 }
 
@@ -498,9 +910,10 @@ pub(crate) fn cancel_and_discard(
     Ok(())
 }
 
-/// Resolution: keep the operation (version bumped, state Pending) with `item` as its data: for a
-/// delete the queued item is replaced; otherwise `item` (including its `version`) is written to the
-/// local row, so the next push sends it with that version in `If-Match`.
+/// Resolution: keep the operation (version bumped, state Pending, a new idempotency key) with
+/// `item` as its data: for a delete the queued item is replaced; otherwise `item` (including its
+/// `version`) is written to the local row, so the next push sends it with that version in
+/// `If-Match`.
 pub(crate) fn update_operation(
     conn: &mut Connection,
     def: &TableDefinition,
@@ -543,9 +956,12 @@ pub(crate) fn update_operation(
         body.insert("version".into(), version.map_or(Value::Null, Value::String));
         rows::write_local(&tx, def, &op.item_id, &body, true)?;
     }
+    // A new request on a new base: a new idempotency key, and what earlier attempts sent no
+    // longer says anything about the server.
     tx.execute(
-        "UPDATE \"__operations\" SET \"version\" = \"version\" + 1, \"state\" = ?2 WHERE \"id\" = ?1",
-        rusqlite::params![op.id, OpState::Pending.code()],
+        "UPDATE \"__operations\" SET \"version\" = \"version\" + 1, \"state\" = ?2, \
+         \"idempotencyKey\" = ?3, \"sentItems\" = NULL WHERE \"id\" = ?1",
+        rusqlite::params![op.id, OpState::Pending.code(), new_idempotency_key()],
     )?;
     tx.execute(
         "DELETE FROM \"__errors\" WHERE \"operationId\" = ?1",
@@ -713,9 +1129,9 @@ pub(crate) fn purge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ColumnType;
     use serde_json::json;
     use std::collections::BTreeMap;
+    use tablesync_protocol::odata::sql::ColumnType;
 
     fn setup() -> (Connection, BTreeMap<String, TableDefinition>) {
         let def = TableDefinition::new("TodoItem")
@@ -740,7 +1156,7 @@ mod tests {
         let (mut c, tables) = setup();
         let def = tables["TodoItem"].clone();
         local_insert(&mut c, &def, obj(json!({"id": "a", "text": "x"}))).unwrap();
-        let (op, payload) = claim_next(&mut c, &tables, 0).unwrap().unwrap();
+        let Claimed { op, payload, .. } = claim_next(&mut c, &tables, 0).unwrap().unwrap();
         assert_eq!(
             (op.kind, op.state, op.item_id.as_str()),
             (OpKind::Insert, OpState::Attempted, "a")
@@ -778,7 +1194,9 @@ mod tests {
         // An update whose row vanished is claimed as missing and stays Pending (recorded by the push).
         local_insert(&mut c, &def, obj(json!({"id": "m", "text": "z"}))).unwrap();
         rows::delete_row(&c, "TodoItem", "m").unwrap();
-        let (op_m, payload) = claim_next(&mut c, &tables, op.sequence).unwrap().unwrap();
+        let Claimed {
+            op: op_m, payload, ..
+        } = claim_next(&mut c, &tables, op.sequence).unwrap().unwrap();
         assert_eq!(
             payload,
             Payload::Missing("the item is missing from the local table")

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::{type_name, TableDefinition};
 use crate::error::{Error, Result};
-use crate::ColumnType;
+use tablesync_protocol::odata::sql::ColumnType;
 use tablesync_protocol::system;
 
 /// Largest integer a double holds exactly: integral numbers up to here print without `.0`.
@@ -136,11 +136,19 @@ pub(crate) fn read_row(
 /// number, `INTEGER` → boolean, anything else → text), the mapping of "Column types and
 /// storage". The server must never receive a row with fewer columns than the local copy has:
 /// an update of a missing property is not sent, but an insert without it would store null.
+#[cfg(test)]
 pub(crate) fn read_row_for_push(
     conn: &Connection,
     def: &TableDefinition,
     id: &str,
 ) -> Result<Option<Map<String, Value>>> {
+    read_row(conn, &push_definition(conn, def)?, id)
+}
+
+/// `def` extended with every column the SQLite table has that `def` does not declare (typed
+/// by storage class, see [`read_row_for_push`]): the definition push payloads are read with.
+/// A batched push reads it once per table and window instead of once per row.
+pub(crate) fn push_definition(conn: &Connection, def: &TableDefinition) -> Result<TableDefinition> {
     let actual: Vec<(String, String)> = {
         let mut stmt = conn.prepare(&format!("PRAGMA table_info(\"{}\")", def.name()))?;
         let cols = stmt
@@ -164,7 +172,7 @@ pub(crate) fn read_row_for_push(
             full = full.column(name, ty);
         }
     }
-    read_row(conn, &full, id)
+    Ok(full)
 }
 
 /// Whether a row exists.

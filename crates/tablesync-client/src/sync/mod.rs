@@ -2,12 +2,14 @@
 //! action) purge.
 //!
 //! Only this module sends requests; it decides from answers with pure functions
-//! ([`push::classify`], [`pull::parse_page`], [`crate::capabilities::parse_capabilities`]) and
-//! applies results through the store's transactions.
+//! ([`push::classify`], [`push::plan`], [`push::batch`], [`pull::parse_page`],
+//! [`crate::capabilities::parse_capabilities`]) and applies results through the store's
+//! transactions. [`session::Session`] is what a context and its tables share.
 
 pub(crate) mod pull;
 pub(crate) mod purge;
 pub(crate) mod push;
+pub(crate) mod session;
 
 use tablesync_protocol::odata::sql::{ColumnType, Schema};
 

@@ -27,12 +27,13 @@
 use serde_json::{Map, Value};
 use tablesync_protocol::odata::query::{parse_query_string, TableQuery};
 
-use crate::client::{query_string, Client};
-use crate::conflict::SyncHandler;
+use crate::client::query_string;
 use crate::error::{Error, Result};
 use crate::store::queue::{self as q, DeltaToken};
-use crate::store::{rows, Store};
+use crate::store::rows;
 use crate::transport::{HttpResponse, Method};
+
+use super::session::Session;
 
 /// Default rows per request (the protocol's default page size).
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
@@ -242,14 +243,13 @@ pub(crate) fn page_filter(user_filter: Option<&str>, after: Option<&DeltaToken>)
 
 /// Pulls `table`. The caller holds the context's sync lock.
 pub(crate) async fn pull(
-    client: &Client,
-    store: &Store,
-    handler: &dyn SyncHandler,
+    session: &Session,
     table: &str,
     query_id: Option<&str>,
     query: &str,
     options: PullOptions,
 ) -> Result<PullSummary> {
+    let (client, store) = (&session.client, &session.store);
     store.table(table)?;
     let query_id = check_query_id(query_id)?.map(str::to_string);
     if options.page_size == 0 || options.page_size > PAGE_SIZE_MAX {
@@ -280,7 +280,7 @@ pub(crate) async fn pull(
     // before children across tables). If that push fails, so does the pull.
     let t = table.to_string();
     if store.run(move |c, _| q::pending_count(c, Some(&t))).await? > 0 {
-        super::push::push_all(client, store, handler).await?;
+        super::push::push_all(session).await?;
     }
 
     let mut token = match &query_id {

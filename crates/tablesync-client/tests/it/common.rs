@@ -197,16 +197,29 @@ impl OfficialServer {
     }
 }
 
+/// Whether a request is the discovery of the server's extensions (`GET {base}/$capabilities`),
+/// which a context sends once before its first push (`docs/extensions.md` section 1).
+pub fn is_discovery(method: Method, url: &str) -> bool {
+    method == Method::Get && url.ends_with("/$capabilities")
+}
+
 /// Wraps the HTTP transport: records requests, and can inject faults.
+///
+/// `methods()` and `get_urls()` leave out the discovery request (tests of table traffic do not
+/// count it; `discovery_requests()` does); `log` and `requests` hold everything.
 pub struct Faulty {
     inner: HttpTransport,
     /// Every request sent: (method, url).
     pub log: Mutex<Vec<(Method, String)>>,
+    /// Every request sent, whole (headers and body).
+    pub requests: Mutex<Vec<HttpRequest>>,
     /// Drop the connection on every GET after this many GETs.
     pub drop_gets_after: Option<usize>,
     gets: AtomicUsize,
     /// Forward POSTs, then report the connection as dropped (a lost response).
     pub lose_post_responses: AtomicBool,
+    /// Forward requests with these methods, then report the connection as dropped.
+    pub lose_responses_to: Mutex<Vec<Method>>,
     /// Answer everything with this status and body instead of forwarding.
     pub canned: Mutex<Option<(u16, Vec<u8>)>>,
 }
@@ -220,9 +233,11 @@ impl Faulty {
         Arc::new(Faulty {
             inner: HttpTransport::new(20_000, 16 * 1024 * 1024).unwrap(),
             log: Mutex::new(Vec::new()),
+            requests: Mutex::new(Vec::new()),
             drop_gets_after: n,
             gets: AtomicUsize::new(0),
             lose_post_responses: AtomicBool::new(false),
+            lose_responses_to: Mutex::new(Vec::new()),
             canned: Mutex::new(None),
         })
     }
@@ -231,18 +246,52 @@ impl Faulty {
         *self.canned.lock().unwrap() = Some((status, body.as_bytes().to_vec()));
     }
 
+    /// Loses the answers to requests with `methods` (empty: loses none).
+    pub fn lose_responses_to(&self, methods: &[Method]) {
+        *self.lose_responses_to.lock().unwrap() = methods.to_vec();
+    }
+
+    /// GET URLs sent, discovery left out.
     pub fn get_urls(&self) -> Vec<String> {
         self.log
             .lock()
             .unwrap()
             .iter()
-            .filter(|(m, _)| *m == Method::Get)
+            .filter(|(m, u)| *m == Method::Get && !is_discovery(*m, u))
             .map(|(_, u)| u.clone())
             .collect()
     }
 
+    /// Methods of the requests sent, discovery left out.
     pub fn methods(&self) -> Vec<Method> {
-        self.log.lock().unwrap().iter().map(|(m, _)| *m).collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, u)| !is_discovery(*m, u))
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    /// How many discovery requests were sent.
+    pub fn discovery_requests(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, u)| is_discovery(*m, u))
+            .count()
+    }
+
+    /// The write requests sent (POST, PATCH, DELETE), whole.
+    pub fn writes(&self) -> Vec<HttpRequest> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method != Method::Get)
+            .cloned()
+            .collect()
     }
 }
 
@@ -253,6 +302,7 @@ impl Transport for Faulty {
                 .lock()
                 .unwrap()
                 .push((request.method, request.url.clone()));
+            self.requests.lock().unwrap().push(request.clone());
             let canned = self.canned.lock().unwrap().clone();
             if let Some((status, body)) = canned {
                 return Ok(HttpResponse::new(status, body));
@@ -263,8 +313,13 @@ impl Transport for Faulty {
                     return Err(TransportError::Connection("dropped by the test".into()));
                 }
             }
-            let lose =
-                request.method == Method::Post && self.lose_post_responses.load(Ordering::SeqCst);
+            let lose = (request.method == Method::Post
+                && self.lose_post_responses.load(Ordering::SeqCst))
+                || self
+                    .lose_responses_to
+                    .lock()
+                    .unwrap()
+                    .contains(&request.method);
             let resp = self.inner.send(request).await;
             if lose {
                 return Err(TransportError::Connection(

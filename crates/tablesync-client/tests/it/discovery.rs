@@ -6,11 +6,7 @@ use tablesync_client::Capabilities;
 use crate::common::{context_via, Faulty, OfficialServer, OurServer, StoreKind};
 
 fn capability_requests(faulty: &Faulty) -> usize {
-    faulty
-        .get_urls()
-        .iter()
-        .filter(|u| u.ends_with("/$capabilities"))
-        .count()
+    faulty.discovery_requests()
 }
 
 async fn our_server_is_asked_once_per_context(kind: StoreKind) {

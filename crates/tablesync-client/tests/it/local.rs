@@ -275,9 +275,7 @@ async fn table_names_match_case_insensitively() {
     faulty.answer_with(201, r#"{"id":"c","text":"x","version":"v1"}"#);
     ctx.push().await.unwrap();
     assert!(
-        faulty.log.lock().unwrap()[0]
-            .1
-            .ends_with("/tables/TodoItem"),
+        faulty.writes()[0].url.ends_with("/tables/TodoItem"),
         "{:?}",
         faulty.log.lock().unwrap()
     );

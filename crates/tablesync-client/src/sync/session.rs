@@ -1,0 +1,88 @@
+//! What one [`crate::SyncContext`] and every table of it share: the client, the store, the
+//! handler, the one-sync-action-at-a-time lock, and what the server offers.
+//!
+//! Its own module (below `context` and `table`, which both hold it) so that neither of those
+//! needs the other, and so that push and pull can ask for the server's extensions without
+//! knowing the context.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::capabilities::{BatchCapability, Capabilities};
+use crate::client::Client;
+use crate::conflict::SyncHandler;
+use crate::store::Store;
+
+/// The shared state of a sync context.
+pub(crate) struct Session {
+    pub(crate) client: Client,
+    pub(crate) store: Store,
+    pub(crate) handler: Arc<dyn SyncHandler>,
+    /// Push, pull and purge run one at a time (as in the reference): a pull must not interleave
+    /// with a push that is rewriting the same rows. A tokio mutex, because it is held across the
+    /// network awaits of the action.
+    pub(crate) sync_lock: tokio::sync::Mutex<()>,
+    /// What the server offers beyond the protocol, asked once per context
+    /// ([`Session::capabilities`]).
+    capabilities: tokio::sync::OnceCell<Capabilities>,
+    /// Set when the server refused a whole batch (a 4xx other than 401): this context then
+    /// pushes one request per operation, which any server takes.
+    batch_refused: AtomicBool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(client: Client, store: Store, handler: Arc<dyn SyncHandler>) -> Self {
+        Session {
+            client,
+            store,
+            handler,
+            sync_lock: tokio::sync::Mutex::new(()),
+            capabilities: tokio::sync::OnceCell::new(),
+            batch_refused: AtomicBool::new(false),
+        }
+    }
+
+    /// What the server offers (`docs/extensions.md` section 1): asked with one
+    /// `GET {base}/$capabilities` the first time it is needed and remembered for the life of
+    /// the session. A network failure gives the default and is not remembered.
+    pub(crate) async fn capabilities(&self) -> Capabilities {
+        if let Some(known) = self.capabilities.get() {
+            return known.clone();
+        }
+        match super::discover(&self.client).await {
+            Some(found) => self
+                .capabilities
+                .get_or_init(|| async { found })
+                .await
+                .clone(),
+            None => Capabilities::default(),
+        }
+    }
+
+    /// The batch endpoint a push uses, if any: the server must offer one, the client must not
+    /// have switched batching off (`ClientOptions::batch_push`), the handler must allow it
+    /// ([`SyncHandler::sends_in_batches`]) and the server must not have refused a batch in this
+    /// session. Asks the server (once per session) only when all else allows batching.
+    pub(crate) async fn batch_for_push(&self) -> Option<BatchCapability> {
+        if !self.client.batch_push()
+            || !self.handler.sends_in_batches()
+            || self.batch_refused.load(Ordering::SeqCst)
+        {
+            return None;
+        }
+        self.capabilities().await.batch
+    }
+
+    /// Remembers that the server refused a batch as a whole (see [`Session::batch_for_push`]).
+    pub(crate) fn refuse_batches(&self) {
+        self.batch_refused.store(true, Ordering::SeqCst);
+    }
+}
