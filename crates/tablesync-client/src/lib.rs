@@ -115,3 +115,167 @@ pub use transaction::LocalTransaction;
 pub use transport::{
     BoxFuture, HttpRequest, HttpResponse, HttpTransport, Method, Transport, TransportError,
 };
+
+#[cfg(test)]
+mod module_graph {
+    //! The crate's modules form no import cycle (the team rule; ARCHITECTURE.md lists the
+    //! layers). Read from the sources: every `crate::`, `self::` and `super::` path outside test
+    //! modules and comments is an edge to the deepest module it names; a cycle fails the test
+    //! and prints it.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// Module path (`sync::push::plan`, `` for the root) of a source file under `src/`.
+    fn module_of(rel: &Path) -> String {
+        let mut parts: Vec<String> = rel
+            .iter()
+            .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        if matches!(parts.last().map(String::as_str), Some("mod" | "lib")) {
+            parts.pop();
+        }
+        parts.join("::")
+    }
+
+    fn sources(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, root, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Test modules sit at the end of each file, and may use anything.
+                let code = text.split("#[cfg(test)]\nmod ").next().unwrap_or_default();
+                let code: String = code
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                out.insert(module_of(path.strip_prefix(root).unwrap()), code);
+            }
+        }
+    }
+
+    /// The path segments following `at` in `code` (`a::b::c`), up to the first non-identifier.
+    fn segments(code: &str, at: usize) -> Vec<String> {
+        let rest = &code[at..];
+        let end = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(rest.len());
+        rest[..end]
+            .split("::")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The deepest known module named by `base` followed by `segs`.
+    fn resolve(modules: &BTreeSet<String>, base: &[String], segs: &[String]) -> String {
+        let mut best = base.join("::");
+        let mut path = base.to_vec();
+        for s in segs {
+            path.push(s.clone());
+            let name = path.join("::");
+            if modules.contains(&name) {
+                best = name;
+            } else {
+                break;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn the_modules_form_no_cycle() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut code = BTreeMap::new();
+        sources(&root, &root, &mut code);
+        let modules: BTreeSet<String> = code.keys().cloned().collect();
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (module, text) in &code {
+            let own: Vec<String> = module
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            let targets = edges.entry(module.clone()).or_default();
+            for (at, _) in text.match_indices("crate::") {
+                let to = resolve(&modules, &[], &segments(text, at + "crate::".len()));
+                targets.insert(to);
+            }
+            for (at, _) in text.match_indices("self::") {
+                targets.insert(resolve(
+                    &modules,
+                    &own,
+                    &segments(text, at + "self::".len()),
+                ));
+            }
+            for (at, _) in text.match_indices("super::") {
+                // `super::super::x` is handled by resolving each `super` against the parent.
+                if text[..at].ends_with("super::") {
+                    continue;
+                }
+                let segs = segments(text, at);
+                let ups = segs.iter().take_while(|s| *s == "super").count();
+                let parent = &own[..own.len().saturating_sub(ups)];
+                targets.insert(resolve(&modules, parent, &segs[ups..]));
+            }
+            targets.remove(module);
+        }
+        // The root only re-exports; nothing may depend on it (that would close a cycle).
+        let root_users: Vec<&String> = edges
+            .iter()
+            .filter(|(m, t)| !m.is_empty() && t.contains(""))
+            .map(|(m, _)| m)
+            .collect();
+        assert!(
+            root_users.is_empty(),
+            "modules using the crate root (name the defining module instead): {root_users:?}"
+        );
+        // Depth-first search for a back edge.
+        fn visit(
+            m: &str,
+            edges: &BTreeMap<String, BTreeSet<String>>,
+            state: &mut BTreeMap<String, u8>,
+            stack: &mut Vec<String>,
+        ) {
+            state.insert(m.to_string(), 1);
+            stack.push(m.to_string());
+            for n in edges.get(m).into_iter().flatten() {
+                match state.get(n.as_str()).copied().unwrap_or(0) {
+                    0 => visit(n, edges, state, stack),
+                    1 => {
+                        let from = stack.iter().position(|s| s == n).unwrap_or(0);
+                        panic!("import cycle: {} -> {n}", stack[from..].join(" -> "));
+                    }
+                    _ => {}
+                }
+            }
+            stack.pop();
+            state.insert(m.to_string(), 2);
+        }
+        let mut state = BTreeMap::new();
+        for m in edges.keys() {
+            if state.get(m).copied().unwrap_or(0) == 0 {
+                visit(m, &edges, &mut state, &mut Vec::new());
+            }
+        }
+        // The check sees the edges it must: a sample the architecture relies on.
+        for (from, to) in [
+            ("conflict", "sync::push::operation"),
+            ("sync::push", "conflict"),
+            ("error", "operation_error"),
+            ("store::queue", "operation_error"),
+            ("table", "sync::session"),
+            ("context", "table"),
+            ("sync::push", "sync::push::plan"),
+        ] {
+            assert!(
+                edges[from].contains(to),
+                "{from} -> {to} not seen: {:?}",
+                edges[from]
+            );
+        }
+    }
+}

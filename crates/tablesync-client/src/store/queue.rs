@@ -548,7 +548,7 @@ pub(crate) fn claim_next(
 ) -> Result<Option<Claimed>> {
     let claimed = claim_window(conn, tables, after, 1, |_| (1, ()))?;
     Ok(claimed.map(|w| match w {
-        Window::Missing(c) => c,
+        Window::Missing(c) => *c,
         // A window of one operation holds exactly one.
         Window::Batch(mut ops, ()) => ops.remove(0),
     }))
@@ -558,7 +558,7 @@ pub(crate) fn claim_next(
 #[derive(Debug)]
 pub(crate) enum Window<P> {
     /// The next operation cannot be sent (its table or row is missing); it is not claimed.
-    Missing(Claimed),
+    Missing(Box<Claimed>),
     /// The claimed operations, in queue order (at least one), and the plan that chose them.
     Batch(Vec<Claimed>, P),
 }
@@ -590,12 +590,12 @@ pub(crate) fn claim_window<P>(
             if window.is_empty() {
                 let sent_before = sent_items(&tx, &op.id)?;
                 tx.commit()?;
-                return Ok(Some(Window::Missing(Claimed {
+                return Ok(Some(Window::Missing(Box::new(Claimed {
                     op,
                     payload,
                     sent_before,
                     group_end: None,
-                })));
+                }))));
             }
             break;
         }
@@ -1202,5 +1202,344 @@ mod tests {
             Payload::Missing("the item is missing from the local table")
         );
         assert_eq!(op_m.state, OpState::Pending);
+    }
+
+    /// A row the server has (at `version`), with no queued operation, as a pull leaves it.
+    fn server_row(c: &Connection, def: &TableDefinition, id: &str, version: &str) {
+        rows::write_server(
+            c,
+            def,
+            &obj(json!({"id": id, "text": "server", "version": version})),
+        )
+        .unwrap();
+    }
+
+    fn op(c: &Connection, id: &str) -> Operation {
+        find_op(c, "TodoItem", id).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_key_is_kept_by_claims_and_failures_and_replaced_by_every_change() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        local_insert(&mut c, &def, obj(json!({"id": "a", "text": "x"}))).unwrap();
+        let k0 = op(&c, "a").idempotency_key;
+        assert_eq!(uuid::Uuid::parse_str(&k0).unwrap().get_version_num(), 4);
+        // Claims (retries) and undecided failures keep it.
+        let claimed = claim_next(&mut c, &tables, 0).unwrap().unwrap();
+        assert_eq!(claimed.op.idempotency_key, k0);
+        let error = |status| OperationError {
+            operation_id: claimed.op.id.clone(),
+            operation_version: claimed.op.version,
+            kind: OpKind::Insert,
+            table: "TodoItem".into(),
+            item_id: "a".into(),
+            item: Map::new(),
+            status,
+            raw_result: String::new(),
+            result: None,
+            handled: false,
+        };
+        apply_effects(
+            &mut c,
+            &tables,
+            vec![
+                Effect::Interrupted {
+                    op_id: claimed.op.id.clone(),
+                },
+                Effect::Fail {
+                    error: error(Some(503)),
+                    replace_key: false,
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            claim_next(&mut c, &tables, 0)
+                .unwrap()
+                .unwrap()
+                .op
+                .idempotency_key,
+            k0
+        );
+        // A decided refusal replaces it.
+        apply_effects(
+            &mut c,
+            &tables,
+            vec![Effect::Fail {
+                error: error(Some(400)),
+                replace_key: true,
+            }],
+        )
+        .unwrap();
+        let k1 = op(&c, "a").idempotency_key;
+        assert_ne!(k1, k0);
+        // So does a local edit collapsing into the operation.
+        local_update(&mut c, &def, obj(json!({"id": "a", "text": "y"}))).unwrap();
+        let k2 = op(&c, "a").idempotency_key;
+        assert_ne!(k2, k1);
+        // And a resolution.
+        let mut e = error(Some(409));
+        e.operation_version = op(&c, "a").version;
+        update_operation(&mut c, &def, &e, &obj(json!({"text": "z"}))).unwrap();
+        assert_ne!(op(&c, "a").idempotency_key, k2);
+    }
+
+    #[test]
+    fn what_attempts_sent_is_remembered_across_collapses_and_forgotten_when_the_base_moves() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        server_row(&c, &def, "u", "v1");
+        local_update(&mut c, &def, obj(json!({"id": "u", "text": "v2"}))).unwrap();
+        let first = claim_next(&mut c, &tables, 0).unwrap().unwrap();
+        let v2 = obj(json!({"id": "u", "text": "v2", "complete": null}));
+        assert_eq!(first.sent_before, vec![v2.clone()]);
+        // Claimed again unchanged: remembered once.
+        assert_eq!(
+            claim_next(&mut c, &tables, 0).unwrap().unwrap().sent_before,
+            vec![v2.clone()]
+        );
+        // The user edits after the lost answer: both bodies are candidates.
+        local_update(&mut c, &def, obj(json!({"id": "u", "text": "v3"}))).unwrap();
+        let v3 = obj(json!({"id": "u", "text": "v3", "complete": null}));
+        let second = claim_next(&mut c, &tables, 0).unwrap().unwrap();
+        assert_eq!(second.sent_before, vec![v2.clone(), v3.clone()]);
+        // A delete replacing the update inherits them (its own attempts send no body).
+        local_delete(&mut c, &def, "u").unwrap();
+        let del = claim_next(&mut c, &tables, 0).unwrap().unwrap();
+        assert_eq!(del.op.kind, OpKind::Delete);
+        assert_eq!(del.sent_before, vec![v2, v3]);
+
+        // A push that completes while the app edited: the entry stays, on the server's new
+        // version, and what was sent before says nothing any more.
+        server_row(&c, &def, "w", "v1");
+        local_update(&mut c, &def, obj(json!({"id": "w", "text": "a"}))).unwrap();
+        let w = claim_window(&mut c, &tables, del.op.sequence, 10, |_| (1, ())).unwrap();
+        let Some(Window::Batch(mut claimed, ())) = w else {
+            panic!()
+        };
+        let w = claimed.remove(0);
+        assert_eq!(w.sent_before.len(), 1);
+        local_update(&mut c, &def, obj(json!({"id": "w", "text": "b"}))).unwrap();
+        apply_effects(
+            &mut c,
+            &tables,
+            vec![Effect::Complete {
+                op: w.op.clone(),
+                server_item: Some(obj(json!({"id": "w", "text": "a", "version": "v2"}))),
+                sent: Map::new(),
+            }],
+        )
+        .unwrap();
+        assert_eq!(
+            sent_items(&c, &w.op.id).unwrap(),
+            Vec::<Map<String, Value>>::new()
+        );
+        assert_eq!(op(&c, "w").state, OpState::Pending);
+        assert_eq!(
+            rows::read_row(&c, &def, "w").unwrap().unwrap()["version"],
+            json!("v2")
+        );
+    }
+
+    #[test]
+    fn at_most_sent_items_max_bodies_are_remembered_newest_kept() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        server_row(&c, &def, "n", "v1");
+        for i in 0..SENT_ITEMS_MAX + 3 {
+            local_update(
+                &mut c,
+                &def,
+                obj(json!({"id": "n", "text": format!("t{i}")})),
+            )
+            .unwrap();
+            claim_next(&mut c, &tables, 0).unwrap().unwrap();
+        }
+        let sent = sent_items(&c, &op(&c, "n").id).unwrap();
+        assert_eq!(sent.len(), SENT_ITEMS_MAX);
+        assert_eq!(sent[0]["text"], json!("t3"));
+        assert_eq!(
+            sent[SENT_ITEMS_MAX - 1]["text"],
+            json!(format!("t{}", SENT_ITEMS_MAX + 2))
+        );
+    }
+
+    fn groups(c: &Connection) -> Vec<(String, Option<String>)> {
+        list_ops(c)
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.item_id, o.group))
+            .collect()
+    }
+
+    fn insert(table: &str, id: &str) -> LocalWrite {
+        LocalWrite::Insert {
+            table: table.into(),
+            item: obj(json!({"id": id, "text": id})),
+        }
+    }
+
+    #[test]
+    fn a_transaction_is_a_group_and_collapses_merge_groups() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        // One write is an ordinary write; two or more are a group.
+        local_transaction(&mut c, &tables, vec![insert("TodoItem", "s")]).unwrap();
+        local_transaction(
+            &mut c,
+            &tables,
+            vec![insert("TodoItem", "a"), insert("todoitem", "b")],
+        )
+        .unwrap();
+        let g1 = op(&c, "a").group.unwrap();
+        assert_eq!(op(&c, "b").group.as_deref(), Some(g1.as_str()));
+        assert_eq!(op(&c, "s").group, None);
+        // A single write collapsing into a grouped operation leaves the group alone.
+        local_update(&mut c, &def, obj(json!({"id": "a", "text": "a2"}))).unwrap();
+        assert_eq!(op(&c, "a").group.as_deref(), Some(g1.as_str()));
+        // A transaction collapsing into it merges both transactions into one group, and takes
+        // the ungrouped operation it collapses into with it.
+        local_transaction(
+            &mut c,
+            &tables,
+            vec![
+                LocalWrite::Update {
+                    table: "TodoItem".into(),
+                    item: obj(json!({"id": "a", "text": "a3"})),
+                },
+                LocalWrite::Update {
+                    table: "TodoItem".into(),
+                    item: obj(json!({"id": "s", "text": "s2"})),
+                },
+                insert("TodoItem", "c"),
+            ],
+        )
+        .unwrap();
+        let g2 = op(&c, "c").group.unwrap();
+        assert_ne!(g2, g1);
+        assert_eq!(
+            groups(&c),
+            vec![
+                ("s".to_string(), Some(g2.clone())),
+                ("a".to_string(), Some(g2.clone())),
+                ("b".to_string(), Some(g2.clone())),
+                ("c".to_string(), Some(g2.clone())),
+            ]
+        );
+        // A transaction whose delete cancels a pending insert still takes its group.
+        local_transaction(
+            &mut c,
+            &tables,
+            vec![
+                LocalWrite::Delete {
+                    table: "TodoItem".into(),
+                    id: "b".into(),
+                },
+                insert("TodoItem", "d"),
+            ],
+        )
+        .unwrap();
+        let g3 = op(&c, "d").group.unwrap();
+        assert!(groups(&c)
+            .iter()
+            .all(|(_, g)| g.as_deref() == Some(g3.as_str())));
+        // A delete replacing a grouped update inherits its group.
+        server_row(&c, &def, "e", "v1");
+        server_row(&c, &def, "f", "v1");
+        local_transaction(
+            &mut c,
+            &tables,
+            vec![
+                LocalWrite::Update {
+                    table: "TodoItem".into(),
+                    item: obj(json!({"id": "e", "text": "e2"})),
+                },
+                LocalWrite::Update {
+                    table: "TodoItem".into(),
+                    item: obj(json!({"id": "f", "text": "f2"})),
+                },
+            ],
+        )
+        .unwrap();
+        let g4 = op(&c, "e").group.unwrap();
+        local_delete(&mut c, &def, "e").unwrap();
+        assert_eq!(op(&c, "e").kind, OpKind::Delete);
+        assert_eq!(op(&c, "e").group.as_deref(), Some(g4.as_str()));
+    }
+
+    #[test]
+    fn a_refused_write_rolls_back_the_whole_transaction() {
+        let (mut c, tables) = setup();
+        let before = list_ops(&c).unwrap();
+        for bad in [
+            LocalWrite::Update {
+                table: "TodoItem".into(),
+                item: obj(json!({"id": "missing", "text": "x"})),
+            },
+            insert("Nope", "n"),
+            insert("TodoItem", "x"),
+        ] {
+            let err =
+                local_transaction(&mut c, &tables, vec![insert("TodoItem", "x"), bad]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::ItemNotFound(_) | Error::UnknownTable(_) | Error::ItemAlreadyExists(_)
+                ),
+                "{err:?}"
+            );
+            assert_eq!(list_ops(&c).unwrap(), before);
+            assert!(!rows::row_exists(&c, "TodoItem", "x").unwrap());
+        }
+        assert_eq!(
+            local_transaction(&mut c, &tables, Vec::new()).unwrap(),
+            Vec::<Option<Map<String, Value>>>::new()
+        );
+    }
+
+    #[test]
+    fn a_window_stops_before_an_operation_without_payload_and_knows_where_groups_end() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        local_transaction(
+            &mut c,
+            &tables,
+            vec![insert("TodoItem", "a"), insert("TodoItem", "b")],
+        )
+        .unwrap();
+        local_insert(&mut c, &def, obj(json!({"id": "m", "text": "x"}))).unwrap();
+        rows::delete_row(&c, "TodoItem", "m").unwrap();
+        local_insert(&mut c, &def, obj(json!({"id": "z", "text": "x"}))).unwrap();
+        let mut seen = Vec::new();
+        let w = claim_window(&mut c, &tables, 0, 10, |cands| {
+            seen = cands
+                .iter()
+                .map(|c| (c.op.item_id.clone(), c.group_end))
+                .collect();
+            (1, ())
+        })
+        .unwrap();
+        let b_seq = op(&c, "b").sequence;
+        assert_eq!(
+            seen,
+            vec![
+                ("a".to_string(), Some(b_seq)),
+                ("b".to_string(), Some(b_seq))
+            ]
+        );
+        // The plan took one: only that one is claimed.
+        let Some(Window::Batch(claimed, ())) = w else {
+            panic!()
+        };
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(op(&c, "a").state, OpState::Attempted);
+        assert_eq!(op(&c, "b").state, OpState::Pending);
+        // The operation without a row comes alone, unclaimed.
+        let w = claim_window(&mut c, &tables, b_seq, 10, |_| (10, ())).unwrap();
+        let Some(Window::Missing(m)) = w else {
+            panic!("{w:?}")
+        };
+        assert_eq!((m.op.item_id.as_str(), m.op.state), ("m", OpState::Pending));
     }
 }

@@ -29,11 +29,14 @@ macro_rules! store_tests {
     };
 }
 
+mod batch;
 mod common;
 mod convergence;
 mod discovery;
 mod faults;
 mod local;
+mod lost_answers;
 mod official;
 mod ours;
 mod scenario;
+mod transaction;

@@ -182,7 +182,7 @@ async fn batch_step(session: &Session, batch: &BatchCapability, after: i64) -> R
         None => return Ok(Step::Done),
         Some(Window::Missing(claimed)) => {
             let last = claimed.op.sequence;
-            run_operation(session, claimed, None, &mut Vec::new()).await?;
+            run_operation(session, *claimed, None, &mut Vec::new()).await?;
             return Ok(Step::Continue { last });
         }
         Some(Window::Batch(ops, (plan, members))) => (ops, plan, members),
