@@ -1163,3 +1163,57 @@ async fn a_batch_carries_each_operations_own_key() {
     }
     assert_eq!(canned.batch_requests().len(), 2);
 }
+
+#[tokio::test]
+async fn client_wins_resends_a_conflict_a_batch_reported() {
+    let canned = Canned::new(
+        offer(1000, 1 << 20),
+        |_, doc| {
+            let r = &doc["requests"][0];
+            Ok(HttpResponse::new(
+                200,
+                json!({"responses": [{"id": r["id"], "status": 412, "headers": {"etag": "\"v9\""},
+                        "body": {"id": "cw", "text": "theirs", "complete": false}}]})
+                .to_string(),
+            ))
+        },
+        |r| {
+            if r.method == Method::Get {
+                return Ok(HttpResponse::new(200, server_rows(&["cw"])));
+            }
+            assert_eq!(r.method, Method::Patch);
+            assert_eq!(r.header("if-match"), Some("\"v9\""));
+            let body: Value = serde_json::from_slice(r.body.as_deref().unwrap()).unwrap();
+            Ok(HttpResponse::new(200, body.to_string()).with_header("etag", "\"v10\""))
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let client =
+        Client::with_transport_and_options(SCRIPTED, canned.clone(), ClientOptions::default())
+            .unwrap();
+    let ctx = SyncContext::initialize_with_handler(
+        client,
+        todo_store(&dir.path().join("a.db")),
+        Arc::new(tablesync_client::ClientWins::default()),
+    )
+    .await
+    .unwrap();
+    let t = ctx.table("TodoItem").unwrap();
+    t.pull(None, "").await.unwrap();
+    t.update(json!({"id": "cw", "text": "mine"})).await.unwrap();
+    let key = queue(&ctx).await[0].idempotency_key.clone();
+    ctx.push().await.unwrap();
+    assert_eq!(canned.batch_requests().len(), 1);
+    let patches: Vec<HttpRequest> = canned
+        .singles()
+        .into_iter()
+        .filter(|r| r.method == Method::Patch)
+        .collect();
+    assert_eq!(patches.len(), 1, "the handler's resend");
+    assert_ne!(patches[0].header("idempotency-key"), Some(key.as_str()));
+    let row = t.lookup("cw").await.unwrap().unwrap();
+    assert_eq!(
+        (row["text"].clone(), row["version"].clone()),
+        (json!("mine"), json!("v10"))
+    );
+}
