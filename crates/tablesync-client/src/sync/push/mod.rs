@@ -146,10 +146,10 @@ async fn single_step(session: &Session, after: i64) -> Result<Step> {
         return Ok(Step::Done);
     };
     let last = claimed.op.sequence;
-    if let Some(walk) = run_operation(session, claimed, None, &mut Vec::new()).await? {
-        return Ok(Step::Stop(walk));
-    }
-    Ok(Step::Continue { last })
+    Ok(match run_operation(session, claimed, None).await? {
+        Some(walk) => Step::Stop(walk),
+        None => Step::Continue { last },
+    })
 }
 
 /// Claims the next batch of operations (as [`plan::plan_batch`] chooses) and sends it as one
@@ -180,9 +180,10 @@ async fn batch_step(session: &Session, batch: &BatchCapability, after: i64) -> R
         .await?;
     let (ops, plan, members) = match window {
         None => return Ok(Step::Done),
+        // Not sendable: recorded as its operation error (never a reason to stop).
         Some(Window::Missing(claimed)) => {
             let last = claimed.op.sequence;
-            run_operation(session, *claimed, None, &mut Vec::new()).await?;
+            run_operation(session, *claimed, None).await?;
             return Ok(Step::Continue { last });
         }
         Some(Window::Batch(ops, (plan, members))) => (ops, plan, members),
@@ -191,11 +192,10 @@ async fn batch_step(session: &Session, batch: &BatchCapability, after: i64) -> R
     let groups = match plan {
         BatchPlan::Single => {
             let mut ops = ops;
-            let claimed = ops.remove(0);
-            if let Some(walk) = run_operation(session, claimed, None, &mut Vec::new()).await? {
-                return Ok(Step::Stop(walk));
-            }
-            return Ok(Step::Continue { last });
+            return Ok(match run_operation(session, ops.remove(0), None).await? {
+                Some(walk) => Step::Stop(walk),
+                None => Step::Continue { last },
+            });
         }
         BatchPlan::Batch { groups } => groups,
     };
@@ -206,10 +206,47 @@ async fn batch_step(session: &Session, batch: &BatchCapability, after: i64) -> R
         .push(("Content-Type".into(), "application/json".into()));
     request.body = Some(batch::encode_batch(&members[..ops.len()], &groups));
     let answer = client.transport().send(request).await;
-    let answers = match batch::read_batch_answer(ops.len(), &answer) {
-        BatchAnswer::Answers(answers) => answers,
-        unusable => return stop_batch(session, ops, unusable).await,
+    let (status, cause) = match batch::read_batch_answer(ops.len(), &answer) {
+        BatchAnswer::Answers(answers) => return apply_batch(session, ops, answers, last).await,
+        BatchAnswer::NetworkError(m) => (PushStatus::CancelledByNetworkError, m),
+        BatchAnswer::Unauthorized(m) => (PushStatus::CancelledByAuthenticationError, m),
+        BatchAnswer::NotAnswered { status, message } => {
+            // A refusal of the whole batch (nothing applied) will not change on a retry: the
+            // rest of this session pushes one request per operation.
+            if is_definite_refusal(Some(status)) {
+                session.refuse_batches();
+            }
+            (
+                PushStatus::CancelledByServerError,
+                format!("the server answered the batch with {status}: {message}"),
+            )
+        }
+        BatchAnswer::Unreadable(reason) => (PushStatus::CancelledByServerError, reason),
     };
+    // The answer says nothing reliable about any one operation: every operation of the batch
+    // stays queued as it is (its key too), and the push stops.
+    tracing::warn!(%status, %cause, "batch push stopped");
+    let effects = ops
+        .iter()
+        .map(|c| Effect::Interrupted {
+            op_id: c.op.id.clone(),
+        })
+        .collect();
+    apply(session, effects).await?;
+    Ok(Step::Stop(Walk {
+        status,
+        cause: Some(cause),
+    }))
+}
+
+/// Hands each operation of a batch, with its answer, to the handler in queue order, then applies
+/// every outcome in one local transaction.
+async fn apply_batch(
+    session: &Session,
+    ops: Vec<Claimed>,
+    answers: Vec<HttpResponse>,
+    last: i64,
+) -> Result<Step> {
     tracing::debug!(operations = ops.len(), "pushed a batch");
     let mut effects = Vec::with_capacity(ops.len());
     let mut stopped = None;
@@ -226,40 +263,6 @@ async fn batch_step(session: &Session, batch: &BatchCapability, after: i64) -> R
         Some(walk) => Step::Stop(walk),
         None => Step::Continue { last },
     })
-}
-
-/// The batch's answer cannot be used operation by operation: every operation of the batch
-/// stays queued as it is (its key too), and the push stops.
-async fn stop_batch(session: &Session, ops: Vec<Claimed>, answer: BatchAnswer) -> Result<Step> {
-    let effects = ops
-        .iter()
-        .map(|c| Effect::Interrupted {
-            op_id: c.op.id.clone(),
-        })
-        .collect();
-    apply(session, effects).await?;
-    let (status, cause) = match answer {
-        BatchAnswer::NetworkError(m) => (PushStatus::CancelledByNetworkError, m),
-        BatchAnswer::Unauthorized(m) => (PushStatus::CancelledByAuthenticationError, m),
-        BatchAnswer::NotAnswered { status, message } => {
-            // A refusal of the whole batch (nothing applied) will not change on a retry: the
-            // rest of this session pushes one request per operation.
-            if is_definite_refusal(Some(status)) {
-                session.refuse_batches();
-            }
-            (
-                PushStatus::CancelledByServerError,
-                format!("the server answered the batch with {status}: {message}"),
-            )
-        }
-        BatchAnswer::Unreadable(reason) => (PushStatus::CancelledByServerError, reason),
-        BatchAnswer::Answers(_) => (PushStatus::Complete, String::new()),
-    };
-    tracing::warn!(%status, cause = %cause, "batch push stopped");
-    Ok(Step::Stop(Walk {
-        status,
-        cause: Some(cause),
-    }))
 }
 
 /// The request members of a claimed operation (see [`batch::request_members`]).
@@ -287,10 +290,10 @@ async fn run_operation(
     session: &Session,
     claimed: Claimed,
     answer: Option<HttpResponse>,
-    effects: &mut Vec<Effect>,
 ) -> Result<Option<Walk>> {
-    let stop = run_operation_deferred(session, claimed, answer, effects).await?;
-    apply(session, std::mem::take(effects)).await?;
+    let mut effects = Vec::with_capacity(1);
+    let stop = run_operation_deferred(session, claimed, answer, &mut effects).await?;
+    apply(session, effects).await?;
     Ok(stop)
 }
 
