@@ -95,6 +95,9 @@ error_codes! {
     /// A write took longer than the server's request timeout: it may or may not have been
     /// applied. Read the item before retrying.
     OutcomeUnknown = ("outcome_unknown", 504),
+    /// A write to a per-user table names another user as the row's owner (the owner comes from
+    /// the credentials).
+    OwnerMismatch = ("owner_mismatch", 400),
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -154,12 +157,14 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert!((400..600).contains(&c.http_status()));
         }
-        assert_eq!(ErrorCode::ALL.len(), 27);
+        assert_eq!(ErrorCode::ALL.len(), 28);
         assert_eq!(ErrorCode::from_str_code("nope"), None);
         assert_eq!(ErrorCode::InvalidFilter.as_str(), "invalid_filter");
         assert_eq!(ErrorCode::PreconditionFailed.http_status(), 412);
         assert_eq!(ErrorCode::Conflict.http_status(), 409);
         assert_eq!(ErrorCode::Internal.http_status(), 500);
+        assert_eq!(ErrorCode::Unauthorized.http_status(), 401);
+        assert_eq!(ErrorCode::Unauthorized.as_str(), "unauthorized");
     }
 
     #[test]

@@ -5,6 +5,17 @@
 //! [`crate::table`] and the [`Store`] trait, so the HTTP layer (`crate::http`, which owns the
 //! route table) only extracts inputs and renders outputs.
 //!
+//! # Who may do what
+//!
+//! Every operation takes the caller's [`Identity`] as a plain value (the HTTP layer gets it from
+//! `crate::auth`; a batch would pass its own principal), checks it in [`App::authorize`] —
+//! unknown table 404, disabled operation 405, anonymous caller of an `authenticated` operation
+//! 401, in that order — and derives the row [`Scope`] the store is given: on a per-user table
+//! the caller's own rows, on a shared table all of them. Ownership is enforced by the store's
+//! SQL, never here after the fact; here only the request body is kept from naming an owner
+//! (another user's id is 400 `owner_mismatch`; the caller's own id is accepted and dropped,
+//! because the store fills the owner in from the scope).
+//!
 //! Several processes may share one database, and dynamic schema lets any of them add columns.
 //! Each process's copy of a dynamic-schema table's columns is therefore re-read from the store
 //! (one catalog query, no lock) when it is older than `[store] schema_refresh_ms`, and at once
@@ -24,9 +35,10 @@ use tablesync_protocol::error::ErrorCode;
 use tablesync_protocol::odata::query::{parse_query_string, QueryError};
 use tablesync_protocol::odata::sql::{lower_filter, lower_order_by};
 
+use crate::auth::{AccessLevel, Authenticator, Identity};
 use crate::config::{Config, Limits, TableConfig, TableOperation};
 use crate::error::ApiError;
-use crate::store::{ListQuery, Store, StoreError, StoreErrorKind, WriteOutcome};
+use crate::store::{ListQuery, Scope, Store, StoreError, StoreErrorKind, WriteOutcome};
 use crate::table::{
     check_body, check_id, check_select, check_update_id, insert_id, precondition, project,
     BodyCheck, Column, Item, MismatchStatus, Precondition, TableSchema, WriteRequest,
@@ -80,13 +92,19 @@ pub struct App {
     /// `[store] schema_refresh_ms`.
     schema_refresh: Duration,
     store: Arc<dyn Store>,
+    /// Verifies tokens; None without an `[auth]` section (then tokens are not read at all).
+    authenticator: Option<Authenticator>,
     /// Keyed by lower-case name: table URLs match case-insensitively, like the official servers.
     tables: HashMap<String, Arc<TableEntry>>,
 }
 
 impl App {
     /// Prepare the store for the configured tables and build the state.
-    pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<App, StoreError> {
+    pub async fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        authenticator: Option<Authenticator>,
+    ) -> Result<App, StoreError> {
         let declared: Vec<TableSchema> =
             config.tables.iter().map(TableSchema::from_config).collect();
         let stored = store.prepare(&declared).await?;
@@ -108,8 +126,80 @@ impl App {
             skip_version_check: config.skip_version_check,
             schema_refresh: Duration::from_millis(config.store.schema_refresh_ms),
             store,
+            authenticator,
             tables,
         })
+    }
+
+    /// The request headers a token is read from (lower-case, in precedence order); none without
+    /// `[auth]`.
+    pub fn token_header_names(&self) -> &[String] {
+        self.authenticator
+            .as_ref()
+            .map_or(&[], |a| a.header_names())
+    }
+
+    /// The caller, from the values of [`App::token_header_names`]: anonymous without a token
+    /// (or without `[auth]`), 401 for a token that does not verify (the reason is logged, never
+    /// sent).
+    pub fn authenticate(&self, headers: &[(String, Vec<Vec<u8>>)]) -> Result<Identity, ApiError> {
+        match &self.authenticator {
+            None => Ok(Identity::Anonymous),
+            Some(a) => a.authenticate(headers).map_err(|e| ApiError::InvalidToken {
+                reason: e.reason,
+            }),
+        }
+    }
+
+    /// Whether `op` on `table` exists at all: 404 for an unknown table, 405 for an operation the
+    /// configuration disables (`operations` or `access = "disabled"`), whoever asks.
+    pub fn check_operation(
+        &self,
+        table: &str,
+        op: TableOperation,
+    ) -> Result<Arc<TableEntry>, ApiError> {
+        let entry = self
+            .tables
+            .get(&table.to_ascii_lowercase())
+            .cloned()
+            .ok_or_else(|| ApiError::TableNotFound(table.to_owned()))?;
+        let level = entry
+            .config
+            .access_level(op, self.authenticator.is_some());
+        if level == AccessLevel::Disabled {
+            return Err(ApiError::MethodNotAllowed(format!(
+                "Table '{}' does not allow the {} operation",
+                entry.config.name,
+                op.name()
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// Whether `op` on `table` can run for `identity`: 404 for an unknown table, 405 for a
+    /// disabled operation, 401 for an anonymous caller of an authenticated one. On success, the
+    /// table and the rows the caller may see. Every operation starts here; the HTTP layer calls
+    /// it before reading the body, so the statuses come in the order 404/405, 401, 400.
+    pub fn authorize(
+        &self,
+        table: &str,
+        op: TableOperation,
+        identity: &Identity,
+    ) -> Result<(Arc<TableEntry>, Scope), ApiError> {
+        let entry = self.check_operation(table, op)?;
+        let level = entry
+            .config
+            .access_level(op, self.authenticator.is_some());
+        if let (AccessLevel::Authenticated, Identity::Anonymous) = (level, identity) {
+            return Err(ApiError::Unauthenticated);
+        }
+        let scope = match (&entry.config.owner_column, identity) {
+            (None, _) => Scope::Shared,
+            (Some(_), Identity::User(p)) => Scope::Owner(p.user_id.clone()),
+            // Validation makes per-user tables authenticated; deny rather than widen.
+            (Some(_), Identity::Anonymous) => return Err(ApiError::Unauthenticated),
+        };
+        Ok((entry, scope))
     }
 
     /// The configured limits.
@@ -120,24 +210,6 @@ impl App {
     /// Whether the `ZUMO-API-VERSION` check is off.
     pub fn skip_version_check(&self) -> bool {
         self.skip_version_check
-    }
-
-    /// The table for one operation: 404 when it does not exist, 405 when its configuration
-    /// does not offer the operation.
-    fn table(&self, name: &str, op: TableOperation) -> Result<Arc<TableEntry>, ApiError> {
-        let entry = self
-            .tables
-            .get(&name.to_ascii_lowercase())
-            .cloned()
-            .ok_or_else(|| ApiError::TableNotFound(name.to_owned()))?;
-        if !entry.config.operations.contains(&op) {
-            return Err(ApiError::MethodNotAllowed(format!(
-                "Table '{}' does not allow the {} operation",
-                entry.config.name,
-                op.name()
-            )));
-        }
-        Ok(entry)
     }
 
     /// The schema for one request: for a dynamic-schema table, re-read from the store first
@@ -170,12 +242,18 @@ impl App {
     }
 
     /// `GET /tables/{table}`: a page of rows per the OData options in `raw_query`.
-    pub async fn list(&self, table: &str, raw_query: &str) -> Result<ListResult, ApiError> {
-        let (schema, list, select) = self.list_query(table, raw_query).await?;
+    pub async fn list(
+        &self,
+        table: &str,
+        identity: &Identity,
+        raw_query: &str,
+    ) -> Result<ListResult, ApiError> {
+        let (entry, scope) = self.authorize(table, TableOperation::Read, identity)?;
+        let (schema, list, select) = self.list_query(&entry, raw_query).await?;
         let (top, skip) = (list.top, list.skip);
         let page = self
             .store
-            .list(&schema, list)
+            .list(&schema, &scope, list)
             .await
             .map_err(|e| match e.kind {
                 // The database could not evaluate the client's expression (a value out of range,
@@ -207,10 +285,25 @@ impl App {
         })
     }
 
-    /// The database's query plan for the list request `GET /tables/{table}?{raw_query}`.
-    pub async fn explain_list(&self, table: &str, raw_query: &str) -> Result<String, ApiError> {
-        let (schema, list, _) = self.list_query(table, raw_query).await?;
-        Ok(self.store.explain_list(&schema, list).await?)
+    /// The database's query plan for the list request `GET /tables/{table}?{raw_query}` as
+    /// `user_id` sees it (None: a shared table's every row). A diagnostic: no access check.
+    pub async fn explain_list(
+        &self,
+        table: &str,
+        user_id: Option<&str>,
+        raw_query: &str,
+    ) -> Result<String, ApiError> {
+        let entry = self
+            .tables
+            .get(&table.to_ascii_lowercase())
+            .cloned()
+            .ok_or_else(|| ApiError::TableNotFound(table.to_owned()))?;
+        let scope = match user_id {
+            Some(user) => Scope::Owner(user.to_owned()),
+            None => Scope::Shared,
+        };
+        let (schema, list, _) = self.list_query(&entry, raw_query).await?;
+        Ok(self.store.explain_list(&schema, &scope, list).await?)
     }
 
     /// Check and lower a list request: the schema it runs against, the store query and the
@@ -219,15 +312,14 @@ impl App {
     #[allow(clippy::type_complexity)]
     async fn list_query(
         &self,
-        table: &str,
+        entry: &TableEntry,
         raw_query: &str,
     ) -> Result<(Arc<TableSchema>, ListQuery, Option<Vec<String>>), ApiError> {
-        let entry = self.table(table, TableOperation::Read)?;
-        let schema = self.current_schema(&entry).await?;
-        match self.lower_list(&entry, schema, raw_query) {
+        let schema = self.current_schema(entry).await?;
+        match self.lower_list(entry, schema, raw_query) {
             Err(e) if entry.config.dynamic_schema && names_unknown_column(&e) => {
-                self.reload_schema(&entry).await?;
-                self.lower_list(&entry, entry.schema(), raw_query)
+                self.reload_schema(entry).await?;
+                self.lower_list(entry, entry.schema(), raw_query)
             }
             other => other,
         }
@@ -311,25 +403,38 @@ impl App {
     }
 
     /// `GET /tables/{table}/{id}`: one row; soft-deleted rows only with `__includeDeleted=true`.
-    pub async fn get(&self, table: &str, id: &str, raw_query: &str) -> Result<Item, ApiError> {
-        let entry = self.table(table, TableOperation::Read)?;
+    pub async fn get(
+        &self,
+        table: &str,
+        identity: &Identity,
+        id: &str,
+        raw_query: &str,
+    ) -> Result<Item, ApiError> {
+        let (entry, scope) = self.authorize(table, TableOperation::Read, identity)?;
         check_id(id)?;
         let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
         let schema = self.current_schema(&entry).await?;
-        match self.store.get(&schema, id).await? {
+        match self.store.get(&schema, &scope, id).await? {
             Some(item) if query.include_deleted || !is_deleted(&item) => Ok(item),
             _ => Err(ApiError::ItemNotFound),
         }
     }
 
     /// `POST /tables/{table}`: insert; a taken id is a conflict carrying the stored row.
-    pub async fn insert(&self, table: &str, body: Map<String, Value>) -> Result<Item, ApiError> {
-        let entry = self.table(table, TableOperation::Insert)?;
+    pub async fn insert(
+        &self,
+        table: &str,
+        identity: &Identity,
+        body: Map<String, Value>,
+    ) -> Result<Item, ApiError> {
+        let (entry, scope) = self.authorize(table, TableOperation::Insert, identity)?;
+        let body = without_owner(&entry.config, &scope, body)?;
+        let scope = &scope;
         // Before dynamic schema adds a column: the id must be valid and free, so a request that
         // fails anyway leaves the table as it was.
         let before_growing = |partial: WriteRequest, schema: Arc<TableSchema>| async move {
             let id = insert_id(&partial)?;
-            match self.store.get(&schema, &id).await? {
+            match self.store.get(&schema, scope, &id).await? {
                 Some(item) => Err(ApiError::Conflict(Box::new(item))),
                 None => Ok(()),
             }
@@ -337,7 +442,7 @@ impl App {
         let (schema, request) = self.check_write(&entry, &body, before_growing).await?;
         let id = insert_id(&request)?;
         // A `version` in an insert body is ignored: the server owns versions.
-        match self.store.insert(&schema, &id, request.values).await? {
+        match self.store.insert(&schema, scope, &id, request.values).await? {
             WriteOutcome::Written(item) => Ok(item),
             WriteOutcome::AlreadyExists(item) | WriteOutcome::VersionMismatch(item) => {
                 Err(ApiError::Conflict(Box::new(item)))
@@ -350,11 +455,14 @@ impl App {
     pub async fn update(
         &self,
         table: &str,
+        identity: &Identity,
         id: &str,
         body: Map<String, Value>,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
-        let entry = self.table(table, TableOperation::Update)?;
+        let (entry, scope) = self.authorize(table, TableOperation::Update, identity)?;
+        let body = without_owner(&entry.config, &scope, body)?;
+        let scope = &scope;
         check_id(id)?;
         // Before dynamic schema adds a column: the body's id must match and the row must exist
         // with the expected version (the compare-and-swap still decides; this only keeps a
@@ -364,11 +472,12 @@ impl App {
             let pre = self
                 .settle(
                     &schema,
+                    scope,
                     id,
                     precondition(if_match, partial.version.as_deref()),
                 )
                 .await?;
-            match self.store.get(&schema, id).await? {
+            match self.store.get(&schema, scope, id).await? {
                 Some(item) if !is_deleted(&item) => match &pre.expected {
                     Some(v)
                         if item.get(tablesync_protocol::system::VERSION)
@@ -386,13 +495,14 @@ impl App {
         let pre = self
             .settle(
                 &schema,
+                scope,
                 id,
                 precondition(if_match, request.version.as_deref()),
             )
             .await?;
         let outcome = self
             .store
-            .update(&schema, id, request.values, pre.expected)
+            .update(&schema, scope, id, request.values, pre.expected)
             .await?;
         written(outcome, pre.on_mismatch)
     }
@@ -401,16 +511,17 @@ impl App {
     pub async fn delete(
         &self,
         table: &str,
+        identity: &Identity,
         id: &str,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
-        let entry = self.table(table, TableOperation::Delete)?;
+        let (entry, scope) = self.authorize(table, TableOperation::Delete, identity)?;
         check_id(id)?;
         let schema = self.current_schema(&entry).await?;
         let pre = self
-            .settle(&schema, id, precondition(if_match, None))
+            .settle(&schema, &scope, id, precondition(if_match, None))
             .await?;
-        let outcome = self.store.delete(&schema, id, pre.expected).await?;
+        let outcome = self.store.delete(&schema, &scope, id, pre.expected).await?;
         written(outcome, pre.on_mismatch)
     }
 
@@ -418,10 +529,11 @@ impl App {
     pub async fn undelete(
         &self,
         table: &str,
+        identity: &Identity,
         id: &str,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
-        let entry = self.table(table, TableOperation::Undelete)?;
+        let (entry, scope) = self.authorize(table, TableOperation::Undelete, identity)?;
         if !entry.config.soft_delete {
             return Err(ApiError::MethodNotAllowed(format!(
                 "Table '{}' has no soft delete, so nothing can be undeleted",
@@ -431,9 +543,12 @@ impl App {
         check_id(id)?;
         let schema = self.current_schema(&entry).await?;
         let pre = self
-            .settle(&schema, id, precondition(if_match, None))
+            .settle(&schema, &scope, id, precondition(if_match, None))
             .await?;
-        let outcome = self.store.undelete(&schema, id, pre.expected).await?;
+        let outcome = self
+            .store
+            .undelete(&schema, &scope, id, pre.expected)
+            .await?;
         written(outcome, pre.on_mismatch)
     }
 
@@ -443,11 +558,12 @@ impl App {
     async fn settle(
         &self,
         schema: &TableSchema,
+        scope: &Scope,
         id: &str,
         mut pre: Precondition,
     ) -> Result<Precondition, ApiError> {
         if pre.any_of.len() > 1 {
-            if let Some(item) = self.store.get(schema, id).await? {
+            if let Some(item) = self.store.get(schema, scope, id).await? {
                 let current = item.get(tablesync_protocol::system::VERSION);
                 if let Some(v) = pre
                     .any_of
@@ -498,6 +614,32 @@ impl App {
             "dynamic schema did not settle",
         )))
     }
+}
+
+/// A write body without the owner column of a per-user table: the store takes the owner from
+/// the scope, never from the body. A body naming the caller (or null) is accepted; one naming
+/// anyone else is 400 `owner_mismatch`, before any row is looked at (so it reveals nothing).
+fn without_owner(
+    config: &TableConfig,
+    scope: &Scope,
+    mut body: Map<String, Value>,
+) -> Result<Map<String, Value>, ApiError> {
+    let (Some(owner), Scope::Owner(user)) = (&config.owner_column, scope) else {
+        return Ok(body);
+    };
+    let keys: Vec<String> = body
+        .keys()
+        .filter(|k| k.eq_ignore_ascii_case(owner))
+        .cloned()
+        .collect();
+    for key in keys {
+        match body.remove(&key) {
+            Some(Value::Null) | None => {}
+            Some(Value::String(s)) if s == *user => {}
+            Some(_) => return Err(ApiError::OwnerMismatch(owner.clone())),
+        }
+    }
+    Ok(body)
 }
 
 /// Whether a list request failed because it names a column the schema lacks.

@@ -26,6 +26,8 @@ use serde::{Deserialize, Deserializer};
 use tablesync_protocol::odata::sql::ColumnType;
 use tablesync_protocol::system;
 
+pub use crate::auth::config::{Access, AccessLevel, AuthConfig};
+
 /// The whole server configuration (the TOML file's root).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +51,9 @@ pub struct Config {
     /// Skip the `ZUMO-API-VERSION` check (the official servers' `skipVersionCheck`). Off by default.
     #[serde(default)]
     pub skip_version_check: bool,
+    /// Token verification (`[auth]`). Without it every table is served anonymously.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
     /// The tables served under `/tables/{name}`. Empty means the default `TodoItem` table.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
@@ -197,6 +202,17 @@ pub struct TableConfig {
     /// An unknown property adds a column typed from its JSON value (off: 400 `unknown_column`).
     #[serde(default)]
     pub dynamic_schema: bool,
+    /// Who may run each operation: `"anonymous"`, `"authenticated"`, `"disabled"` (405), or a
+    /// table per operation (`{ read = "anonymous", default = "authenticated" }`). Default:
+    /// `authenticated` when `[auth]` is configured (deny by default), else `anonymous`.
+    #[serde(default)]
+    pub access: Option<Access>,
+    /// Per-user rows: the string column holding each row's owner, filled from the token's user
+    /// id. Reads and writes only ever see the caller's rows (the store ANDs `owner = user` into
+    /// its SQL), each user has their own id space (primary key (owner, id)), and every enabled
+    /// operation must be `authenticated`.
+    #[serde(default)]
+    pub owner_column: Option<String>,
     /// The operations this table offers; the others answer 405 `method_not_allowed` (e.g. a
     /// read-only reference table: `operations = ["read"]`). Default: all of them.
     #[serde(default = "TableOperation::all")]
@@ -247,7 +263,27 @@ impl TableConfig {
             soft_delete: true,
             page_size: default_page_size(),
             dynamic_schema: false,
+            access: None,
+            owner_column: None,
             operations: TableOperation::all(),
+        }
+    }
+
+    /// Who may run `op` (`auth_configured`: whether the server has an `[auth]` section). An
+    /// operation left out of [`TableConfig::operations`] is [`AccessLevel::Disabled`].
+    pub fn access_level(&self, op: TableOperation, auth_configured: bool) -> AccessLevel {
+        if !self.operations.contains(&op) {
+            return AccessLevel::Disabled;
+        }
+        let default = if auth_configured {
+            AccessLevel::Authenticated
+        } else {
+            AccessLevel::Anonymous
+        };
+        match &self.access {
+            None => default,
+            // Validation made sure every operation has a level; deny if it somehow has none.
+            Some(access) => access.level(op).unwrap_or(AccessLevel::Authenticated),
         }
     }
 }
@@ -312,6 +348,7 @@ impl Config {
             store: StoreConfig::default(),
             cors: CorsConfig::default(),
             skip_version_check: false,
+            auth: None,
             tables: vec![Self::todo_table()],
         }
     }
@@ -343,7 +380,20 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_str(&text)
+        let mut config = Self::from_toml_str(&text)?;
+        // Files the config names are relative to the config file, not to the working directory.
+        if let (Some(auth), Some(dir)) = (config.auth.as_mut(), path.parent()) {
+            if let Some(jwks) = auth.jwks_file.as_mut() {
+                *jwks = dir.join(&*jwks);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Serve with this `[auth]` section.
+    pub fn with_auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// Use this database (a path or URL), as the `--database` flag does.
@@ -398,6 +448,9 @@ impl Config {
         if self.tables.is_empty() {
             return invalid("at least one table must be configured".into());
         }
+        if let Some(auth) = &self.auth {
+            auth.validate().map_err(ConfigError::Invalid)?;
+        }
         let mut names = HashSet::new();
         for table in &self.tables {
             if !system::is_valid_identifier(&table.name) || table.name.starts_with("tablesync_") {
@@ -432,6 +485,7 @@ impl Config {
                     table.name, limits.columns_max
                 ));
             }
+            self.validate_access(table)?;
             let mut columns = HashSet::new();
             for (column, _) in &table.columns {
                 if !system::is_valid_identifier(column) {
@@ -459,6 +513,83 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `[auth]`, and a table's `access` and `owner_column` against it.
+    fn validate_access(&self, table: &TableConfig) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let auth_on = self.auth.is_some();
+        if let Some(Access::PerOperation { default: None, .. }) = &table.access {
+            if let Some(op) = TableOperation::all()
+                .into_iter()
+                .find(|op| table.access.as_ref().and_then(|a| a.level(*op)).is_none())
+            {
+                return invalid(format!(
+                    "table '{}': access names no level for {} (name every operation or give default)",
+                    table.name,
+                    op.name()
+                ));
+            }
+        }
+        let enabled: Vec<(TableOperation, AccessLevel)> = TableOperation::all()
+            .into_iter()
+            .map(|op| (op, table.access_level(op, auth_on)))
+            .filter(|(_, level)| *level != AccessLevel::Disabled)
+            .collect();
+        if !auth_on {
+            if let Some((op, _)) = enabled
+                .iter()
+                .find(|(_, level)| *level == AccessLevel::Authenticated)
+            {
+                return invalid(format!(
+                    "table '{}': {} is authenticated, which needs an [auth] section",
+                    table.name,
+                    op.name()
+                ));
+            }
+            if table.owner_column.is_some() {
+                return invalid(format!(
+                    "table '{}': owner_column needs an [auth] section (per-user rows are owned by token users)",
+                    table.name
+                ));
+            }
+        }
+        let Some(owner) = &table.owner_column else {
+            return Ok(());
+        };
+        if !system::is_valid_identifier(owner)
+            || owner.len() > PG_IDENTIFIER_BYTES_MAX
+            || system::ALL.iter().any(|s| s.eq_ignore_ascii_case(owner))
+        {
+            return invalid(format!(
+                "table '{}': owner_column '{owner}' must be a valid column name of at most 63 bytes and not a system property",
+                table.name
+            ));
+        }
+        if let Some((_, ty)) = table
+            .columns
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(owner))
+        {
+            if *ty != ColumnType::String {
+                return invalid(format!(
+                    "table '{}': owner_column '{owner}' is declared as {ty:?}; it must be a string",
+                    table.name
+                ));
+            }
+        }
+        if let Some((op, level)) = enabled
+            .iter()
+            .find(|(_, level)| *level != AccessLevel::Authenticated)
+        {
+            return invalid(format!(
+                "table '{}': with owner_column every enabled operation must be authenticated, but {} is {}",
+                table.name,
+                op.name(),
+                level.name()
+            ));
         }
         Ok(())
     }

@@ -59,6 +59,19 @@ pub enum ApiError {
     /// A body or header that breaks a table rule.
     #[error(transparent)]
     Rule(#[from] RuleError),
+    /// A per-user table's write body names another owner.
+    #[error("The property '{0}' is set from your credentials; a body may only repeat your own user id")]
+    OwnerMismatch(String),
+    /// The operation needs an authenticated caller and the request carries no token.
+    #[error("Authentication required: send a token in X-ZUMO-AUTH or Authorization: Bearer")]
+    Unauthenticated,
+    /// A token was presented but refused. `reason` is logged, never sent: the client only
+    /// learns that its token was refused (and should get a new one).
+    #[error("The authentication token was refused")]
+    InvalidToken {
+        /// Why, for the log (never contains the token).
+        reason: String,
+    },
     /// No table by that name.
     #[error("The table '{0}' does not exist")]
     TableNotFound(String),

@@ -9,6 +9,8 @@
 //!   undelete) in terms of the rules and the store.
 //! * `http`: the only module that imports axum: the route table, handlers, extractors and the
 //!   one `ApiError` → response match.
+//! * [`auth`]: the only code that reads tokens: request headers → [`auth::Identity`] (a
+//!   verified principal or anonymous) or a 401; the `[auth]` config; the injected clock.
 //! * `table`: protocol rules without HTTP or SQL (ids, reserved properties, types,
 //!   `If-Match`, stamps, JSON output).
 //! * `store`: the only place that runs SQL; the `Store` trait (dyn-compatible, boxed futures), the
@@ -38,6 +40,7 @@ pub mod config;
 pub mod testing;
 
 mod app;
+pub mod auth;
 mod error;
 mod http;
 mod store;
@@ -90,9 +93,36 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validate the config, open the database and create/migrate the tables.
+    /// Validate the config, load the auth keys (tokens are checked against the system clock),
+    /// open the database and create/migrate the tables.
     pub async fn open(config: Config) -> Result<Server, ServerError> {
+        Self::open_with_clock(config, Arc::new(auth::SystemClock)).await
+    }
+
+    /// [`Server::open`] with the clock tokens' `exp`/`nbf` are checked against (tests pin it with
+    /// [`auth::FixedClock`]).
+    pub async fn open_with_clock(
+        config: Config,
+        clock: Arc<dyn auth::Clock>,
+    ) -> Result<Server, ServerError> {
         config.validate()?;
+        let authenticator = match &config.auth {
+            Some(auth) => Some(
+                auth::Authenticator::load(
+                    auth,
+                    std::path::Path::new("."),
+                    &|name| std::env::var(name).ok(),
+                    clock,
+                )
+                .map_err(ConfigError::Invalid)?,
+            ),
+            None => {
+                tracing::warn!(
+                    "no [auth] section: every table is served anonymously (anyone who can reach the port reads and writes every row)"
+                );
+                None
+            }
+        };
         let store: Arc<dyn Store> = match config.database_target()? {
             DatabaseTarget::Sqlite(path) => {
                 let store_config = config.store.clone();
@@ -108,7 +138,7 @@ impl Server {
                 Arc::new(PostgresStore::open(&url, &config.store).await?)
             }
         };
-        let app = App::new(&config, store).await?;
+        let app = App::new(&config, store, authenticator).await?;
         Ok(Server {
             app: Arc::new(app),
             config,
@@ -124,8 +154,19 @@ impl Server {
     /// wire, percent-encoded, without the `?`): `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on
     /// PostgreSQL. Tests and benchmarks use it to show that pulls are index scans.
     pub async fn explain_list(&self, table: &str, raw_query: &str) -> Result<String, ServerError> {
+        self.explain_list_as(table, None, raw_query).await
+    }
+
+    /// [`Server::explain_list`] of a per-user table as `user_id` lists it (the owner predicate
+    /// included); `None` for a shared table.
+    pub async fn explain_list_as(
+        &self,
+        table: &str,
+        user_id: Option<&str>,
+        raw_query: &str,
+    ) -> Result<String, ServerError> {
         self.app
-            .explain_list(table, raw_query)
+            .explain_list(table, user_id, raw_query)
             .await
             .map_err(|e| match e {
                 error::ApiError::Store(e) => ServerError::Store(e),

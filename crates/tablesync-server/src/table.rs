@@ -32,22 +32,41 @@ pub struct TableSchema {
     pub columns: Vec<Column>,
     /// Whether DELETE leaves a tombstone.
     pub soft_delete: bool,
+    /// Per-user table: the string column (also one of `columns`) holding each row's owner; the
+    /// table's key is (owner, id). None for a shared table.
+    pub owner_column: Option<String>,
 }
 
 impl TableSchema {
     /// The schema declared in the configuration.
+    /// A per-user table's owner column is a string column: the declared one (its spelling
+    /// wins), or appended after the declared columns.
     pub fn from_config(config: &TableConfig) -> Self {
+        let mut columns: Vec<Column> = config
+            .columns
+            .iter()
+            .map(|(name, ty)| Column {
+                name: name.clone(),
+                ty: *ty,
+            })
+            .collect();
+        let owner_column = config.owner_column.as_ref().map(|owner| {
+            match columns.iter().find(|c| c.name.eq_ignore_ascii_case(owner)) {
+                Some(declared) => declared.name.clone(),
+                None => {
+                    columns.push(Column {
+                        name: owner.clone(),
+                        ty: ColumnType::String,
+                    });
+                    owner.clone()
+                }
+            }
+        });
         TableSchema {
             name: config.name.clone(),
-            columns: config
-                .columns
-                .iter()
-                .map(|(name, ty)| Column {
-                    name: name.clone(),
-                    ty: *ty,
-                })
-                .collect(),
+            columns,
             soft_delete: config.soft_delete,
+            owner_column,
         }
     }
 
@@ -463,6 +482,7 @@ mod tests {
                 },
             ],
             soft_delete: true,
+            owner_column: None,
         }
     }
 

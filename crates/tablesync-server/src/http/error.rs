@@ -36,6 +36,13 @@ impl IntoResponse for ApiError {
             ApiError::UnknownSelect(_) => (ErrorCode::UnknownColumn, None),
             ApiError::TopTooLarge { .. } => (ErrorCode::TopTooLarge, None),
             ApiError::Rule(rule) => (rule_code(&rule), None),
+            ApiError::OwnerMismatch(_) => (ErrorCode::OwnerMismatch, None),
+            ApiError::Unauthenticated => return unauthorized(message, "Bearer"),
+            ApiError::InvalidToken { reason } => {
+                // The reason goes to the log only; the token itself never does.
+                tracing::warn!(target: "tablesync::auth", "401: token refused: {reason}");
+                return unauthorized(message, "Bearer error=\"invalid_token\"");
+            }
             ApiError::TableNotFound(_) => (ErrorCode::TableNotFound, None),
             ApiError::ItemNotFound => (ErrorCode::ItemNotFound, None),
             ApiError::RouteNotFound(_) => (ErrorCode::RouteNotFound, None),
@@ -79,6 +86,19 @@ fn rule_code(rule: &crate::table::RuleError) -> ErrorCode {
         R::WrongType(_) => ErrorCode::WrongType,
         R::IdMismatch => ErrorCode::IdMismatch,
     }
+}
+
+/// 401 with our JSON body and the `WWW-Authenticate` challenge (RFC 6750).
+fn unauthorized(message: String, challenge: &'static str) -> Response {
+    let mut response = error_response(
+        ErrorCode::Unauthorized,
+        ErrorBody::new(ErrorCode::Unauthorized, message),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
 }
 
 fn error_response(code: ErrorCode, body: ErrorBody) -> Response {

@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use serde_json::{Map, Value};
 
 use crate::app::App;
+use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::table::RuleError;
 
@@ -43,6 +44,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ItemPath {
             .await
             .map_err(|_| bad_path())?;
         Ok(ItemPath(table, id))
+    }
+}
+
+/// The caller, as `middleware::table_gate` authenticated it. A request that did not pass the
+/// gate is anonymous (and `App` then refuses whatever needs a user).
+pub struct Caller(pub Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(Caller(
+            parts
+                .extensions
+                .get::<Identity>()
+                .cloned()
+                .unwrap_or(Identity::Anonymous),
+        ))
     }
 }
 

@@ -10,7 +10,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 
 use super::error::item_response;
-use super::extract::{IfMatch, ItemPath, JsonObject, TablePath};
+use super::extract::{Caller, IfMatch, ItemPath, JsonObject, TablePath};
 use crate::app::App;
 use crate::error::ApiError;
 
@@ -19,11 +19,12 @@ use crate::error::ApiError;
 pub async fn items_list(
     State(app): State<Arc<App>>,
     TablePath(table): TablePath,
+    Caller(caller): Caller,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let raw_query = uri.query().unwrap_or("");
-    let page = app.list(&table, raw_query).await?;
+    let page = app.list(&table, &caller, raw_query).await?;
     let body = match page.count {
         Some(count) => json!({ "results": page.items, "count": count }),
         None => Value::Array(page.items.into_iter().map(Value::Object).collect()),
@@ -42,9 +43,12 @@ pub async fn items_list(
 pub async fn item_get(
     State(app): State<Arc<App>>,
     ItemPath(table, id): ItemPath,
+    Caller(caller): Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let item = app.get(&table, &id, uri.query().unwrap_or("")).await?;
+    let item = app
+        .get(&table, &caller, &id, uri.query().unwrap_or(""))
+        .await?;
     Ok(item_response(StatusCode::OK, item))
 }
 
@@ -52,9 +56,10 @@ pub async fn item_get(
 pub async fn item_insert(
     State(app): State<Arc<App>>,
     TablePath(table): TablePath,
+    Caller(caller): Caller,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let item = app.insert(&table, body).await?;
+    let item = app.insert(&table, &caller, body).await?;
     Ok(item_response(StatusCode::CREATED, item))
 }
 
@@ -62,10 +67,13 @@ pub async fn item_insert(
 pub async fn item_update(
     State(app): State<Arc<App>>,
     ItemPath(table, id): ItemPath,
+    Caller(caller): Caller,
     IfMatch(if_match): IfMatch,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let item = app.update(&table, &id, body, if_match.as_deref()).await?;
+    let item = app
+        .update(&table, &caller, &id, body, if_match.as_deref())
+        .await?;
     Ok(item_response(StatusCode::OK, item))
 }
 
@@ -73,9 +81,10 @@ pub async fn item_update(
 pub async fn item_delete(
     State(app): State<Arc<App>>,
     ItemPath(table, id): ItemPath,
+    Caller(caller): Caller,
     IfMatch(if_match): IfMatch,
 ) -> Result<Response, ApiError> {
-    let item = app.delete(&table, &id, if_match.as_deref()).await?;
+    let item = app.delete(&table, &caller, &id, if_match.as_deref()).await?;
     Ok(item_response(StatusCode::OK, item))
 }
 
@@ -83,9 +92,12 @@ pub async fn item_delete(
 pub async fn item_undelete(
     State(app): State<Arc<App>>,
     ItemPath(table, id): ItemPath,
+    Caller(caller): Caller,
     IfMatch(if_match): IfMatch,
 ) -> Result<Response, ApiError> {
-    let item = app.undelete(&table, &id, if_match.as_deref()).await?;
+    let item = app
+        .undelete(&table, &caller, &id, if_match.as_deref())
+        .await?;
     Ok(item_response(StatusCode::OK, item))
 }
 

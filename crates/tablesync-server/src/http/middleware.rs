@@ -12,6 +12,8 @@ use percent_encoding::percent_decode_str;
 use tablesync_protocol::headers::{is_supported_api_version, ZUMO_API_VERSION};
 
 use crate::app::{raw_query_value, App};
+use crate::auth::Identity;
+use crate::config::TableOperation;
 use crate::error::ApiError;
 
 /// `x-zumo-server-version: tablesync-<crate version>` on every response.
@@ -19,17 +21,74 @@ pub const SERVER_VERSION: &str = concat!("tablesync-", env!("CARGO_PKG_VERSION")
 
 static X_ZUMO_SERVER_VERSION: HeaderName = HeaderName::from_static("x-zumo-server-version");
 
-/// Table routes: require `ZUMO-API-VERSION` 2.0.x (header first, then the query key in any case;
-/// OPTIONS exempt), and mark every answer `Cache-Control: no-cache`.
-pub async fn table_gate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let mut response = match check_api_version(&app, &req) {
-        Ok(()) => next.run(req).await,
+/// Table routes: the operation must exist (404 table, 405 disabled), the caller is
+/// authenticated (401 for a refused token, then 401 for an anonymous caller of an authenticated
+/// operation), then `ZUMO-API-VERSION` 2.0.x is required (header first, then the query key in
+/// any case; OPTIONS exempt): the order of `shared/design/auth.md` 6.3. The caller's
+/// [`Identity`] goes to the handler as a request extension ([`super::extract::Caller`]); every
+/// answer is marked `Cache-Control: no-cache`.
+pub async fn table_gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let mut response = match admit(&app, &req) {
+        Ok(identity) => {
+            req.extensions_mut().insert(identity);
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     };
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// The checks of [`table_gate`], in order; the caller when they pass.
+fn admit(app: &App, req: &Request) -> Result<Identity, ApiError> {
+    if req.method() == Method::OPTIONS {
+        return Ok(Identity::Anonymous);
+    }
+    let target = table_operation(req.method(), req.uri().path());
+    if let Some((table, op)) = &target {
+        app.check_operation(table, *op)?;
+    }
+    let headers: Vec<(String, Vec<Vec<u8>>)> = app
+        .token_header_names()
+        .iter()
+        .map(|name| {
+            let values = req
+                .headers()
+                .get_all(name.as_str())
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect();
+            (name.clone(), values)
+        })
+        .collect();
+    let identity = app.authenticate(&headers)?;
+    if let Some((table, op)) = &target {
+        app.authorize(table, *op, &identity)?;
+    }
+    check_api_version(app, req)?;
+    Ok(identity)
+}
+
+/// The table and operation of a table route (`/tables/{table}[/{id}]`), None for a method no
+/// route takes (its 405 comes from the router).
+fn table_operation(method: &Method, path: &str) -> Option<(String, TableOperation)> {
+    let rest = path.strip_prefix("/tables/")?;
+    let (table, has_id) = match rest.split_once('/') {
+        Some((table, _)) => (table, true),
+        None => (rest, false),
+    };
+    let table = percent_decode_str(table).decode_utf8_lossy().into_owned();
+    let op = match (method.as_str(), has_id) {
+        ("GET" | "HEAD", _) => TableOperation::Read,
+        ("POST", false) => TableOperation::Insert,
+        ("POST", true) => TableOperation::Undelete,
+        ("PATCH", true) => TableOperation::Update,
+        ("DELETE", true) => TableOperation::Delete,
+        _ => return None,
+    };
+    Some((table, op))
 }
 
 fn check_api_version(app: &App, req: &Request) -> Result<(), ApiError> {
@@ -67,14 +126,42 @@ pub async fn timeout(State(app): State<Arc<App>>, req: Request, next: Next) -> R
     }
 }
 
-/// Add `x-zumo-server-version` and log one line: method, path and query, status, latency.
+/// Query keys whose values are credentials. No server reads a token from the query string, but
+/// a client may still send one (`?access_token=`); the log must not keep it.
+const CREDENTIAL_QUERY_KEYS: [&str; 6] = [
+    "access_token",
+    "id_token",
+    "token",
+    "x-zumo-auth",
+    "authorization",
+    "code",
+];
+
+/// The raw query with the values of [`CREDENTIAL_QUERY_KEYS`] replaced by `<redacted>`.
+fn redact_query(raw: &str) -> String {
+    raw.split('&')
+        .map(|pair| {
+            let key = pair.split('=').next().unwrap_or("");
+            let decoded = percent_decode_str(key).decode_utf8_lossy().to_ascii_lowercase();
+            if CREDENTIAL_QUERY_KEYS.contains(&decoded.as_str()) {
+                format!("{key}=<redacted>")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Add `x-zumo-server-version` and log one line: method, path and query (credentials
+/// redacted), status, latency.
 pub async fn log_and_stamp(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned());
+    let target = match req.uri().query() {
+        Some(query) => format!("{}?{}", req.uri().path(), redact_query(query)),
+        None => req.uri().path().to_owned(),
+    };
     let mut response = next.run(req).await;
     response.headers_mut().insert(
         X_ZUMO_SERVER_VERSION.clone(),
@@ -83,4 +170,33 @@ pub async fn log_and_stamp(req: Request, next: Next) -> Response {
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(target: "tablesync::http", "{method} {target} {} {latency_ms:.1}ms", response.status().as_u16());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted_from_logged_queries() {
+        assert_eq!(
+            redact_query("$top=1&access_token=abc.def.ghi&X-ZUMO-AUTH=x&%74oken=y"),
+            "$top=1&access_token=<redacted>&X-ZUMO-AUTH=<redacted>&%74oken=<redacted>"
+        );
+        assert_eq!(redact_query("$filter=a%20eq%201"), "$filter=a%20eq%201");
+    }
+
+    #[test]
+    fn routes_map_to_operations() {
+        let op = |m: Method, p: &str| table_operation(&m, p);
+        assert_eq!(
+            op(Method::POST, "/tables/Todo%49tem"),
+            Some(("TodoItem".into(), TableOperation::Insert))
+        );
+        assert_eq!(
+            op(Method::POST, "/tables/T/x"),
+            Some(("T".into(), TableOperation::Undelete))
+        );
+        assert_eq!(op(Method::PUT, "/tables/T/x"), None);
+        assert_eq!(op(Method::GET, "/other"), None);
+    }
 }

@@ -13,6 +13,13 @@
 //! * sort database failures into a few backend-neutral [`StoreErrorKind`]s. They never pick HTTP
 //!   status codes; the HTTP layer does.
 //!
+//! * apply a row [`Scope`] to every row read and write: on a per-user table the owner predicate
+//!   (`"owner" = $user`) is ANDed *outside* the parsed `$filter` in list, count, get, the
+//!   409/412 read-back, update, delete and undelete, and an insert is owned by the scope's user
+//!   (a body value for the owner column never reaches the SQL). Every row method takes a scope
+//!   argument, so forgetting it does not compile; a scope that does not fit the table matches
+//!   no row.
+//!
 //! SQL text for `$filter`/`$orderby` comes from `tablesync_protocol::odata::sql` (bound
 //! parameters only); a store only adds its own fixed clauses around it. Those clauses, the
 //! parameter lists, row → item conversion and the classification of a missed write are written
@@ -41,6 +48,16 @@ pub struct Stamp {
     pub updated_at: Timestamp,
     /// New opaque `version` (see [`crate::table::version_from_counter`]).
     pub version: String,
+}
+
+/// Which rows of a table one operation may see and write; `App` derives it from the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every row: a table without `owner_column`.
+    Shared,
+    /// Only the rows this user owns (a per-user table); inserts are owned by them, and their
+    /// writes are stamped through their own clock row.
+    Owner(String),
 }
 
 /// How a write went. Only [`StoreError`] is a failure; these are all answers.
@@ -149,17 +166,19 @@ pub trait Store: Send + Sync + 'static {
     /// since (by this or another process), as [`Store::add_columns`] returns them.
     fn columns<'a>(&'a self, table: &'a TableSchema) -> BoxFuture<'a, StoreResult<Vec<Column>>>;
 
-    /// One row by id, soft-deleted or not.
+    /// One row by id within `scope`, soft-deleted or not.
     fn get<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
     ) -> BoxFuture<'a, StoreResult<Option<Item>>>;
 
-    /// A page of rows.
+    /// A page of rows within `scope`.
     fn list<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         query: ListQuery,
     ) -> BoxFuture<'a, StoreResult<ListPage>>;
 
@@ -168,38 +187,46 @@ pub trait Store: Send + Sync + 'static {
     fn explain_list<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         query: ListQuery,
     ) -> BoxFuture<'a, StoreResult<String>>;
 
-    /// Insert a row with this id; [`WriteOutcome::AlreadyExists`] when the id is taken.
+    /// Insert a row with this id, owned by `scope`'s user on a per-user table;
+    /// [`WriteOutcome::AlreadyExists`] when the id is taken within the scope.
     fn insert<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         values: Vec<(String, SqlValue)>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
 
-    /// Set these columns on a live row whose version is `expected` (any when None).
+    /// Set these columns on a live row within `scope` whose version is `expected` (any when
+    /// None).
     fn update<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         values: Vec<(String, SqlValue)>,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
 
-    /// Delete a live row (a tombstone when the table has soft delete).
+    /// Delete a live row within `scope` (a tombstone when the table has soft delete).
     fn delete<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
 
-    /// Clear the tombstone of a soft-deleted row; a live row is returned unchanged.
+    /// Clear the tombstone of a soft-deleted row within `scope`; a live row is returned
+    /// unchanged.
     fn undelete<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
@@ -218,7 +245,7 @@ mod tests {
     use serde_json::Value;
     use tablesync_protocol::odata::sql::{ColumnType, SqlValue};
 
-    use super::{Store, WriteOutcome};
+    use super::{Scope, Store, WriteOutcome};
     use crate::config::StoreConfig;
     use crate::table::{Column, TableSchema};
     use crate::testing::{StoreKind, TestDatabase};
@@ -231,6 +258,7 @@ mod tests {
                 ty: ColumnType::String,
             }],
             soft_delete: true,
+            owner_column: None,
         }
     }
 
@@ -260,13 +288,13 @@ mod tests {
         let t = schema();
         store.prepare(std::slice::from_ref(&t)).await.unwrap();
         let text = |s: &str| vec![("a".to_owned(), SqlValue::Text(s.into()))];
-        let v1 = version(&store.insert(&t, "x", text("0")).await.unwrap());
-        let first = store.update(&t, "x", text("1"), Some(v1.clone())).await;
+        let v1 = version(&store.insert(&t, &Scope::Shared, "x", text("0")).await.unwrap());
+        let first = store.update(&t, &Scope::Shared, "x", text("1"), Some(v1.clone())).await;
         let v2 = version(&first.unwrap());
         assert_ne!(v1, v2);
         // Same expected version again: the row has moved on, the swap must refuse.
         match store
-            .update(&t, "x", text("2"), Some(v1.clone()))
+            .update(&t, &Scope::Shared, "x", text("2"), Some(v1.clone()))
             .await
             .unwrap()
         {
@@ -277,15 +305,15 @@ mod tests {
             other => panic!("second update with a stale version: {other:?}"),
         }
         for outcome in [
-            store.delete(&t, "x", Some(v1.clone())).await.unwrap(),
-            store.undelete(&t, "x", Some(v1.clone())).await.unwrap(),
+            store.delete(&t, &Scope::Shared, "x", Some(v1.clone())).await.unwrap(),
+            store.undelete(&t, &Scope::Shared, "x", Some(v1.clone())).await.unwrap(),
         ] {
             assert!(
                 matches!(outcome, WriteOutcome::VersionMismatch(_)),
                 "{outcome:?}"
             );
         }
-        let current = store.get(&t, "x").await.unwrap().unwrap();
+        let current = store.get(&t, &Scope::Shared, "x").await.unwrap().unwrap();
         assert_eq!(current.get("version"), Some(&Value::String(v2)));
     }
 

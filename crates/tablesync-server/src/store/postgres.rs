@@ -38,8 +38,8 @@ use sqlx::{Postgres, Row, Transaction};
 use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
 use tablesync_protocol::time::Timestamp;
 
-use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE};
-use super::{BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind};
+use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE, OWNER_CLOCK_TABLE};
+use super::{BoxFuture, ListPage, ListQuery, Scope, Stamp, Store, StoreError, StoreErrorKind};
 use super::{StoreResult, WriteOutcome};
 use crate::config::{StoreConfig, PG_IDENTIFIER_BYTES_MAX};
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
@@ -118,12 +118,21 @@ impl PostgresStore {
     /// this transaction's commit after every earlier writer's and before every later one's.
     /// Without: the database clock at statement time and a sequence number, no lock, no order
     /// (the classic bug, kept to prove the torture test catches it).
+    ///
+    /// On a per-user table (`scope` names the owner) the clock row is the owner's in
+    /// `tablesync_owner_clock`, created by their first write (`INSERT … ON CONFLICT DO UPDATE`,
+    /// which locks it just the same), so only writers of one owner queue behind each other.
     async fn stamp(
         &self,
         tx: &mut Transaction<'static, Postgres>,
-        table: &str,
+        schema: &TableSchema,
+        scope: &Scope,
     ) -> StoreResult<Stamp> {
-        let sql = if self.commit_order_stamps {
+        let table = schema.name.as_str();
+        let owner = sql::stamps_per_owner(schema, scope);
+        let sql = if let (true, Some(_)) = (self.commit_order_stamps, owner) {
+            sql::owner_stamp_sql(DIALECT, true)
+        } else if self.commit_order_stamps {
             format!(
                 "UPDATE {CLOCK_TABLE} SET last_updated_at = GREATEST(date_trunc('milliseconds', clock_timestamp()), \
                  last_updated_at + interval '1 millisecond'), last_version = last_version + 1 \
@@ -136,8 +145,11 @@ impl PostgresStore {
                  nextval('{UNORDERED_VERSION_SEQUENCE}') WHERE $1::text IS NOT NULL"
             )
         };
-        let row = sqlx::query(&sql)
-            .bind(table)
+        let mut query = sqlx::query(&sql).bind(table);
+        if let (true, Some(owner)) = (self.commit_order_stamps, owner) {
+            query = query.bind(owner);
+        }
+        let row = query
             .fetch_optional(&mut **tx)
             .await
             .map_err(|e| classify(&e))?
@@ -280,12 +292,17 @@ fn read_item(row: &PgRow, schema: &TableSchema) -> StoreResult<Item> {
     sql::read_item(schema, |index, ty| value_json(row, index, ty)).map_err(|e| classify(&e))
 }
 
-async fn get_row<'e, E>(executor: E, schema: &TableSchema, id: &str) -> StoreResult<Option<Item>>
+async fn get_row<'e, E>(
+    executor: E,
+    schema: &TableSchema,
+    scope: &Scope,
+    id: &str,
+) -> StoreResult<Option<Item>>
 where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
-    let row = sqlx::query(&sql::get_row_sql(DIALECT, schema))
-        .bind(id)
+    let (sql, params) = sql::get_row_sql(DIALECT, schema, scope, id);
+    let row = bind_all(sqlx::query(&sql), &params)
         .fetch_optional(executor)
         .await
         .map_err(|e| classify(&e))?;
@@ -307,6 +324,27 @@ async fn stored_columns(
     .map_err(|e| classify(&e))?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(|e| classify(&e))
+}
+
+/// The primary key columns of a table, in key order.
+async fn primary_key(
+    tx: &mut Transaction<'static, Postgres>,
+    table: &str,
+) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT a.attname::text FROM pg_index i \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+         WHERE i.indrelid = to_regclass(quote_ident($1)) AND i.indisprimary \
+         ORDER BY array_position(i.indkey::int2[], a.attnum)",
+    )
+    .bind(table)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(|e| classify(&e))?;
+    rows.iter()
+        .map(|r| r.try_get(0))
         .collect::<Result<_, sqlx::Error>>()
         .map_err(|e| classify(&e))
 }
@@ -368,19 +406,38 @@ async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Ve
         ),
     )
     .await?;
+    execute(
+        &mut tx,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {OWNER_CLOCK_TABLE} (table_name TEXT COLLATE \"C\" NOT NULL, \
+             owner TEXT COLLATE \"C\" NOT NULL, last_updated_at TIMESTAMPTZ(3) NOT NULL, \
+             last_version BIGINT NOT NULL, PRIMARY KEY (table_name, owner))"
+        ),
+    )
+    .await?;
     let mut out = Vec::with_capacity(tables.len());
     for table in tables {
         check_identifier(&table.name, &table.name)?;
         let name = quote_ident(&table.name);
+        // A per-user table is keyed (owner, id): each user has their own id space.
+        let (owner_column, key) = match &table.owner_column {
+            Some(owner) => (
+                format!("{} TEXT COLLATE \"C\" NOT NULL, ", quote_ident(owner)),
+                format!(", PRIMARY KEY ({}, \"id\")", quote_ident(owner)),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let id_key = if key.is_empty() { " PRIMARY KEY" } else { "" };
         execute(
             &mut tx,
             &format!(
-                "CREATE TABLE IF NOT EXISTS {name} (\"id\" TEXT COLLATE \"C\" PRIMARY KEY NOT NULL, \
+                "CREATE TABLE IF NOT EXISTS {name} ({owner_column}\"id\" TEXT COLLATE \"C\"{id_key} NOT NULL, \
                  \"createdAt\" TIMESTAMPTZ(3) NOT NULL, \"updatedAt\" TIMESTAMPTZ(3) NOT NULL, \
-                 \"version\" TEXT COLLATE \"C\" NOT NULL, \"deleted\" BOOLEAN NOT NULL DEFAULT FALSE)"
+                 \"version\" TEXT COLLATE \"C\" NOT NULL, \"deleted\" BOOLEAN NOT NULL DEFAULT FALSE{key})"
             ),
         )
         .await?;
+        sql::check_primary_key(table, &primary_key(&mut tx, &table.name).await?)?;
         let stored = stored_columns(&mut tx, &table.name).await?;
         for column in &table.columns {
             check_identifier(&table.name, &column.name)?;
@@ -392,12 +449,18 @@ async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Ve
         schema
             .columns
             .extend(sql::extra_columns(table, &stored, &TYPES)?);
+        // Per-user tables lead their indexes with the owner: every read is within one owner.
+        let (owner_prefix, owner_suffix) = table
+            .owner_column
+            .as_ref()
+            .map(|o| (format!("{} ASC NULLS FIRST, ", quote_ident(o)), "_owner"))
+            .unwrap_or_default();
         for (suffix, column) in [("updated", "updatedAt"), ("created", "createdAt")] {
-            let index = quote_ident(&index_name(&table.name, suffix));
+            let index = quote_ident(&index_name(&table.name, &format!("{suffix}{owner_suffix}")));
             execute(
                 &mut tx,
                 &format!(
-                    "CREATE INDEX IF NOT EXISTS {index} ON {name} (\"{column}\" ASC NULLS FIRST, \"id\" ASC NULLS FIRST)"
+                    "CREATE INDEX IF NOT EXISTS {index} ON {name} ({owner_prefix}\"{column}\" ASC NULLS FIRST, \"id\" ASC NULLS FIRST)"
                 ),
             )
             .await?;
@@ -442,9 +505,10 @@ async fn add_columns(
 async fn explain_list(
     pool: &PgPool,
     schema: &TableSchema,
+    scope: &Scope,
     query: &ListQuery,
 ) -> StoreResult<String> {
-    let ListSql { sql, params, .. } = sql::list_sql(DIALECT, schema, query);
+    let ListSql { sql, params, .. } = sql::list_sql(DIALECT, schema, scope, query);
     let rows = bind_all(sqlx::query(&format!("EXPLAIN {sql}")), &params)
         .fetch_all(pool)
         .await
@@ -460,9 +524,10 @@ async fn explain_list(
 async fn list_rows(
     pool: &PgPool,
     schema: &TableSchema,
+    scope: &Scope,
     query: &ListQuery,
 ) -> StoreResult<ListPage> {
-    let list = sql::list_sql(DIALECT, schema, query);
+    let list = sql::list_sql(DIALECT, schema, scope, query);
     if !query.count {
         let items = fetch_items(pool, schema, &list).await?;
         return Ok(ListPage { items, count: None });
@@ -519,22 +584,23 @@ impl PostgresStore {
     async fn insert_row(
         &self,
         schema: &TableSchema,
+        scope: &Scope,
         id: &str,
         values: &[(String, SqlValue)],
     ) -> StoreResult<WriteOutcome> {
         let mut tx = self.begin_write().await?;
-        let stamp = self.stamp(&mut tx, &schema.name).await?;
+        let stamp = self.stamp(&mut tx, schema, scope).await?;
         // A concurrent insert of the same id may commit first: then nothing is inserted and the
         // stored row is read below.
         let (sql, params) =
-            sql::insert_sql(DIALECT, schema, id, stamp, values, OnConflict::DoNothing);
+            sql::insert_sql(DIALECT, schema, scope, id, stamp, values, OnConflict::DoNothing);
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx).await?;
             return Ok(WriteOutcome::Written(item));
         }
         // The id is taken (ON CONFLICT waited for a concurrent insert of it to commit). Read the
         // stored row in a fresh statement snapshot, then roll back the unused stamp.
-        let existing = get_row(&mut *tx, schema, id).await?;
+        let existing = get_row(&mut *tx, schema, scope, id).await?;
         tx.rollback().await.map_err(|e| classify(&e))?;
         Ok(match existing {
             Some(item) => WriteOutcome::AlreadyExists(item),
@@ -555,20 +621,22 @@ impl PostgresStore {
     async fn cas_update(
         &self,
         schema: &TableSchema,
+        scope: &Scope,
         id: &str,
         assignments: &[(String, SqlValue)],
         kind: CasKind,
         expected: Option<&str>,
     ) -> StoreResult<WriteOutcome> {
         let mut tx = self.begin_write().await?;
-        let stamp = self.stamp(&mut tx, &schema.name).await?;
+        let stamp = self.stamp(&mut tx, schema, scope).await?;
         let (sql, params) =
-            sql::cas_update_sql(DIALECT, schema, id, assignments, kind, expected, stamp);
+            sql::cas_update_sql(DIALECT, schema, scope, id, assignments, kind, expected, stamp);
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx).await?;
             return Ok(WriteOutcome::Written(item));
         }
-        let current = get_row(&mut *tx, schema, id).await?;
+        // Read back within the scope: another user's row is not found, like a missing one.
+        let current = get_row(&mut *tx, schema, scope, id).await?;
         tx.rollback().await.map_err(|e| classify(&e))?;
         Ok(sql::miss_outcome(Some(kind), current, expected))
     }
@@ -576,16 +644,17 @@ impl PostgresStore {
     async fn hard_delete(
         &self,
         schema: &TableSchema,
+        scope: &Scope,
         id: &str,
         expected: Option<&str>,
     ) -> StoreResult<WriteOutcome> {
-        let (sql, params) = sql::hard_delete_sql(DIALECT, schema, id, expected);
+        let (sql, params) = sql::hard_delete_sql(DIALECT, schema, scope, id, expected);
         let mut tx = self.begin_write().await?;
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx).await?;
             return Ok(WriteOutcome::Written(item));
         }
-        let current = get_row(&mut *tx, schema, id).await?;
+        let current = get_row(&mut *tx, schema, scope, id).await?;
         tx.rollback().await.map_err(|e| classify(&e))?;
         Ok(sql::miss_outcome(None, current, expected))
     }
@@ -625,45 +694,50 @@ impl Store for PostgresStore {
     fn get<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
     ) -> BoxFuture<'a, StoreResult<Option<Item>>> {
-        Box::pin(get_row(&self.pool, table, id))
+        Box::pin(get_row(&self.pool, table, scope, id))
     }
 
     fn list<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         query: ListQuery,
     ) -> BoxFuture<'a, StoreResult<ListPage>> {
-        Box::pin(async move { list_rows(&self.pool, table, &query).await })
+        Box::pin(async move { list_rows(&self.pool, table, scope, &query).await })
     }
 
     fn explain_list<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         query: ListQuery,
     ) -> BoxFuture<'a, StoreResult<String>> {
-        Box::pin(async move { explain_list(&self.pool, table, &query).await })
+        Box::pin(async move { explain_list(&self.pool, table, scope, &query).await })
     }
 
     fn insert<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         values: Vec<(String, SqlValue)>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        Box::pin(async move { self.insert_row(table, id, &values).await })
+        Box::pin(async move { self.insert_row(table, scope, id, &values).await })
     }
 
     fn update<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         values: Vec<(String, SqlValue)>,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         Box::pin(async move {
-            self.cas_update(table, id, &values, CasKind::Update, expected.as_deref())
+            self.cas_update(table, scope, id, &values, CasKind::Update, expected.as_deref())
                 .await
         })
     }
@@ -671,15 +745,23 @@ impl Store for PostgresStore {
     fn delete<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         Box::pin(async move {
             if table.soft_delete {
-                self.cas_update(table, id, &[], CasKind::SoftDelete, expected.as_deref())
-                    .await
+                self.cas_update(
+                    table,
+                    scope,
+                    id,
+                    &[],
+                    CasKind::SoftDelete,
+                    expected.as_deref(),
+                )
+                .await
             } else {
-                self.hard_delete(table, id, expected.as_deref()).await
+                self.hard_delete(table, scope, id, expected.as_deref()).await
             }
         })
     }
@@ -687,11 +769,12 @@ impl Store for PostgresStore {
     fn undelete<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         Box::pin(async move {
-            self.cas_update(table, id, &[], CasKind::Undelete, expected.as_deref())
+            self.cas_update(table, scope, id, &[], CasKind::Undelete, expected.as_deref())
                 .await
         })
     }

@@ -12,6 +12,12 @@
 //! | ascending sort key | `"c" ASC` | `"c" ASC NULLS FIRST` (the indexes' null placement, so ORDER BY can read them in order) |
 //! | selected date column | `"c"` (stored in wire form) | `to_char("c" AT TIME ZONE 'UTC', …)` (rendered in wire form) |
 //!
+//! The owner predicate of per-user tables ([`Scope::Owner`]) is written here too, once, for
+//! every statement that reads or writes rows: it is ANDed outside the parsed `$filter` (which
+//! the protocol crate wrapped in parentheses), so no `or` in a filter can reach another user's
+//! rows; a scope that does not fit the table (a per-user table read without an owner) becomes a
+//! condition that matches nothing.
+//!
 //! Everything else (which columns, in which order, which conditions, which parameter goes where)
 //! is written once, so both stores answer a request with the same statement shape: the explain
 //! tests (`tests/it/explain.rs`) check that the shapes stay index-friendly on both.
@@ -20,11 +26,15 @@ use serde_json::Value;
 use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
 use tablesync_protocol::system;
 
-use super::{ListQuery, Stamp, StoreError, StoreErrorKind, StoreResult, WriteOutcome};
+use super::{ListQuery, Scope, Stamp, StoreError, StoreErrorKind, StoreResult, WriteOutcome};
 use crate::table::{Column, Item, TableSchema};
 
 /// The clock table: one row per served table, holding the last stamp handed out.
 pub(super) const CLOCK_TABLE: &str = "tablesync_clock";
+
+/// The clock rows of per-user tables: one per (table, owner), made by the owner's first write,
+/// so writers of different users never queue behind each other.
+pub(super) const OWNER_CLOCK_TABLE: &str = "tablesync_owner_clock";
 
 /// How PostgreSQL reads a timestamp column: the wire form `YYYY-MM-DDTHH:MM:SS.sssZ`, in UTC
 /// whatever the session's time zone.
@@ -156,58 +166,140 @@ pub(super) fn read_item<E>(
     Ok(item)
 }
 
-/// `SELECT <select list> FROM <table> WHERE "id" = <param 1>`.
-pub(super) fn get_row_sql(dialect: Dialect, schema: &TableSchema) -> String {
-    format!(
-        "SELECT {} FROM {} WHERE \"id\" = {}",
-        select_list(dialect, schema),
-        quote_ident(&schema.name),
-        dialect_param(dialect, 1, Cast::Text)
-    )
+/// The owner predicate a statement on `schema` needs within `scope`.
+enum OwnerFilter<'a> {
+    /// A shared table read in the shared scope: no predicate.
+    Everything,
+    /// A per-user table: `"<column>" = <user>`.
+    Owner { column: &'a str, user: &'a str },
+    /// The scope does not fit the table (a bug in the caller): match nothing.
+    Nothing,
 }
 
-/// The SQL of a list request: the page query, its parameters, the count query and how many of
-/// the parameters are the filter's (the count query's).
+fn owner_filter<'a>(schema: &'a TableSchema, scope: &'a Scope) -> OwnerFilter<'a> {
+    match (&schema.owner_column, scope) {
+        (None, Scope::Shared) => OwnerFilter::Everything,
+        (Some(column), Scope::Owner(user)) => OwnerFilter::Owner { column, user },
+        _ => OwnerFilter::Nothing,
+    }
+}
+
+/// The owner condition of `scope` on `schema` with its parameter pushed onto `params` (numbered
+/// `params.len()` after the push), or None when every row is in scope.
+fn owner_condition(
+    dialect: Dialect,
+    schema: &TableSchema,
+    scope: &Scope,
+    params: &mut Vec<SqlValue>,
+) -> Option<String> {
+    match owner_filter(schema, scope) {
+        OwnerFilter::Everything => None,
+        OwnerFilter::Owner { column, user } => {
+            params.push(SqlValue::Text(user.to_owned()));
+            Some(format!(
+                "{} = {}",
+                quote_ident(column),
+                dialect_param(dialect, params.len(), Cast::Text)
+            ))
+        }
+        OwnerFilter::Nothing => Some(dialect_bool(dialect, false).to_owned()),
+    }
+}
+
+/// ` AND <owner condition>` (see [`owner_condition`]) or nothing.
+fn and_owner(
+    dialect: Dialect,
+    schema: &TableSchema,
+    scope: &Scope,
+    params: &mut Vec<SqlValue>,
+) -> String {
+    owner_condition(dialect, schema, scope, params)
+        .map(|c| format!(" AND {c}"))
+        .unwrap_or_default()
+}
+
+/// `SELECT <select list> FROM <table> WHERE "id" = <param 1> [AND <owner> = <param 2>]` and
+/// its parameters.
+pub(super) fn get_row_sql(
+    dialect: Dialect,
+    schema: &TableSchema,
+    scope: &Scope,
+    id: &str,
+) -> (String, Vec<SqlValue>) {
+    let mut params = vec![SqlValue::Text(id.to_owned())];
+    let sql = format!(
+        "SELECT {} FROM {} WHERE \"id\" = {}{}",
+        select_list(dialect, schema),
+        quote_ident(&schema.name),
+        dialect_param(dialect, 1, Cast::Text),
+        and_owner(dialect, schema, scope, &mut params)
+    );
+    (sql, params)
+}
+
+/// The SQL of a list request: the page query and the count query with their parameters.
 pub(super) struct ListSql {
     /// `SELECT … ORDER BY … LIMIT … OFFSET …`.
     pub sql: String,
-    /// The page query's parameters: the filter's, the order's, then LIMIT and OFFSET.
+    /// The page query's parameters: the filter's, the order's, the owner, then LIMIT and OFFSET.
     pub params: Vec<SqlValue>,
     /// `SELECT COUNT(*) FROM … [WHERE …]`: every matching row (`$inlinecount`).
     pub count_sql: String,
-    /// How many of `params` (from the start) the count query uses.
-    pub filter_params: usize,
+    /// The count query's parameters: the filter's, then the owner.
+    count_params: Vec<SqlValue>,
 }
 
 impl ListSql {
-    /// The count query's parameters: the filter's.
+    /// The count query's parameters.
     pub(super) fn count_params(&self) -> &[SqlValue] {
-        &self.params[..self.filter_params]
+        &self.count_params
     }
 }
 
 /// The page query of a list request. Default order (`createdAt`, `id`); a requested order gets
 /// `id` as the final tie-breaker unless it already sorts by `id`.
-pub(super) fn list_sql(dialect: Dialect, schema: &TableSchema, query: &ListQuery) -> ListSql {
-    let mut conditions = Vec::new();
+///
+/// The owner condition's placeholder follows the filter's and the order's placeholders (the
+/// protocol crate numbered those from 1) in the page query, and the filter's in the count
+/// query, which has no ORDER BY: so both are numbered without gaps.
+pub(super) fn list_sql(
+    dialect: Dialect,
+    schema: &TableSchema,
+    scope: &Scope,
+    query: &ListQuery,
+) -> ListSql {
     let mut params: Vec<SqlValue> = Vec::new();
     if let Some(filter) = &query.filter {
-        conditions.push(format!("({})", filter.sql));
         params.extend(filter.params.iter().cloned());
     }
-    if !query.include_deleted {
-        conditions.push(format!("\"deleted\" = {}", dialect_bool(dialect, false)));
-    }
-    let where_clause = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
+    // `(owner) AND (filter) AND deleted`: the filter is parenthesised, so it cannot widen the
+    // owner condition.
+    let where_clause = |params: &mut Vec<SqlValue>| {
+        let mut conditions = Vec::new();
+        if let Some(owner) = owner_condition(dialect, schema, scope, params) {
+            conditions.push(owner);
+        }
+        if let Some(filter) = &query.filter {
+            conditions.push(format!("({})", filter.sql));
+        }
+        if !query.include_deleted {
+            conditions.push(format!("\"deleted\" = {}", dialect_bool(dialect, false)));
+        }
+        if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        }
     };
-    let filter_params = params.len();
+    let mut count_params = params.clone();
+    let count_where = where_clause(&mut count_params);
+    if let Some(order) = &query.order_by {
+        params.extend(order.params.iter().cloned());
+    }
+    let page_where = where_clause(&mut params);
     let id_ascending = dialect_ascending(dialect, "\"id\"");
     let order = match &query.order_by {
         Some(order) => {
-            params.extend(order.params.iter().cloned());
             if sorts_by_id(&order.sql) {
                 // Already unique; a repeated `id` term would keep the planner from reading
                 // the (…, id) index in order.
@@ -226,7 +318,7 @@ pub(super) fn list_sql(dialect: Dialect, schema: &TableSchema, query: &ListQuery
     params.push(SqlValue::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
     let table = quote_ident(&schema.name);
     let sql = format!(
-        "SELECT {} FROM {table}{where_clause} ORDER BY {order} LIMIT {} OFFSET {}",
+        "SELECT {} FROM {table}{page_where} ORDER BY {order} LIMIT {} OFFSET {}",
         select_list(dialect, schema),
         dialect_param(dialect, limit_index, Cast::BigInt),
         dialect_param(dialect, limit_index + 1, Cast::BigInt)
@@ -234,8 +326,8 @@ pub(super) fn list_sql(dialect: Dialect, schema: &TableSchema, query: &ListQuery
     ListSql {
         sql,
         params,
-        count_sql: format!("SELECT COUNT(*) FROM {table}{where_clause}"),
-        filter_params,
+        count_sql: format!("SELECT COUNT(*) FROM {table}{count_where}"),
+        count_params,
     }
 }
 
@@ -259,10 +351,12 @@ pub(super) enum OnConflict {
 }
 
 /// An `INSERT … RETURNING <select list>` of a new row and its parameters: `id`, the stamp
-/// (`createdAt` = `updatedAt`), `deleted` false and the given values.
+/// (`createdAt` = `updatedAt`), `deleted` false, the owner of a per-user table (from `scope`;
+/// a value for the owner column among `values` is dropped) and the given values.
 pub(super) fn insert_sql(
     dialect: Dialect,
     schema: &TableSchema,
+    scope: &Scope,
     id: &str,
     stamp: Stamp,
     values: &[(String, SqlValue)],
@@ -282,7 +376,19 @@ pub(super) fn insert_sql(
         SqlValue::Timestamp(stamp.updated_at),
         SqlValue::Text(stamp.version),
     ];
-    for (name, value) in values {
+    let owner = match owner_filter(schema, scope) {
+        OwnerFilter::Owner { column, user } => Some((column, user)),
+        OwnerFilter::Everything | OwnerFilter::Nothing => None,
+    };
+    if let Some((column, user)) = owner {
+        columns.push_str(", ");
+        columns.push_str(&quote_ident(column));
+        params.push(SqlValue::Text(user.to_owned()));
+        placeholders.push_str(", ");
+        placeholders.push_str(&dialect_param(dialect, params.len(), Cast::Text));
+    }
+    let is_owner = |name: &str| owner.is_some_and(|(column, _)| column == name);
+    for (name, value) in values.iter().filter(|(name, _)| !is_owner(name)) {
         columns.push_str(", ");
         columns.push_str(&quote_ident(name));
         params.push(value.clone());
@@ -293,9 +399,13 @@ pub(super) fn insert_sql(
             Cast::for_value(schema, name, value),
         ));
     }
-    let conflict = match on_conflict {
-        OnConflict::Fail => "",
-        OnConflict::DoNothing => " ON CONFLICT (\"id\") DO NOTHING",
+    let conflict = match (on_conflict, owner) {
+        (OnConflict::Fail, _) => String::new(),
+        (OnConflict::DoNothing, None) => " ON CONFLICT (\"id\") DO NOTHING".to_owned(),
+        (OnConflict::DoNothing, Some((column, _))) => format!(
+            " ON CONFLICT ({}, \"id\") DO NOTHING",
+            quote_ident(column)
+        ),
     };
     let sql = format!(
         "INSERT INTO {} ({columns}) VALUES ({placeholders}){conflict} RETURNING {}",
@@ -317,10 +427,13 @@ pub(super) enum CasKind {
 }
 
 /// A stamped compare-and-swap `UPDATE … SET … WHERE id = ? AND deleted = ? [AND version = ?]
-/// RETURNING <select list>` and its parameters.
+/// [AND owner = ?] RETURNING <select list>` and its parameters. The owner column is never
+/// assigned (an update cannot hand a row to another user).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn cas_update_sql(
     dialect: Dialect,
     schema: &TableSchema,
+    scope: &Scope,
     id: &str,
     assignments: &[(String, SqlValue)],
     kind: CasKind,
@@ -329,7 +442,11 @@ pub(super) fn cas_update_sql(
 ) -> (String, Vec<SqlValue>) {
     let mut params: Vec<SqlValue> = Vec::with_capacity(assignments.len() + 4);
     let mut sets: Vec<String> = Vec::with_capacity(assignments.len() + 3);
-    for (name, value) in assignments {
+    let owner_column = schema.owner_column.as_deref();
+    for (name, value) in assignments
+        .iter()
+        .filter(|(name, _)| Some(name.as_str()) != owner_column)
+    {
         params.push(value.clone());
         sets.push(format!(
             "{} = {}",
@@ -353,11 +470,12 @@ pub(super) fn cas_update_sql(
         dialect_param(dialect, params.len(), Cast::Text)
     ));
     params.push(SqlValue::Text(id.to_owned()));
+    let id_param = dialect_param(dialect, params.len(), Cast::Text);
+    let version = version_condition(dialect, &mut params, expected);
     let condition = format!(
-        "\"id\" = {} AND \"deleted\" = {}{}",
-        dialect_param(dialect, params.len(), Cast::Text),
+        "\"id\" = {id_param} AND \"deleted\" = {}{version}{}",
         dialect_bool(dialect, kind == CasKind::Undelete),
-        version_condition(dialect, &mut params, expected)
+        and_owner(dialect, schema, scope, &mut params)
     );
     let sql = format!(
         "UPDATE {} SET {} WHERE {condition} RETURNING {}",
@@ -373,15 +491,17 @@ pub(super) fn cas_update_sql(
 pub(super) fn hard_delete_sql(
     dialect: Dialect,
     schema: &TableSchema,
+    scope: &Scope,
     id: &str,
     expected: Option<&str>,
 ) -> (String, Vec<SqlValue>) {
     let mut params = vec![SqlValue::Text(id.to_owned())];
+    let version = version_condition(dialect, &mut params, expected);
     let condition = format!(
-        "\"id\" = {} AND \"deleted\" = {}{}",
+        "\"id\" = {} AND \"deleted\" = {}{version}{}",
         dialect_param(dialect, 1, Cast::Text),
         dialect_bool(dialect, false),
-        version_condition(dialect, &mut params, expected)
+        and_owner(dialect, schema, scope, &mut params)
     );
     let sql = format!(
         "DELETE FROM {} WHERE {condition} RETURNING {}",
@@ -407,6 +527,85 @@ fn version_condition(
         }
         None => String::new(),
     }
+}
+
+/// The statement that takes the next stamp of a per-user table's owner, `UPDATE`-ing (or, on
+/// the owner's first write, creating) their row of [`OWNER_CLOCK_TABLE`]: the same rule as the
+/// table clock (`max(now, last + 1 ms)` and the next counter), one statement, whose row lock
+/// orders that owner's writers only. Parameters: table name, owner. Returns (ms, counter).
+/// PostgreSQL without commit-order stamps takes no clock row at all (see `postgres.rs`).
+pub(super) fn owner_stamp_sql(dialect: Dialect, commit_order: bool) -> String {
+    let (now, greatest, interval_ms, cast) = match dialect {
+        Dialect::Sqlite => ("CAST(unixepoch('subsec') * 1000 AS INTEGER)", "max", "1", ""),
+        Dialect::Postgres => (
+            "date_trunc('milliseconds', clock_timestamp())",
+            "GREATEST",
+            "interval '1 millisecond'",
+            "::text",
+        ),
+    };
+    let next = if commit_order {
+        format!("{greatest}({now}, c.last_updated_at + {interval_ms})")
+    } else {
+        now.to_owned()
+    };
+    let returned = match dialect {
+        Dialect::Sqlite => "last_updated_at, last_version",
+        Dialect::Postgres => "(extract(epoch FROM last_updated_at) * 1000)::bigint, last_version",
+    };
+    let (p1, p2) = match dialect {
+        Dialect::Sqlite => ("?1".to_owned(), "?2".to_owned()),
+        Dialect::Postgres => (format!("$1{cast}"), format!("$2{cast}")),
+    };
+    format!(
+        "INSERT INTO {OWNER_CLOCK_TABLE} AS c (table_name, owner, last_updated_at, last_version) \
+         VALUES ({p1}, {p2}, {now}, 1) ON CONFLICT (table_name, owner) DO UPDATE \
+         SET last_updated_at = {next}, last_version = c.last_version + 1 RETURNING {returned}"
+    )
+}
+
+/// Whether a write on `schema` in `scope` is stamped through the owner's clock row (per-user
+/// tables) rather than the table's.
+pub(super) fn stamps_per_owner<'a>(schema: &TableSchema, scope: &'a Scope) -> Option<&'a str> {
+    match (&schema.owner_column, scope) {
+        (Some(_), Scope::Owner(user)) => Some(user),
+        _ => None,
+    }
+}
+
+/// The primary key a table must have: (owner, id) for a per-user table, (id) otherwise. A table
+/// made for the other kind is refused at start instead of being served wrongly (a shared
+/// table's rows have no owner; a per-user table's ids are not unique).
+pub(super) fn check_primary_key(schema: &TableSchema, stored: &[String]) -> StoreResult<()> {
+    let expected: Vec<&str> = match &schema.owner_column {
+        Some(owner) => vec![owner.as_str(), system::ID],
+        None => vec![system::ID],
+    };
+    let same = stored.len() == expected.len()
+        && stored
+            .iter()
+            .zip(&expected)
+            .all(|(s, e)| s.eq_ignore_ascii_case(e));
+    if same {
+        return Ok(());
+    }
+    let shown = |cols: &[&str]| cols.join(", ");
+    let stored_names: Vec<&str> = stored.iter().map(String::as_str).collect();
+    Err(StoreError::new(
+        StoreErrorKind::Schema,
+        format!(
+            "table {} has the primary key ({}) but its configuration needs ({}): {}; \
+             migrate its rows into a new table instead",
+            schema.name,
+            shown(&stored_names),
+            shown(&expected),
+            if schema.owner_column.is_some() {
+                "owner_column was added to a table that already holds shared rows"
+            } else {
+                "the table holds per-user rows but owner_column is not configured"
+            }
+        ),
+    ))
 }
 
 /// Whether a row is a tombstone.
@@ -566,6 +765,7 @@ mod tests {
                 },
             ],
             soft_delete: true,
+            owner_column: None,
         }
     }
 
@@ -610,18 +810,18 @@ mod tests {
         assert_eq!(select_list(Dialect::Sqlite, &schema()), sqlite_select());
         assert_eq!(select_list(Dialect::Postgres, &schema()), pg_select());
         assert_eq!(
-            get_row_sql(Dialect::Sqlite, &schema()),
+            get_row_sql(Dialect::Sqlite, &schema(), &Scope::Shared, "x").0,
             format!("SELECT {} FROM \"T\" WHERE \"id\" = ?1", sqlite_select())
         );
         assert_eq!(
-            get_row_sql(Dialect::Postgres, &schema()),
+            get_row_sql(Dialect::Postgres, &schema(), &Scope::Shared, "x").0,
             format!("SELECT {} FROM \"T\" WHERE \"id\" = $1::text", pg_select())
         );
     }
 
     #[test]
     fn default_list_is_insertion_order_of_live_rows() {
-        let sqlite = list_sql(Dialect::Sqlite, &schema(), &query());
+        let sqlite = list_sql(Dialect::Sqlite, &schema(), &Scope::Shared, &query());
         assert_eq!(
             sqlite.sql,
             format!(
@@ -634,8 +834,8 @@ mod tests {
             sqlite.count_sql,
             "SELECT COUNT(*) FROM \"T\" WHERE \"deleted\" = 0"
         );
-        assert_eq!(sqlite.filter_params, 0);
-        let pg = list_sql(Dialect::Postgres, &schema(), &query());
+        assert_eq!(sqlite.count_params(), &[]);
+        let pg = list_sql(Dialect::Postgres, &schema(), &Scope::Shared, &query());
         assert_eq!(
             pg.sql,
             format!(
@@ -665,7 +865,7 @@ mod tests {
             top: u64::MAX,
             ..query()
         };
-        let pg = list_sql(Dialect::Postgres, &schema(), &q);
+        let pg = list_sql(Dialect::Postgres, &schema(), &Scope::Shared, &q);
         assert_eq!(
             pg.sql,
             format!(
@@ -685,7 +885,7 @@ mod tests {
             pg.count_sql,
             "SELECT COUNT(*) FROM \"T\" WHERE (\"a\" = $1::text)"
         );
-        assert_eq!(pg.filter_params, 1);
+        assert_eq!(pg.count_params(), &[SqlValue::Text("x".into())]);
         // An order that already sorts by id gets no tie-breaker.
         let by_id = ListQuery {
             order_by: Some(SqlFragment {
@@ -696,7 +896,7 @@ mod tests {
             ..query()
         };
         assert_eq!(
-            list_sql(Dialect::Sqlite, &schema(), &by_id).sql,
+            list_sql(Dialect::Sqlite, &schema(), &Scope::Shared, &by_id).sql,
             format!(
                 "SELECT {} FROM \"T\" ORDER BY \"id\" DESC LIMIT ?1 OFFSET ?2",
                 sqlite_select()
@@ -720,6 +920,7 @@ mod tests {
         let (sql, params) = insert_sql(
             Dialect::Sqlite,
             &schema(),
+            &Scope::Shared,
             "x",
             stamp(),
             &values,
@@ -737,6 +938,7 @@ mod tests {
         let (sql, params) = insert_sql(
             Dialect::Postgres,
             &schema(),
+            &Scope::Shared,
             "x",
             stamp(),
             &values,
@@ -760,6 +962,7 @@ mod tests {
             cas_update_sql(
                 dialect,
                 &schema(),
+                &Scope::Shared,
                 "x",
                 &[("due".to_owned(), SqlValue::Null)],
                 CasKind::Update,
@@ -798,6 +1001,7 @@ mod tests {
         let (sql, params) = cas_update_sql(
             Dialect::Postgres,
             &schema(),
+            &Scope::Shared,
             "x",
             &[],
             CasKind::SoftDelete,
@@ -816,6 +1020,7 @@ mod tests {
         let (sql, _) = cas_update_sql(
             Dialect::Sqlite,
             &schema(),
+            &Scope::Shared,
             "x",
             &[],
             CasKind::Undelete,
@@ -834,7 +1039,7 @@ mod tests {
 
     #[test]
     fn hard_deletes() {
-        let (sql, params) = hard_delete_sql(Dialect::Sqlite, &schema(), "x", Some("v1"));
+        let (sql, params) = hard_delete_sql(Dialect::Sqlite, &schema(), &Scope::Shared, "x", Some("v1"));
         assert_eq!(
             sql,
             format!(
@@ -846,7 +1051,7 @@ mod tests {
             params,
             vec![SqlValue::Text("x".into()), SqlValue::Text("v1".into())]
         );
-        let (sql, params) = hard_delete_sql(Dialect::Postgres, &schema(), "x", None);
+        let (sql, params) = hard_delete_sql(Dialect::Postgres, &schema(), &Scope::Shared, "x", None);
         assert_eq!(
             sql,
             format!(
@@ -855,6 +1060,154 @@ mod tests {
             )
         );
         assert_eq!(params, vec![SqlValue::Text("x".into())]);
+    }
+
+    fn per_user() -> TableSchema {
+        let mut t = schema();
+        t.columns.push(Column {
+            name: "userId".into(),
+            ty: ColumnType::String,
+        });
+        t.owner_column = Some("userId".into());
+        t
+    }
+
+    fn alice() -> Scope {
+        Scope::Owner("alice".into())
+    }
+
+    #[test]
+    fn per_user_reads_and_the_count_and_the_page_number_their_owner_parameter_without_gaps() {
+        let q = ListQuery {
+            filter: Some(SqlFragment {
+                sql: "\"a\" = $1::text OR TRUE".into(),
+                params: vec![SqlValue::Text("x".into())],
+            }),
+            order_by: Some(SqlFragment {
+                sql: "\"a\" = $2::text ASC NULLS FIRST".into(),
+                params: vec![SqlValue::Text("y".into())],
+            }),
+            count: true,
+            ..query()
+        };
+        let pg = list_sql(Dialect::Postgres, &per_user(), &alice(), &q);
+        let select = format!("{}, \"userId\", {}", r#""id", "a", to_char("due" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#,
+            r#"to_char("createdAt" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), to_char("updatedAt" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), "version", "deleted""#);
+        assert_eq!(
+            pg.sql,
+            format!(
+                "SELECT {select} FROM \"T\" WHERE \"userId\" = $3::text AND (\"a\" = $1::text OR TRUE) \
+                 AND \"deleted\" = FALSE ORDER BY \"a\" = $2::text ASC NULLS FIRST, \"id\" ASC NULLS FIRST \
+                 LIMIT $4::bigint OFFSET $5::bigint"
+            )
+        );
+        assert_eq!(
+            pg.params,
+            vec![
+                SqlValue::Text("x".into()),
+                SqlValue::Text("y".into()),
+                SqlValue::Text("alice".into()),
+                SqlValue::Int(10),
+                SqlValue::Int(5)
+            ]
+        );
+        assert_eq!(
+            pg.count_sql,
+            "SELECT COUNT(*) FROM \"T\" WHERE \"userId\" = $2::text AND (\"a\" = $1::text OR TRUE) AND \"deleted\" = FALSE"
+        );
+        assert_eq!(
+            pg.count_params(),
+            &[SqlValue::Text("x".into()), SqlValue::Text("alice".into())]
+        );
+        let (sql, params) = get_row_sql(Dialect::Sqlite, &per_user(), &alice(), "r");
+        assert!(sql.ends_with("WHERE \"id\" = ?1 AND \"userId\" = ?2"), "{sql}");
+        assert_eq!(
+            params,
+            vec![SqlValue::Text("r".into()), SqlValue::Text("alice".into())]
+        );
+    }
+
+    #[test]
+    fn a_scope_that_does_not_fit_the_table_matches_nothing() {
+        let (sql, params) = get_row_sql(Dialect::Sqlite, &per_user(), &Scope::Shared, "r");
+        assert!(sql.ends_with("WHERE \"id\" = ?1 AND 0"), "{sql}");
+        assert_eq!(params.len(), 1);
+        let list = list_sql(Dialect::Postgres, &per_user(), &Scope::Shared, &query());
+        assert!(list.sql.contains("WHERE FALSE AND \"deleted\" = FALSE"), "{}", list.sql);
+        let (sql, _) = hard_delete_sql(Dialect::Postgres, &schema(), &alice(), "r", None);
+        assert!(sql.contains("AND \"deleted\" = FALSE AND FALSE RETURNING"), "{sql}");
+    }
+
+    #[test]
+    fn per_user_writes_take_the_owner_from_the_scope_only() {
+        // A body value for the owner column never reaches the statement.
+        let values = vec![
+            ("userId".to_owned(), SqlValue::Text("mallory".into())),
+            ("a".to_owned(), SqlValue::Text("v".into())),
+        ];
+        let (sql, params) = insert_sql(
+            Dialect::Postgres,
+            &per_user(),
+            &alice(),
+            "r",
+            stamp(),
+            &values,
+            OnConflict::DoNothing,
+        );
+        assert!(
+            sql.starts_with(
+                "INSERT INTO \"T\" (\"id\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\", \"userId\", \"a\") \
+                 VALUES ($1::text, $2::timestamptz, $2::timestamptz, $3::text, FALSE, $4::text, $5::text) \
+                 ON CONFLICT (\"userId\", \"id\") DO NOTHING RETURNING"
+            ),
+            "{sql}"
+        );
+        assert_eq!(params[3], SqlValue::Text("alice".into()));
+        assert!(!params.contains(&SqlValue::Text("mallory".into())));
+        let (sql, params) = cas_update_sql(
+            Dialect::Sqlite,
+            &per_user(),
+            &alice(),
+            "r",
+            &values,
+            CasKind::Update,
+            Some("v1"),
+            stamp(),
+        );
+        assert!(
+            sql.starts_with(
+                "UPDATE \"T\" SET \"a\" = ?1, \"updatedAt\" = ?2, \"version\" = ?3 \
+                 WHERE \"id\" = ?4 AND \"deleted\" = 0 AND \"version\" = ?5 AND \"userId\" = ?6 RETURNING"
+            ),
+            "{sql}"
+        );
+        assert_eq!(params[5], SqlValue::Text("alice".into()));
+        assert!(!params.contains(&SqlValue::Text("mallory".into())));
+        let (sql, params) = hard_delete_sql(Dialect::Sqlite, &per_user(), &alice(), "r", None);
+        assert!(
+            sql.starts_with("DELETE FROM \"T\" WHERE \"id\" = ?1 AND \"deleted\" = 0 AND \"userId\" = ?2 RETURNING"),
+            "{sql}"
+        );
+        assert_eq!(params.len(), 2);
+    }
+
+    #[test]
+    fn owners_have_their_own_clock_rows() {
+        assert_eq!(stamps_per_owner(&per_user(), &alice()), Some("alice"));
+        assert_eq!(stamps_per_owner(&schema(), &Scope::Shared), None);
+        let sqlite = owner_stamp_sql(Dialect::Sqlite, true);
+        assert!(
+            sqlite.contains("VALUES (?1, ?2, CAST(unixepoch('subsec') * 1000 AS INTEGER), 1) ON CONFLICT (table_name, owner) DO UPDATE \
+                             SET last_updated_at = max(CAST(unixepoch('subsec') * 1000 AS INTEGER), c.last_updated_at + 1)"),
+            "{sqlite}"
+        );
+        let pg = owner_stamp_sql(Dialect::Postgres, true);
+        assert!(pg.contains("GREATEST(date_trunc('milliseconds', clock_timestamp()), c.last_updated_at + interval '1 millisecond')"), "{pg}");
+        assert!(check_primary_key(&per_user(), &["userId".into(), "id".into()]).is_ok());
+        let e = check_primary_key(&per_user(), &["id".into()]).unwrap_err();
+        assert!(e.message.contains("owner_column was added"), "{}", e.message);
+        let e = check_primary_key(&schema(), &["userId".into(), "id".into()]).unwrap_err();
+        assert!(e.message.contains("per-user rows"), "{}", e.message);
     }
 
     fn row(version: &str, deleted: bool) -> Item {

@@ -24,8 +24,8 @@ use serde_json::Value;
 use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
 use tablesync_protocol::time::Timestamp;
 
-use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE};
-use super::{BoxFuture, ListPage, ListQuery, Stamp, Store, StoreError, StoreErrorKind};
+use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE, OWNER_CLOCK_TABLE};
+use super::{BoxFuture, ListPage, ListQuery, Scope, Stamp, Store, StoreError, StoreErrorKind};
 use super::{StoreResult, WriteOutcome};
 use crate::config::StoreConfig;
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
@@ -247,8 +247,14 @@ fn read_item(row: &rusqlite::Row<'_>, schema: &TableSchema) -> rusqlite::Result<
     sql::read_item(schema, |index, ty| Ok(value_json(row.get_ref(index)?, ty)))
 }
 
-fn get_row(conn: &Connection, schema: &TableSchema, id: &str) -> rusqlite::Result<Option<Item>> {
-    conn.query_row(&sql::get_row_sql(DIALECT, schema), [id], |r| {
+fn get_row(
+    conn: &Connection,
+    schema: &TableSchema,
+    scope: &Scope,
+    id: &str,
+) -> rusqlite::Result<Option<Item>> {
+    let (sql, params) = sql::get_row_sql(DIALECT, schema, scope, id);
+    conn.query_row(&sql, params_from_iter(binds(&params)), |r| {
         read_item(r, schema)
     })
     .optional()
@@ -278,6 +284,36 @@ pub fn stamp(tx: &Transaction<'_>, table: &str, commit_order: bool) -> rusqlite:
     })
 }
 
+/// The stamp of a write on `schema` in `scope`: from the owner's clock row on a per-user table
+/// (created by the owner's first write), else from the table's ([`stamp`]).
+fn stamp_for(
+    tx: &Transaction<'_>,
+    schema: &TableSchema,
+    scope: &Scope,
+    commit_order: bool,
+) -> rusqlite::Result<Stamp> {
+    let Some(owner) = sql::stamps_per_owner(schema, scope) else {
+        return stamp(tx, &schema.name, commit_order);
+    };
+    let (ms, counter): (i64, i64) = tx.query_row(
+        &sql::owner_stamp_sql(DIALECT, commit_order),
+        [schema.name.as_str(), owner],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Stamp {
+        updated_at: Timestamp::from_unix_millis(ms),
+        version: version_from_counter(counter as u64),
+    })
+}
+
+/// The primary key columns of a table, in key order.
+fn primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
+    let rows = stmt.query_map([table], |r| r.get(0))?;
+    rows.collect()
+}
+
 /// Columns of a table as stored: (name, declared type).
 fn stored_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")?;
@@ -294,14 +330,29 @@ fn prepare_tables(conn: &mut Connection, tables: &[TableSchema]) -> StoreResult<
          last_updated_at INTEGER NOT NULL, last_version INTEGER NOT NULL)"
     ))
     .map_err(classify)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {OWNER_CLOCK_TABLE} (table_name TEXT NOT NULL, owner TEXT NOT NULL, \
+         last_updated_at INTEGER NOT NULL, last_version INTEGER NOT NULL, PRIMARY KEY (table_name, owner))"
+    ))
+    .map_err(classify)?;
     let mut out = Vec::with_capacity(tables.len());
     for table in tables {
         let name = quote_ident(&table.name);
+        // A per-user table is keyed (owner, id): each user has their own id space.
+        let (owner_column, key) = match &table.owner_column {
+            Some(owner) => (
+                format!("{} TEXT NOT NULL, ", quote_ident(owner)),
+                format!(", PRIMARY KEY ({}, \"id\")", quote_ident(owner)),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let id_key = if key.is_empty() { " PRIMARY KEY" } else { "" };
         tx.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {name} (\"id\" TEXT PRIMARY KEY NOT NULL, \"createdAt\" TEXT NOT NULL, \
-             \"updatedAt\" TEXT NOT NULL, \"version\" TEXT NOT NULL, \"deleted\" INTEGER NOT NULL DEFAULT 0)"
+            "CREATE TABLE IF NOT EXISTS {name} ({owner_column}\"id\" TEXT{id_key} NOT NULL, \"createdAt\" TEXT NOT NULL, \
+             \"updatedAt\" TEXT NOT NULL, \"version\" TEXT NOT NULL, \"deleted\" INTEGER NOT NULL DEFAULT 0{key})"
         ))
         .map_err(classify)?;
+        sql::check_primary_key(table, &primary_key(&tx, &table.name).map_err(classify)?)?;
         let stored = stored_columns(&tx, &table.name).map_err(classify)?;
         for column in sql::columns_to_add(table, &stored, &TYPES)? {
             tx.execute_batch(&TYPES.add_column_sql(&table.name, column))
@@ -311,13 +362,20 @@ fn prepare_tables(conn: &mut Connection, tables: &[TableSchema]) -> StoreResult<
         schema
             .columns
             .extend(sql::extra_columns(table, &stored, &TYPES)?);
+        // Per-user tables lead their indexes with the owner: every read is within one owner.
+        let owner_prefix = table
+            .owner_column
+            .as_ref()
+            .map(|o| (format!("{}, ", quote_ident(o)), "owner_"))
+            .unwrap_or_default();
         for (suffix, columns) in [
             ("updatedAt_id", "\"updatedAt\", \"id\""),
             ("createdAt_id", "\"createdAt\", \"id\""),
         ] {
-            let index = quote_ident(&format!("ix_{}_{suffix}", table.name));
+            let index = quote_ident(&format!("ix_{}_{}{suffix}", table.name, owner_prefix.1));
             tx.execute_batch(&format!(
-                "CREATE INDEX IF NOT EXISTS {index} ON {name} ({columns})"
+                "CREATE INDEX IF NOT EXISTS {index} ON {name} ({}{columns})",
+                owner_prefix.0
             ))
             .map_err(classify)?;
         }
@@ -360,9 +418,10 @@ fn add_columns(
 fn explain_list(
     conn: &mut Connection,
     schema: &TableSchema,
+    scope: &Scope,
     query: &ListQuery,
 ) -> StoreResult<String> {
-    let ListSql { sql, params, .. } = sql::list_sql(DIALECT, schema, query);
+    let ListSql { sql, params, .. } = sql::list_sql(DIALECT, schema, scope, query);
     let mut stmt = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
         .map_err(classify)?;
@@ -378,9 +437,10 @@ fn explain_list(
 fn list_rows(
     conn: &mut Connection,
     schema: &TableSchema,
+    scope: &Scope,
     query: &ListQuery,
 ) -> StoreResult<ListPage> {
-    let list = sql::list_sql(DIALECT, schema, query);
+    let list = sql::list_sql(DIALECT, schema, scope, query);
     // One read transaction so the count and the page see the same snapshot.
     let tx = conn.transaction().map_err(classify)?;
     let items = {
@@ -431,11 +491,13 @@ fn returning(
 fn classify_miss(
     tx: &Transaction<'_>,
     schema: &TableSchema,
+    scope: &Scope,
     id: &str,
     kind: Option<CasKind>,
     expected: Option<&str>,
 ) -> StoreResult<WriteOutcome> {
-    let current = get_row(tx, schema, id).map_err(classify)?;
+    // Read back within the scope: another user's row is not found, exactly like a missing one.
+    let current = get_row(tx, schema, scope, id).map_err(classify)?;
     Ok(sql::miss_outcome(kind, current, expected))
 }
 
@@ -443,18 +505,20 @@ fn insert_row(
     conn: &mut Connection,
     commit_order: bool,
     schema: &TableSchema,
+    scope: &Scope,
     id: &str,
     values: &[(String, SqlValue)],
 ) -> StoreResult<WriteOutcome> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
-    if let Some(existing) = get_row(&tx, schema, id).map_err(classify)? {
+    if let Some(existing) = get_row(&tx, schema, scope, id).map_err(classify)? {
         return Ok(WriteOutcome::AlreadyExists(existing));
     }
-    let stamp = stamp(&tx, &schema.name, commit_order).map_err(classify)?;
+    let stamp = stamp_for(&tx, schema, scope, commit_order).map_err(classify)?;
     // The id is free: checked above, and `BEGIN IMMEDIATE` keeps other writers out.
-    let (sql, params) = sql::insert_sql(DIALECT, schema, id, stamp, values, OnConflict::Fail);
+    let (sql, params) =
+        sql::insert_sql(DIALECT, schema, scope, id, stamp, values, OnConflict::Fail);
     let item = returning(&tx, schema, &sql, &params)?
         .ok_or_else(|| StoreError::new(StoreErrorKind::Internal, "INSERT returned no row"))?;
     tx.commit().map_err(classify)?;
@@ -463,10 +527,12 @@ fn insert_row(
 
 /// A stamped compare-and-swap `UPDATE … WHERE id = ? AND deleted = ? [AND version = ?]`;
 /// when it matches no row, re-read to classify the miss (and roll back the stamp).
+#[allow(clippy::too_many_arguments)]
 fn cas_update(
     conn: &mut Connection,
     commit_order: bool,
     schema: &TableSchema,
+    scope: &Scope,
     id: &str,
     assignments: &[(String, SqlValue)],
     kind: CasKind,
@@ -475,32 +541,33 @@ fn cas_update(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
-    let stamp = stamp(&tx, &schema.name, commit_order).map_err(classify)?;
+    let stamp = stamp_for(&tx, schema, scope, commit_order).map_err(classify)?;
     let (sql, params) =
-        sql::cas_update_sql(DIALECT, schema, id, assignments, kind, expected, stamp);
+        sql::cas_update_sql(DIALECT, schema, scope, id, assignments, kind, expected, stamp);
     if let Some(item) = returning(&tx, schema, &sql, &params)? {
         tx.commit().map_err(classify)?;
         return Ok(WriteOutcome::Written(item));
     }
-    classify_miss(&tx, schema, id, Some(kind), expected)
+    classify_miss(&tx, schema, scope, id, Some(kind), expected)
 }
 
 fn hard_delete(
     conn: &mut Connection,
     schema: &TableSchema,
+    scope: &Scope,
     id: &str,
     expected: Option<&str>,
 ) -> StoreResult<WriteOutcome> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
-    let (sql, params) = sql::hard_delete_sql(DIALECT, schema, id, expected);
+    let (sql, params) = sql::hard_delete_sql(DIALECT, schema, scope, id, expected);
     match returning(&tx, schema, &sql, &params)? {
         Some(item) => {
             tx.commit().map_err(classify)?;
             Ok(WriteOutcome::Written(item))
         }
-        None => classify_miss(&tx, schema, id, None, expected),
+        None => classify_miss(&tx, schema, scope, id, None, expected),
     }
 }
 
@@ -539,57 +606,61 @@ impl Store for SqliteStore {
     fn get<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
     ) -> BoxFuture<'a, StoreResult<Option<Item>>> {
-        let (table, id) = (table.clone(), id.to_owned());
-        Box::pin(self.read(move |conn| get_row(conn, &table, &id).map_err(classify)))
+        let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
+        Box::pin(self.read(move |conn| get_row(conn, &table, &scope, &id).map_err(classify)))
     }
 
     fn list<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         query: ListQuery,
     ) -> BoxFuture<'a, StoreResult<ListPage>> {
-        let table = table.clone();
-        Box::pin(self.read(move |conn| list_rows(conn, &table, &query)))
+        let (table, scope) = (table.clone(), scope.clone());
+        Box::pin(self.read(move |conn| list_rows(conn, &table, &scope, &query)))
     }
 
     fn explain_list<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         query: ListQuery,
     ) -> BoxFuture<'a, StoreResult<String>> {
-        let table = table.clone();
-        Box::pin(self.read(move |conn| explain_list(conn, &table, &query)))
+        let (table, scope) = (table.clone(), scope.clone());
+        Box::pin(self.read(move |conn| explain_list(conn, &table, &scope, &query)))
     }
 
     fn insert<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         values: Vec<(String, SqlValue)>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        let (table, id) = (table.clone(), id.to_owned());
-        Box::pin(
-            self.write(move |conn, commit_order| {
-                insert_row(conn, commit_order, &table, &id, &values)
-            }),
-        )
+        let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
+        Box::pin(self.write(move |conn, commit_order| {
+            insert_row(conn, commit_order, &table, &scope, &id, &values)
+        }))
     }
 
     fn update<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         values: Vec<(String, SqlValue)>,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        let (table, id) = (table.clone(), id.to_owned());
+        let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
         Box::pin(self.write(move |conn, commit_order| {
             cas_update(
                 conn,
                 commit_order,
                 &table,
+                &scope,
                 &id,
                 &values,
                 CasKind::Update,
@@ -601,23 +672,25 @@ impl Store for SqliteStore {
     fn delete<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        let (table, id) = (table.clone(), id.to_owned());
+        let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
         Box::pin(self.write(move |conn, commit_order| {
             if table.soft_delete {
                 cas_update(
                     conn,
                     commit_order,
                     &table,
+                    &scope,
                     &id,
                     &[],
                     CasKind::SoftDelete,
                     expected.as_deref(),
                 )
             } else {
-                hard_delete(conn, &table, &id, expected.as_deref())
+                hard_delete(conn, &table, &scope, &id, expected.as_deref())
             }
         }))
     }
@@ -625,15 +698,17 @@ impl Store for SqliteStore {
     fn undelete<'a>(
         &'a self,
         table: &'a TableSchema,
+        scope: &'a Scope,
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        let (table, id) = (table.clone(), id.to_owned());
+        let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
         Box::pin(self.write(move |conn, commit_order| {
             cas_update(
                 conn,
                 commit_order,
                 &table,
+                &scope,
                 &id,
                 &[],
                 CasKind::Undelete,
@@ -680,6 +755,7 @@ mod tests {
                 ty: ColumnType::String,
             }],
             soft_delete: true,
+            owner_column: None,
         }
     }
 
@@ -716,7 +792,7 @@ mod tests {
         let (_dir, store) = store();
         let mut conn = lock(&store.inner.writer);
         let table = prepare_tables(&mut conn, &[schema()]).unwrap().remove(0);
-        let WriteOutcome::Written(row) = insert_row(&mut conn, true, &table, "x", &[]).unwrap()
+        let WriteOutcome::Written(row) = insert_row(&mut conn, true, &table, &Scope::Shared, "x", &[]).unwrap()
         else {
             panic!()
         };
@@ -724,6 +800,7 @@ mod tests {
             &mut conn,
             true,
             &table,
+            &Scope::Shared,
             "x",
             &[],
             CasKind::Update,
@@ -736,7 +813,16 @@ mod tests {
             .unwrap();
         assert_eq!(clock, 1, "the mismatch did not consume a version");
         assert_eq!(
-            cas_update(&mut conn, true, &table, "nope", &[], CasKind::Update, None).unwrap(),
+            cas_update(
+                &mut conn,
+                true,
+                &table,
+                &Scope::Shared,
+                "nope",
+                &[],
+                CasKind::Update,
+                None
+            ).unwrap(),
             WriteOutcome::NotFound
         );
     }
