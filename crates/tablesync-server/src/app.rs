@@ -145,9 +145,9 @@ impl App {
     pub fn authenticate(&self, headers: &[(String, Vec<Vec<u8>>)]) -> Result<Identity, ApiError> {
         match &self.authenticator {
             None => Ok(Identity::Anonymous),
-            Some(a) => a.authenticate(headers).map_err(|e| ApiError::InvalidToken {
-                reason: e.reason,
-            }),
+            Some(a) => a
+                .authenticate(headers)
+                .map_err(|e| ApiError::InvalidToken { reason: e.reason }),
         }
     }
 
@@ -163,9 +163,7 @@ impl App {
             .get(&table.to_ascii_lowercase())
             .cloned()
             .ok_or_else(|| ApiError::TableNotFound(table.to_owned()))?;
-        let level = entry
-            .config
-            .access_level(op, self.authenticator.is_some());
+        let level = entry.config.access_level(op, self.authenticator.is_some());
         if level == AccessLevel::Disabled {
             return Err(ApiError::MethodNotAllowed(format!(
                 "Table '{}' does not allow the {} operation",
@@ -187,9 +185,7 @@ impl App {
         identity: &Identity,
     ) -> Result<(Arc<TableEntry>, Scope), ApiError> {
         let entry = self.check_operation(table, op)?;
-        let level = entry
-            .config
-            .access_level(op, self.authenticator.is_some());
+        let level = entry.config.access_level(op, self.authenticator.is_some());
         if let (AccessLevel::Authenticated, Identity::Anonymous) = (level, identity) {
             return Err(ApiError::Unauthenticated);
         }
@@ -442,7 +438,11 @@ impl App {
         let (schema, request) = self.check_write(&entry, &body, before_growing).await?;
         let id = insert_id(&request)?;
         // A `version` in an insert body is ignored: the server owns versions.
-        match self.store.insert(&schema, scope, &id, request.values).await? {
+        match self
+            .store
+            .insert(&schema, scope, &id, request.values)
+            .await?
+        {
             WriteOutcome::Written(item) => Ok(item),
             WriteOutcome::AlreadyExists(item) | WriteOutcome::VersionMismatch(item) => {
                 Err(ApiError::Conflict(Box::new(item)))

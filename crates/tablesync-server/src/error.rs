@@ -60,7 +60,9 @@ pub enum ApiError {
     #[error(transparent)]
     Rule(#[from] RuleError),
     /// A per-user table's write body names another owner.
-    #[error("The property '{0}' is set from your credentials; a body may only repeat your own user id")]
+    #[error(
+        "The property '{0}' is set from your credentials; a body may only repeat your own user id"
+    )]
     OwnerMismatch(String),
     /// The operation needs an authenticated caller and the request carries no token.
     #[error("Authentication required: send a token in X-ZUMO-AUTH or Authorization: Bearer")]

@@ -180,7 +180,9 @@ impl AuthConfig {
         }
         for (name, value) in [("issuer", &self.issuer), ("audience", &self.audience)] {
             if value.as_deref() == Some("") {
-                return Err(format!("auth.{name} must not be empty (leave it out instead)"));
+                return Err(format!(
+                    "auth.{name} must not be empty (leave it out instead)"
+                ));
             }
         }
         if self.token_headers.is_empty() {
@@ -438,7 +440,10 @@ mod tests {
             vec![Algorithm::RS256, Algorithm::ES256]
         );
         auth.algorithms = Some(vec![Algorithm::HS256]);
-        assert!(auth.validate().unwrap_err().contains("needs an HMAC secret"));
+        assert!(auth
+            .validate()
+            .unwrap_err()
+            .contains("needs an HMAC secret"));
     }
 
     #[test]
@@ -449,7 +454,10 @@ mod tests {
             operations: [Some(AccessLevel::Anonymous), None, None, None, None],
             default: None,
         };
-        assert_eq!(per.level(TableOperation::Read), Some(AccessLevel::Anonymous));
+        assert_eq!(
+            per.level(TableOperation::Read),
+            Some(AccessLevel::Anonymous)
+        );
         assert_eq!(per.level(TableOperation::Insert), None);
     }
 }

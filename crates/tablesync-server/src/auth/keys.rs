@@ -106,10 +106,9 @@ fn parse_jwks(text: &str) -> Result<Vec<PublicKey>, String> {
         }
         let alg = match jwk.common.key_algorithm {
             None => None,
-            Some(ka) => Some(
-                Algorithm::from_str(&ka.to_string())
-                    .map_err(|_| format!("jwks_file: {name} has alg {ka}, not a signature algorithm"))?,
-            ),
+            Some(ka) => Some(Algorithm::from_str(&ka.to_string()).map_err(|_| {
+                format!("jwks_file: {name} has alg {ka}, not a signature algorithm")
+            })?),
         };
         let (family, curve, key) = match &jwk.algorithm {
             AlgorithmParameters::RSA(rsa) => (
@@ -185,7 +184,10 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("symmetric"), "{e}");
-        assert!(parse_jwks(&jwks("")).err().unwrap().contains("no signature key"));
+        assert!(parse_jwks(&jwks(""))
+            .err()
+            .unwrap()
+            .contains("no signature key"));
         let twice = format!("{},{}", rsa("a"), rsa("a"));
         assert!(parse_jwks(&jwks(&twice)).err().unwrap().contains("twice"));
     }

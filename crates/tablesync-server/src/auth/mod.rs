@@ -105,15 +105,16 @@ impl Authenticator {
     ) -> Result<Authenticator, String> {
         auth.validate()?;
         let secret = hmac_secret(auth, env)?;
-        let jwks = match &auth.jwks_file {
-            Some(path) => {
-                let path = base_dir.join(path);
-                Some(std::fs::read_to_string(&path).map_err(|e| {
-                    format!("auth.jwks_file: cannot read {}: {e}", path.display())
-                })?)
-            }
-            None => None,
-        };
+        let jwks =
+            match &auth.jwks_file {
+                Some(path) => {
+                    let path = base_dir.join(path);
+                    Some(std::fs::read_to_string(&path).map_err(|e| {
+                        format!("auth.jwks_file: cannot read {}: {e}", path.display())
+                    })?)
+                }
+                None => None,
+            };
         let keys = KeySet::new(secret.as_deref(), jwks.as_deref())?;
         Ok(Authenticator {
             headers: auth
@@ -200,13 +201,18 @@ pub fn mint_dev_token(
         .allowed_algorithms()
         .contains(&jsonwebtoken::Algorithm::HS256)
     {
-        return Err("auth.algorithms does not allow HS256, so the server would refuse the token".into());
+        return Err(
+            "auth.algorithms does not allow HS256, so the server would refuse the token".into(),
+        );
     }
     let secret = hmac_secret(auth, env)?
         .ok_or("tablesync token signs with the HMAC secret, but [auth] configures none")?;
     let exp = now_unix_s.saturating_add(i64::try_from(ttl_s).unwrap_or(i64::MAX));
     let mut claims = Map::new();
-    claims.insert(auth.user_id_claim.clone(), Value::String(user_id.to_owned()));
+    claims.insert(
+        auth.user_id_claim.clone(),
+        Value::String(user_id.to_owned()),
+    );
     claims.insert("iat".into(), Value::from(now_unix_s));
     claims.insert("nbf".into(), Value::from(now_unix_s));
     claims.insert("exp".into(), Value::from(exp));
@@ -231,8 +237,13 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn authenticator(auth: &AuthConfig, now: i64) -> Authenticator {
-        Authenticator::load(auth, Path::new("."), &|_| None, Arc::new(FixedClock::new(now)))
-            .unwrap()
+        Authenticator::load(
+            auth,
+            Path::new("."),
+            &|_| None,
+            Arc::new(FixedClock::new(now)),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -257,9 +268,16 @@ mod tests {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let e = Authenticator::load(&auth, Path::new("."), &|_| None, clock.clone()).unwrap_err();
         assert!(e.contains("SECRET_VAR is not set"), "{e}");
-        let e = Authenticator::load(&auth, Path::new("."), &|_| Some("tiny".into()), clock.clone())
-            .unwrap_err();
+        let e = Authenticator::load(
+            &auth,
+            Path::new("."),
+            &|_| Some("tiny".into()),
+            clock.clone(),
+        )
+        .unwrap_err();
         assert!(e.contains("is 4 bytes long") && !e.contains("tiny"), "{e}");
-        assert!(Authenticator::load(&auth, Path::new("."), &|_| Some(SECRET.into()), clock).is_ok());
+        assert!(
+            Authenticator::load(&auth, Path::new("."), &|_| Some(SECRET.into()), clock).is_ok()
+        );
     }
 }

@@ -72,10 +72,9 @@ pub fn find_token(headers: &[(String, Vec<Vec<u8>>)]) -> Presented {
     match found.split_first() {
         None => Presented::Nothing,
         Some(((first, _), rest)) => match rest.iter().find(|(t, _)| t != first) {
-            Some((_, other)) => Presented::Malformed(format!(
-                "two different tokens ({} and {other})",
-                found[0].1
-            )),
+            Some((_, other)) => {
+                Presented::Malformed(format!("two different tokens ({} and {other})", found[0].1))
+            }
             None => Presented::Token(first.clone()),
         },
     }
@@ -135,8 +134,7 @@ pub fn verify(
     }
     let base64url = |s: &str| {
         !s.is_empty()
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     for (segment, name) in segments.iter().zip(["header", "payload", "signature"]) {
@@ -185,9 +183,7 @@ pub fn verify(
     let now = i128::from(now_unix_s);
     let exp = integer_claim(&claims, "exp")?.ok_or("the exp claim is missing")?;
     if now >= exp + leeway {
-        return Err(format!(
-            "expired: exp {exp}, now {now}, leeway {leeway} s"
-        ));
+        return Err(format!("expired: exp {exp}, now {now}, leeway {leeway} s"));
     }
     if rules.validate_nbf {
         if let Some(nbf) = integer_claim(&claims, "nbf")? {
@@ -200,12 +196,7 @@ pub fn verify(
     }
     let user_id = match claims.get(&rules.user_id_claim) {
         Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            return Err(format!(
-                "the {} claim is not a string",
-                rules.user_id_claim
-            ))
-        }
+        Some(_) => return Err(format!("the {} claim is not a string", rules.user_id_claim)),
         None => return Err(format!("the {} claim is missing", rules.user_id_claim)),
     };
     if user_id.is_empty() {
@@ -319,9 +310,15 @@ mod tests {
             Presented::Malformed(_)
         ));
         // The same token twice is one token; two different ones are refused.
-        let both = headers(&[("x-zumo-auth", &["a.b.c"]), ("authorization", &["Bearer a.b.c"])]);
+        let both = headers(&[
+            ("x-zumo-auth", &["a.b.c"]),
+            ("authorization", &["Bearer a.b.c"]),
+        ]);
         assert_eq!(find_token(&both), t("a.b.c"));
-        let two = headers(&[("x-zumo-auth", &["a.b.c"]), ("authorization", &["Bearer d.e.f"])]);
+        let two = headers(&[
+            ("x-zumo-auth", &["a.b.c"]),
+            ("authorization", &["Bearer d.e.f"]),
+        ]);
         assert!(matches!(find_token(&two), Presented::Malformed(m) if m.contains("two different")));
         let lines = headers(&[("x-zumo-auth", &["a.b.c", "d.e.f"])]);
         assert!(matches!(find_token(&lines), Presented::Malformed(_)));

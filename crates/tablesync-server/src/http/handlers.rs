@@ -84,7 +84,9 @@ pub async fn item_delete(
     Caller(caller): Caller,
     IfMatch(if_match): IfMatch,
 ) -> Result<Response, ApiError> {
-    let item = app.delete(&table, &caller, &id, if_match.as_deref()).await?;
+    let item = app
+        .delete(&table, &caller, &id, if_match.as_deref())
+        .await?;
     Ok(item_response(StatusCode::OK, item))
 }
 

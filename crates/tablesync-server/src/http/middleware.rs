@@ -142,7 +142,9 @@ fn redact_query(raw: &str) -> String {
     raw.split('&')
         .map(|pair| {
             let key = pair.split('=').next().unwrap_or("");
-            let decoded = percent_decode_str(key).decode_utf8_lossy().to_ascii_lowercase();
+            let decoded = percent_decode_str(key)
+                .decode_utf8_lossy()
+                .to_ascii_lowercase();
             if CREDENTIAL_QUERY_KEYS.contains(&decoded.as_str()) {
                 format!("{key}=<redacted>")
             } else {

@@ -288,8 +288,15 @@ mod tests {
         let t = schema();
         store.prepare(std::slice::from_ref(&t)).await.unwrap();
         let text = |s: &str| vec![("a".to_owned(), SqlValue::Text(s.into()))];
-        let v1 = version(&store.insert(&t, &Scope::Shared, "x", text("0")).await.unwrap());
-        let first = store.update(&t, &Scope::Shared, "x", text("1"), Some(v1.clone())).await;
+        let v1 = version(
+            &store
+                .insert(&t, &Scope::Shared, "x", text("0"))
+                .await
+                .unwrap(),
+        );
+        let first = store
+            .update(&t, &Scope::Shared, "x", text("1"), Some(v1.clone()))
+            .await;
         let v2 = version(&first.unwrap());
         assert_ne!(v1, v2);
         // Same expected version again: the row has moved on, the swap must refuse.
@@ -305,8 +312,14 @@ mod tests {
             other => panic!("second update with a stale version: {other:?}"),
         }
         for outcome in [
-            store.delete(&t, &Scope::Shared, "x", Some(v1.clone())).await.unwrap(),
-            store.undelete(&t, &Scope::Shared, "x", Some(v1.clone())).await.unwrap(),
+            store
+                .delete(&t, &Scope::Shared, "x", Some(v1.clone()))
+                .await
+                .unwrap(),
+            store
+                .undelete(&t, &Scope::Shared, "x", Some(v1.clone()))
+                .await
+                .unwrap(),
         ] {
             assert!(
                 matches!(outcome, WriteOutcome::VersionMismatch(_)),

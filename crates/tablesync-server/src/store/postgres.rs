@@ -592,8 +592,15 @@ impl PostgresStore {
         let stamp = self.stamp(&mut tx, schema, scope).await?;
         // A concurrent insert of the same id may commit first: then nothing is inserted and the
         // stored row is read below.
-        let (sql, params) =
-            sql::insert_sql(DIALECT, schema, scope, id, stamp, values, OnConflict::DoNothing);
+        let (sql, params) = sql::insert_sql(
+            DIALECT,
+            schema,
+            scope,
+            id,
+            stamp,
+            values,
+            OnConflict::DoNothing,
+        );
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx).await?;
             return Ok(WriteOutcome::Written(item));
@@ -629,8 +636,16 @@ impl PostgresStore {
     ) -> StoreResult<WriteOutcome> {
         let mut tx = self.begin_write().await?;
         let stamp = self.stamp(&mut tx, schema, scope).await?;
-        let (sql, params) =
-            sql::cas_update_sql(DIALECT, schema, scope, id, assignments, kind, expected, stamp);
+        let (sql, params) = sql::cas_update_sql(
+            DIALECT,
+            schema,
+            scope,
+            id,
+            assignments,
+            kind,
+            expected,
+            stamp,
+        );
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx).await?;
             return Ok(WriteOutcome::Written(item));
@@ -737,8 +752,15 @@ impl Store for PostgresStore {
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         Box::pin(async move {
-            self.cas_update(table, scope, id, &values, CasKind::Update, expected.as_deref())
-                .await
+            self.cas_update(
+                table,
+                scope,
+                id,
+                &values,
+                CasKind::Update,
+                expected.as_deref(),
+            )
+            .await
         })
     }
 
@@ -761,7 +783,8 @@ impl Store for PostgresStore {
                 )
                 .await
             } else {
-                self.hard_delete(table, scope, id, expected.as_deref()).await
+                self.hard_delete(table, scope, id, expected.as_deref())
+                    .await
             }
         })
     }
@@ -774,8 +797,15 @@ impl Store for PostgresStore {
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         Box::pin(async move {
-            self.cas_update(table, scope, id, &[], CasKind::Undelete, expected.as_deref())
-                .await
+            self.cas_update(
+                table,
+                scope,
+                id,
+                &[],
+                CasKind::Undelete,
+                expected.as_deref(),
+            )
+            .await
         })
     }
 }

@@ -402,10 +402,9 @@ pub(super) fn insert_sql(
     let conflict = match (on_conflict, owner) {
         (OnConflict::Fail, _) => String::new(),
         (OnConflict::DoNothing, None) => " ON CONFLICT (\"id\") DO NOTHING".to_owned(),
-        (OnConflict::DoNothing, Some((column, _))) => format!(
-            " ON CONFLICT ({}, \"id\") DO NOTHING",
-            quote_ident(column)
-        ),
+        (OnConflict::DoNothing, Some((column, _))) => {
+            format!(" ON CONFLICT ({}, \"id\") DO NOTHING", quote_ident(column))
+        }
     };
     let sql = format!(
         "INSERT INTO {} ({columns}) VALUES ({placeholders}){conflict} RETURNING {}",
@@ -536,7 +535,12 @@ fn version_condition(
 /// PostgreSQL without commit-order stamps takes no clock row at all (see `postgres.rs`).
 pub(super) fn owner_stamp_sql(dialect: Dialect, commit_order: bool) -> String {
     let (now, greatest, interval_ms, cast) = match dialect {
-        Dialect::Sqlite => ("CAST(unixepoch('subsec') * 1000 AS INTEGER)", "max", "1", ""),
+        Dialect::Sqlite => (
+            "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+            "max",
+            "1",
+            "",
+        ),
         Dialect::Postgres => (
             "date_trunc('milliseconds', clock_timestamp())",
             "GREATEST",
@@ -1039,7 +1043,8 @@ mod tests {
 
     #[test]
     fn hard_deletes() {
-        let (sql, params) = hard_delete_sql(Dialect::Sqlite, &schema(), &Scope::Shared, "x", Some("v1"));
+        let (sql, params) =
+            hard_delete_sql(Dialect::Sqlite, &schema(), &Scope::Shared, "x", Some("v1"));
         assert_eq!(
             sql,
             format!(
@@ -1051,7 +1056,8 @@ mod tests {
             params,
             vec![SqlValue::Text("x".into()), SqlValue::Text("v1".into())]
         );
-        let (sql, params) = hard_delete_sql(Dialect::Postgres, &schema(), &Scope::Shared, "x", None);
+        let (sql, params) =
+            hard_delete_sql(Dialect::Postgres, &schema(), &Scope::Shared, "x", None);
         assert_eq!(
             sql,
             format!(
@@ -1091,8 +1097,11 @@ mod tests {
             ..query()
         };
         let pg = list_sql(Dialect::Postgres, &per_user(), &alice(), &q);
-        let select = format!("{}, \"userId\", {}", r#""id", "a", to_char("due" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#,
-            r#"to_char("createdAt" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), to_char("updatedAt" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), "version", "deleted""#);
+        let select = format!(
+            "{}, \"userId\", {}",
+            r#""id", "a", to_char("due" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#,
+            r#"to_char("createdAt" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), to_char("updatedAt" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), "version", "deleted""#
+        );
         assert_eq!(
             pg.sql,
             format!(
@@ -1120,7 +1129,10 @@ mod tests {
             &[SqlValue::Text("x".into()), SqlValue::Text("alice".into())]
         );
         let (sql, params) = get_row_sql(Dialect::Sqlite, &per_user(), &alice(), "r");
-        assert!(sql.ends_with("WHERE \"id\" = ?1 AND \"userId\" = ?2"), "{sql}");
+        assert!(
+            sql.ends_with("WHERE \"id\" = ?1 AND \"userId\" = ?2"),
+            "{sql}"
+        );
         assert_eq!(
             params,
             vec![SqlValue::Text("r".into()), SqlValue::Text("alice".into())]
@@ -1133,9 +1145,16 @@ mod tests {
         assert!(sql.ends_with("WHERE \"id\" = ?1 AND 0"), "{sql}");
         assert_eq!(params.len(), 1);
         let list = list_sql(Dialect::Postgres, &per_user(), &Scope::Shared, &query());
-        assert!(list.sql.contains("WHERE FALSE AND \"deleted\" = FALSE"), "{}", list.sql);
+        assert!(
+            list.sql.contains("WHERE FALSE AND \"deleted\" = FALSE"),
+            "{}",
+            list.sql
+        );
         let (sql, _) = hard_delete_sql(Dialect::Postgres, &schema(), &alice(), "r", None);
-        assert!(sql.contains("AND \"deleted\" = FALSE AND FALSE RETURNING"), "{sql}");
+        assert!(
+            sql.contains("AND \"deleted\" = FALSE AND FALSE RETURNING"),
+            "{sql}"
+        );
     }
 
     #[test]
@@ -1205,7 +1224,11 @@ mod tests {
         assert!(pg.contains("GREATEST(date_trunc('milliseconds', clock_timestamp()), c.last_updated_at + interval '1 millisecond')"), "{pg}");
         assert!(check_primary_key(&per_user(), &["userId".into(), "id".into()]).is_ok());
         let e = check_primary_key(&per_user(), &["id".into()]).unwrap_err();
-        assert!(e.message.contains("owner_column was added"), "{}", e.message);
+        assert!(
+            e.message.contains("owner_column was added"),
+            "{}",
+            e.message
+        );
         let e = check_primary_key(&schema(), &["userId".into(), "id".into()]).unwrap_err();
         assert!(e.message.contains("per-user rows"), "{}", e.message);
     }

@@ -542,8 +542,16 @@ fn cas_update(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(classify)?;
     let stamp = stamp_for(&tx, schema, scope, commit_order).map_err(classify)?;
-    let (sql, params) =
-        sql::cas_update_sql(DIALECT, schema, scope, id, assignments, kind, expected, stamp);
+    let (sql, params) = sql::cas_update_sql(
+        DIALECT,
+        schema,
+        scope,
+        id,
+        assignments,
+        kind,
+        expected,
+        stamp,
+    );
     if let Some(item) = returning(&tx, schema, &sql, &params)? {
         tx.commit().map_err(classify)?;
         return Ok(WriteOutcome::Written(item));
@@ -792,7 +800,8 @@ mod tests {
         let (_dir, store) = store();
         let mut conn = lock(&store.inner.writer);
         let table = prepare_tables(&mut conn, &[schema()]).unwrap().remove(0);
-        let WriteOutcome::Written(row) = insert_row(&mut conn, true, &table, &Scope::Shared, "x", &[]).unwrap()
+        let WriteOutcome::Written(row) =
+            insert_row(&mut conn, true, &table, &Scope::Shared, "x", &[]).unwrap()
         else {
             panic!()
         };
@@ -822,7 +831,8 @@ mod tests {
                 &[],
                 CasKind::Update,
                 None
-            ).unwrap(),
+            )
+            .unwrap(),
             WriteOutcome::NotFound
         );
     }

@@ -31,20 +31,25 @@ macro_rules! store_tests {
     };
 }
 
+mod auth;
 mod concurrency;
 mod crud;
 mod errors;
 mod explain;
 mod extensions;
 mod garbage;
+mod isolation;
+mod per_user;
 mod query;
 mod review;
 mod review2;
 mod schema;
+mod tokens;
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
+use tablesync_server::auth::{Clock, SystemClock};
 pub use tablesync_server::testing::{StoreKind, TestDatabase};
 use tablesync_server::{Config, Server};
 
@@ -85,11 +90,20 @@ impl TestServer {
 
     /// Any configuration; the database is replaced by a fresh one of this kind.
     pub async fn with_config(kind: StoreKind, config: Config) -> Self {
+        Self::with_clock(kind, config, std::sync::Arc::new(SystemClock)).await
+    }
+
+    /// [`TestServer::with_config`] checking tokens against `clock`.
+    pub async fn with_clock(
+        kind: StoreKind,
+        config: Config,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> Self {
         let db = fresh_database(kind).await;
         let config = config.with_database(db.url());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = Server::open(config).await.unwrap();
+        let server = Server::open_with_clock(config, clock).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.run(listener, async {
             let _ = stopped.await;
@@ -172,6 +186,8 @@ pub struct Resp {
     pub headers: HeaderMap,
     /// Body as JSON (`Null` when empty, a string when not JSON).
     pub body: Value,
+    /// The body as received.
+    pub raw: Vec<u8>,
 }
 
 impl Resp {
@@ -192,7 +208,8 @@ pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
     let response = rb.send().await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
+    let raw = response.bytes().await.unwrap().to_vec();
+    let text = String::from_utf8_lossy(&raw).into_owned();
     let body = if text.is_empty() {
         Value::Null
     } else {
@@ -202,6 +219,7 @@ pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
         status,
         headers,
         body,
+        raw,
     }
 }
 
