@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use crate::auth::{AuthTransport, TokenRefresher};
 use crate::error::{Error, Result};
 use crate::transport::{HttpRequest, HttpTransport, Method, Transport};
 
@@ -29,7 +30,7 @@ pub struct ClientOptions {
     pub request_timeout_ms: u64,
     /// Largest response body accepted, in bytes; larger answers are network errors.
     pub response_bytes_max: u64,
-    /// App Service authentication token, sent as `X-ZUMO-AUTH` when set.
+    /// The first authentication token, sent as `X-ZUMO-AUTH` (see [`Client::set_token`]).
     pub auth_token: Option<String>,
     /// Push in batches when the server offers them (`docs/extensions.md` section 2; default
     /// `true`). `false` sends one request per operation, as against the official servers, and
@@ -91,12 +92,13 @@ impl Default for ClientOptions {
 
 /// Connection to a Mobile Apps (ZUMO-API-VERSION 2.0.0) backend.
 ///
-/// Cheap to clone: clones share the transport.
+/// Cheap to clone: clones share the transport and the credentials (a token set on one clone,
+/// e.g. `ctx.client().set_token(…)`, is used by all).
 #[derive(Clone)]
 pub struct Client {
     base_url: String,
-    transport: Arc<dyn Transport>,
-    auth_token: Option<String>,
+    /// The app's transport behind the credentials layer (`auth.rs`).
+    transport: Arc<AuthTransport>,
     installation_id: String,
     batch_push: bool,
 }
@@ -161,16 +163,48 @@ impl Client {
         }
         Ok(Client {
             base_url,
-            transport,
-            auth_token: options.auth_token,
+            transport: Arc::new(AuthTransport::new(transport, options.auth_token)),
             installation_id: uuid::Uuid::new_v4().to_string(),
             batch_push: options.batch_push,
         })
     }
 
-    /// Sets (or clears) the authentication token sent as `X-ZUMO-AUTH`.
+    /// Sets (or clears) the token sent as `X-ZUMO-AUTH` on every request from now on (the
+    /// official clients' `currentUser.mobileServiceAuthenticationToken`).
+    pub fn set_token(&self, token: Option<String>) {
+        self.transport.set_token(token);
+    }
+
+    /// [`Client::set_token`] (the earlier name).
     pub fn set_auth_token(&mut self, token: Option<String>) {
-        self.auth_token = token;
+        self.set_token(token);
+    }
+
+    /// The token requests carry now (after any refresh).
+    pub fn token(&self) -> Option<String> {
+        self.transport.token()
+    }
+
+    /// Called once when a request is answered 401, before the request is sent again with the
+    /// token it returns (None: give up, the 401 stands). Concurrent 401s refresh once. A push
+    /// whose retry is still refused stops with `CancelledByAuthenticationError` and keeps its
+    /// queue.
+    ///
+    /// ```no_run
+    /// # fn demo(client: &tablesync_client::Client) {
+    /// client.set_token_refresher(|| async {
+    ///     // e.g. log in again or use a refresh token
+    ///     Some("new-token".to_string())
+    /// });
+    /// # }
+    /// ```
+    pub fn set_token_refresher(&self, refresher: impl TokenRefresher) {
+        self.transport.set_refresher(Some(Arc::new(refresher)));
+    }
+
+    /// Removes the refresher: a 401 is answered as it is.
+    pub fn clear_token_refresher(&self) {
+        self.transport.set_refresher(None);
     }
 
     /// The base URL, always ending in `/`.
@@ -183,6 +217,8 @@ impl Client {
         self.batch_push
     }
 
+    /// The transport every request goes through: the credentials layer (token header, one
+    /// refresh on 401) over the app's transport.
     pub(crate) fn transport(&self) -> &dyn Transport {
         self.transport.as_ref()
     }
@@ -209,9 +245,6 @@ impl Client {
             self.installation_id.clone(),
         ));
         req.headers.push(("X-ZUMO-FEATURES".into(), "OL".into()));
-        if let Some(token) = &self.auth_token {
-            req.headers.push(("X-ZUMO-AUTH".into(), token.clone()));
-        }
         if let Some(body) = body {
             req.headers
                 .push(("Content-Type".into(), "application/json".into()));

@@ -63,6 +63,8 @@
 //! # Layout
 //! * `client` — [`Client`]: base URL, protocol headers, request building.
 //! * `capabilities` — [`Capabilities`]: what a server offers beyond the protocol (`docs/extensions.md`).
+//! * `auth` — the credentials layer: the token (`X-ZUMO-AUTH`), one [`TokenRefresher`] call
+//!   and retry on 401; [`token_subject`] for naming things after the user.
 //! * `transport` — the [`Transport`] seam (reqwest in production, fault injection in tests).
 //! * `store/` — rusqlite: schema and migrations, rows, queue/error/token tables. The only SQL,
 //!   reached from async code through one `spawn_blocking` seam.
@@ -78,6 +80,7 @@
 //!
 //! The modules form no import cycle (ARCHITECTURE.md lists their layers; a test checks it).
 
+mod auth;
 mod capabilities;
 mod client;
 mod conflict;
@@ -91,6 +94,7 @@ mod table;
 mod transaction;
 mod transport;
 
+pub use auth::{token_subject, unverified_claims, TokenRefresher, AUTH_HEADER};
 pub use capabilities::{parse_capabilities, BatchCapability, Capabilities, IdempotencyCapability};
 pub use client::{Client, ClientOptions, ZUMO_API_VERSION};
 pub use conflict::{

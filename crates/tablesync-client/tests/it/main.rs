@@ -29,6 +29,7 @@ macro_rules! store_tests {
     };
 }
 
+mod auth;
 mod batch;
 mod common;
 mod convergence;
