@@ -6,7 +6,8 @@
 //! `text:string`, `complete:boolean`; others: no columns). `--column NAME:TYPE` declarations
 //! extend the recorded definition; they never narrow it (a column recorded with another type is
 //! refused), so `push` always sends every column of a row. Talks to the server at `--url` (or
-//! `TABLESYNC_URL`). Output is plain text on stdout.
+//! `TABLESYNC_URL`), with the token of `--token` (or `TABLESYNC_TOKEN`) when given. Output is
+//! plain text on stdout.
 //!
 //! Exit codes from [`run`]: 0 done; 1 the sync action finished but did not succeed (push with
 //! unhandled operation errors or cancelled, purge refused). Other failures are `Err`.
@@ -44,6 +45,14 @@ pub struct StoreArgs {
     /// Upper bound for one HTTP request, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// Authentication token sent as X-ZUMO-AUTH (e.g. from `tablesync token`).
+    #[arg(
+        long,
+        value_name = "JWT",
+        env = "TABLESYNC_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// The client commands.
@@ -145,7 +154,10 @@ async fn open(args: &StoreArgs) -> anyhow::Result<SyncContext> {
         store.define_table(def)?;
         stored(&mut store)?;
     }
-    let options = ClientOptions::default().with_request_timeout_ms(args.request_timeout_ms);
+    let mut options = ClientOptions::default().with_request_timeout_ms(args.request_timeout_ms);
+    if let Some(token) = &args.token {
+        options = options.with_auth_token(token.clone());
+    }
     let client = Client::with_options(&args.url, options)?;
     SyncContext::initialize(client, store)
         .await

@@ -7,9 +7,11 @@
 //! * `serve` — the table server (`serve.rs`).
 //! * `pull`, `push`, `purge`, `queue`, `status` — drive and inspect a client store by hand
 //!   (`client_commands.rs`).
+//! * `token` — mint an HS256 development token from the config's `[auth]` secret (`token.rs`).
 
 mod client_commands;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the table server (default: TodoItem on ./tablesync.db at 127.0.0.1:8080).
     Serve(serve::ServeArgs),
+    /// Mint an HS256 development token for a user, signed with the config's [auth] secret.
+    Token(token::TokenArgs),
     #[command(flatten)]
     Client(client_commands::ClientCommand),
 }
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).map(|()| 0),
+        Command::Token(args) => token::run(args).map(|()| 0),
         Command::Client(cmd) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(client_commands::run(cmd))),

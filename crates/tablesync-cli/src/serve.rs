@@ -14,7 +14,7 @@ pub struct ServeArgs {
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080, or the config's].
-    #[arg(long)]
+    #[arg(long, env = "TABLESYNC_LISTEN")]
     listen: Option<SocketAddr>,
     /// Database: a path, sqlite://path or postgres://user@host:port/db [default: ./tablesync.db, or the config's].
     #[arg(long)]

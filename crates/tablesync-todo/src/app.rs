@@ -20,7 +20,28 @@ use time::OffsetDateTime;
 /// The server table (the tutorial's `TodoItem`; `tablesync serve` serves it by default).
 pub const TABLE: &str = "TodoItem";
 /// The pull's query id: the pull is incremental and resumes from the delta token saved under it.
+/// With a token, the user's id is appended, as the tutorial's `"todoItems" + userid` (see
+/// [`query_id`]).
 pub const QUERY_ID: &str = "todoItems";
+
+/// The query id of the pull for the user a token names (its `sub`, read without verification:
+/// it only names the delta token; the server verifies the token): `todoItems<user>`, or
+/// `todoItems` without a token. A user id that cannot be part of a query id (a `|`, or too
+/// long) is replaced by a stable hash of it.
+pub fn query_id(token: Option<&str>) -> String {
+    let Some(user) = token.and_then(tablesync_client::token_subject) else {
+        return QUERY_ID.to_owned();
+    };
+    let id = format!("{QUERY_ID}{user}");
+    if !id.contains('|') && id.chars().count() <= 255 {
+        return id;
+    }
+    // FNV-1a: stable across builds, unlike `DefaultHasher`.
+    let hash = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{QUERY_ID}#{hash:016x}")
+}
 /// The local SQLite store's file name inside the data directory.
 pub const STORE_FILE: &str = "localstore.db";
 /// The file (inside the data directory) that remembers the last sync across runs.
@@ -69,6 +90,8 @@ pub struct Config {
     pub server_url: String,
     /// Upper bound for one HTTP request, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Authentication token sent as `X-ZUMO-AUTH` (a per-user server needs one).
+    pub token: Option<String>,
 }
 
 /// Why a sync did not complete.
@@ -172,7 +195,11 @@ impl App {
                 config.data_dir.display()
             )
         })?;
-        let options = ClientOptions::default().with_request_timeout_ms(config.request_timeout_ms);
+        let mut options =
+            ClientOptions::default().with_request_timeout_ms(config.request_timeout_ms);
+        if let Some(token) = &config.token {
+            options = options.with_auth_token(token.clone());
+        }
         let client = Client::with_options(&config.server_url, options)
             .with_context(|| format!("invalid server URL {:?}", config.server_url))?;
         let store_path = config.data_dir.join(STORE_FILE);
@@ -267,7 +294,7 @@ impl App {
     }
 
     /// The tutorial's `SyncAsync`: push the queue, then pull `TodoItem` with the query id
-    /// `todoItems`. Never fails: a failure is part of the report (with the tutorial's dialog
+    /// `todoItems` (plus the user, see [`query_id`]). Never fails: a failure is part of the report (with the tutorial's dialog
     /// text), and the report is saved as the last sync (a save failure is reported as a
     /// rejected sync rather than lost). Errors left by the push are resolved as the tutorial
     /// does (see `resolve_push_errors`: a conflict takes the server's copy, an item deleted on
@@ -282,7 +309,11 @@ impl App {
             failure: None,
         };
         match self.ctx.push().await {
-            Ok(()) => match self.todos.pull(Some(QUERY_ID), "").await {
+            Ok(()) => match self
+                .todos
+                .pull(Some(&query_id(self.config.token.as_deref())), "")
+                .await
+            {
                 Ok(summary) => report.pulled = summary.upserted,
                 Err(e) => {
                     report.reached_server = !is_network(&e);
@@ -457,7 +488,21 @@ mod tests {
             data_dir: dir.to_path_buf(),
             server_url: url.to_string(),
             request_timeout_ms: 5_000,
+            token: None,
         }
+    }
+
+    #[test]
+    fn query_ids_name_the_user() {
+        // {"alg":"HS256"} . {"sub":"alice"} . sig
+        let alice = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln";
+        assert_eq!(query_id(Some(alice)), "todoItemsalice");
+        assert_eq!(query_id(None), "todoItems");
+        assert_eq!(query_id(Some("not a jwt")), "todoItems");
+        // {"sub":"a|b"}
+        let piped = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhfGIifQ.c2ln";
+        let id = query_id(Some(piped));
+        assert!(id.starts_with("todoItems#") && !id.contains('|'), "{id}");
     }
 
     /// A port nothing listens on: bind one, then drop the listener.

@@ -64,6 +64,16 @@ struct Cli {
     #[arg(long, global = true, default_value_t = app::REQUEST_TIMEOUT_MS_DEFAULT, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout_ms: u64,
+    /// Authentication token sent as X-ZUMO-AUTH (e.g. from `tablesync token --user ID`); the
+    /// pull's query id then names the token's user
+    #[arg(
+        long,
+        global = true,
+        env = "TABLESYNC_TOKEN",
+        hide_env_values = true,
+        value_name = "JWT"
+    )]
+    token: Option<String>,
     /// Work on the local store only: skip the sync of list, add, done and undone
     #[arg(long, global = true)]
     no_sync: bool,
@@ -142,6 +152,7 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
         data_dir: cli.data_dir.unwrap_or_else(default_data_dir),
         server_url: cli.url,
         request_timeout_ms: cli.request_timeout_ms,
+        token: cli.token,
     };
     let app = rt.block_on(App::open(config))?;
     let sync = !cli.no_sync;

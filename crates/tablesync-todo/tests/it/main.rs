@@ -23,6 +23,7 @@ macro_rules! store_tests {
     };
 }
 
+mod demo;
 mod tui;
 mod tutorial;
 mod util;
