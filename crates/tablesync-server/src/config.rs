@@ -741,6 +741,113 @@ mod tests {
         assert_eq!(config.tables[1].name, "Note");
     }
 
+    const AUTH: &str = "[auth]\nhmac_secret_env = \"S\"\n";
+
+    #[test]
+    fn access_and_owner_column_need_auth() {
+        for (text, needle) in [
+            (
+                "[[tables]]\nname = \"T\"\naccess = \"authenticated\"",
+                "needs an [auth] section",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\naccess = { insert = \"authenticated\", default = \"anonymous\" }",
+                "insert is authenticated, which needs an [auth] section",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\nowner_column = \"userId\"\naccess = \"anonymous\"",
+                "owner_column needs an [auth] section",
+            ),
+        ] {
+            let err = Config::from_toml_str(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+        // Without [auth] everything is anonymous, as before.
+        let plain = Config::from_toml_str("[[tables]]\nname = \"T\"").unwrap();
+        assert_eq!(
+            plain.tables[0].access_level(TableOperation::Insert, false),
+            AccessLevel::Anonymous
+        );
+    }
+
+    #[test]
+    fn auth_tables_deny_by_default_and_validate_owner_columns() {
+        let config = Config::from_toml_str(&format!(
+            "{AUTH}[[tables]]\nname = \"T\"\n[[tables]]\nname = \"P\"\naccess = {{ read = \"anonymous\", default = \"disabled\" }}"
+        ))
+        .unwrap();
+        let t = &config.tables[0];
+        assert_eq!(t.access_level(TableOperation::Read, true), AccessLevel::Authenticated);
+        let p = &config.tables[1];
+        assert_eq!(p.access_level(TableOperation::Read, true), AccessLevel::Anonymous);
+        assert_eq!(p.access_level(TableOperation::Delete, true), AccessLevel::Disabled);
+        for (tables, needle) in [
+            (
+                "[[tables]]\nname = \"T\"\naccess = { read = \"anonymous\" }",
+                "access names no level for insert",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\nowner_column = \"userId\"\naccess = { read = \"anonymous\", default = \"authenticated\" }",
+                "every enabled operation must be authenticated, but read is anonymous",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\nowner_column = \"id\"",
+                "not a system property",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\ncolumns = { userId = \"number\" }\nowner_column = \"userId\"",
+                "it must be a string",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\naccess = \"sometimes\"",
+                "unknown level 'sometimes'",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\naccess = { upsert = \"anonymous\" }",
+                "unknown operation 'upsert'",
+            ),
+        ] {
+            let err = Config::from_toml_str(&format!("{AUTH}{tables}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{tables:?}: {err}");
+        }
+        // A disabled operation may stay anonymous-free on a per-user table.
+        let ok = format!(
+            "{AUTH}[[tables]]\nname = \"T\"\nowner_column = \"userId\"\naccess = {{ delete = \"disabled\", default = \"authenticated\" }}"
+        );
+        assert!(Config::from_toml_str(&ok).is_ok());
+    }
+
+    #[test]
+    fn auth_sections_are_checked() {
+        for (auth, needle) in [
+            ("[auth]\n", "no key to verify tokens with"),
+            ("[auth]\nhmac_secret = \"0000\"", "at least 32 bytes"),
+            (
+                "[auth]\nhmac_secret_env = \"S\"\nhmac_secret = \"0123456789abcdef0123456789abcdef\"",
+                "not both",
+            ),
+            ("[auth]\nhmac_secret_env = \"S\"\nleeway_s = 301", "at most 300"),
+            ("[auth]\nhmac_secret_env = \"S\"\nalgorithms = [\"none\"]", "unknown variant"),
+            ("[auth]\nhmac_secret_env = \"S\"\nalgorithms = [\"RS256\"]", "needs a jwks_file"),
+            ("[auth]\nhmac_secret_env = \"S\"\nissuer = \"\"", "must not be empty"),
+            ("[auth]\nhmac_secret_env = \"S\"\nsurprise = 1", "unknown field"),
+        ] {
+            let err = Config::from_toml_str(auth).unwrap_err().to_string();
+            assert!(err.contains(needle), "{auth:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_per_user_example_parses() {
+        let config =
+            Config::from_toml_str(include_str!("../../../examples/per-user.toml")).unwrap();
+        assert_eq!(config.tables[0].owner_column.as_deref(), Some("userId"));
+        let auth = config.auth.unwrap();
+        assert_eq!(auth.hmac_secret_env.as_deref(), Some("TABLESYNC_AUTH_SECRET"));
+    }
+
     #[test]
     fn rejects_bad_configs() {
         for (text, needle) in [

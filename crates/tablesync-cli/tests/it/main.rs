@@ -4,6 +4,7 @@
 //! official one as a `tablesync_server::testing::ServerProcess` (waits for its listening line,
 //! kills it on drop), check the interop npm packages, run Node scripts.
 
+mod auth_cli;
 mod client_cli;
 mod interop_js;
 mod torture;
