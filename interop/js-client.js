@@ -2,7 +2,12 @@
 // Runs the official JS client (npm azure-mobile-apps-client 2.0.1, unmodified) against a server
 // and checks what it sees, strictly. Usage:
 //
-//   node interop/js-client.js <baseUrl> [--official]
+//   node interop/js-client.js <baseUrl> [--official] [--auth <aliceToken>,<bobToken>]
+//
+// With `--auth`, the server also serves `PerUserItem`, a per-user table (`owner_column =
+// "userId"`, every operation authenticated), and the run ends with checks named `auth: …`:
+// the client's `currentUser.mobileServiceAuthenticationToken` goes out as X-ZUMO-AUTH, online
+// and through the offline sync context, and each user only ever sees their own rows.
 //
 // Every check prints `ok - <name>` or `not ok - <name>: <details>`; the last line is
 // `N passed, M failed`; the exit code is 0 only when every check passed.
@@ -38,8 +43,12 @@ const SYSTEM_KEYS = ['createdAt', 'updatedAt', 'version', 'deleted'];
 const RUN_TIMEOUT_MS = 240000;
 
 const args = process.argv.slice(2);
-const baseUrl = (args.find((a) => !a.startsWith('--')) || '').replace(/\/+$/, '');
+const authIndex = args.indexOf('--auth');
+const authTokens = authIndex >= 0 ? (args[authIndex + 1] || '').split(',') : null;
+const positional = args.filter((a, i) => !a.startsWith('--') && !(authIndex >= 0 && i === authIndex + 1));
+const baseUrl = (positional[0] || '').replace(/\/+$/, '');
 const official = args.includes('--official');
+const PER_USER_TABLE = 'PerUserItem';
 if (!/^https?:\/\/[^/]+$/.test(baseUrl)) {
   process.stderr.write('usage: node js-client.js <baseUrl like http://127.0.0.1:8080> [--official]\n');
   process.exit(2);
@@ -549,7 +558,119 @@ async function main() {
     assert.deepEqual(await table.lookup(id(4)), serverNow, 'the server item changed');
   });
 
+  if (authTokens) {
+    await perUserChecks(run, mine, lo, hi);
+  }
+
   clearTimeout(watchdog);
+}
+
+/** The `--auth` checks: a per-user table through the official client with X-ZUMO-AUTH set. */
+async function perUserChecks(run, mine, lo, hi) {
+  const [aliceToken, bobToken] = authTokens;
+  const id = (n) => `${run}-pu-${n}`;
+  const login = (c, userId, token) => {
+    // What the client's own login flows leave behind (MobileServiceLogin.js).
+    c.currentUser = { userId, mobileServiceAuthenticationToken: token };
+    return c;
+  };
+  const online = (userId, token) => {
+    const c = new AzureMobileApps.MobileServiceClient(baseUrl);
+    if (token) login(c, userId, token);
+    return c.getTable(PER_USER_TABLE);
+  };
+  const alice = online('alice', aliceToken);
+  const bob = online('bob', bobToken);
+
+  await check('auth: without a token the per-user table answers 401', async () => {
+    const e = await rejection(online(null, null).read(), 'anonymous read');
+    assert.equal(statusOf(e), 401, describeError(e));
+    assert.match(e.request.getResponseHeader('WWW-Authenticate') || '', /^Bearer/);
+    const bad = await rejection(online('alice', `${aliceToken.slice(0, -4)}AAAA`).read(), 'forged token');
+    assert.equal(statusOf(bad), 401, describeError(bad));
+  });
+
+  await check('auth: online insert, read and update with X-ZUMO-AUTH', async () => {
+    const a1 = await alice.insert({ id: id(1), text: 'alice one', complete: false });
+    assert.equal(a1.userId, 'alice', 'the owner comes from the token');
+    await alice.insert({ id: id(2), text: 'alice two', complete: false });
+    const updated = await alice.update({ id: id(1), text: 'alice one edited', version: a1.version });
+    assert.equal(updated.text, 'alice one edited');
+    const rows = await alice.where(mine, lo, hi).orderBy('id').read();
+    assert.deepEqual(rows.map((r) => [r.id, r.userId]), [[id(1), 'alice'], [id(2), 'alice']]);
+  });
+
+  await check('auth: another user sees none of those rows and has their own id space', async () => {
+    assert.deepEqual([...(await bob.where(mine, lo, hi).read())], []);
+    const e = await rejection(bob.lookup(id(1)), "Bob's lookup of Alice's item");
+    assert.equal(statusOf(e), 404, describeError(e));
+    const d = await rejection(bob.del({ id: id(1) }), "Bob's delete of Alice's item");
+    assert.equal(statusOf(d), 404, describeError(d));
+    const own = await bob.insert({ id: id(1), text: 'bob one', complete: true });
+    assert.deepEqual([own.userId, own.text], ['bob', 'bob one']);
+    assert.equal((await alice.lookup(id(1))).text, 'alice one edited', "Alice's item is untouched");
+    const taken = await rejection(bob.insert({ id: id(3), text: 'x', userId: 'alice' }), 'naming another owner');
+    assert.equal(statusOf(taken), 400, describeError(taken));
+  });
+
+  const { MobileServiceSqliteStore } = AzureMobileApps;
+  const definition = {
+    name: PER_USER_TABLE,
+    columnDefinitions: {
+      id: 'string',
+      text: 'string',
+      complete: 'boolean',
+      userId: 'string',
+      createdAt: 'date',
+      updatedAt: 'date',
+      version: 'string',
+      deleted: 'boolean',
+    },
+  };
+  const offline = async (userId, token, dbName) => {
+    const c = login(new AzureMobileApps.MobileServiceClient(baseUrl), userId, token);
+    const store = new MobileServiceSqliteStore(dbName);
+    await store.defineTable(definition);
+    await c.getSyncContext().initialize(store);
+    return { client: c, ctx: c.getSyncContext(), sync: c.getSyncTable(PER_USER_TABLE) };
+  };
+
+  await check('auth: offline push and pull through the sync context see only the own rows', async () => {
+    const b = await offline('bob', bobToken, `${run}-pu-bob.db`);
+    await b.sync.insert({ id: id('o1'), text: 'bob offline', complete: false });
+    assert.deepEqual(await b.ctx.push(), []);
+    const server = await bob.lookup(id('o1'));
+    assert.equal(server.userId, 'bob');
+    await b.ctx.pull(b.sync.where(mine, lo, hi), 'perUserItemsbob');
+    const rows = await b.sync.where(mine, lo, hi).orderBy('id').read();
+    assert.deepEqual(rows.map((r) => [r.id, r.text, r.userId]), [
+      [id(1), 'bob one', 'bob'],
+      [id('o1'), 'bob offline', 'bob'],
+    ]);
+    // An offline edit of a pulled row (which carries userId) pushes fine.
+    const row = await b.sync.lookup(id('o1'));
+    row.text = 'bob offline edited';
+    await b.sync.update(row);
+    assert.deepEqual(await b.ctx.push(), []);
+    assert.equal((await bob.lookup(id('o1'))).text, 'bob offline edited');
+    const a = await offline('alice', aliceToken, `${run}-pu-alice.db`);
+    await a.ctx.pull(a.sync.where(mine, lo, hi), 'perUserItemsalice');
+    const aliceRows = await a.sync.where(mine, lo, hi).orderBy('id').read();
+    assert.deepEqual(aliceRows.map((r) => [r.id, r.userId]), [[id(1), 'alice'], [id(2), 'alice']]);
+  });
+
+  await check('auth: a push with a refused token fails with 401 and keeps the operation', async () => {
+    const c = await offline('alice', `${aliceToken.slice(0, -4)}AAAA`, `${run}-pu-forged.db`);
+    await c.sync.insert({ id: id('f1'), text: 'queued', complete: false });
+    const e = await rejection(c.ctx.push(), 'push with a forged token');
+    // The push aborts with a VError whose cause is the request's error (push.js).
+    const cause = e && typeof e.cause === 'function' ? e.cause() : undefined;
+    assert.equal(statusOf(cause), 401, describeError(e));
+    assert.equal(cause.request.responseText, '{"error":"The authentication token was refused","code":"unauthorized"}');
+    login(c.client, 'alice', aliceToken);
+    assert.deepEqual(await c.ctx.push(), [], 'the kept operation is pushed with a good token');
+    assert.equal((await alice.lookup(id('f1'))).text, 'queued');
+  });
 }
 
 main()
