@@ -777,10 +777,19 @@ mod tests {
         ))
         .unwrap();
         let t = &config.tables[0];
-        assert_eq!(t.access_level(TableOperation::Read, true), AccessLevel::Authenticated);
+        assert_eq!(
+            t.access_level(TableOperation::Read, true),
+            AccessLevel::Authenticated
+        );
         let p = &config.tables[1];
-        assert_eq!(p.access_level(TableOperation::Read, true), AccessLevel::Anonymous);
-        assert_eq!(p.access_level(TableOperation::Delete, true), AccessLevel::Disabled);
+        assert_eq!(
+            p.access_level(TableOperation::Read, true),
+            AccessLevel::Anonymous
+        );
+        assert_eq!(
+            p.access_level(TableOperation::Delete, true),
+            AccessLevel::Disabled
+        );
         for (tables, needle) in [
             (
                 "[[tables]]\nname = \"T\"\naccess = { read = \"anonymous\" }",
@@ -845,7 +854,10 @@ mod tests {
             Config::from_toml_str(include_str!("../../../examples/per-user.toml")).unwrap();
         assert_eq!(config.tables[0].owner_column.as_deref(), Some("userId"));
         let auth = config.auth.unwrap();
-        assert_eq!(auth.hmac_secret_env.as_deref(), Some("TABLESYNC_AUTH_SECRET"));
+        assert_eq!(
+            auth.hmac_secret_env.as_deref(),
+            Some("TABLESYNC_AUTH_SECRET")
+        );
     }
 
     #[test]

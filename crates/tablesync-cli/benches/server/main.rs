@@ -236,9 +236,37 @@ fn measure(
     seed: u64,
 ) -> anyhow::Result<Vec<Measurement>> {
     eprintln!("server bench: measuring {label} at {}", server.url());
-    let measured = runtime
+    let mut measured = runtime
         .block_on(workload::run(label, server.url(), plan, seed))
         .with_context(|| format!("server output:\n{}", server.output()))?;
+    if label != OFFICIAL {
+        // The official server has no per-user clock to compare: these rows are ours only.
+        let auth = tablesync_server::auth::AuthConfig::with_secret(process::BENCH_SECRET);
+        let now = tablesync_server::auth::Clock::now_unix_s(&tablesync_server::auth::SystemClock);
+        let tokens = (0..workload::USERS)
+            .map(|u| {
+                tablesync_server::auth::mint_dev_token(
+                    &auth,
+                    &|_| None,
+                    &format!("user{u}"),
+                    3600,
+                    now,
+                )
+                .map_err(anyhow::Error::msg)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        measured.extend(
+            runtime
+                .block_on(workload::per_user_inserts(
+                    label,
+                    server.url(),
+                    plan,
+                    seed,
+                    tokens,
+                ))
+                .with_context(|| format!("server output:\n{}", server.output()))?,
+        );
+    }
     for m in &measured {
         eprintln!(
             "  {:<45} {:>8.0} req/s {:>9.0} rows/s {:>4} errors",

@@ -33,19 +33,54 @@ fn spawn(command: Command, what: &str) -> anyhow::Result<ServerProcess> {
 /// Our `tablesync serve` (the release binary Cargo built for this bench) on a free port with
 /// `database` (a SQLite file path or a `postgres://` URL) and log level `log_level`; `data_dir`
 /// (the SQLite file's directory) is removed after the server stops.
+///
+/// It runs with [`OURS_CONFIG`]: `TodoItem` as before (anonymous, so the main workload sends no
+/// token), plus the two tables of the 8-users phases, and `[auth]` with [`BENCH_SECRET`].
 pub fn ours(
     database: &str,
     log_level: &str,
     data_dir: Option<tempfile::TempDir>,
 ) -> anyhow::Result<ServerProcess> {
+    let config_dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let config = config_dir.path().join("bench.toml");
+    std::fs::write(&config, OURS_CONFIG).context("writing the bench config")?;
     let mut command = serve_command(env!("CARGO_BIN_EXE_tablesync"), database);
-    command.env("RUST_LOG", log_level);
-    let server = spawn(command, "tablesync serve")?;
+    command
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", log_level)
+        .env("TABLESYNC_BENCH_AUTH_SECRET", BENCH_SECRET);
+    let server = spawn(command, "tablesync serve")?.keep_alive(config_dir);
     Ok(match data_dir {
         Some(dir) => server.keep_alive(dir),
         None => server,
     })
 }
+
+/// The HMAC secret our server verifies the 8 users' tokens with (bench only).
+pub const BENCH_SECRET: &str = "bench-only-secret-0123456789abcdef";
+
+/// Our server's tables: `TodoItem` for the main workload, `SharedItem` (one clock row for every
+/// writer) and `UserItem` (per-user: one clock row per owner) for the 8-users insert phases.
+const OURS_CONFIG: &str = r#"
+[auth]
+hmac_secret_env = "TABLESYNC_BENCH_AUTH_SECRET"
+
+[[tables]]
+name = "TodoItem"
+columns = { text = "string", complete = "boolean" }
+access = "anonymous"
+
+[[tables]]
+name = "SharedItem"
+columns = { text = "string", complete = "boolean" }
+access = "authenticated"
+
+[[tables]]
+name = "UserItem"
+columns = { text = "string", complete = "boolean" }
+owner_column = "userId"
+"#;
 
 /// The official Node server (`interop/official-server.js`: azure-mobile-apps 4.0.2 on its
 /// sqlite provider) on a free port with a fresh data file in a temporary directory.

@@ -252,6 +252,67 @@ pub async fn run(
     Ok(out)
 }
 
+/// How many users write at once in the per-user phases (one per request in flight).
+pub const USERS: usize = 8;
+
+/// The per-owner clock's gain: `rows` inserts with `USERS` users writing concurrently (request
+/// `i` by user `i % USERS`, with their token), first into a shared table (every writer takes
+/// the table's one clock row), then into a per-user table (each owner has their own clock row,
+/// so writers of different users do not queue behind each other). Same tokens, same bodies.
+pub async fn per_user_inserts(
+    server: &str,
+    base_url: &str,
+    plan: &Plan,
+    seed: u64,
+    tokens: Vec<String>,
+) -> anyhow::Result<Vec<Measurement>> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
+        .pool_max_idle_per_host(USERS)
+        .build()?;
+    let mut rng = SplitMix64(seed ^ 0x5eed_0008);
+    let ids: Arc<Vec<String>> = Arc::new((0..plan.rows).map(|_| rng.uuid()).collect());
+    let tokens = Arc::new(tokens);
+    let mut out = Vec::new();
+    for (table, label) in [
+        (
+            "SharedItem",
+            format!("insert, shared table, {USERS} users concurrently"),
+        ),
+        (
+            "UserItem",
+            format!("insert, per-user table, {USERS} users concurrently"),
+        ),
+    ] {
+        let url = Arc::new(format!("{base_url}/tables/{table}"));
+        let phase = closed_loop(USERS, plan.rows, {
+            let (http, ids, tokens) = (http.clone(), Arc::clone(&ids), Arc::clone(&tokens));
+            move |i| {
+                let (http, ids, tokens, url) = (
+                    http.clone(),
+                    Arc::clone(&ids),
+                    Arc::clone(&tokens),
+                    Arc::clone(&url),
+                );
+                async move {
+                    let token = &tokens[i % tokens.len()];
+                    let body =
+                        json!({ "id": ids[i], "text": format!("item {i}"), "complete": false });
+                    let request = http
+                        .post(url.as_str())
+                        .header("X-ZUMO-AUTH", token)
+                        .json(&body);
+                    send_item(request, "POST").await.map(|_| 1)
+                }
+            }
+        })
+        .await;
+        out.push(phase.into_measurement(&label, server, Rate::Requests));
+    }
+    Ok(out)
+}
+
 /// Counts and latencies of a phase (or of one worker's share of it).
 #[derive(Debug, Default)]
 struct Tally {

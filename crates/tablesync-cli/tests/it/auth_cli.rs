@@ -37,7 +37,13 @@ fn tablesync(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
 fn mint(user: &str) -> String {
     let config = per_user_config();
     let (code, out, err) = tablesync(
-        &["token", "--config", config.to_str().unwrap(), "--user", user],
+        &[
+            "token",
+            "--config",
+            config.to_str().unwrap(),
+            "--user",
+            user,
+        ],
         &[],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -66,7 +72,17 @@ fn client_commands_take_a_token(kind: StoreKind) {
     let store = dir.path().join("alice.db");
     let store = store.to_str().unwrap();
     let (code, out, err) = tablesync(
-        &["pull", "--store", store, "--url", url, "--token", &alice, "--query-id", "mine"],
+        &[
+            "pull",
+            "--store",
+            store,
+            "--url",
+            url,
+            "--token",
+            &alice,
+            "--query-id",
+            "mine",
+        ],
         &[],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -81,7 +97,10 @@ fn client_commands_take_a_token(kind: StoreKind) {
     assert!(err.contains("401"), "{err}");
     // `--help` never shows the token's value from the environment.
     let (_, help, _) = tablesync(&["pull", "--help"], &[("TABLESYNC_TOKEN", &alice)]);
-    assert!(help.contains("TABLESYNC_TOKEN") && !help.contains(&alice), "{help}");
+    assert!(
+        help.contains("TABLESYNC_TOKEN") && !help.contains(&alice),
+        "{help}"
+    );
 }
 
 fn refused_tokens_are_logged_with_their_reason_and_never_themselves(kind: StoreKind) {
@@ -102,7 +121,10 @@ fn refused_tokens_are_logged_with_their_reason_and_never_themselves(kind: StoreK
     let forged = format!("{}.{}.{}", parts[0], parts[1], "AAAA".repeat(10));
     assert_eq!(get("/tables/TodoItem", Some(&good)), 200);
     assert_eq!(get("/tables/TodoItem", Some(&forged)), 401);
-    assert_eq!(get(&format!("/tables/TodoItem?access_token={good}"), None), 401);
+    assert_eq!(
+        get(&format!("/tables/TodoItem?access_token={good}"), None),
+        401
+    );
     // The log lines are written as the answers go out; wait for the last one to show.
     let mut output = server.output();
     for _ in 0..100 {
@@ -157,7 +179,13 @@ fn a_short_secret_keeps_the_server_from_starting() {
 fn token_needs_an_auth_section_and_a_user() {
     let example = repo_root().join("tablesync.example.toml");
     let (code, _, err) = tablesync(
-        &["token", "--config", example.to_str().unwrap(), "--user", "alice"],
+        &[
+            "token",
+            "--config",
+            example.to_str().unwrap(),
+            "--user",
+            "alice",
+        ],
         &[],
     );
     assert_ne!(code, 0);

@@ -146,7 +146,11 @@ fn assert_js_client_passes(server: &ServerProcess, extra_args: &[&str], expected
 
 fn official_js_client_against_tablesync_serve(kind: StoreKind) {
     let server = interop_server(kind);
-    let expected: Vec<&str> = EXPECTED_CHECKS.iter().chain(&AUTH_CHECKS).copied().collect();
+    let expected: Vec<&str> = EXPECTED_CHECKS
+        .iter()
+        .chain(&AUTH_CHECKS)
+        .copied()
+        .collect();
     let tokens = auth_args();
     assert_js_client_passes(&server, &["--auth", &tokens], &expected);
 }
