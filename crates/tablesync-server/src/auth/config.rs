@@ -269,7 +269,7 @@ impl SecretEncoding {
             SecretEncoding::Utf8 => Ok(text.as_bytes().to_vec()),
             SecretEncoding::Hex => {
                 let digits = text.trim().as_bytes();
-                if digits.len() % 2 != 0 {
+                if !digits.len().is_multiple_of(2) {
                     return Err("the HMAC secret is not valid hex (odd length)".into());
                 }
                 digits
