@@ -69,9 +69,10 @@ pub enum ClientCommand {
         /// OData query string, e.g. '$filter=complete eq false'.
         #[arg(long, value_name = "QUERY", default_value = "")]
         query: String,
-        /// Rows per request.
-        #[arg(long, value_name = "ROWS", default_value_t = tablesync_client::PAGE_SIZE_DEFAULT)]
-        page_size: u32,
+        /// Rows per request; by default the largest page the server allows (asked with
+        /// `GET /$capabilities`), or the protocol's 50 on a server that does not say.
+        #[arg(long, value_name = "ROWS")]
+        page_size: Option<u32>,
     },
     /// Send every queued operation to the server, in queue order.
     Push {
@@ -191,12 +192,12 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
         } => {
             let ctx = open(&store).await?;
             let table = ctx.table(&store.table)?;
+            let options = match page_size {
+                Some(rows) => PullOptions::with_page_size(rows),
+                None => PullOptions::default(),
+            };
             match table
-                .pull_with_options(
-                    query_id.as_deref(),
-                    &query,
-                    PullOptions::with_page_size(page_size),
-                )
+                .pull_with_options(query_id.as_deref(), &query, options)
                 .await
             {
                 Ok(s) => {

@@ -36,6 +36,10 @@ pub struct ClientOptions {
     /// `true`). `false` sends one request per operation, as against the official servers, and
     /// skips asking the server what it offers before a push.
     pub batch_push: bool,
+    /// Send `Accept-Encoding: gzip` and decompress gzip answers (default `true`): a pulled page
+    /// of JSON rows shrinks several times on the wire. `response_bytes_max` bounds the
+    /// decompressed body either way.
+    pub accept_gzip: bool,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -44,6 +48,7 @@ impl std::fmt::Debug for ClientOptions {
         f.debug_struct("ClientOptions")
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("response_bytes_max", &self.response_bytes_max)
+            .field("accept_gzip", &self.accept_gzip)
             .field(
                 "auth_token",
                 &self.auth_token.as_ref().map(|_| "<redacted>"),
@@ -63,6 +68,12 @@ impl ClientOptions {
     /// Sets [`ClientOptions::response_bytes_max`].
     pub fn with_response_bytes_max(mut self, bytes: u64) -> Self {
         self.response_bytes_max = bytes;
+        self
+    }
+
+    /// Sets [`ClientOptions::accept_gzip`].
+    pub fn with_accept_gzip(mut self, accept_gzip: bool) -> Self {
+        self.accept_gzip = accept_gzip;
         self
     }
 
@@ -86,6 +97,7 @@ impl Default for ClientOptions {
             response_bytes_max: 64 * 1024 * 1024,
             auth_token: None,
             batch_push: true,
+            accept_gzip: true,
         }
     }
 }
@@ -125,8 +137,12 @@ impl Client {
                 "request_timeout_ms must be greater than 0".into(),
             ));
         }
-        let transport = HttpTransport::new(options.request_timeout_ms, options.response_bytes_max)
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        let transport = HttpTransport::with_gzip(
+            options.request_timeout_ms,
+            options.response_bytes_max,
+            options.accept_gzip,
+        )
+        .map_err(|e| Error::InvalidConfig(e.to_string()))?;
         Self::with_transport_and_options(base_url, Arc::new(transport), options)
     }
 
@@ -137,7 +153,7 @@ impl Client {
 
     /// A client over any [`Transport`] with the options that are the client's own
     /// ([`ClientOptions::auth_token`], [`ClientOptions::batch_push`]); the transport's
-    /// (`request_timeout_ms`, `response_bytes_max`) are the transport's business.
+    /// (`request_timeout_ms`, `response_bytes_max`, `accept_gzip`) are the transport's business.
     pub fn with_transport_and_options(
         base_url: &str,
         transport: Arc<dyn Transport>,

@@ -186,12 +186,15 @@ impl SyncTable {
     /// Pulls the rows matching `query` (an OData query string with at most a `$filter`) from the
     /// server. With a `query_id` the pull is incremental: it resumes from the delta token saved
     /// under that id. Pushes the whole queue first when this table has pending operations.
+    /// Pages are as large as the server allows ([`PullOptions::page_size`]): the context's first
+    /// pull asks the server once (`GET /$capabilities`), so an incremental pull that finds
+    /// nothing costs one request, two in a context's first pull.
     pub async fn pull(&self, query_id: Option<&str>, query: &str) -> Result<PullSummary> {
         self.pull_with_options(query_id, query, PullOptions::default())
             .await
     }
 
-    /// [`SyncTable::pull`] with explicit options (page size).
+    /// [`SyncTable::pull`] with explicit options (page size, see [`PullOptions::page_size`]).
     pub async fn pull_with_options(
         &self,
         query_id: Option<&str>,

@@ -139,7 +139,8 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>>;
 }
 
-/// The production transport: reqwest over rustls, with a per-request timeout and a body limit.
+/// The production transport: reqwest over rustls, with a per-request timeout, a body limit and
+/// (unless switched off) `Accept-Encoding: gzip`, whose answers it decompresses.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
@@ -147,11 +148,23 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// Builds a transport. `request_timeout_ms` bounds each whole request (connect, send,
-    /// receive); `response_bytes_max` bounds a response body.
+    /// Builds a transport that accepts gzip. `request_timeout_ms` bounds each whole request
+    /// (connect, send, receive); `response_bytes_max` bounds a response body (decompressed).
     pub fn new(request_timeout_ms: u64, response_bytes_max: u64) -> Result<Self, TransportError> {
+        Self::with_gzip(request_timeout_ms, response_bytes_max, true)
+    }
+
+    /// [`HttpTransport::new`], choosing whether requests carry `Accept-Encoding: gzip`. Either
+    /// way `response_bytes_max` bounds the body as decompressed, so a small compressed answer
+    /// cannot grow past the limit in memory.
+    pub fn with_gzip(
+        request_timeout_ms: u64,
+        response_bytes_max: u64,
+        accept_gzip: bool,
+    ) -> Result<Self, TransportError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(request_timeout_ms))
+            .gzip(accept_gzip)
             .build()
             .map_err(|e| TransportError::Connection(e.to_string()))?;
         Ok(HttpTransport {
@@ -186,6 +199,8 @@ impl HttpTransport {
                 )
             })
             .collect();
+        // Chunks arrive decompressed (reqwest's gzip decoder), so the limit counts the bytes
+        // held in memory, not the bytes on the wire.
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(map_reqwest)? {
             if (body.len() + chunk.len()) as u64 > self.response_bytes_max {

@@ -177,6 +177,9 @@ pub async fn run(
         // The benchmark talks to loopback only; an HTTP(S)_PROXY in the environment must not
         // reroute it.
         .no_proxy()
+        // The client SDK turns on reqwest's gzip feature for the whole build; this bench measures
+        // uncompressed answers, as its earlier measured tables did.
+        .no_gzip()
         .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
         .pool_max_idle_per_host(plan.concurrency.max(1))
         .build()?;

@@ -1006,9 +1006,32 @@ pub(crate) struct PageApplied {
     pub(crate) skipped: u64,
 }
 
-/// Applies one pulled page and (when `query_id` is given) saves `token` in the same transaction.
-/// Rows with a queued operation are not touched (ARCHITECTURE.md invariant); `deleted: true`
-/// rows are removed.
+/// The ids among `ids` that have a queued operation on `table`, in one query (a pull checks a
+/// whole page at once, not row by row).
+pub(crate) fn pending_item_ids(
+    conn: &Connection,
+    table: &str,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>> {
+    if ids.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let ids_json = serde_json::to_string(ids).map_err(|e| Error::CorruptStore(e.to_string()))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT \"itemId\" FROM \"__operations\" \
+         WHERE \"tableName\" = ?1 AND \"itemId\" IN (SELECT \"value\" FROM json_each(?2))",
+    )?;
+    let found = stmt
+        .query_map(rusqlite::params![table, ids_json], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(found)
+}
+
+/// Applies one pulled page in ONE transaction and (when `query_id` is given) saves `token` in
+/// it, so a page's rows and the position after them commit together or not at all. Rows with a
+/// queued operation are not touched (ARCHITECTURE.md invariant); the page's ids are checked
+/// against the queue with one query. `deleted: true` rows are removed; the others are upserted
+/// through cached prepared statements.
 pub(crate) fn apply_page(
     conn: &mut Connection,
     def: &TableDefinition,
@@ -1017,13 +1040,19 @@ pub(crate) fn apply_page(
     token: Option<&DeltaToken>,
 ) -> Result<PageApplied> {
     let tx = conn.transaction()?;
+    let ids: Vec<&str> = page
+        .iter()
+        .filter_map(|item| item.get("id").and_then(Value::as_str))
+        .collect();
+    let pending = pending_item_ids(&tx, def.name(), &ids)?;
+    let mut writer = rows::ServerRowWriter::new(def);
     let mut applied = PageApplied::default();
     for item in page {
         let Some(Value::String(id)) = item.get("id") else {
             applied.skipped += 1;
             continue;
         };
-        if find_op(&tx, def.name(), id)?.is_some() {
+        if pending.contains(id.as_str()) {
             applied.skipped += 1;
             continue;
         }
@@ -1033,11 +1062,11 @@ pub(crate) fn apply_page(
             _ => false,
         };
         if deleted {
-            if rows::delete_row(&tx, def.name(), id)? {
+            if rows::delete_row_cached(&tx, def.name(), id)? {
                 applied.deleted += 1;
             }
         } else {
-            rows::write_server(&tx, def, item)?;
+            writer.upsert(&tx, id, item)?;
             applied.upserted += 1;
         }
     }

@@ -192,6 +192,14 @@ pub(crate) fn delete_row(conn: &Connection, table: &str, id: &str) -> Result<boo
     Ok(conn.execute(&format!("DELETE FROM \"{table}\" WHERE \"id\" = ?1"), [id])? > 0)
 }
 
+/// [`delete_row`] through the prepared-statement cache (a pull deletes many rows).
+pub(crate) fn delete_row_cached(conn: &Connection, table: &str, id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(&format!("DELETE FROM \"{table}\" WHERE \"id\" = ?1"))?
+        .execute([id])?
+        > 0)
+}
+
 /// Takes the id out of an item: must be a string that passes the protocol's id rules.
 pub(crate) fn item_id(item: &Map<String, Value>) -> Result<Option<String>> {
     match item.get(system::ID) {
@@ -259,6 +267,34 @@ fn local_assignments(
     Ok(out)
 }
 
+/// The type of a column of a server write: system columns and declared columns; `None` for
+/// `id` (the key, never assigned) and properties the local table does not declare (ignored).
+fn server_column_type(def: &TableDefinition, name: &str) -> Option<ColumnType> {
+    match name {
+        system::ID => None,
+        system::CREATED_AT | system::UPDATED_AT => Some(ColumnType::Date),
+        system::VERSION => Some(ColumnType::String),
+        system::DELETED => Some(ColumnType::Boolean),
+        _ => def.column_type(name),
+    }
+}
+
+/// The stored value of server property `name` (of type `ty`) for a server write.
+fn server_value(def: &TableDefinition, name: &str, ty: ColumnType, v: &Value) -> Result<SqlValue> {
+    Ok(match (name, v) {
+        // A lenient reading of what official servers send for system columns: a numeric
+        // `deleted` (0/1) is a boolean, a non-string version is its JSON text.
+        (system::DELETED, Value::Number(n)) => {
+            SqlValue::Integer(i64::from(n.as_f64() != Some(0.0)))
+        }
+        // A null `deleted` is "not deleted", as a missing one is (the .NET client reads it
+        // so); the local column is NOT NULL.
+        (system::DELETED, Value::Null) => SqlValue::Integer(0),
+        (system::VERSION, Value::Number(_)) => SqlValue::Text(v.to_string()),
+        _ => to_sql(def.name(), name, ty, v)?,
+    })
+}
+
 /// The column/value pairs of a server write: declared columns and system columns only.
 fn server_assignments(
     def: &TableDefinition,
@@ -266,31 +302,105 @@ fn server_assignments(
 ) -> Result<Vec<(String, SqlValue)>> {
     let mut out = Vec::new();
     for (k, v) in item {
-        let ty = match k.as_str() {
-            system::ID => continue,
-            system::CREATED_AT | system::UPDATED_AT => ColumnType::Date,
-            system::VERSION => ColumnType::String,
-            system::DELETED => ColumnType::Boolean,
-            _ => match def.column_type(k) {
-                Some(ty) => ty,
-                None => continue,
-            },
+        let Some(ty) = server_column_type(def, k) else {
+            continue;
         };
-        let value = match (k.as_str(), v) {
-            // A lenient reading of what official servers send for system columns: a numeric
-            // `deleted` (0/1) is a boolean, a non-string version is its JSON text.
-            (system::DELETED, Value::Number(n)) => {
-                SqlValue::Integer(i64::from(n.as_f64() != Some(0.0)))
-            }
-            // A null `deleted` is "not deleted", as a missing one is (the .NET client reads it
-            // so); the local column is NOT NULL.
-            (system::DELETED, Value::Null) => SqlValue::Integer(0),
-            (system::VERSION, Value::Number(_)) => SqlValue::Text(v.to_string()),
-            _ => to_sql(def.name(), k, ty, v)?,
-        };
-        out.push((k.clone(), value));
+        out.push((k.clone(), server_value(def, k, ty, v)?));
     }
     Ok(out)
+}
+
+/// Writes pulled rows: one `INSERT … ON CONFLICT ("id") DO UPDATE` per row through the
+/// connection's prepared-statement cache (`prepare_cached`). The statement names the columns
+/// the row carries, in table order (system columns, then declared ones), so the rows of a page,
+/// which carry the same properties, share one statement; a column the row lacks is left as it
+/// is (null or its default in a new row), as [`write_server`] does.
+pub(crate) struct ServerRowWriter<'d> {
+    def: &'d TableDefinition,
+    /// The writable columns in table order.
+    columns: Vec<(&'d str, ColumnType)>,
+    /// Which of `columns` the statement in `sql` assigns.
+    present: Vec<bool>,
+    sql: String,
+}
+
+impl<'d> ServerRowWriter<'d> {
+    /// A writer for rows of `def`.
+    pub(crate) fn new(def: &'d TableDefinition) -> Self {
+        let mut columns: Vec<(&str, ColumnType)> = system::ALL
+            .iter()
+            .filter_map(|name| server_column_type(def, name).map(|ty| (*name, ty)))
+            .collect();
+        columns.extend(def.columns().iter().map(|c| (c.name.as_str(), c.ty)));
+        ServerRowWriter {
+            def,
+            columns,
+            present: Vec::new(),
+            sql: String::new(),
+        }
+    }
+
+    /// Inserts or updates the server's copy `item` of row `id`, with the conversions and checks
+    /// of [`write_server`].
+    pub(crate) fn upsert(
+        &mut self,
+        conn: &Connection,
+        id: &str,
+        item: &Map<String, Value>,
+    ) -> Result<()> {
+        if system::validate_id(id).is_err() {
+            return Err(Error::InvalidResponse(format!(
+                "server item has an invalid id {:?}",
+                truncate(id)
+            )));
+        }
+        let mut present = Vec::with_capacity(self.columns.len());
+        let mut values = Vec::with_capacity(self.columns.len() + 1);
+        values.push(SqlValue::Text(id.to_string()));
+        for (name, ty) in &self.columns {
+            match item.get(*name) {
+                Some(v) => {
+                    present.push(true);
+                    values.push(server_value(self.def, name, *ty, v)?);
+                }
+                None => present.push(false),
+            }
+        }
+        if self.sql.is_empty() || present != self.present {
+            self.sql = self.upsert_sql(&present);
+            self.present = present;
+        }
+        conn.prepare_cached(&self.sql)?
+            .execute(rusqlite::params_from_iter(values))?;
+        Ok(())
+    }
+
+    fn upsert_sql(&self, present: &[bool]) -> String {
+        let assigned: Vec<&str> = self
+            .columns
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| **p)
+            .map(|((name, _), _)| *name)
+            .collect();
+        let table = self.def.name();
+        if assigned.is_empty() {
+            return format!(
+                "INSERT INTO \"{table}\" (\"id\") VALUES (?1) ON CONFLICT (\"id\") DO NOTHING"
+            );
+        }
+        let names: String = assigned.iter().map(|c| format!(", \"{c}\"")).collect();
+        let placeholders: String = (0..assigned.len()).map(|i| format!(", ?{}", i + 2)).collect();
+        let sets: Vec<String> = assigned
+            .iter()
+            .map(|c| format!("\"{c}\" = excluded.\"{c}\""))
+            .collect();
+        format!(
+            "INSERT INTO \"{table}\" (\"id\"{names}) VALUES (?1{placeholders}) \
+             ON CONFLICT (\"id\") DO UPDATE SET {}",
+            sets.join(", ")
+        )
+    }
 }
 
 fn insert_or_update(

@@ -16,16 +16,16 @@ use tablesync_protocol::odata::sql::{ColumnType, Schema};
 use crate::capabilities::{capabilities_url, parse_capabilities, Capabilities};
 use crate::client::Client;
 use crate::store::TableDefinition;
-use crate::transport::Method;
+use crate::transport::{Method, TransportError};
 
-/// Asks the server which extensions it offers (`GET {base}/$capabilities`). `None` when no
+/// Asks the server which extensions it offers (`GET {base}/$capabilities`). An error when no
 /// answer arrived (network failure: unknown, ask again later); any answer, even a 404, is a
 /// definite [`Capabilities`].
-pub(crate) async fn discover(client: &Client) -> Option<Capabilities> {
+pub(crate) async fn discover(client: &Client) -> Result<Capabilities, TransportError> {
     let url = capabilities_url(client.base_url());
     let request = client.request(Method::Get, url, None);
-    let response = client.transport().send(request).await.ok()?;
-    Some(parse_capabilities(client.base_url(), &response))
+    let response = client.transport().send(request).await?;
+    Ok(parse_capabilities(client.base_url(), &response))
 }
 
 /// A local table as seen by the protocol's SQL lowering: system columns plus declared columns.

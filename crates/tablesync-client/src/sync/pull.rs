@@ -27,7 +27,8 @@
 use serde_json::{Map, Value};
 use tablesync_protocol::odata::query::{parse_query_string, TableQuery};
 
-use crate::client::query_string;
+use crate::capabilities::Capabilities;
+use crate::client::{query_string, Client};
 use crate::error::{Error, Result};
 use crate::store::queue::{self as q, DeltaToken};
 use crate::store::rows;
@@ -35,33 +36,58 @@ use crate::transport::{HttpResponse, Method};
 
 use super::session::Session;
 
-/// Default rows per request (the protocol's default page size).
+/// The protocol's default page size, in rows: what a pull asks of a server that does not say
+/// how large a page it allows (the official servers), and the largest explicit page size that
+/// needs no discovery (every Mobile Apps server serves it).
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
-/// Largest accepted page size (the official Node server refuses `$top` above 1000).
+/// Largest page asked of a server that does not announce its `page_size_max`, in rows (the
+/// official Node server refuses `$top` above 1000); larger explicit sizes are clamped to it.
 pub const PAGE_SIZE_MAX: u32 = 1000;
 /// Longest query id, in characters (`^[^|]{0,255}$`).
 pub const QUERY_ID_CHARS_MAX: usize = 255;
 
 /// Options of a pull.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PullOptions {
-    /// Rows per request (`$top`), 1..=[`PAGE_SIZE_MAX`].
-    pub page_size: u32,
+    /// Rows per request (`$top`). `None` (the default): the largest page the server allows, as
+    /// its `GET /$capabilities` says (`page_size_max`, docs/extensions.md), or
+    /// [`PAGE_SIZE_DEFAULT`] when it says nothing (the official servers). An explicit size wins,
+    /// clamped to the server's `page_size_max` (or to [`PAGE_SIZE_MAX`] on a server that does
+    /// not announce one); it must be at least 1.
+    pub page_size: Option<u32>,
 }
 
-impl Default for PullOptions {
-    fn default() -> Self {
+impl PullOptions {
+    /// Options with an explicit page size.
+    pub fn with_page_size(page_size: u32) -> Self {
         PullOptions {
-            page_size: PAGE_SIZE_DEFAULT,
+            page_size: Some(page_size),
         }
     }
 }
 
-impl PullOptions {
-    /// Options with the given page size.
-    pub fn with_page_size(page_size: u32) -> Self {
-        PullOptions { page_size }
+/// Whether choosing the page size needs the server's capabilities (pure): an automatic size
+/// does, and so does an explicit one above [`PAGE_SIZE_DEFAULT`] (it may have to be clamped).
+/// An explicit size up to the protocol's default is served by every server as it is, so such a
+/// pull costs no discovery request.
+pub(crate) fn page_size_needs_discovery(requested: Option<u32>) -> bool {
+    requested.is_none_or(|n| n > PAGE_SIZE_DEFAULT)
+}
+
+/// The `$top` of a pull's requests (pure): see [`PullOptions::page_size`]. `capabilities` is
+/// what the server said, when known.
+pub(crate) fn choose_page_size(
+    requested: Option<u32>,
+    capabilities: Option<&Capabilities>,
+) -> Result<u32> {
+    let server_max = capabilities.and_then(|c| c.page_size_max);
+    match requested {
+        Some(0) => Err(Error::InvalidConfig(
+            "page_size must be at least 1 row".into(),
+        )),
+        Some(n) => Ok(n.min(server_max.unwrap_or(PAGE_SIZE_MAX))),
+        None => Ok(server_max.unwrap_or(PAGE_SIZE_DEFAULT)),
     }
 }
 
@@ -241,7 +267,94 @@ pub(crate) fn page_filter(user_filter: Option<&str>, after: Option<&DeltaToken>)
     }
 }
 
-/// Pulls `table`. The caller holds the context's sync lock.
+/// What one page request asks, apart from the position: the same for every page of a pull.
+struct PageQuery<'a> {
+    client: &'a Client,
+    table: &'a str,
+    user_filter: Option<String>,
+    extra: Vec<(String, String)>,
+    page_size: u32,
+}
+
+/// One page as received: its rows and whether the server announced more (`rel=next`).
+struct Page {
+    rows: Vec<Map<String, Value>>,
+    next_link: Option<String>,
+}
+
+impl PageQuery<'_> {
+    /// Sends the keyset request for the page after `after` and reads the answer.
+    async fn fetch(&self, after: Option<&DeltaToken>) -> Result<Page> {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(f) = page_filter(self.user_filter.as_deref(), after) {
+            pairs.push(("$filter", f));
+        }
+        pairs.push(("$orderby", "updatedAt,id".into()));
+        pairs.push(("$top", self.page_size.to_string()));
+        pairs.push(("__includeDeleted", "true".into()));
+        for (k, v) in &self.extra {
+            pairs.push((k.as_str(), v.clone()));
+        }
+        let url = format!(
+            "{}?{}",
+            self.client.table_url(self.table, None),
+            query_string(&pairs)
+        );
+        let resp = self
+            .client
+            .transport()
+            .send(self.client.request(Method::Get, url, None))
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        match resp.status {
+            200..=299 => {}
+            401 => return Err(Error::Unauthorized),
+            status => {
+                return Err(Error::Http {
+                    status,
+                    body: snippet(&resp),
+                })
+            }
+        }
+        Ok(Page {
+            rows: parse_page(&resp)?,
+            next_link: response_next_link(&resp),
+        })
+    }
+}
+
+/// Checks a page before any of it is applied (pure): every row has a key, and the last key lies
+/// beyond the pull position `after` (a server that ignored the keyset would make the pull loop
+/// forever). Returns the last row's key, the position after this page; `None` for an empty page.
+fn check_page(rows: &[Map<String, Value>], after: Option<&DeltaToken>) -> Result<Option<DeltaToken>> {
+    for item in rows {
+        row_key(item)?;
+    }
+    let Some(last) = rows.last() else {
+        return Ok(None);
+    };
+    let last_key = row_key(last)?;
+    if let Some(t) = after {
+        if (&last_key.updated_at, &last_key.id) <= (&t.updated_at, &t.id) {
+            return Err(Error::InvalidResponse(format!(
+                "the server returned rows at or before the pull position ({}, {:?}); it does not \
+                 support keyset paging on updatedAt,id",
+                t.updated_at, t.id
+            )));
+        }
+    }
+    Ok(Some(last_key))
+}
+
+/// Pulls `table`. The caller holds the context's sync lock. The session's capabilities are
+/// asked (once per session) only when the page size needs them, see
+/// [`page_size_needs_discovery`].
+///
+/// Pages are fetched one ahead: while page N is applied (one local transaction on the blocking
+/// pool), the request for page N+1 is already out, since its keyset position is page N's last
+/// row, known before page N is applied. At most two pages are held in memory. When the
+/// look-ahead request fails, page N is still applied (and its token saved) before the error is
+/// returned, so an interrupted pull resumes after the last page that arrived.
 pub(crate) async fn pull(
     session: &Session,
     table: &str,
@@ -252,12 +365,7 @@ pub(crate) async fn pull(
     let (client, store) = (&session.client, &session.store);
     store.table(table)?;
     let query_id = check_query_id(query_id)?.map(str::to_string);
-    if options.page_size == 0 || options.page_size > PAGE_SIZE_MAX {
-        return Err(Error::InvalidConfig(format!(
-            "page_size must be between 1 and {PAGE_SIZE_MAX} rows, got {}",
-            options.page_size
-        )));
-    }
+    choose_page_size(options.page_size, None)?;
     let parsed = parse_query(query)?;
     if parsed.select.is_some() {
         return Err(Error::UnsupportedPullOption("$select"));
@@ -274,7 +382,6 @@ pub(crate) async fn pull(
     if parsed.include_deleted || query.to_ascii_lowercase().contains("__includedeleted") {
         return Err(Error::UnsupportedPullOption("__includeDeleted"));
     }
-    let user_filter = parsed.filter.as_ref().map(|f| f.to_string());
 
     // A pulled row would overwrite un-pushed local edits: push the whole queue first (parents
     // before children across tables). If that push fails, so does the pull.
@@ -282,6 +389,24 @@ pub(crate) async fn pull(
     if store.run(move |c, _| q::pending_count(c, Some(&t))).await? > 0 {
         super::push::push_all(session).await?;
     }
+
+    let known = if page_size_needs_discovery(options.page_size) {
+        Some(
+            session
+                .known_capabilities()
+                .await
+                .map_err(|e| Error::Network(e.to_string()))?,
+        )
+    } else {
+        session.capabilities_if_known()
+    };
+    let page_query = PageQuery {
+        client,
+        table,
+        user_filter: parsed.filter.as_ref().map(|f| f.to_string()),
+        extra: parsed.extra.clone(),
+        page_size: choose_page_size(options.page_size, known.as_ref())?,
+    };
 
     let mut token = match &query_id {
         Some(qid) => {
@@ -291,73 +416,38 @@ pub(crate) async fn pull(
         None => None,
     };
     let mut summary = PullSummary::default();
-    loop {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
-        if let Some(f) = page_filter(user_filter.as_deref(), token.as_ref()) {
-            pairs.push(("$filter", f));
-        }
-        pairs.push(("$orderby", "updatedAt,id".into()));
-        pairs.push(("$top", options.page_size.to_string()));
-        pairs.push(("__includeDeleted", "true".into()));
-        for (k, v) in &parsed.extra {
-            pairs.push((k.as_str(), v.clone()));
-        }
-        let url = format!("{}?{}", client.table_url(table, None), query_string(&pairs));
-        let resp = client
-            .transport()
-            .send(client.request(Method::Get, url, None))
-            .await
-            .map_err(|e| Error::Network(e.to_string()))?;
-        match resp.status {
-            200..=299 => {}
-            401 => return Err(Error::Unauthorized),
-            status => {
-                return Err(Error::Http {
-                    status,
-                    body: snippet(&resp),
-                })
-            }
-        }
-        let page = parse_page(&resp)?;
-        let next = response_next_link(&resp);
+    let mut fetched = Some(page_query.fetch(token.as_ref()).await);
+    while let Some(page) = fetched.take() {
+        let page = page?;
         summary.pages += 1;
         // An empty page ends the pull even with a next link: there is no row to go on from.
-        let Some(last) = page.last() else {
+        let Some(last_key) = check_page(&page.rows, token.as_ref())? else {
             break;
         };
-        // Validate the whole page before applying any of it, and insist that the server honoured
-        // the keyset: a last key not beyond the token would make the pull loop forever.
-        for item in &page {
-            row_key(item)?;
-        }
-        let last_key = row_key(last)?;
-        if let Some(t) = &token {
-            if (&last_key.updated_at, &last_key.id) <= (&t.updated_at, &t.id) {
-                return Err(Error::InvalidResponse(format!(
-                    "the server returned rows at or before the pull position ({}, {:?}); it does not \
-                     support keyset paging on updatedAt,id",
-                    t.updated_at, t.id
-                )));
-            }
-        }
         // A short page is the last one only if the server does not say there is more (it may cap
         // pages below our `$top`).
-        let more = page.len() as u64 >= u64::from(options.page_size) || next.is_some();
-        if let Some(link) = &next {
-            tracing::debug!(table, rows = page.len(), %link, "the server announces a next page");
+        let more = page.rows.len() as u64 >= u64::from(page_query.page_size)
+            || page.next_link.is_some();
+        if let Some(link) = &page.next_link {
+            tracing::debug!(table, rows = page.rows.len(), %link, "the server announces a next page");
         }
         let (s, qid, tok) = (store.clone(), query_id.clone(), last_key.clone());
         let tname = table.to_string();
-        let applied = store
-            .run(move |c, _| q::apply_page(c, s.table(&tname)?, &page, qid.as_deref(), Some(&tok)))
-            .await?;
+        let rows = page.rows;
+        let apply = store.run(move |c, _| {
+            q::apply_page(c, s.table(&tname)?, &rows, qid.as_deref(), Some(&tok))
+        });
+        let applied = if more {
+            let (applied, next) = tokio::join!(apply, page_query.fetch(Some(&last_key)));
+            fetched = Some(next);
+            applied?
+        } else {
+            apply.await?
+        };
         summary.upserted += applied.upserted;
         summary.deleted += applied.deleted;
         summary.skipped += applied.skipped;
         token = Some(last_key);
-        if !more {
-            break;
-        }
     }
     Ok(summary)
 }

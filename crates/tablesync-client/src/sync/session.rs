@@ -12,6 +12,7 @@ use crate::capabilities::{BatchCapability, Capabilities};
 use crate::client::Client;
 use crate::conflict::SyncHandler;
 use crate::store::Store;
+use crate::transport::TransportError;
 
 /// The shared state of a sync context.
 pub(crate) struct Session {
@@ -54,17 +55,26 @@ impl Session {
     /// `GET {base}/$capabilities` the first time it is needed and remembered for the life of
     /// the session. A network failure gives the default and is not remembered.
     pub(crate) async fn capabilities(&self) -> Capabilities {
+        self.known_capabilities().await.unwrap_or_default()
+    }
+
+    /// [`Session::capabilities`], but a network failure is returned (and not remembered), for
+    /// callers that should not go on without an answer (a pull choosing its page size).
+    pub(crate) async fn known_capabilities(&self) -> Result<Capabilities, TransportError> {
         if let Some(known) = self.capabilities.get() {
-            return known.clone();
+            return Ok(known.clone());
         }
-        match super::discover(&self.client).await {
-            Some(found) => self
-                .capabilities
-                .get_or_init(|| async { found })
-                .await
-                .clone(),
-            None => Capabilities::default(),
-        }
+        let found = super::discover(&self.client).await?;
+        Ok(self
+            .capabilities
+            .get_or_init(|| async { found })
+            .await
+            .clone())
+    }
+
+    /// What the server offers, if this session has asked already (no request).
+    pub(crate) fn capabilities_if_known(&self) -> Option<Capabilities> {
+        self.capabilities.get().cloned()
     }
 
     /// The batch endpoint a push uses, if any: the server must offer one, the client must not
