@@ -1039,7 +1039,10 @@ pub(crate) fn apply_page(
     query_id: Option<&str>,
     token: Option<&DeltaToken>,
 ) -> Result<PageApplied> {
-    let tx = conn.transaction()?;
+    // Immediate: the page writes anyway, and taking the write lock first lets SQLite's busy
+    // timeout wait for another process's writer (a deferred transaction that read first fails
+    // at once when it cannot upgrade).
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let ids: Vec<&str> = page
         .iter()
         .filter_map(|item| item.get("id").and_then(Value::as_str))
@@ -1570,5 +1573,103 @@ mod tests {
             panic!("{w:?}")
         };
         assert_eq!((m.op.item_id.as_str(), m.op.state), ("m", OpState::Pending));
+    }
+
+    fn token(id: &str) -> DeltaToken {
+        DeltaToken {
+            updated_at: "2024-01-01T00:00:00.000Z".into(),
+            id: id.into(),
+        }
+    }
+
+    fn pulled_row(id: &str, text: &str) -> Map<String, Value> {
+        obj(json!({"id": id, "updatedAt": "2024-01-01T00:00:00.000Z", "version": "v1",
+                   "deleted": false, "text": text, "complete": true}))
+    }
+
+    #[test]
+    fn a_page_and_its_token_commit_together_or_not_at_all() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        // The last row cannot be stored: nothing of the page is, and the token does not move.
+        let mut bad = vec![pulled_row("a", "x"), pulled_row("b", "y")];
+        bad.push(obj(json!({"id": "c", "text": 7})));
+        let err = apply_page(&mut c, &def, &bad, Some("q"), Some(&token("c"))).unwrap_err();
+        assert!(matches!(err, Error::TypeMismatch { .. }), "{err:?}");
+        assert!(!rows::row_exists(&c, "TodoItem", "a").unwrap());
+        assert_eq!(load_token(&c, "TodoItem", "q").unwrap(), None);
+        let good = vec![pulled_row("a", "x"), pulled_row("b", "y")];
+        let applied = apply_page(&mut c, &def, &good, Some("q"), Some(&token("b"))).unwrap();
+        assert_eq!((applied.upserted, applied.deleted, applied.skipped), (2, 0, 0));
+        assert_eq!(load_token(&c, "TodoItem", "q").unwrap(), Some(token("b")));
+        assert_eq!(
+            rows::read_row(&c, &def, "b").unwrap().unwrap()["text"],
+            json!("y")
+        );
+    }
+
+    #[test]
+    fn a_page_never_overwrites_or_deletes_rows_with_queued_operations() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        apply_page(
+            &mut c,
+            &def,
+            &[pulled_row("u", "server 1"), pulled_row("d", "server 1")],
+            None,
+            None,
+        )
+        .unwrap();
+        local_insert(&mut c, &def, obj(json!({"id": "i", "text": "local"}))).unwrap();
+        local_update(&mut c, &def, obj(json!({"id": "u", "text": "local"}))).unwrap();
+        local_update(&mut c, &def, obj(json!({"id": "d", "text": "local"}))).unwrap();
+        let mut tombstone = pulled_row("d", "server 2");
+        tombstone.insert("deleted".into(), json!(true));
+        let page = vec![
+            pulled_row("i", "server 2"),
+            pulled_row("u", "server 2"),
+            tombstone,
+            pulled_row("free", "server 2"),
+        ];
+        let applied = apply_page(&mut c, &def, &page, Some("q"), Some(&token("free"))).unwrap();
+        assert_eq!((applied.upserted, applied.deleted, applied.skipped), (1, 0, 3));
+        for id in ["i", "u", "d"] {
+            assert_eq!(
+                rows::read_row(&c, &def, id).unwrap().unwrap()["text"],
+                json!("local"),
+                "{id}"
+            );
+            assert!(find_op(&c, "TodoItem", id).unwrap().is_some());
+        }
+        assert_eq!(
+            rows::read_row(&c, &def, "free").unwrap().unwrap()["text"],
+            json!("server 2")
+        );
+        // The token moves past the skipped rows (keyset paging cannot revisit them).
+        assert_eq!(load_token(&c, "TodoItem", "q").unwrap(), Some(token("free")));
+        // Once the queue is empty, the same page is applied in full.
+        c.execute("DELETE FROM \"__operations\"", []).unwrap();
+        let applied = apply_page(&mut c, &def, &page, None, None).unwrap();
+        assert_eq!((applied.upserted, applied.deleted, applied.skipped), (3, 1, 0));
+        assert!(!rows::row_exists(&c, "TodoItem", "d").unwrap());
+        assert_eq!(
+            rows::read_row(&c, &def, "u").unwrap().unwrap()["text"],
+            json!("server 2")
+        );
+    }
+
+    #[test]
+    fn pending_ids_are_found_in_one_query_whatever_the_ids() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        for id in ["a", "o'k", "with space \u{1F600}", "é"] {
+            local_insert(&mut c, &def, obj(json!({"id": id, "text": "x"}))).unwrap();
+        }
+        let found = pending_item_ids(&c, "TodoItem", &["a", "o'k", "with space \u{1F600}", "é", "none"]).unwrap();
+        let mut found: Vec<String> = found.into_iter().collect();
+        found.sort();
+        assert_eq!(found, vec!["a", "o'k", "with space \u{1F600}", "é"]);
+        assert!(pending_item_ids(&c, "Other", &["a"]).unwrap().is_empty());
+        assert!(pending_item_ids(&c, "TodoItem", &[]).unwrap().is_empty());
     }
 }

@@ -684,4 +684,45 @@ mod tests {
             Err(Error::InvalidId { .. })
         ));
     }
+
+    #[test]
+    fn the_row_writer_stores_what_write_server_stores() {
+        let c = conn();
+        let d = def();
+        let full = obj(json!({"id":"w","createdAt":"2020-01-01T00:00:00Z","updatedAt":"2020-01-02T00:00:00.5+01:00",
+            "version":7,"deleted":null,"text":"t","n":2.5,"b":true,"due":"2020-01-03T00:00:00Z","extra":"ignored"}));
+        let mut writer = ServerRowWriter::new(&d);
+        writer.upsert(&c, "w", &full).unwrap();
+        write_server(&c, &d, &obj(json!({"id":"v"}))).unwrap();
+        write_server(&c, &d, &{
+            let mut m = full.clone();
+            m.insert("id".into(), json!("v"));
+            m
+        })
+        .unwrap();
+        let mut w = read_row(&c, &d, "w").unwrap().unwrap();
+        let mut v = read_row(&c, &d, "v").unwrap().unwrap();
+        w.remove("id");
+        v.remove("id");
+        assert_eq!(w, v);
+        assert_eq!(w["version"], json!("7"));
+        assert_eq!(w["updatedAt"], json!("2020-01-01T23:00:00.500Z"));
+        // A later copy without some columns leaves them as they are; a new key set is a new
+        // statement.
+        writer
+            .upsert(&c, "w", &obj(json!({"id":"w","text":"t2","version":"8"})))
+            .unwrap();
+        let w = read_row(&c, &d, "w").unwrap().unwrap();
+        assert_eq!((&w["text"], &w["n"], &w["version"]), (&json!("t2"), &json!(2.5), &json!("8")));
+        writer.upsert(&c, "bare", &obj(json!({"id":"bare"}))).unwrap();
+        assert_eq!(read_row(&c, &d, "bare").unwrap().unwrap()["deleted"], json!(false));
+        assert!(matches!(
+            writer.upsert(&c, "w", &obj(json!({"id":"w","b":"yes"}))),
+            Err(Error::TypeMismatch { .. })
+        ));
+        assert!(matches!(
+            writer.upsert(&c, "a/b", &obj(json!({"id":"a/b"}))),
+            Err(Error::InvalidResponse(_))
+        ));
+    }
 }

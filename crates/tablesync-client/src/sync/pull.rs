@@ -473,6 +473,74 @@ mod tests {
     }
 
     #[test]
+    fn page_sizes() {
+        let ours = Capabilities {
+            page_size_max: Some(1000),
+            ..Capabilities::default()
+        };
+        let official = Capabilities::default();
+        // Automatic: the server's largest page, else the protocol's default.
+        assert!(page_size_needs_discovery(None));
+        assert_eq!(choose_page_size(None, Some(&ours)).unwrap(), 1000);
+        assert_eq!(choose_page_size(None, Some(&official)).unwrap(), 50);
+        assert_eq!(choose_page_size(None, None).unwrap(), 50);
+        // Explicit: wins, clamped to what the server allows (1000 when it does not say).
+        assert!(!page_size_needs_discovery(Some(3)));
+        assert!(!page_size_needs_discovery(Some(50)));
+        assert!(page_size_needs_discovery(Some(51)));
+        assert_eq!(choose_page_size(Some(3), None).unwrap(), 3);
+        assert_eq!(choose_page_size(Some(3), Some(&ours)).unwrap(), 3);
+        assert_eq!(choose_page_size(Some(5000), Some(&ours)).unwrap(), 1000);
+        assert_eq!(choose_page_size(Some(5000), Some(&official)).unwrap(), 1000);
+        let small = Capabilities {
+            page_size_max: Some(10),
+            ..Capabilities::default()
+        };
+        assert_eq!(choose_page_size(Some(50), Some(&small)).unwrap(), 10);
+        assert!(matches!(
+            choose_page_size(Some(0), Some(&ours)),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn pages_must_move_past_the_position() {
+        let row = |u: &str, id: &str| -> Map<String, Value> {
+            serde_json::from_value(serde_json::json!({"id": id, "updatedAt": u})).unwrap()
+        };
+        let t = DeltaToken {
+            updated_at: "2020-01-01T00:00:00.000Z".into(),
+            id: "b".into(),
+        };
+        assert_eq!(check_page(&[], Some(&t)).unwrap(), None);
+        let ahead = [row("2020-01-01T00:00:00Z", "c")];
+        assert_eq!(
+            check_page(&ahead, Some(&t)).unwrap(),
+            Some(DeltaToken {
+                updated_at: "2020-01-01T00:00:00.000Z".into(),
+                id: "c".into()
+            })
+        );
+        for behind in [
+            row("2020-01-01T00:00:00.000Z", "b"),
+            row("2020-01-01T00:00:00.000Z", "a"),
+            row("2019-12-31T23:59:59.999Z", "z"),
+        ] {
+            assert!(matches!(
+                check_page(&[behind], Some(&t)),
+                Err(Error::InvalidResponse(_))
+            ));
+        }
+        // Any row without a key spoils the page, not only the last one.
+        let mut bad = ahead.to_vec();
+        bad.insert(0, serde_json::from_str(r#"{"id":"x"}"#).unwrap());
+        assert!(matches!(
+            check_page(&bad, None),
+            Err(Error::InvalidResponse(_))
+        ));
+    }
+
+    #[test]
     fn filters() {
         assert_eq!(page_filter(None, None), None);
         assert_eq!(

@@ -123,9 +123,25 @@ impl OurServer {
         server
     }
 
+    /// Our server on a fresh database of `kind` whose largest page is `page_size_max` rows.
+    pub async fn start_with_page_size_max(kind: StoreKind, page_size_max: u64) -> Self {
+        let db = fresh_database(kind).await;
+        let mut config = tablesync_server::Config::default_todo().with_database(db.url());
+        config.limits.page_size_max = page_size_max;
+        for table in &mut config.tables {
+            table.page_size = table.page_size.min(page_size_max);
+        }
+        let mut server = Self::start_with(config).await;
+        server.db = Some(db);
+        server
+    }
+
     /// Our server on an existing test database (which outlives it).
     pub async fn start_on(db: &TestDatabase) -> Self {
-        let config = tablesync_server::Config::default_todo().with_database(db.url());
+        Self::start_with(tablesync_server::Config::default_todo().with_database(db.url())).await
+    }
+
+    async fn start_with(config: tablesync_server::Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let server = tablesync_server::Server::open(config).await.unwrap();

@@ -39,5 +39,6 @@ mod local;
 mod lost_answers;
 mod official;
 mod ours;
+mod pull;
 mod scenario;
 mod transaction;
