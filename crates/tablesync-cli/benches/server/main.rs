@@ -19,6 +19,7 @@
 
 mod process;
 mod report;
+mod rng;
 mod workload;
 
 use std::process::ExitCode;

@@ -85,16 +85,22 @@ owner_column = "userId"
 /// The official Node server (`interop/official-server.js`: azure-mobile-apps 4.0.2 on its
 /// sqlite provider) on a free port with a fresh data file in a temporary directory.
 pub fn official(log_level: &str) -> anyhow::Result<ServerProcess> {
-    let interop = interop_dir()?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    Ok(official_on(&dir.path().join("official.sqlite"), log_level)?.keep_alive(dir))
+}
+
+/// The official Node server on the data file `db_file` (created when missing), which the caller
+/// keeps (the sync bench seeds it between two runs of the server).
+pub fn official_on(db_file: &Path, log_level: &str) -> anyhow::Result<ServerProcess> {
+    let interop = interop_dir()?;
     let mut command = Command::new("node");
     command
         .arg(interop.join("official-server.js"))
         .current_dir(&interop)
-        .env("DB_FILE", dir.path().join("official.sqlite"))
+        .env("DB_FILE", db_file)
         .env("PORT", "0")
         .env("OFFICIAL_SERVER_LOG_LEVEL", log_level);
-    Ok(spawn(command, "the official Node server")?.keep_alive(dir))
+    spawn(command, "the official Node server")
 }
 
 /// `<repo>/interop`, after checking that its npm packages are installed.

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::report::{Measurement, Rate};
+use crate::rng::SplitMix64;
 
 /// The table every server under test serves with the same columns (text, complete, soft delete).
 const TABLE: &str = "TodoItem";
@@ -101,38 +102,6 @@ impl DataSet {
             reads,
             updates,
         }
-    }
-}
-
-/// SplitMix64: a tiny, well-mixed deterministic generator (no `rand` dependency needed for a
-/// reproducible data set).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform-enough index in `0..n` (`n` ≥ 1; the modulo bias is irrelevant here).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    /// A lower-case UUID-v4-shaped id, like the ids the official clients generate.
-    fn uuid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            ((b >> 48) & 0x3fff) | 0x8000,
-            b & 0xffff_ffff_ffff
-        )
     }
 }
 

@@ -1032,7 +1032,26 @@ pub(crate) fn pending_item_ids(
 /// queued operation are not touched (ARCHITECTURE.md invariant); the page's ids are checked
 /// against the queue with one query. `deleted: true` rows are removed; the others are upserted
 /// through cached prepared statements.
+///
+/// The page commits with `synchronous = NORMAL` (no fsync in WAL mode; the connection's own
+/// setting is restored afterwards): power loss may drop the last pages a pull applied, but
+/// always together with their token, so the next pull downloads them again. Local writes keep
+/// the connection's setting (FULL), and their fsync also covers every page committed before.
 pub(crate) fn apply_page(
+    conn: &mut Connection,
+    def: &TableDefinition,
+    page: &[Map<String, Value>],
+    query_id: Option<&str>,
+    token: Option<&DeltaToken>,
+) -> Result<PageApplied> {
+    let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let applied = apply_page_in_one_transaction(conn, def, page, query_id, token);
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    applied
+}
+
+fn apply_page_in_one_transaction(
     conn: &mut Connection,
     def: &TableDefinition,
     page: &[Map<String, Value>],
@@ -1583,8 +1602,10 @@ mod tests {
     }
 
     fn pulled_row(id: &str, text: &str) -> Map<String, Value> {
-        obj(json!({"id": id, "updatedAt": "2024-01-01T00:00:00.000Z", "version": "v1",
-                   "deleted": false, "text": text, "complete": true}))
+        obj(
+            json!({"id": id, "updatedAt": "2024-01-01T00:00:00.000Z", "version": "v1",
+                   "deleted": false, "text": text, "complete": true}),
+        )
     }
 
     #[test]
@@ -1600,12 +1621,20 @@ mod tests {
         assert_eq!(load_token(&c, "TodoItem", "q").unwrap(), None);
         let good = vec![pulled_row("a", "x"), pulled_row("b", "y")];
         let applied = apply_page(&mut c, &def, &good, Some("q"), Some(&token("b"))).unwrap();
-        assert_eq!((applied.upserted, applied.deleted, applied.skipped), (2, 0, 0));
+        assert_eq!(
+            (applied.upserted, applied.deleted, applied.skipped),
+            (2, 0, 0)
+        );
         assert_eq!(load_token(&c, "TodoItem", "q").unwrap(), Some(token("b")));
         assert_eq!(
             rows::read_row(&c, &def, "b").unwrap().unwrap()["text"],
             json!("y")
         );
+        // Pages commit without fsync; local writes keep the connection's setting (FULL).
+        let synchronous: i64 = c
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2);
     }
 
     #[test]
@@ -1632,7 +1661,10 @@ mod tests {
             pulled_row("free", "server 2"),
         ];
         let applied = apply_page(&mut c, &def, &page, Some("q"), Some(&token("free"))).unwrap();
-        assert_eq!((applied.upserted, applied.deleted, applied.skipped), (1, 0, 3));
+        assert_eq!(
+            (applied.upserted, applied.deleted, applied.skipped),
+            (1, 0, 3)
+        );
         for id in ["i", "u", "d"] {
             assert_eq!(
                 rows::read_row(&c, &def, id).unwrap().unwrap()["text"],
@@ -1646,11 +1678,17 @@ mod tests {
             json!("server 2")
         );
         // The token moves past the skipped rows (keyset paging cannot revisit them).
-        assert_eq!(load_token(&c, "TodoItem", "q").unwrap(), Some(token("free")));
+        assert_eq!(
+            load_token(&c, "TodoItem", "q").unwrap(),
+            Some(token("free"))
+        );
         // Once the queue is empty, the same page is applied in full.
         c.execute("DELETE FROM \"__operations\"", []).unwrap();
         let applied = apply_page(&mut c, &def, &page, None, None).unwrap();
-        assert_eq!((applied.upserted, applied.deleted, applied.skipped), (3, 1, 0));
+        assert_eq!(
+            (applied.upserted, applied.deleted, applied.skipped),
+            (3, 1, 0)
+        );
         assert!(!rows::row_exists(&c, "TodoItem", "d").unwrap());
         assert_eq!(
             rows::read_row(&c, &def, "u").unwrap().unwrap()["text"],
@@ -1665,7 +1703,12 @@ mod tests {
         for id in ["a", "o'k", "with space \u{1F600}", "é"] {
             local_insert(&mut c, &def, obj(json!({"id": id, "text": "x"}))).unwrap();
         }
-        let found = pending_item_ids(&c, "TodoItem", &["a", "o'k", "with space \u{1F600}", "é", "none"]).unwrap();
+        let found = pending_item_ids(
+            &c,
+            "TodoItem",
+            &["a", "o'k", "with space \u{1F600}", "é", "none"],
+        )
+        .unwrap();
         let mut found: Vec<String> = found.into_iter().collect();
         found.sort();
         assert_eq!(found, vec!["a", "o'k", "with space \u{1F600}", "é"]);

@@ -390,7 +390,9 @@ impl<'d> ServerRowWriter<'d> {
             );
         }
         let names: String = assigned.iter().map(|c| format!(", \"{c}\"")).collect();
-        let placeholders: String = (0..assigned.len()).map(|i| format!(", ?{}", i + 2)).collect();
+        let placeholders: String = (0..assigned.len())
+            .map(|i| format!(", ?{}", i + 2))
+            .collect();
         let sets: Vec<String> = assigned
             .iter()
             .map(|c| format!("\"{c}\" = excluded.\"{c}\""))
@@ -689,8 +691,10 @@ mod tests {
     fn the_row_writer_stores_what_write_server_stores() {
         let c = conn();
         let d = def();
-        let full = obj(json!({"id":"w","createdAt":"2020-01-01T00:00:00Z","updatedAt":"2020-01-02T00:00:00.5+01:00",
-            "version":7,"deleted":null,"text":"t","n":2.5,"b":true,"due":"2020-01-03T00:00:00Z","extra":"ignored"}));
+        let full = obj(
+            json!({"id":"w","createdAt":"2020-01-01T00:00:00Z","updatedAt":"2020-01-02T00:00:00.5+01:00",
+            "version":7,"deleted":null,"text":"t","n":2.5,"b":true,"due":"2020-01-03T00:00:00Z","extra":"ignored"}),
+        );
         let mut writer = ServerRowWriter::new(&d);
         writer.upsert(&c, "w", &full).unwrap();
         write_server(&c, &d, &obj(json!({"id":"v"}))).unwrap();
@@ -713,9 +717,17 @@ mod tests {
             .upsert(&c, "w", &obj(json!({"id":"w","text":"t2","version":"8"})))
             .unwrap();
         let w = read_row(&c, &d, "w").unwrap().unwrap();
-        assert_eq!((&w["text"], &w["n"], &w["version"]), (&json!("t2"), &json!(2.5), &json!("8")));
-        writer.upsert(&c, "bare", &obj(json!({"id":"bare"}))).unwrap();
-        assert_eq!(read_row(&c, &d, "bare").unwrap().unwrap()["deleted"], json!(false));
+        assert_eq!(
+            (&w["text"], &w["n"], &w["version"]),
+            (&json!("t2"), &json!(2.5), &json!("8"))
+        );
+        writer
+            .upsert(&c, "bare", &obj(json!({"id":"bare"})))
+            .unwrap();
+        assert_eq!(
+            read_row(&c, &d, "bare").unwrap().unwrap()["deleted"],
+            json!(false)
+        );
         assert!(matches!(
             writer.upsert(&c, "w", &obj(json!({"id":"w","b":"yes"}))),
             Err(Error::TypeMismatch { .. })

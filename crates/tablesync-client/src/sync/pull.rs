@@ -326,7 +326,10 @@ impl PageQuery<'_> {
 /// Checks a page before any of it is applied (pure): every row has a key, and the last key lies
 /// beyond the pull position `after` (a server that ignored the keyset would make the pull loop
 /// forever). Returns the last row's key, the position after this page; `None` for an empty page.
-fn check_page(rows: &[Map<String, Value>], after: Option<&DeltaToken>) -> Result<Option<DeltaToken>> {
+fn check_page(
+    rows: &[Map<String, Value>],
+    after: Option<&DeltaToken>,
+) -> Result<Option<DeltaToken>> {
     for item in rows {
         row_key(item)?;
     }
@@ -426,17 +429,16 @@ pub(crate) async fn pull(
         };
         // A short page is the last one only if the server does not say there is more (it may cap
         // pages below our `$top`).
-        let more = page.rows.len() as u64 >= u64::from(page_query.page_size)
-            || page.next_link.is_some();
+        let more =
+            page.rows.len() as u64 >= u64::from(page_query.page_size) || page.next_link.is_some();
         if let Some(link) = &page.next_link {
             tracing::debug!(table, rows = page.rows.len(), %link, "the server announces a next page");
         }
         let (s, qid, tok) = (store.clone(), query_id.clone(), last_key.clone());
         let tname = table.to_string();
         let rows = page.rows;
-        let apply = store.run(move |c, _| {
-            q::apply_page(c, s.table(&tname)?, &rows, qid.as_deref(), Some(&tok))
-        });
+        let apply = store
+            .run(move |c, _| q::apply_page(c, s.table(&tname)?, &rows, qid.as_deref(), Some(&tok)));
         let applied = if more {
             let (applied, next) = tokio::join!(apply, page_query.fetch(Some(&last_key)));
             fetched = Some(next);

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use tablesync_client::{
-    BoxFuture, Client, ClientOptions, Error, HttpRequest, HttpResponse, HttpTransport,
-    PullOptions, SyncContext, Transport, TransportError,
+    BoxFuture, Client, ClientOptions, Error, HttpRequest, HttpResponse, HttpTransport, PullOptions,
+    SyncContext, Transport, TransportError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -84,7 +84,13 @@ async fn the_official_server_is_pulled_with_the_protocols_default_page() {
     let a = context(&server.url, &dir.path().join("a.db"), None).await;
     insert_and_push(&a, 3).await;
     let recorder = Faulty::new();
-    let b = context_via(&server.url, &dir.path().join("b.db"), recorder.clone(), None).await;
+    let b = context_via(
+        &server.url,
+        &dir.path().join("b.db"),
+        recorder.clone(),
+        None,
+    )
+    .await;
     let s = b
         .table("TodoItem")
         .unwrap()
@@ -106,7 +112,13 @@ async fn an_explicit_page_size_wins_clamped_to_the_servers_limit(kind: StoreKind
 
     // Up to the protocol's default page no discovery is needed: the size is sent as it is.
     let recorder = Faulty::new();
-    let b = context_via(&server.url, &dir.path().join("b.db"), recorder.clone(), None).await;
+    let b = context_via(
+        &server.url,
+        &dir.path().join("b.db"),
+        recorder.clone(),
+        None,
+    )
+    .await;
     let bt = b.table("TodoItem").unwrap();
     let s = bt
         .pull_with_options(Some("all"), "", PullOptions::with_page_size(4))
@@ -120,7 +132,13 @@ async fn an_explicit_page_size_wins_clamped_to_the_servers_limit(kind: StoreKind
     // Above it, the server's limit is asked once and the size clamped to it (the server
     // would refuse `$top=500` with 400).
     let recorder = Faulty::new();
-    let c = context_via(&server.url, &dir.path().join("c.db"), recorder.clone(), None).await;
+    let c = context_via(
+        &server.url,
+        &dir.path().join("c.db"),
+        recorder.clone(),
+        None,
+    )
+    .await;
     let ct = c.table("TodoItem").unwrap();
     let s = ct
         .pull_with_options(None, "", PullOptions::with_page_size(500))
@@ -137,7 +155,10 @@ async fn an_explicit_page_size_wins_clamped_to_the_servers_limit(kind: StoreKind
         .unwrap();
     assert_eq!(s.upserted, 10);
     let later = &recorder.get_urls()[gets.len()..];
-    assert!(!later.is_empty() && later.iter().all(|u| top_of(u) == 7), "{later:?}");
+    assert!(
+        !later.is_empty() && later.iter().all(|u| top_of(u) == 7),
+        "{later:?}"
+    );
 
     assert!(matches!(
         ct.pull_with_options(None, "", PullOptions::with_page_size(0))
@@ -284,9 +305,11 @@ async fn gzip_is_accepted_by_default_and_can_be_switched_off() {
     for db in ["a.db", "b.db"] {
         let conn = rusqlite::Connection::open(dir.path().join(db)).unwrap();
         let len: i64 = conn
-            .query_row("SELECT length(text) FROM \"TodoItem\" WHERE id = 'big'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT length(text) FROM \"TodoItem\" WHERE id = 'big'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(len, 100_000, "{db}");
     }

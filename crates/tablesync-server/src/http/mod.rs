@@ -17,10 +17,12 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::CompressionLevel;
 
 use crate::app::App;
 use crate::config::CorsConfig;
@@ -56,7 +58,9 @@ pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(Arc::clone(&app), middleware::timeout))
-        .layer(CompressionLayer::new())
+        // The fastest level: on a fast network compressing costs more time than the bytes it
+        // saves, and level 1 already shrinks JSON pages several times.
+        .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
         .layer(cors_layer(cors))
         .layer(from_fn(middleware::log_and_stamp))
         .with_state(app)
@@ -94,6 +98,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // TCP_NODELAY: a gzip answer is streamed as chunks, and with Nagle's algorithm its last
+    // small chunk waits for the client's delayed ACK (tens of ms per request on a kept-alive
+    // connection, measured by the sync bench).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(app, cors))
         .with_graceful_shutdown(shutdown)
         .await
