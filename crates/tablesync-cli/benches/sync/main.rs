@@ -332,7 +332,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 eprintln!("sync bench: push to {label}");
                 let push_store = work.path().join(format!("{name}-push.db"));
                 copy_store(&queue_template, &push_store)?;
-                let pushed = measure::push(&url, &push_store, pid).await?;
+                let pushed = measure::push(&url, &push_store, pid, false).await?;
                 problems.extend(report_error("push", label, &pushed, args.push_ops as u64));
                 let mix = queue_mix.unwrap_or_default();
                 let mut row = timed_row(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 use tablesync_client::{
-    BoxFuture, Client, ColumnType, HttpRequest, HttpResponse, HttpTransport, LocalStore,
-    SyncContext, TableDefinition, Transport, TransportError,
+    BoxFuture, Client, ClientOptions, ColumnType, HttpRequest, HttpResponse, HttpTransport,
+    LocalStore, SyncContext, TableDefinition, Transport, TransportError,
 };
 
 use crate::data::TABLE;
@@ -74,13 +74,19 @@ fn todo_store(path: &Path) -> anyhow::Result<LocalStore> {
     Ok(store)
 }
 
-/// A context on the store file `path` talking to `url` through `transport`.
+/// A context on the store file `path` talking to `url` through `transport`, with the SDK's
+/// default options except `batch_push` when given.
 pub async fn context(
     url: &str,
     path: &Path,
     transport: Arc<Counting>,
+    batch_push: Option<bool>,
 ) -> anyhow::Result<SyncContext> {
-    let client = Client::with_transport(url, transport)?;
+    let mut options = ClientOptions::default();
+    if let Some(batch) = batch_push {
+        options = options.with_batch_push(batch);
+    }
+    let client = Client::with_transport_and_options(url, transport, options)?;
     Ok(SyncContext::initialize(client, todo_store(path)?).await?)
 }
 
@@ -163,7 +169,7 @@ pub async fn cold_pull(
     server_pid: u32,
 ) -> anyhow::Result<Timed> {
     let transport = Counting::new(accept_gzip)?;
-    let ctx = context(url, path, transport.clone()).await?;
+    let ctx = context(url, path, transport.clone(), None).await?;
     let table = ctx.table(TABLE)?;
     let cpu = CpuMeter::start(server_pid);
     let started = Instant::now();
@@ -194,7 +200,7 @@ pub async fn empty_pulls(
     pulls: usize,
 ) -> anyhow::Result<((u64, Duration), Vec<(u64, Duration)>)> {
     let transport = Counting::new(true)?;
-    let ctx = context(url, path, transport.clone()).await?;
+    let ctx = context(url, path, transport.clone(), None).await?;
     let table = ctx.table(TABLE)?;
     let mut runs = Vec::with_capacity(pulls);
     for _ in 0..pulls.max(1) + 1 {
@@ -309,7 +315,7 @@ pub async fn queue_operations(
     ops: usize,
     seed: u64,
 ) -> anyhow::Result<QueueMix> {
-    let ctx = context("http://127.0.0.1:9/", path, Counting::new(true)?).await?;
+    let ctx = context("http://127.0.0.1:9/", path, Counting::new(true)?, None).await?;
     let table = ctx.table(TABLE)?;
     let mut rng = SplitMix64(seed ^ 0x5155_4555);
     let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -351,10 +357,11 @@ pub async fn queue_operations(
     Ok(mix)
 }
 
-/// Pushes the queue of the store `path` to `url`.
-pub async fn push(url: &str, path: &Path, server_pid: u32) -> anyhow::Result<Timed> {
+/// Pushes the queue of the store `path` to `url`, one request per operation
+/// (`ClientOptions::batch_push` off), or batched when the server offers it if `batched`.
+pub async fn push(url: &str, path: &Path, server_pid: u32, batched: bool) -> anyhow::Result<Timed> {
     let transport = Counting::new(true)?;
-    let ctx = context(url, path, transport.clone()).await?;
+    let ctx = context(url, path, transport.clone(), Some(batched)).await?;
     let queued = ctx.pending_operations().await?;
     let cpu = CpuMeter::start(server_pid);
     let started = Instant::now();
