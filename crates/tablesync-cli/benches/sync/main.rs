@@ -195,12 +195,17 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let mut problems: Vec<String> = Vec::new();
 
     eprintln!("sync bench: raw insert of {} rows", rows.len());
+    let raw_cpu_start = measure::cpu_time("self");
     let raw_wall = data::raw_insert(&work.path().join("raw.db"), &rows)?;
+    let raw_cpu = raw_cpu_start
+        .zip(measure::cpu_time("self"))
+        .map(|(a, b)| b.saturating_sub(a));
     let raw = Row {
         measurement: "raw rusqlite insert (1 transaction, 1 prepared statement)".into(),
         server: LOCAL.into(),
         items: rows.len() as u64,
         wall: raw_wall,
+        client_cpu: raw_cpu,
         unit: "rows/s",
         versus: "(anchor of the cold pulls)".into(),
         ..Row::default()

@@ -20,10 +20,18 @@ use tablesync_protocol::system;
 const EXACT_INTEGER_MAX: f64 = 9_007_199_254_740_992.0;
 
 /// Normalises a date string to the wire form `YYYY-MM-DDTHH:MM:SS.sssZ`.
+///
+/// A valid date already in the wire form (what our server and the official ones send, three
+/// dates per pulled row) is returned as it is: the parser checks every field's range and
+/// normalises nothing else, so a 24-byte string with `T`, `.` and `Z` in place that parses is
+/// its own wire form, and formatting it again (a fifth of a cold pull's CPU) is skipped.
 pub(crate) fn normalize_date(s: &str) -> Option<String> {
-    tablesync_protocol::time::parse_timestamp(s)
-        .ok()
-        .map(|t| t.to_string())
+    let t = tablesync_protocol::time::parse_timestamp(s).ok()?;
+    let b = s.as_bytes();
+    if b.len() == 24 && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z' {
+        return Some(s.to_string());
+    }
+    Some(t.to_string())
 }
 
 /// A JSON number from a double: integral values (|v| <= 2^53) as integers, so `5.0` reads `5`.
@@ -668,6 +676,34 @@ mod tests {
             read_row(&c, &d, "z").unwrap().unwrap()["deleted"],
             json!(false)
         );
+    }
+
+    #[test]
+    fn dates_in_the_wire_form_are_kept_and_others_normalised() {
+        for (input, wire) in [
+            ("2020-01-02T03:04:05.678Z", "2020-01-02T03:04:05.678Z"),
+            ("0001-01-01T00:00:00.000Z", "0001-01-01T00:00:00.000Z"),
+            ("2020-01-02t03:04:05.678z", "2020-01-02T03:04:05.678Z"),
+            ("2020-01-02T03:04:05.6789Z", "2020-01-02T03:04:05.678Z"),
+            ("2020-01-02T03:04:05.67Z", "2020-01-02T03:04:05.670Z"),
+            ("2020-01-02T03:04:05Z", "2020-01-02T03:04:05.000Z"),
+            ("2020-01-02T04:04:05+01:00", "2020-01-02T03:04:05.000Z"),
+        ] {
+            assert_eq!(normalize_date(input).as_deref(), Some(wire), "{input}");
+            let formatted = tablesync_protocol::time::parse_timestamp(input)
+                .unwrap()
+                .to_string();
+            assert_eq!(formatted, wire, "{input}");
+        }
+        for bad in [
+            "2020-02-30T00:00:00.000Z",
+            "2020-01-01T24:00:00.000Z",
+            "2020-01-01T00:00:60.000Z",
+            "2020-13-01T00:00:00.000Z",
+            "2020-01-01T00:00:00.000X",
+        ] {
+            assert_eq!(normalize_date(bad), None, "{bad}");
+        }
     }
 
     #[test]
