@@ -377,7 +377,7 @@ async fn cors_and_compression(kind: StoreKind) {
         .unwrap()
         .to_owned();
     assert!(methods.contains("PATCH"), "{methods}");
-    // gzip when asked for (reqwest here does not decode, so look at the header only).
+    // gzip when asked for (the test client does not decode, so look at the header only).
     let filler = "x".repeat(2000);
     s.patch("/tables/TodoItem/a", json!({"text": filler})).await;
     let r = s
