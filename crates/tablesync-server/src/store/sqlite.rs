@@ -59,9 +59,7 @@ impl SqliteStore {
         let busy = Duration::from_millis(config.busy_timeout_ms);
         let writer = Connection::open(path).map_err(|e| open_error(path, e))?;
         writer.busy_timeout(busy).map_err(classify)?;
-        let mode: String = writer
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(classify)?;
+        let mode = switch_to_wal(&writer, busy)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::new(
                 StoreErrorKind::Internal,
@@ -124,6 +122,25 @@ impl SqliteStore {
             f(&mut conn)
         })
         .await
+    }
+}
+
+/// `PRAGMA journal_mode = WAL`, retried while another process holds the file. SQLite does not
+/// call the busy handler for a journal-mode change, so several servers opening one fresh database
+/// at once would otherwise fail with "database is locked" at once instead of waiting their turn.
+fn switch_to_wal(conn: &Connection, busy: Duration) -> StoreResult<String> {
+    let deadline = std::time::Instant::now() + busy;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(mode) => return Ok(mode),
+            Err(e) => {
+                let err = classify(e);
+                if err.kind != StoreErrorKind::Busy || std::time::Instant::now() >= deadline {
+                    return Err(err);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 }
 
