@@ -30,7 +30,15 @@
 //! println!("{}", server.url()); // http://127.0.0.1:<port>
 //! ```
 //!
+//! [`proxy::FaultProxy`] sits on loopback between a client and a server and, under a seed,
+//! resets connections, cuts responses midway, delays them, and drops the response of a request
+//! the server applied (see [`proxy`]).
+//!
 //! Not part of the server's stable API.
+
+pub mod proxy;
+
+pub use proxy::{Fault, FaultPlan, FaultProxy, FaultStats};
 
 use std::any::Any;
 use std::ffi::OsStr;
