@@ -1696,6 +1696,82 @@ mod tests {
         );
     }
 
+    /// Makes every write of `what` (`INSERT`, `UPDATE` or `DELETE`) on `table` fail from now on
+    /// (a test-only trigger): a store failure at exactly that point of a transaction.
+    fn fail_on(c: &Connection, what: &str, table: &str) {
+        c.execute_batch(&format!(
+            "CREATE TRIGGER \"fail_{what}_{table}\" BEFORE {what} ON \"{table}\" \
+             BEGIN SELECT RAISE(ABORT, 'injected {what} failure'); END;"
+        ))
+        .unwrap();
+    }
+
+    /// The row write of a local update or delete fails after its operation was queued: the
+    /// queue is as before (one transaction), not left with an operation for a write that never
+    /// happened. Fails if `local_update`/`local_delete` commit the queue entry on its own.
+    #[test]
+    fn a_row_write_failing_after_queueing_leaves_the_queue_as_it_was() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        // Rows from the server: no queued operation yet.
+        apply_page(
+            &mut c,
+            &def,
+            &[pulled_row("u", "server"), pulled_row("d", "server")],
+            None,
+            None,
+        )
+        .unwrap();
+        // And one with a queued insert, whose entry a split transaction would rewrite.
+        local_insert(&mut c, &def, obj(json!({"id": "i", "text": "local"}))).unwrap();
+        let before = list_ops(&c).unwrap();
+        assert_eq!(before.len(), 1);
+
+        fail_on(&c, "UPDATE", "TodoItem");
+        for id in ["u", "i"] {
+            let err =
+                local_update(&mut c, &def, obj(json!({"id": id, "text": "new"}))).unwrap_err();
+            assert!(err.to_string().contains("injected UPDATE failure"), "{err}");
+            assert_eq!(list_ops(&c).unwrap(), before, "update of {id}");
+        }
+        fail_on(&c, "DELETE", "TodoItem");
+        for id in ["d", "i"] {
+            let err = local_delete(&mut c, &def, id).unwrap_err();
+            assert!(err.to_string().contains("injected DELETE failure"), "{err}");
+            assert_eq!(list_ops(&c).unwrap(), before, "delete of {id}");
+            assert!(rows::row_exists(&c, "TodoItem", id).unwrap());
+        }
+        assert_eq!(
+            rows::read_row(&c, &def, "u").unwrap().unwrap()["text"],
+            json!("server")
+        );
+    }
+
+    /// The store fails between a page's rows and its delta token: neither commits. Fails if the
+    /// token is saved in a transaction of its own after the rows (the rows would stay without
+    /// their token, or, the other way round, the token would move past rows never stored).
+    #[test]
+    fn a_failing_token_write_takes_the_page_rows_with_it() {
+        let (mut c, tables) = setup();
+        let def = tables["TodoItem"].clone();
+        let first = vec![pulled_row("a", "x")];
+        apply_page(&mut c, &def, &first, Some("q"), Some(&token("a"))).unwrap();
+        fail_on(&c, "INSERT", "__config");
+        fail_on(&c, "UPDATE", "__config");
+        let page = vec![pulled_row("a", "changed"), pulled_row("b", "y")];
+        let err = apply_page(&mut c, &def, &page, Some("q"), Some(&token("b"))).unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        assert!(!rows::row_exists(&c, "TodoItem", "b").unwrap());
+        assert_eq!(
+            rows::read_row(&c, &def, "a").unwrap().unwrap()["text"],
+            json!("x")
+        );
+        assert_eq!(load_token(&c, "TodoItem", "q").unwrap(), Some(token("a")));
+        // Without a query id there is no token to write: the page applies.
+        apply_page(&mut c, &def, &page, None, None).unwrap();
+        assert!(rows::row_exists(&c, "TodoItem", "b").unwrap());
+    }
+
     #[test]
     fn pending_ids_are_found_in_one_query_whatever_the_ids() {
         let (mut c, tables) = setup();
