@@ -38,6 +38,7 @@ mod errors;
 mod explain;
 mod extensions;
 mod garbage;
+mod hostile;
 mod isolation;
 mod per_user;
 mod query;
