@@ -40,6 +40,7 @@ mod extensions;
 mod garbage;
 mod isolation;
 mod per_user;
+mod portable;
 mod query;
 mod review;
 mod review2;
