@@ -105,6 +105,24 @@ pub fn is_valid_identifier(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
+/// Names no table may have as a user column, in any case: the system columns PostgreSQL adds to
+/// every table (`tableoid`, `xmin`, `cmin`, `xmax`, `cmax`, `ctid`; `oid` before version 12) and
+/// SQLite's names for the row id (`rowid`, `_rowid_`, `oid`).
+///
+/// PostgreSQL refuses to add such a column (a database error), while SQLite adds it and then
+/// shadows or is shadowed by its row id. One rule for both stores gives one answer: the config
+/// refuses such a column at load, and a dynamic-schema write naming one gets 400.
+pub const STORE_RESERVED_COLUMNS: [&str; 9] = [
+    "tableoid", "xmin", "cmin", "xmax", "cmax", "ctid", "oid", "rowid", "_rowid_",
+];
+
+/// Whether `name` (case-insensitive) is one of [`STORE_RESERVED_COLUMNS`].
+pub fn is_store_reserved_column(name: &str) -> bool {
+    STORE_RESERVED_COLUMNS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +175,18 @@ mod tests {
             validate_id("a\nb").unwrap_err().to_string(),
             "the id contains the control character U+000A at byte 1"
         );
+    }
+
+    #[test]
+    fn store_reserved_columns() {
+        for name in [
+            "xmin", "XMIN", "ctid", "tableoid", "cmax", "cmin", "xmax", "oid", "RowId", "_rowid_",
+        ] {
+            assert!(is_store_reserved_column(name), "{name}");
+        }
+        for name in ["text", "xmin2", "rowids", "id"] {
+            assert!(!is_store_reserved_column(name), "{name}");
+        }
     }
 
     #[test]

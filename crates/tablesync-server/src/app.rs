@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 use tablesync_protocol::error::ErrorCode;
+use tablesync_protocol::odata::limits::check_expressions;
 use tablesync_protocol::odata::query::{parse_query_string, QueryError};
 use tablesync_protocol::odata::sql::{lower_filter, lower_order_by};
 
@@ -337,6 +338,15 @@ impl App {
             });
         }
         let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
+        // The limits every store shares, before any lowering (one answer on every store).
+        let terms_max = self.limits.filter_terms_max;
+        check_expressions(query.filter.as_ref(), "$filter", terms_max).map_err(ApiError::Lower)?;
+        check_expressions(
+            query.order_by.iter().map(|o| &o.expr),
+            "$orderby",
+            terms_max,
+        )
+        .map_err(ApiError::Lower)?;
         let too_many = |code: ErrorCode, option: &str, terms: usize, max: usize| {
             ApiError::Query(QueryError {
                 code,
@@ -409,6 +419,15 @@ impl App {
         let (entry, scope) = self.authorize(table, TableOperation::Read, identity)?;
         check_id(id)?;
         let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
+        // The limits every store shares, before any lowering (one answer on every store).
+        let terms_max = self.limits.filter_terms_max;
+        check_expressions(query.filter.as_ref(), "$filter", terms_max).map_err(ApiError::Lower)?;
+        check_expressions(
+            query.order_by.iter().map(|o| &o.expr),
+            "$orderby",
+            terms_max,
+        )
+        .map_err(ApiError::Lower)?;
         let schema = self.current_schema(&entry).await?;
         match self.store.get(&schema, &scope, id).await? {
             Some(item) if query.include_deleted || !is_deleted(&item) => Ok(item),

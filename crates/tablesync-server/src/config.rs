@@ -80,6 +80,11 @@ pub struct Limits {
     pub orderby_terms_max: usize,
     /// Most names in one `$select`, in terms; more is 400 `invalid_select`.
     pub select_terms_max: usize,
+    /// Most terms (literals and property names) in one `$filter`, and in all `$orderby` keys
+    /// together, in terms; more is 400 `invalid_filter` / `invalid_orderby` on every store
+    /// (checked before lowering, like the depth estimate of `odata::limits`). At most 10000:
+    /// each literal is a bound parameter.
+    pub filter_terms_max: usize,
 }
 
 impl Default for Limits {
@@ -92,6 +97,7 @@ impl Default for Limits {
             columns_max: 256,
             orderby_terms_max: 32,
             select_terms_max: 128,
+            filter_terms_max: 2000,
         }
     }
 }
@@ -432,6 +438,10 @@ impl Config {
                     .into(),
             );
         }
+        let terms_limit = tablesync_protocol::odata::limits::FILTER_TERMS_MAX_LIMIT;
+        if !(1..=terms_limit).contains(&limits.filter_terms_max) {
+            return invalid(format!("limits.filter_terms_max must be 1..={terms_limit}"));
+        }
         if self.store.reader_connections == 0 {
             return invalid("store.reader_connections must be at least 1".into());
         }
@@ -506,6 +516,13 @@ impl Config {
                         table.name
                     ));
                 }
+                if system::is_store_reserved_column(column) {
+                    return invalid(format!(
+                        "table '{}': column '{column}' is a name the databases reserve ({})",
+                        table.name,
+                        system::STORE_RESERVED_COLUMNS.join(", ")
+                    ));
+                }
                 if !columns.insert(column.to_ascii_lowercase()) {
                     return invalid(format!(
                         "table '{}': column '{column}' is declared twice",
@@ -562,9 +579,10 @@ impl Config {
         if !system::is_valid_identifier(owner)
             || owner.len() > PG_IDENTIFIER_BYTES_MAX
             || system::ALL.iter().any(|s| s.eq_ignore_ascii_case(owner))
+            || system::is_store_reserved_column(owner)
         {
             return invalid(format!(
-                "table '{}': owner_column '{owner}' must be a valid column name of at most 63 bytes and not a system property",
+                "table '{}': owner_column '{owner}' must be a valid column name of at most 63 bytes and not a system property or a name the databases reserve",
                 table.name
             ));
         }
@@ -867,6 +885,14 @@ mod tests {
             (
                 "[[tables]]\nname = \"T\"\ncolumns = { id = \"string\" }",
                 "system property",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\ncolumns = { xmin = \"string\" }",
+                "reserve",
+            ),
+            (
+                "[[tables]]\nname = \"T\"\ncolumns = { RowId = \"number\" }",
+                "reserve",
             ),
             (
                 "[[tables]]\nname = \"T\"\ncolumns = { a = \"int\" }",

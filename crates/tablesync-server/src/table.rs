@@ -223,6 +223,12 @@ pub fn check_body(
                         "The property '{name}' cannot become a column: names must match ^[A-Za-z_][A-Za-z0-9_]{{0,127}}$"
                     )));
                 }
+                if system::is_store_reserved_column(name) {
+                    return Err(RuleError::UnknownColumn(format!(
+                        "The property '{name}' cannot become a column: the databases reserve the names {}",
+                        system::STORE_RESERVED_COLUMNS.join(", ")
+                    )));
+                }
                 // Like Node: a null does not create a column (its type is unknown); it is dropped.
                 match infer_type(name, value)? {
                     Some(ty) if !missing.iter().any(|c| c.name.eq_ignore_ascii_case(name)) => {

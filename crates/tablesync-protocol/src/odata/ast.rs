@@ -198,7 +198,7 @@ pub enum Function {
     ToUpper,
     /// `trim(s)`: strips leading and trailing spaces.
     Trim,
-    /// `concat(a, b)`: non-strings are converted to text.
+    /// `concat(a, b)`: both strings (or null).
     Concat,
     /// `substring(s, start[, len])`: `start` is zero-based.
     Substring,

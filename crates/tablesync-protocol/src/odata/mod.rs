@@ -12,6 +12,7 @@
 
 pub mod ast;
 mod lexer;
+pub mod limits;
 mod parser;
 mod print;
 pub mod query;

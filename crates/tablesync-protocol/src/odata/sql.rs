@@ -40,10 +40,15 @@
 //! * ORDER BY puts NULLs first when ascending on both (SQLite's order; PostgreSQL gets explicit
 //!   `NULLS FIRST`/`NULLS LAST`).
 //!
-//! Known differences that remain: `tolower`/`toupper` fold only ASCII on SQLite; `concat` of a
-//! number or boolean renders it the database's way (`5.0`/`1` on SQLite, `5`/`true` on
-//! PostgreSQL); a double overflow (`1e308 mul 10`) is infinity on SQLite but an error (400) on
-//! PostgreSQL.
+//! * `concat` takes strings only (each database renders numbers, booleans and dates as text its
+//!   own way).
+//! * before lowering, [`super::limits::check_expressions`] refuses what could reach one
+//!   database's limit only: too many terms, a NUL in a string literal, literal arithmetic that
+//!   overflows a double.
+//!
+//! Known differences that remain: `tolower`/`toupper` fold only ASCII on SQLite; arithmetic on
+//! stored values that overflows a double (`price mul 1e300` with a price of 1e10) is infinity
+//! on SQLite but an error (400) on PostgreSQL.
 //!
 //! Binding: stores bind [`SqlValue::Bool`] as INTEGER 0/1 on SQLite and BOOLEAN on PostgreSQL;
 //! [`SqlValue::Timestamp`] as its wire text on SQLite and as TIMESTAMPTZ on PostgreSQL. On
@@ -212,6 +217,25 @@ pub fn lower_order_by(
         sql: parts.join(", "),
         params: l.params,
     })
+}
+
+/// Operands of one chain joined flat up to this many, in operands; longer chains are grouped in
+/// runs of this many, so SQLite's parse tree (one level per operator of a flat run) stays
+/// shallow: a flat chain of 1000 `or` terms hit SQLite's expression depth limit of 1000.
+pub const CHAIN_RUN_MAX: usize = 32;
+
+/// `(a sep b sep …)`, as runs of at most [`CHAIN_RUN_MAX`] operands grouped recursively.
+fn group_chain(mut parts: Vec<String>, sep: &str) -> String {
+    while parts.len() > CHAIN_RUN_MAX {
+        parts = parts
+            .chunks(CHAIN_RUN_MAX)
+            .map(|run| match run {
+                [one] => one.clone(),
+                _ => format!("({})", run.join(sep)),
+            })
+            .collect();
+    }
+    format!("({})", parts.join(sep))
 }
 
 /// Double-quotes an identifier (embedded `"` doubled, although validated names have none).
@@ -462,8 +486,9 @@ impl<'a> Lowerer<'a> {
     }
 
     /// A chain of one associative operator (`and`, `or`, `add`, `mul`), lowered by a loop: the
-    /// parser accepts such chains at any length. `and`/`or` become one flat `(a OR b OR …)`
-    /// and `add`/`mul` one flat `(a + b + …)` (SQL's operators are left-associative too).
+    /// parser accepts such chains at any length. `and`/`or` become `(a OR b OR …)` and
+    /// `add`/`mul` `(a + b + …)` (SQL's operators are left-associative too), flat up to
+    /// [`CHAIN_RUN_MAX`] operands and grouped in runs beyond.
     fn chain(&mut self, e: &Expr, op: BinaryOp) -> Result<Val, LowerError> {
         let (first, rest) = e.chain(op);
         let what = || format!("operator '{}'", op.keyword());
@@ -473,22 +498,15 @@ impl<'a> Lowerer<'a> {
             BinaryOp::Add => (" + ", false),
             _ => (" * ", false),
         };
-        let mut sql = String::from("(");
-        for (i, operand) in std::iter::once(first)
-            .chain(rest.into_iter().map(|(_, r)| r))
-            .enumerate()
-        {
-            if i > 0 {
-                sql.push_str(sep);
-            }
-            let part = if logical {
+        let mut parts = Vec::with_capacity(rest.len() + 1);
+        for operand in std::iter::once(first).chain(rest.into_iter().map(|(_, r)| r)) {
+            parts.push(if logical {
                 self.predicate(operand)?
             } else {
                 self.typed(operand, NUMBER, &what)?
-            };
-            sql.push_str(&part);
+            });
         }
-        sql.push(')');
+        let sql = group_chain(parts, sep);
         Ok(if logical {
             Val::pred(sql)
         } else {
@@ -628,10 +646,10 @@ impl<'a> Lowerer<'a> {
             Function::ToUpper => Val::new(format!("upper({})", s(self, 0)?), STRING),
             Function::Trim => Val::new(format!("trim({})", s(self, 0)?), STRING),
             Function::Concat => {
-                let a = self.value(&args[0], None)?.sql;
-                let b = self.value(&args[1], None)?.sql;
-                let t = if pg { "text" } else { "TEXT" };
-                Val::new(format!("(CAST({a} AS {t}) || CAST({b} AS {t}))"), STRING)
+                // Strings only: each database renders numbers, booleans and dates as text its
+                // own way (`1.0` and `1`, `1` and `true`), so one filter had two answers.
+                let (a, b) = (s(self, 0)?, s(self, 1)?);
+                Val::new(format!("({a} || {b})"), STRING)
             }
             Function::Substring => {
                 let x = s(self, 0)?;
@@ -717,10 +735,12 @@ impl<'a> Lowerer<'a> {
                     // Without SQLite's optional math functions: truncate, then step once. A double
                     // of magnitude >= 2^52 is already integral, and CAST AS INTEGER would
                     // saturate at 2^63, so it is returned as is.
+                    // The argument is named once in a correlated sub-select: pasted five times
+                    // into the CASE, `floor(floor(…))` grew the SQL fivefold per level.
                     let (cmp, step) = if floor { ("<", "- 1") } else { (">", "+ 1") };
                     Val::new(
                         format!(
-                            "(CASE WHEN abs({x}) >= {DOUBLE_INTEGRAL_MIN} THEN {x} WHEN {x} {cmp} CAST({x} AS INTEGER) THEN CAST({x} AS INTEGER) {step} ELSE CAST({x} AS INTEGER) END)"
+                            "(SELECT CASE WHEN abs(v) >= {DOUBLE_INTEGRAL_MIN} THEN v WHEN v {cmp} CAST(v AS INTEGER) THEN CAST(v AS INTEGER) {step} ELSE CAST(v AS INTEGER) END FROM (SELECT {x} AS v))"
                         ),
                         NUMBER,
                     )

@@ -171,9 +171,14 @@ fn string_functions() {
         sqlite: ((lower("text") = ?1) OR (upper("text") = ?2)) [text "x", text "X"]
         postgres: ((lower("text") = $1::text) OR (upper("text") = $2::text)) [text "x", text "X"]
         "#);
+    // A number in concat was 'a1.0' on SQLite and 'a1' on PostgreSQL: strings only now.
     insta::assert_snapshot!(both("concat(text, price) eq 'a1'"), @r#"
-        sqlite: ((CAST("text" AS TEXT) || CAST("price" AS TEXT)) = ?1) [text "a1"]
-        postgres: ((CAST("text" AS text) || CAST("price" AS text)) = $1::text) [text "a1"]
+        sqlite: error wrong_type: argument 2 of concat() expects a string, found `price` of type number in $filter
+        postgres: error wrong_type: argument 2 of concat() expects a string, found `price` of type number in $filter
+        "#);
+    insta::assert_snapshot!(both("concat(text, '1') eq 'a1'"), @r#"
+        sqlite: (("text" || ?1) = ?2) [text "1", text "a1"]
+        postgres: (("text" || $1::text) = $2::text) [text "1", text "a1"]
         "#);
     insta::assert_snapshot!(both("substring(text, 1) eq 'uy'"), @r#"
         sqlite: (substr("text", min(max(CAST(?1 AS INTEGER), 0), 1000000000) + 1) = ?2) [real 1.0, text "uy"]
@@ -212,7 +217,7 @@ fn arithmetic() {
         postgres: ((-"price") < $1::double precision) [real 0.0]
         "#);
     insta::assert_snapshot!(both("round(price) eq 3 and floor(price) eq 2 and ceiling(price) eq 3"), @r#"
-        sqlite: ((round("price") = ?1) AND ((CASE WHEN abs("price") >= 4503599627370496.0 THEN "price" WHEN "price" < CAST("price" AS INTEGER) THEN CAST("price" AS INTEGER) - 1 ELSE CAST("price" AS INTEGER) END) = ?2) AND ((CASE WHEN abs("price") >= 4503599627370496.0 THEN "price" WHEN "price" > CAST("price" AS INTEGER) THEN CAST("price" AS INTEGER) + 1 ELSE CAST("price" AS INTEGER) END) = ?3)) [real 3.0, real 2.0, real 3.0]
+        sqlite: ((round("price") = ?1) AND ((SELECT CASE WHEN abs(v) >= 4503599627370496.0 THEN v WHEN v < CAST(v AS INTEGER) THEN CAST(v AS INTEGER) - 1 ELSE CAST(v AS INTEGER) END FROM (SELECT "price" AS v)) = ?2) AND ((SELECT CASE WHEN abs(v) >= 4503599627370496.0 THEN v WHEN v > CAST(v AS INTEGER) THEN CAST(v AS INTEGER) + 1 ELSE CAST(v AS INTEGER) END FROM (SELECT "price" AS v)) = ?3)) [real 3.0, real 2.0, real 3.0]
         postgres: ((CAST(round(CAST("price" AS numeric)) AS double precision) = $1::double precision) AND (floor(CAST("price" AS double precision)) = $2::double precision) AND (ceil(CAST("price" AS double precision)) = $3::double precision)) [real 3.0, real 2.0, real 3.0]
         "#);
     insta::assert_snapshot!(both("text add 1 eq 2"), @r#"
@@ -334,4 +339,21 @@ fn schema_impls_and_quoting() {
             parse_timestamp("2016-10-10T12:08:35.247Z").unwrap()
         )]
     );
+}
+
+/// Each function names its argument once: nested calls grow the SQL linearly, not by a factor
+/// per level (SQLite's floor once pasted its argument five times, 5^n bytes for n levels).
+#[test]
+fn nested_functions_grow_linearly() {
+    for d in [Dialect::Sqlite, Dialect::Postgres] {
+        let nested = |n: usize| {
+            let f = format!("{}price{} gt 0", "floor(ceiling(".repeat(n), "))".repeat(n));
+            lower_filter(&parse_filter(&f).unwrap(), &Todo, d, 1)
+                .unwrap()
+                .sql
+                .len()
+        };
+        let (ten, twenty) = (nested(10), nested(20));
+        assert!(twenty < 3 * ten, "{d:?}: {ten} then {twenty} bytes");
+    }
 }

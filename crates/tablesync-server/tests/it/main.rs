@@ -41,6 +41,7 @@ mod garbage;
 mod hostile;
 mod isolation;
 mod per_user;
+mod portable;
 mod query;
 mod review;
 mod review2;
