@@ -15,8 +15,9 @@
 //!   `If-Match`, stamps, JSON output).
 //! * `store`: the only place that runs SQL; the `Store` trait (dyn-compatible, boxed futures), the
 //!   SQLite store and the PostgreSQL store (chosen by the `database` setting's form).
-//! * [`testing`]: support for tests of this and other crates: a server child process
-//!   ([`testing::ServerProcess`]) and a fresh database per test on either store.
+//! * `testing` (only with the `testing` cargo feature, which only dev-dependencies enable):
+//!   support for tests of this and other crates: a server child process (`ServerProcess`) and
+//!   a fresh database per test on either store.
 //!
 //! # Running a server in-process (tests, other crates)
 //!
@@ -37,6 +38,9 @@
 //! ```
 
 pub mod config;
+// Test support is compiled only for this crate's unit tests and for crates that enable the
+// `testing` feature (dev-dependencies only), so it is not part of the library's API.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 mod app;
@@ -58,7 +62,6 @@ pub use config::{
 pub use http::SERVER_VERSION;
 pub use store::{StoreError, StoreErrorKind};
 pub use tablesync_protocol::odata::sql::ColumnType;
-pub use testing::StoreKind;
 
 use app::App;
 use store::postgres::PostgresStore;
