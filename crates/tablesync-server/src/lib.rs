@@ -19,6 +19,9 @@
 //!   support for tests of this and other crates: a server child process (`ServerProcess`) and
 //!   a fresh database per test on either store.
 //!
+//! An app that has its own axum server mounts the tables with [`Server::router`] instead of
+//! [`Server::run`] (see `examples/embedded.rs`).
+//!
 //! # Running a server in-process (tests, other crates)
 //!
 //! ```no_run
@@ -175,6 +178,17 @@ impl Server {
                 error::ApiError::Store(e) => ServerError::Store(e),
                 other => ServerError::Request(other.to_string()),
             })
+    }
+
+    /// Every route of the server as an [`axum::Router`] (axum 0.8) with its state and the
+    /// server's own layers (request timeout, gzip, CORS, version header, request log) already
+    /// applied, for an app that serves it itself: nest it under a prefix beside the app's own
+    /// routes (`Router::new().nest("/sync", server.router())`) and wrap it in the app's own
+    /// layers (authentication, rate limits). Clients then use `https://host/sync/` as their base
+    /// URL; the `Link` of a full page names the path as the client sent it, prefix included.
+    /// `crates/tablesync-server/examples/embedded.rs` shows it.
+    pub fn router(&self) -> axum::Router {
+        http::router(Arc::clone(&self.app), &self.config.cors)
     }
 
     /// Serve on `listener` until `shutdown` completes; in-flight requests are finished first.
