@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run the table server (default: TodoItem on ./tablesync.db at 127.0.0.1:8080).
     Serve(serve::ServeArgs),
-    /// Mint an HS256 development token for a user, signed with the config's [auth] secret.
+    /// Mint an HS256 development token for a user, signed with the config's auth secret.
     Token(token::TokenArgs),
     #[command(flatten)]
     Client(client_commands::ClientCommand),

@@ -20,7 +20,7 @@ pub struct TokenArgs {
     /// How long the token is valid, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     ttl_s: u64,
-    /// The server's TOML configuration, whose [auth] section holds the secret.
+    /// The server's TOML configuration, whose auth section holds the secret.
     #[arg(long, short, value_name = "FILE", env = "TABLESYNC_CONFIG")]
     config: PathBuf,
 }

@@ -124,8 +124,8 @@ pub enum Error {
     #[error("no item with id {0:?} in the local table")]
     ItemNotFound(String),
     /// The new local operation cannot be combined with the one already queued for the item
-    /// (protocol.md 6.6). Displays the reference client's message ([`crate::MSG_INSERT_QUEUED`],
-    /// [`crate::MSG_UPDATE_QUEUED`], [`crate::MSG_DELETE_QUEUED`], [`crate::MSG_INCONSISTENT`]).
+    /// (protocol.md 6.6). Displays the reference client's message (the `MSG_*` constants of
+    /// [`crate::internals`]).
     #[error("{}", crate::queue::conflict_message(*existing, *existing_state, *new))]
     QueueConflict {
         /// Kind of the operation already queued for the item.

@@ -68,15 +68,17 @@
 //! * `transport` — the [`Transport`] seam (reqwest in production, fault injection in tests).
 //! * `store/` — rusqlite: schema and migrations, rows, queue/error/token tables. The only SQL,
 //!   reached from async code through one `spawn_blocking` seam.
-//! * `queue` — [`Operation`]s and the pure [`collapse`] rules.
+//! * `queue` — [`Operation`]s and the pure [`internals::collapse`] rules.
 //! * `operation_error` — [`OperationError`], plain data.
 //! * `table` — [`SyncTable`] / [`TypedSyncTable`]: local CRUD and queries.
 //! * `transaction` — [`LocalTransaction`]: several writes that commit (and push) together.
-//! * `sync/` — push (batched or one request per operation; [`classify`] and the planner are
+//! * `sync/` — push (batched or one request per operation; [`internals::classify`] and the planner are
 //!   pure), pull (keyset paging), purge, the session a context and its tables share. The only
 //!   network code.
 //! * `conflict` — [`Resolver`], [`SyncHandler`], [`ClientWins`], [`ServerWins`].
 //! * `error` — [`Error`].
+//!
+//! [`internals`] re-exports the pure functions tests check on their own; it is not a stable API.
 //!
 //! The modules form no import cycle (ARCHITECTURE.md lists their layers; a test checks it).
 
@@ -95,7 +97,7 @@ mod transaction;
 mod transport;
 
 pub use auth::{token_subject, unverified_claims, TokenRefresher, AUTH_HEADER};
-pub use capabilities::{parse_capabilities, BatchCapability, Capabilities, IdempotencyCapability};
+pub use capabilities::{BatchCapability, Capabilities, IdempotencyCapability};
 pub use client::{Client, ClientOptions, ZUMO_API_VERSION};
 pub use conflict::{
     ClientWins, DefaultHandler, PushCompletionResult, Resolver, ServerWins, SyncHandler,
@@ -103,15 +105,10 @@ pub use conflict::{
 pub use context::SyncContext;
 pub use error::{Error, PushStatus, Result};
 pub use operation_error::OperationError;
-pub use queue::{
-    collapse, Decision, OpKind, OpState, Operation, MSG_DELETE_QUEUED, MSG_INCONSISTENT,
-    MSG_INSERT_QUEUED, MSG_UPDATE_QUEUED,
-};
+pub use queue::{OpKind, OpState, Operation};
 pub use store::{Column, LocalStore, TableDefinition, STORE_SCHEMA_VERSION};
-pub use sync::pull::{
-    next_link, parse_page, PullOptions, PullSummary, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
-};
-pub use sync::push::classify::{classify, parse_item, Outcome};
+pub use sync::pull::{PullOptions, PullSummary, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+pub use sync::push::classify::Outcome;
 pub use sync::push::operation::TableOperation;
 pub use table::{QueryResult, SyncTable, TypedSyncTable};
 pub use tablesync_protocol::odata::sql::ColumnType;
@@ -119,6 +116,22 @@ pub use transaction::LocalTransaction;
 pub use transport::{
     BoxFuture, HttpRequest, HttpResponse, HttpTransport, Method, Transport, TransportError,
 };
+
+pub mod internals {
+    //! The pure functions behind the sync engine, public so that tests (ours and an app's) can
+    //! check the rules on their own: how a queued operation combines with a new one, how a push
+    //! answer is classified, how a pull page and its next link are read, how `$capabilities` is
+    //! parsed. An app needs none of them to sync, and they may change in any release (they are
+    //! not part of the crate's stable API, unlike everything at the crate root).
+
+    pub use crate::capabilities::parse_capabilities;
+    pub use crate::queue::{
+        collapse, Decision, MSG_DELETE_QUEUED, MSG_INCONSISTENT, MSG_INSERT_QUEUED,
+        MSG_UPDATE_QUEUED,
+    };
+    pub use crate::sync::pull::{next_link, parse_page};
+    pub use crate::sync::push::classify::{classify, parse_item};
+}
 
 #[cfg(test)]
 mod module_graph {

@@ -15,8 +15,12 @@
 //!   `If-Match`, stamps, JSON output).
 //! * `store`: the only place that runs SQL; the `Store` trait (dyn-compatible, boxed futures), the
 //!   SQLite store and the PostgreSQL store (chosen by the `database` setting's form).
-//! * [`testing`]: support for tests of this and other crates: a server child process
-//!   ([`testing::ServerProcess`]) and a fresh database per test on either store.
+//! * `testing` (only with the `testing` cargo feature, which only dev-dependencies enable):
+//!   support for tests of this and other crates: a server child process (`ServerProcess`) and
+//!   a fresh database per test on either store.
+//!
+//! An app that has its own axum server mounts the tables with [`Server::router`] instead of
+//! [`Server::run`] (see `examples/embedded.rs`).
 //!
 //! # Running a server in-process (tests, other crates)
 //!
@@ -37,6 +41,9 @@
 //! ```
 
 pub mod config;
+// Test support is compiled only for this crate's unit tests and for crates that enable the
+// `testing` feature (dev-dependencies only), so it is not part of the library's API.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 mod app;
@@ -58,7 +65,6 @@ pub use config::{
 pub use http::SERVER_VERSION;
 pub use store::{StoreError, StoreErrorKind};
 pub use tablesync_protocol::odata::sql::ColumnType;
-pub use testing::StoreKind;
 
 use app::App;
 use store::postgres::PostgresStore;
@@ -172,6 +178,17 @@ impl Server {
                 error::ApiError::Store(e) => ServerError::Store(e),
                 other => ServerError::Request(other.to_string()),
             })
+    }
+
+    /// Every route of the server as an [`axum::Router`] (axum 0.8) with its state and the
+    /// server's own layers (request timeout, gzip, CORS, version header, request log) already
+    /// applied, for an app that serves it itself: nest it under a prefix beside the app's own
+    /// routes (`Router::new().nest("/sync", server.router())`) and wrap it in the app's own
+    /// layers (authentication, rate limits). Clients then use `https://host/sync/` as their base
+    /// URL; the `Link` of a full page names the path as the client sent it, prefix included.
+    /// `crates/tablesync-server/examples/embedded.rs` shows it.
+    pub fn router(&self) -> axum::Router {
+        http::router(Arc::clone(&self.app), &self.config.cors)
     }
 
     /// Serve on `listener` until `shutdown` completes; in-flight requests are finished first.

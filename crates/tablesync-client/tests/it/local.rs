@@ -187,7 +187,8 @@ async fn typed_tables_round_trip() {
 
 #[tokio::test]
 async fn queue_conflicts_and_typed_conversion_failures_are_typed_errors() {
-    use tablesync_client::{OpState, MSG_DELETE_QUEUED, MSG_INCONSISTENT};
+    use tablesync_client::internals::{MSG_DELETE_QUEUED, MSG_INCONSISTENT};
+    use tablesync_client::OpState;
     let dir = tempfile::tempdir().unwrap();
     let faulty = Faulty::new();
     let ctx = faulty_context(dir.path(), &faulty).await;

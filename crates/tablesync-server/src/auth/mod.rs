@@ -4,7 +4,7 @@
 //! headers (`X-ZUMO-AUTH`, then `Authorization: Bearer`); the answer is an [`Identity`] — a
 //! verified [`Principal`] or [`Identity::Anonymous`] — or an [`AuthError`] (401). Nothing else in
 //! the server sees a token: `App` operations take the `Identity` as a plain value, turn it into a
-//! row [`Scope`](crate::store::Scope) for the store, and the store ANDs the owner predicate into
+//! row `Scope` for the store, and the store ANDs the owner predicate into
 //! its SQL. Tokens in the query string are never read.
 //!
 //! * `config`: the `[auth]` section and the tables' `access` / `owner_column` keys.

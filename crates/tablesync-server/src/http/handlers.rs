@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,9 +20,11 @@ pub async fn items_list(
     State(app): State<Arc<App>>,
     TablePath(table): TablePath,
     Caller(caller): Caller,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // The URI as the client sent it: when an app nests the router under a prefix (`/sync`),
+    // the plain `Uri` has the prefix stripped, and the next link must keep it.
     let raw_query = uri.query().unwrap_or("");
     let page = app.list(&table, &caller, raw_query).await?;
     let body = match page.count {

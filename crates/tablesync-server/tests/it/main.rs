@@ -34,6 +34,7 @@ macro_rules! store_tests {
 mod auth;
 mod concurrency;
 mod crud;
+mod embedded;
 mod errors;
 mod explain;
 mod extensions;
