@@ -97,6 +97,8 @@ pub struct App {
     authenticator: Option<Authenticator>,
     /// Keyed by lower-case name: table URLs match case-insensitively, like the official servers.
     tables: HashMap<String, Arc<TableEntry>>,
+    /// `GET /openapi.json`, generated from the configuration once (`crate::openapi`).
+    openapi: Value,
 }
 
 impl App {
@@ -129,6 +131,7 @@ impl App {
             store,
             authenticator,
             tables,
+            openapi: crate::openapi::document(config),
         })
     }
 
@@ -207,6 +210,16 @@ impl App {
     /// Whether the `ZUMO-API-VERSION` check is off.
     pub fn skip_version_check(&self) -> bool {
         self.skip_version_check
+    }
+
+    /// The OpenAPI document of the configured tables (without `servers`).
+    pub fn openapi(&self) -> &Value {
+        &self.openapi
+    }
+
+    /// Whether `[auth]` is configured (then `/openapi.json` needs a valid token).
+    pub fn auth_configured(&self) -> bool {
+        self.authenticator.is_some()
     }
 
     /// The schema for one request: for a dynamic-schema table, re-read from the store first

@@ -11,6 +11,8 @@
 //!   one `ApiError` → response match.
 //! * [`auth`]: the only code that reads tokens: request headers → [`auth::Identity`] (a
 //!   verified principal or anonymous) or a 401; the `[auth]` config; the injected clock.
+//! * `openapi`: the OpenAPI document of the configured tables (`GET /openapi.json`), generated
+//!   from the config.
 //! * `table`: protocol rules without HTTP or SQL (ids, reserved properties, types,
 //!   `If-Match`, stamps, JSON output).
 //! * `store`: the only place that runs SQL; the `Store` trait (dyn-compatible, boxed futures), the
@@ -50,6 +52,7 @@ mod app;
 pub mod auth;
 mod error;
 mod http;
+mod openapi;
 mod store;
 mod table;
 

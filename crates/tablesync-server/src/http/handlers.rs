@@ -116,6 +116,25 @@ pub async fn capabilities_get(State(app): State<Arc<App>>) -> Response {
     .into_response()
 }
 
+/// `GET /openapi.json`: the configured tables as OpenAPI 3.0 (`crate::openapi`), with `servers`
+/// naming the path the document was asked on without its last segment, so the description
+/// stays right when an app nests the router under a prefix. No API version needed; with
+/// `[auth]`, a valid token is (deny by default).
+pub async fn openapi_get(
+    State(app): State<Arc<App>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let identity = super::middleware::caller(&app, &headers)?;
+    if app.auth_configured() && identity == crate::auth::Identity::Anonymous {
+        return Err(ApiError::Unauthenticated);
+    }
+    let base = uri.path().strip_suffix("/openapi.json").unwrap_or("");
+    let mut document = app.openapi().clone();
+    document["servers"] = json!([{ "url": if base.is_empty() { "/" } else { base } }]);
+    Ok(Json(document).into_response())
+}
+
 /// Fallback for paths no route matches.
 pub async fn route_not_found(uri: Uri) -> ApiError {
     ApiError::RouteNotFound(uri.path().to_owned())

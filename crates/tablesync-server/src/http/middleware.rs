@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
@@ -50,12 +50,22 @@ fn admit(app: &App, req: &Request) -> Result<Identity, ApiError> {
     if let Some((table, op)) = &target {
         app.check_operation(table, *op)?;
     }
-    let headers: Vec<(String, Vec<Vec<u8>>)> = app
+    let identity = caller(app, req.headers())?;
+    if let Some((table, op)) = &target {
+        app.authorize(table, *op, &identity)?;
+    }
+    check_api_version(app, req)?;
+    Ok(identity)
+}
+
+/// The caller named by the configured token headers: anonymous without a token (or without
+/// `[auth]`), 401 for a token that does not verify.
+pub fn caller(app: &App, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let values: Vec<(String, Vec<Vec<u8>>)> = app
         .token_header_names()
         .iter()
         .map(|name| {
-            let values = req
-                .headers()
+            let values = headers
                 .get_all(name.as_str())
                 .iter()
                 .map(|v| v.as_bytes().to_vec())
@@ -63,12 +73,7 @@ fn admit(app: &App, req: &Request) -> Result<Identity, ApiError> {
             (name.clone(), values)
         })
         .collect();
-    let identity = app.authenticate(&headers)?;
-    if let Some((table, op)) = &target {
-        app.authorize(table, *op, &identity)?;
-    }
-    check_api_version(app, req)?;
-    Ok(identity)
+    app.authenticate(&values)
 }
 
 /// The table and operation of a table route (`/tables/{table}[/{id}]`), None for a method no

@@ -40,6 +40,7 @@ pub use middleware::SERVER_VERSION;
 /// | `DELETE /tables/{table}/{id}` | delete |
 /// | `POST /tables/{table}/{id}` | undelete |
 /// | `GET /$capabilities` | the extensions this server offers (`docs/extensions.md`); no API version needed |
+/// | `GET /openapi.json` | the configured tables as OpenAPI 3.0 (`crate::openapi`); a token when `[auth]` is configured |
 ///
 /// Layers, innermost first: API-version gate + no-cache (table routes only), request timeout,
 /// gzip, CORS, server-version header and the request log.
@@ -55,6 +56,7 @@ pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
         )
         .route_layer(from_fn_with_state(Arc::clone(&app), middleware::table_gate))
         .route("/$capabilities", get(capabilities_get))
+        .route("/openapi.json", get(openapi_get))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(Arc::clone(&app), middleware::timeout))

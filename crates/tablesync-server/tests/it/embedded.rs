@@ -138,6 +138,15 @@ async fn app_routes_and_session_layer(kind: StoreKind) {
         nowhere.json::<Value>().await.unwrap()["code"],
         json!("route_not_found")
     );
+    // The OpenAPI document names the prefix as its server, so its paths resolve under it.
+    let openapi: Value = get("/sync/openapi.json")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openapi["servers"], json!([{"url": "/sync"}]));
+    assert!(openapi["paths"]["/tables/TodoItem"]["get"].is_object());
     // The tables are not reachable outside the prefix.
     let bare = get("/tables/TodoItem?ZUMO-API-VERSION=2.0.0")
         .await

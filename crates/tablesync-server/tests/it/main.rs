@@ -41,6 +41,7 @@ mod extensions;
 mod garbage;
 mod hostile;
 mod isolation;
+mod openapi;
 mod per_user;
 mod portable;
 mod query;
