@@ -140,7 +140,9 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// The production transport: reqwest over rustls, with a per-request timeout, a body limit and
-/// (unless switched off) `Accept-Encoding: gzip`, whose answers it decompresses.
+/// (unless switched off) `Accept-Encoding: gzip`, whose answers it decompresses. Server
+/// certificates are verified against the platform's root store (`rustls-native-certs`: on Linux
+/// the system CA bundle, so a corporate CA installed there is trusted), not a bundled list.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,

@@ -84,7 +84,7 @@ pub fn check_expressions<'a>(
     Ok(())
 }
 
-/// The deepest lowered SQL accepted, in levels of an upper-bound estimate ([`sql_depth`]):
+/// The deepest lowered SQL accepted, in levels of an upper-bound estimate (`sql_depth`):
 /// SQLite refuses expression trees deeper than 1000, and the store wraps the filter in a few
 /// levels of its own (`deleted`, owner, keyset conditions).
 pub const SQL_DEPTH_MAX: usize = 800;
