@@ -163,7 +163,7 @@ async fn write_until_killed(
     let mut rng = Rng(SEED ^ ((writer as u64) << 32) ^ round as u64);
     for i in 0.. {
         let known: Vec<String> = acked.lock().unwrap().values.keys().cloned().collect();
-        let (method, id, text) = if known.is_empty() || rng.next() % 3 != 0 {
+        let (method, id, text) = if known.is_empty() || !rng.next().is_multiple_of(3) {
             (
                 reqwest::Method::POST,
                 format!("w{writer}-r{round}-{i}"),
