@@ -6,6 +6,7 @@
 
 mod auth_cli;
 mod client_cli;
+mod crash;
 mod interop_js;
 mod torture;
 mod util;

@@ -234,11 +234,21 @@ pub trait Store: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    //! The compare-and-swap itself, without HTTP and without concurrency. The HTTP test
-    //! `concurrent_patches_with_one_if_match_have_one_winner` cannot tell a real CAS from
-    //! read-then-write, because the clock row lock serialises writers; here two writes carrying
-    //! the same expected version run one after the other, so a store that checked the version
-    //! only before taking the lock (or not at all) lets the second one through.
+    //! The compare-and-swap and the stamps, without HTTP.
+    //!
+    //! `stale_expected_version_is_refused` runs two writes carrying the same expected version one
+    //! after the other, so a store that does not check the version at all lets the second one
+    //! through. It cannot catch a store that checks the version *before* taking the clock lock
+    //! (the second write then reads the new version and is refused anyway); nor, reliably, can
+    //! the HTTP test `concurrent_patches_with_one_if_match_have_one_winner`, whose writers only
+    //! sometimes interleave that way. `postgres_version_is_checked_under_the_clock_lock` makes
+    //! the interleaving happen every time: another transaction holds the clock row lock and
+    //! changes the row while the swap waits on the lock, and commits only once the database says
+    //! the swap is waiting.
+    //!
+    //! The PostgreSQL twins of the SQLite store's stamp tests (`store::sqlite::tests`) are here
+    //! too: the strict `last + 1 ms` bump, unique stamps under concurrent writers, and the
+    //! rollback of a failed compare-and-swap's (and a refused insert's) stamp.
 
     use std::sync::Arc;
 
@@ -328,6 +338,228 @@ mod tests {
         }
         let current = store.get(&t, &Scope::Shared, "x").await.unwrap().unwrap();
         assert_eq!(current.get("version"), Some(&Value::String(v2)));
+    }
+
+    /// A PostgreSQL store on a fresh database, the table `T` prepared, and an admin connection
+    /// to the same database for the tests' own SQL.
+    async fn postgres_store() -> (
+        TestDatabase,
+        Arc<dyn Store>,
+        sqlx::PgConnection,
+        TableSchema,
+    ) {
+        use sqlx::Connection;
+        let db = TestDatabase::create(StoreKind::Postgres).await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            super::postgres::PostgresStore::open(db.url(), &StoreConfig::default())
+                .await
+                .unwrap(),
+        );
+        let t = schema();
+        store.prepare(std::slice::from_ref(&t)).await.unwrap();
+        let conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        (db, store, conn, t)
+    }
+
+    fn text(s: &str) -> Vec<(String, SqlValue)> {
+        vec![("a".to_owned(), SqlValue::Text(s.into()))]
+    }
+
+    fn stamp_of(outcome: &WriteOutcome) -> (String, String) {
+        match outcome {
+            WriteOutcome::Written(item) => (
+                item["updatedAt"].as_str().unwrap().to_owned(),
+                item["version"].as_str().unwrap().to_owned(),
+            ),
+            other => panic!("not written: {other:?}"),
+        }
+    }
+
+    async fn clock(conn: &mut sqlx::PgConnection) -> i64 {
+        sqlx::query_scalar("SELECT last_version FROM tablesync_clock WHERE table_name = 'T'")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn postgres_stamps_are_strictly_increasing_even_when_the_clock_is_behind() {
+        let (_db, store, mut conn, t) = postgres_store().await;
+        // An earlier write stamped far in the future (the clock stepped back since).
+        sqlx::query(
+            "UPDATE tablesync_clock SET last_updated_at = '2100-01-01T00:00:00Z', last_version = 41",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let first = store
+            .insert(&t, &Scope::Shared, "a", text("1"))
+            .await
+            .unwrap();
+        let second = store
+            .update(&t, &Scope::Shared, "a", text("2"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            stamp_of(&first),
+            (
+                "2100-01-01T00:00:00.001Z".to_owned(),
+                crate::table::version_from_counter(42)
+            )
+        );
+        assert_eq!(
+            stamp_of(&second),
+            (
+                "2100-01-01T00:00:00.002Z".to_owned(),
+                crate::table::version_from_counter(43)
+            )
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_concurrent_writers_get_unique_stamps() {
+        let (_db, store, _conn, t) = postgres_store().await;
+        const WRITERS: usize = 8;
+        const EACH: usize = 10;
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let (store, t) = (Arc::clone(&store), t.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut stamps = Vec::new();
+                for i in 0..EACH {
+                    let id = format!("w{w}-{i}");
+                    let o = store
+                        .insert(&t, &Scope::Shared, &id, text("x"))
+                        .await
+                        .unwrap();
+                    stamps.push(stamp_of(&o));
+                    let o = store
+                        .update(&t, &Scope::Shared, &id, text("y"), None)
+                        .await
+                        .unwrap();
+                    stamps.push(stamp_of(&o));
+                }
+                stamps
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        let times: std::collections::HashSet<&String> = all.iter().map(|(u, _)| u).collect();
+        let versions: std::collections::HashSet<&String> = all.iter().map(|(_, v)| v).collect();
+        assert_eq!(times.len(), all.len(), "two writes share an updatedAt");
+        assert_eq!(versions.len(), all.len(), "two writes share a version");
+    }
+
+    #[tokio::test]
+    async fn postgres_failed_compare_and_swap_rolls_back_its_stamp() {
+        let (_db, store, mut conn, t) = postgres_store().await;
+        let written = store
+            .insert(&t, &Scope::Shared, "x", text("0"))
+            .await
+            .unwrap();
+        assert_eq!(clock(&mut conn).await, 1);
+        let stale = Some("stale".to_owned());
+        let WriteOutcome::Written(row) = written else {
+            unreachable!()
+        };
+        assert_eq!(
+            store
+                .update(&t, &Scope::Shared, "x", text("1"), stale.clone())
+                .await
+                .unwrap(),
+            WriteOutcome::VersionMismatch(row.clone())
+        );
+        assert!(matches!(
+            store.delete(&t, &Scope::Shared, "x", stale).await.unwrap(),
+            WriteOutcome::VersionMismatch(_)
+        ));
+        assert_eq!(
+            store
+                .update(&t, &Scope::Shared, "nope", text("1"), None)
+                .await
+                .unwrap(),
+            WriteOutcome::NotFound
+        );
+        assert!(matches!(
+            store
+                .insert(&t, &Scope::Shared, "x", text("again"))
+                .await
+                .unwrap(),
+            WriteOutcome::AlreadyExists(_)
+        ));
+        assert_eq!(
+            clock(&mut conn).await,
+            1,
+            "the refused writes consumed no version"
+        );
+        let next = store
+            .update(&t, &Scope::Shared, "x", text("1"), None)
+            .await
+            .unwrap();
+        assert_eq!(stamp_of(&next).1, crate::table::version_from_counter(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_version_is_checked_under_the_clock_lock() {
+        use sqlx::Connection;
+        let (db, store, mut conn, t) = postgres_store().await;
+        let v1 = version(
+            &store
+                .insert(&t, &Scope::Shared, "x", text("0"))
+                .await
+                .unwrap(),
+        );
+        // Another writer: holds the clock row lock and changes the row, not yet committed.
+        let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let mut tx = other.begin().await.unwrap();
+        sqlx::query(
+            "UPDATE tablesync_clock SET last_version = last_version + 1 WHERE table_name = 'T'",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE \"T\" SET \"a\" = 'other', \"version\" = 'other-version' WHERE \"id\" = 'x'",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        // The swap carrying the version both read: it must wait for the lock, then refuse.
+        let swap = {
+            let (store, t, v1) = (Arc::clone(&store), t.clone(), v1.clone());
+            tokio::spawn(async move {
+                store
+                    .update(&t, &Scope::Shared, "x", text("swap"), Some(v1))
+                    .await
+            })
+        };
+        // Commit only once PostgreSQL shows the swap waiting on a lock (polled: a bound against a
+        // hang, not a timing assertion).
+        let mut waiting = false;
+        for _ in 0..2_000 {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE NOT l.granted AND a.datname = current_database()",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if n > 0 {
+                waiting = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(waiting, "the swap never waited on the clock lock");
+        tx.commit().await.unwrap();
+        match swap.await.unwrap().unwrap() {
+            WriteOutcome::VersionMismatch(item) => {
+                assert_eq!(item.get("a"), Some(&Value::String("other".into())));
+            }
+            other => panic!("a swap checked before the lock overwrote the other write: {other:?}"),
+        }
     }
 
     #[tokio::test]

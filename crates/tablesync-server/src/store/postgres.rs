@@ -824,6 +824,16 @@ mod tests {
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
     }
 
+    /// The low 32 bits of FNV-1a 64, computed independently of `index_name`.
+    fn fnv1a_32(s: &str) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in s.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h as u32
+    }
+
     #[test]
     fn index_names_are_short_and_distinct() {
         let long_a = format!("{}a", "x".repeat(62));
@@ -832,9 +842,21 @@ mod tests {
         let b = index_name(&long_b, "updated");
         assert_ne!(a, b);
         assert!(a.len() <= PG_IDENTIFIER_BYTES_MAX, "{a}");
+        // Readable and stable: the table's name, its FNV-1a hash, the index's purpose.
         assert_eq!(
             index_name("TodoItem", "created"),
-            index_name("TodoItem", "created")
+            format!("ix_TodoItem_{:08x}_created", fnv1a_32("TodoItem"))
         );
+        assert_eq!(
+            fnv1a_32("TodoItem"),
+            0x7654_171e,
+            "the hash of a name never changes"
+        );
+        assert_eq!(
+            index_name("TodoItem", "created"),
+            "ix_TodoItem_7654171e_created"
+        );
+        assert_eq!(long_a.len(), 63);
+        assert!(a.starts_with(&format!("ix_{}_", "x".repeat(32))), "{a}");
     }
 }

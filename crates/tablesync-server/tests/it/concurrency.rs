@@ -68,10 +68,13 @@ async fn duplicate_insert_is_409_with_stored_item(kind: StoreKind) {
 }
 
 /// Concurrent PATCHes with the same `If-Match`: exactly one wins, the rest get 412. This proves
-/// the HTTP path end to end, but not that the store's write is a compare-and-swap: the clock row
-/// lock serialises writers, so read-then-write would pass too. The store unit test
-/// `store::tests::*_stale_expected_version_is_refused` shows the swap itself refuses a stale
-/// version.
+/// the HTTP path end to end, but not that the store's write is a compare-and-swap checked under
+/// the clock lock: a store that reads the version before taking the lock fails here only when two
+/// writers happen to interleave between that read and the lock (in about 4 runs of 6). The store
+/// unit tests do it deterministically: `store::tests::*_stale_expected_version_is_refused` (a
+/// stale version is refused at all) and `store::tests::postgres_version_is_checked_under_the_clock_lock`
+/// (the version is checked after the lock, with the other writer's change in between every
+/// time).
 async fn concurrent_patches_with_one_if_match_have_one_winner(kind: StoreKind) {
     let s = std::sync::Arc::new(TestServer::start(kind).await);
     let created = s.insert_todo("a", "start", false).await;

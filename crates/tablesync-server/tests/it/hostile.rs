@@ -12,8 +12,7 @@
 //! control characters in the request line or header names, invalid `Content-Length`, `Content-
 //! Length` with `Transfer-Encoding`, bad chunk sizes, URIs and header blocks over hyper's limits
 //! (defect 6); `Transfer-Encoding: gzip, chunked`, a missing or doubled `Host` (defect 7); a body
-//! shorter than its `Content-Length` (defect 4); system column names such as `xmin` on a
-//! dynamic-schema table (defect 1); long `or` chains and the filters of defect 5.
+//! shorter than its `Content-Length` (defect 4).
 //!
 //! Also left out, as the server accepts them today (reported on issue 11, not among its seven
 //! defects): a body naming one property twice (the last wins), `"complete": 1` for a boolean
@@ -506,6 +505,27 @@ fn catalogue() -> Vec<Case> {
             filter(&format!("{}1 eq 1", "-".repeat(depth))),
         );
     }
+
+    // Store system column names as dynamic columns (issue 11 defect 1, fixed: 400 on both
+    // stores) and the filters that once had one answer per store (defect 5, fixed).
+    for name in tablesync_protocol::system::STORE_RESERVED_COLUMNS {
+        for spelled in [name.to_owned(), name.to_ascii_uppercase()] {
+            add(
+                format!("store system column {spelled} as a dynamic column"),
+                post(
+                    "Notes",
+                    json!({"id": format!("sys-{spelled}"), spelled.clone(): 1})
+                        .to_string()
+                        .as_bytes(),
+                ),
+            );
+        }
+    }
+    add(
+        "literal overflow".into(),
+        filter("round(1e308 mul 10) gt 0"),
+    );
+    add("NUL in a literal".into(), filter("text eq 'a\u{0}b'"));
 
     // Unknown tables and columns, unsupported routes.
     for path in [
