@@ -40,6 +40,7 @@ mod explain;
 mod extensions;
 mod garbage;
 mod hostile;
+mod int_ids;
 mod isolation;
 mod per_user;
 mod portable;
