@@ -421,6 +421,47 @@ pub fn check_update_id(request: &WriteRequest, url_id: &str) -> Result<(), RuleE
     }
 }
 
+/// The item a collection-URL write (`PATCH /tables/{t}`, `DELETE /tables/{t}?id=…`, the Node
+/// server's routes) names: the body's `id` (a string, or a number on an integer-id table) or
+/// the query's `id` values (already percent-decoded). Both may be given when they are equal,
+/// as the id routes accept a body id equal to the URL's (400 `id_mismatch` otherwise); naming
+/// none is 400 `invalid_id`. The id is checked against the table afterwards, as a URL id is.
+pub fn collection_id(
+    body: Option<&Map<String, Value>>,
+    query_ids: &[String],
+) -> Result<String, RuleError> {
+    let from_body = match body.and_then(|b| {
+        b.iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(system::ID))
+    }) {
+        None | Some((_, Value::Null)) => None,
+        Some((_, Value::String(s))) => Some(s.clone()),
+        Some((_, Value::Number(n))) => Some(n.to_string()),
+        Some(_) => {
+            return Err(RuleError::InvalidId(
+                "the id must be a string or an integer".into(),
+            ))
+        }
+    };
+    let from_query = match query_ids {
+        [] => None,
+        [one] => Some(one.clone()),
+        _ => {
+            return Err(RuleError::InvalidId(
+                "the query gives more than one id".into(),
+            ))
+        }
+    };
+    match (from_body, from_query) {
+        (Some(b), Some(q)) if b != q => Err(RuleError::IdMismatch),
+        (Some(id), _) | (None, Some(id)) => Ok(id),
+        (None, None) => Err(RuleError::InvalidId(
+            "a write to the table URL needs the item's id in the body or as ?id=".into(),
+        )),
+    }
+}
+
 /// Which status a failed version check answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MismatchStatus {
@@ -712,6 +753,37 @@ mod tests {
         );
         assert_eq!(check_update_id(&req(Some("x")), "x"), Ok(()));
         assert_eq!(check_update_id(&req(None), "x"), Ok(()));
+    }
+
+    #[test]
+    fn collection_ids() {
+        let q = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let b = body(json!({"ID": "a", "text": "x"}));
+        assert_eq!(collection_id(Some(&b), &q(&[])), Ok("a".into()));
+        assert_eq!(collection_id(Some(&b), &q(&["a"])), Ok("a".into()));
+        assert_eq!(
+            collection_id(Some(&b), &q(&["b"])),
+            Err(RuleError::IdMismatch)
+        );
+        assert_eq!(collection_id(None, &q(&["b"])), Ok("b".into()));
+        let n = body(json!({"id": 5}));
+        assert_eq!(collection_id(Some(&n), &q(&["5"])), Ok("5".into()));
+        assert_eq!(
+            collection_id(Some(&body(json!({"id": null}))), &q(&["c"])),
+            Ok("c".into())
+        );
+        assert!(matches!(
+            collection_id(Some(&body(json!({"text": "x"}))), &q(&[])),
+            Err(RuleError::InvalidId(_))
+        ));
+        assert!(matches!(
+            collection_id(None, &q(&["a", "b"])),
+            Err(RuleError::InvalidId(_))
+        ));
+        assert!(matches!(
+            collection_id(Some(&body(json!({"id": true}))), &q(&[])),
+            Err(RuleError::InvalidId(_))
+        ));
     }
 
     #[test]

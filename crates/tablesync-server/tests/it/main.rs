@@ -32,6 +32,7 @@ macro_rules! store_tests {
 }
 
 mod auth;
+mod collection_routes;
 mod concurrency;
 mod crud;
 mod embedded;
