@@ -2,12 +2,18 @@
 // Runs the official JS client (npm azure-mobile-apps-client 2.0.1, unmodified) against a server
 // and checks what it sees, strictly. Usage:
 //
-//   node interop/js-client.js <baseUrl> [--official] [--auth <aliceToken>,<bobToken>]
+//   node interop/js-client.js <baseUrl> [--official] [--auth <aliceToken>,<bobToken>] [--int-ids]
 //
 // With `--auth`, the server also serves `PerUserItem`, a per-user table (`owner_column =
 // "userId"`, every operation authenticated), and the run ends with checks named `auth: …`:
 // the client's `currentUser.mobileServiceAuthenticationToken` goes out as X-ZUMO-AUTH, online
 // and through the offline sync context, and each user only ever sees their own rows.
+//
+// With `--int-ids`, the server also serves `IntIdItem`, an integer-id table (`id_type =
+// "integer"`, the Node server's `autoIncrement`, columns text, complete and run), and the run
+// ends with checks named `int ids: …`: the database assigns numeric ids, and insert, lookup,
+// query by id, update (If-Match, 412) and delete work through the client's online table API.
+// Its rows carry this run's prefix in `run` (integer ids cannot carry it).
 //
 // Every check prints `ok - <name>` or `not ok - <name>: <details>`; the last line is
 // `N passed, M failed`; the exit code is 0 only when every check passed.
@@ -49,6 +55,8 @@ const positional = args.filter((a, i) => !a.startsWith('--') && !(authIndex >= 0
 const baseUrl = (positional[0] || '').replace(/\/+$/, '');
 const official = args.includes('--official');
 const PER_USER_TABLE = 'PerUserItem';
+const INT_ID_TABLE = 'IntIdItem';
+const intIds = args.includes('--int-ids');
 if (!/^https?:\/\/[^/]+$/.test(baseUrl)) {
   process.stderr.write('usage: node js-client.js <baseUrl like http://127.0.0.1:8080> [--official]\n');
   process.exit(2);
@@ -561,8 +569,83 @@ async function main() {
   if (authTokens) {
     await perUserChecks(run, mine, lo, hi);
   }
+  if (intIds) {
+    await intIdChecks(run);
+  }
 
   clearTimeout(watchdog);
+}
+
+/** The `--int-ids` checks: an integer-id table through the client's online table API. */
+async function intIdChecks(run) {
+  const table = new AzureMobileApps.MobileServiceClient(baseUrl).getTable(INT_ID_TABLE);
+  const ofRun = function (r) {
+    return this.run === r;
+  };
+  let a;
+  let b;
+  await check('int ids: insert gets a numeric id from the database', async () => {
+    a = await table.insert({ text: 'one', complete: false, run });
+    b = await table.insert({ text: 'two', complete: true, run });
+    assertServerItem(a, { id: a.id, text: 'one', complete: false, run });
+    assertServerItem(b, { id: b.id, text: 'two', complete: true, run });
+    assert.ok(Number.isInteger(a.id) && a.id > 0, `id ${JSON.stringify(a.id)}`);
+    assert.ok(b.id > a.id, `ids ${a.id} then ${b.id}`);
+    // The client refuses an insert carrying an id itself; the server answers one 400.
+    await rejection(Promise.resolve().then(() => table.insert({ id: b.id + 1000, text: 'x', run })), 'insert with an id');
+    const raw = await rawRequest(
+      'POST',
+      `/tables/${INT_ID_TABLE}`,
+      { 'ZUMO-API-VERSION': '2.0.0', 'Content-Type': 'application/json' },
+      JSON.stringify({ id: b.id + 1000, text: 'x', run }),
+    );
+    assert.equal(raw.status, 400, raw.text);
+    assert.equal(rawJson(raw.text).code, 'invalid_id', raw.text);
+    const rows = await table.where(ofRun, run).orderBy('id').read();
+    assert.deepEqual(rows.map((r) => r.id), [a.id, b.id], 'an insert with an id wrote nothing');
+  });
+
+  await check('int ids: lookup and queries by id', async () => {
+    assert.deepEqual(await table.lookup(a.id), a);
+    assert.deepEqual([...(await table.where({ id: b.id }).read())], [b]);
+    const after = await table
+      .where(function (r, min) {
+        return this.run === r && this.id > min;
+      }, run, a.id)
+      .read();
+    assert.deepEqual([...after], [b]);
+    const desc = await table.where(ofRun, run).orderByDescending('id').select('id', 'text').read();
+    assert.deepEqual([...desc].map((r) => [r.id, r.text]), [[b.id, 'two'], [a.id, 'one']]);
+  });
+
+  await check('int ids: update with the current version, a stale one is 412', async () => {
+    const updated = await table.update({ id: a.id, text: 'one edited', version: a.version });
+    assertServerItem(updated, { id: a.id, text: 'one edited', complete: false, run });
+    assert.notEqual(updated.version, a.version);
+    const e = await rejection(table.update({ id: a.id, text: 'lost', version: a.version }), 'stale update');
+    assert.equal(statusOf(e), 412, describeError(e));
+    assert.deepEqual(e.serverInstance, updated);
+    assert.deepEqual(await table.lookup(a.id), updated);
+    a = updated;
+  });
+
+  await check('int ids: delete, then lookup is 404 and the tombstone is kept', async () => {
+    // The client sends If-Match on a delete only for string ids (MobileServiceTable.del), so a
+    // stale version is tried raw; the server answers 412 with the current row.
+    const stale = await rawRequest('DELETE', `/tables/${INT_ID_TABLE}/${a.id}`, {
+      'ZUMO-API-VERSION': '2.0.0',
+      'If-Match': `"${b.version}"`,
+    });
+    assert.equal(stale.status, 412, stale.text);
+    assert.equal(rawJson(stale.text).id, a.id, stale.text);
+    await table.del({ id: a.id, version: a.version });
+    const gone = await rejection(table.lookup(a.id), 'lookup of a deleted item');
+    assert.equal(statusOf(gone), 404, describeError(gone));
+    const live = await table.where(ofRun, run).read();
+    assert.deepEqual([...live].map((r) => r.id), [b.id]);
+    const all = await table.where(ofRun, run).orderBy('id').read({ __includeDeleted: true });
+    assert.deepEqual([...all].map((r) => [r.id, r.deleted]), [[a.id, true], [b.id, false]]);
+  });
 }
 
 /** The `--auth` checks: a per-user table through the official client with X-ZUMO-AUTH set. */

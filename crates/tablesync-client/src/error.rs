@@ -106,6 +106,15 @@ pub enum Error {
     /// "invalid type: null, expected a string").
     #[error("the row does not fit the app's type: {0}")]
     Deserialize(String),
+    /// The server table has integer ids (the Node server's `autoIncrement`, our server's
+    /// `id_type = "integer"`): offline sync needs string ids the client can make while offline,
+    /// in every official client and in this one, so such a table cannot be a sync table. Found
+    /// from the server's answer: a pulled row whose id is a number (nothing of that page is
+    /// applied).
+    #[error(
+        "table {0:?} has integer ids on the server, and offline sync needs string ids: serve it with string ids (id_type = \"string\")"
+    )]
+    IntegerIdTable(String),
     /// An id is missing where one is required.
     #[error("the item has no id")]
     MissingId,

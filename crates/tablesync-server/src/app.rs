@@ -41,7 +41,7 @@ use crate::config::{Config, Limits, TableConfig, TableOperation};
 use crate::error::ApiError;
 use crate::store::{ListQuery, Scope, Store, StoreError, StoreErrorKind, WriteOutcome};
 use crate::table::{
-    check_body, check_id, check_select, check_update_id, insert_id, precondition, project,
+    check_body, check_select, check_table_id, check_update_id, insert_id, precondition, project,
     BodyCheck, Column, Item, MismatchStatus, Precondition, TableSchema, WriteRequest,
 };
 
@@ -430,7 +430,7 @@ impl App {
         raw_query: &str,
     ) -> Result<Item, ApiError> {
         let (entry, scope) = self.authorize(table, TableOperation::Read, identity)?;
-        check_id(id)?;
+        let id = &check_table_id(id, entry.config.id_type)?;
         let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
         // The limits every store shares, before any lowering (one answer on every store).
         let terms_max = self.limits.filter_terms_max;
@@ -460,15 +460,20 @@ impl App {
         let scope = &scope;
         // Before dynamic schema adds a column: the id must be valid and free, so a request that
         // fails anyway leaves the table as it was.
+        let id_type = entry.config.id_type;
         let before_growing = |partial: WriteRequest, schema: Arc<TableSchema>| async move {
-            let id = insert_id(&partial)?;
+            // An integer id is the database's to assign: nothing can be taken yet.
+            let Some(id) = insert_id(&partial, id_type)? else {
+                return Ok(());
+            };
             match self.store.get(&schema, scope, &id).await? {
                 Some(item) => Err(ApiError::Conflict(Box::new(item))),
                 None => Ok(()),
             }
         };
         let (schema, request) = self.check_write(&entry, &body, before_growing).await?;
-        let id = insert_id(&request)?;
+        // None: an integer-id table, whose store ignores the id and lets the database assign it.
+        let id = insert_id(&request, id_type)?.unwrap_or_default();
         // A `version` in an insert body is ignored: the server owns versions.
         match self
             .store
@@ -495,7 +500,7 @@ impl App {
         let (entry, scope) = self.authorize(table, TableOperation::Update, identity)?;
         let body = without_owner(&entry.config, &scope, body)?;
         let scope = &scope;
-        check_id(id)?;
+        let id = &check_table_id(id, entry.config.id_type)?;
         // Before dynamic schema adds a column: the body's id must match and the row must exist
         // with the expected version (the compare-and-swap still decides; this only keeps a
         // request that fails anyway from growing the table).
@@ -548,7 +553,7 @@ impl App {
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
         let (entry, scope) = self.authorize(table, TableOperation::Delete, identity)?;
-        check_id(id)?;
+        let id = &check_table_id(id, entry.config.id_type)?;
         let schema = self.current_schema(&entry).await?;
         let pre = self
             .settle(&schema, &scope, id, precondition(if_match, None))
@@ -572,7 +577,7 @@ impl App {
                 entry.config.name
             )));
         }
-        check_id(id)?;
+        let id = &check_table_id(id, entry.config.id_type)?;
         let schema = self.current_schema(&entry).await?;
         let pre = self
             .settle(&schema, &scope, id, precondition(if_match, None))

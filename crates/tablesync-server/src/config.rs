@@ -223,6 +223,23 @@ pub struct TableConfig {
     /// read-only reference table: `operations = ["read"]`). Default: all of them.
     #[serde(default = "TableOperation::all")]
     pub operations: Vec<TableOperation>,
+    /// How rows are identified: `"string"` (client-chosen or server-made UUID strings, the
+    /// default; offline sync needs them) or `"integer"` (the Node server's `autoIncrement`: the
+    /// database assigns 1, 2, 3…, JSON ids are numbers, and an insert may not carry an id).
+    #[serde(default)]
+    pub id_type: IdType,
+}
+
+/// The type of a table's `id` ([`TableConfig::id_type`]).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IdType {
+    /// Strings (protocol.md 3.1): the client's, or a server-made UUID.
+    #[default]
+    String,
+    /// 64-bit integers the database assigns (SQLite `INTEGER PRIMARY KEY AUTOINCREMENT`,
+    /// PostgreSQL `BIGINT GENERATED ALWAYS AS IDENTITY`); never reused, even after a delete.
+    Integer,
 }
 
 /// One of the table operations of the protocol, as named in `operations = [...]`.
@@ -272,6 +289,7 @@ impl TableConfig {
             access: None,
             owner_column: None,
             operations: TableOperation::all(),
+            id_type: IdType::String,
         }
     }
 
@@ -496,6 +514,15 @@ impl Config {
                 ));
             }
             self.validate_access(table)?;
+            // A per-user table is keyed (owner, id) so that every user has their own id space;
+            // a database-assigned integer is one counter for the whole table, and SQLite can
+            // only assign it to a lone INTEGER PRIMARY KEY.
+            if table.id_type == IdType::Integer && table.owner_column.is_some() {
+                return invalid(format!(
+                    "table '{}': id_type = \"integer\" cannot be combined with owner_column: per-user tables are keyed (owner, id) with string ids; use string ids for per-user rows",
+                    table.name
+                ));
+            }
             let mut columns = HashSet::new();
             for (column, _) in &table.columns {
                 if !system::is_valid_identifier(column) {
@@ -760,6 +787,29 @@ mod tests {
     }
 
     const AUTH: &str = "[auth]\nhmac_secret_env = \"S\"\n";
+
+    #[test]
+    fn id_types_parse_and_integer_ids_are_kept_off_per_user_tables() {
+        let c = Config::from_toml_str(
+            "[[tables]]\nname = \"A\"\nid_type = \"integer\"\n[[tables]]\nname = \"B\"",
+        )
+        .unwrap();
+        assert_eq!(c.tables[0].id_type, IdType::Integer);
+        assert_eq!(c.tables[1].id_type, IdType::String);
+        let e = Config::from_toml_str("[[tables]]\nname = \"A\"\nid_type = \"uuid\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `uuid`"), "{e}");
+        let e = Config::from_toml_str(&format!(
+            "{AUTH}[[tables]]\nname = \"T\"\nowner_column = \"userId\"\nid_type = \"integer\""
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("id_type = \"integer\" cannot be combined with owner_column"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn access_and_owner_column_need_auth() {

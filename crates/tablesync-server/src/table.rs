@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use tablesync_protocol::odata::sql::{ColumnType, Schema, SqlValue};
 use tablesync_protocol::{headers, system, time};
 
-use crate::config::TableConfig;
+use crate::config::{IdType, TableConfig};
 
 /// One stored item as JSON: `id`, the user columns in declaration order, then `createdAt`,
 /// `updatedAt`, `version`, `deleted`.
@@ -35,6 +35,10 @@ pub struct TableSchema {
     /// Per-user table: the string column (also one of `columns`) holding each row's owner; the
     /// table's key is (owner, id). None for a shared table.
     pub owner_column: Option<String>,
+    /// String ids, or integer ids the database assigns (`id_type = "integer"`). Inside the
+    /// server an integer id travels as its decimal text (`"5"`); the stores bind it as an
+    /// integer and the JSON shows a number.
+    pub id_type: IdType,
 }
 
 impl TableSchema {
@@ -67,6 +71,16 @@ impl TableSchema {
             columns,
             soft_delete: config.soft_delete,
             owner_column,
+            id_type: config.id_type,
+        }
+    }
+
+    /// The protocol type of the `id` column: number on an integer-id table, so `id eq 5` and
+    /// `$orderby=id` compare numbers.
+    pub fn id_column_type(&self) -> ColumnType {
+        match self.id_type {
+            IdType::String => ColumnType::String,
+            IdType::Integer => ColumnType::Number,
         }
     }
 
@@ -104,6 +118,9 @@ pub fn system_column_type(name: &str) -> Option<ColumnType> {
 
 impl Schema for TableSchema {
     fn column_type(&self, name: &str) -> Option<ColumnType> {
+        if name == system::ID {
+            return Some(self.id_column_type());
+        }
         system_column_type(name)
             .or_else(|| self.columns.iter().find(|c| c.name == name).map(|c| c.ty))
     }
@@ -177,10 +194,13 @@ pub fn check_body(
             return Err(RuleError::Reserved(name.clone()));
         }
         if name.eq_ignore_ascii_case(system::ID) {
-            request.id = match value {
-                Value::Null => None,
-                Value::String(s) => Some(s.clone()),
-                _ => return Err(RuleError::InvalidId("the id must be a string".into())),
+            request.id = match (schema.id_type, value) {
+                (_, Value::Null) => None,
+                (IdType::String, Value::String(s)) => Some(s.clone()),
+                (IdType::String, _) => {
+                    return Err(RuleError::InvalidId("the id must be a string".into()))
+                }
+                (IdType::Integer, value) => Some(body_integer_id(value)?),
             };
             continue;
         }
@@ -330,19 +350,66 @@ pub fn check_id(id: &str) -> Result<(), RuleError> {
     system::validate_id(id).map_err(|e| RuleError::InvalidId(e.to_string()))
 }
 
+/// Check an id from a URL, query or body against the table's id type; returns it in the form
+/// the stores take: as given for a string id, canonical decimal text for an integer id (`"5"`
+/// for `05` or `+5` is not accepted: only plain decimal digits, 1..=2^63-1).
+pub fn check_table_id(id: &str, id_type: IdType) -> Result<String, RuleError> {
+    match id_type {
+        IdType::String => check_id(id).map(|()| id.to_owned()),
+        IdType::Integer => parse_integer_id(id).map(|n| n.to_string()),
+    }
+}
+
+/// An integer id written in decimal: `1..=i64::MAX`, digits only (no sign, no leading zero).
+fn parse_integer_id(text: &str) -> Result<i64, RuleError> {
+    let plain =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    match text.parse::<i64>() {
+        Ok(n) if plain => Ok(n),
+        _ => Err(RuleError::InvalidId(format!(
+            "this table has integer ids: the id must be an integer from 1 to {}",
+            i64::MAX
+        ))),
+    }
+}
+
+/// A body `id` on an integer-id table, as decimal text: a JSON integer, or a string of its
+/// digits (Node compares ids as text, so `"5"` and `5` name one row). `0` is kept as `"0"`: the
+/// official clients send it for "no id yet", and only an insert accepts it.
+fn body_integer_id(value: &Value) -> Result<String, RuleError> {
+    match value {
+        Value::Number(n) if n.as_u64() == Some(0) => Ok("0".to_owned()),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => parse_integer_id(&i.to_string()).map(|i| i.to_string()),
+            None => parse_integer_id("").map(|i| i.to_string()),
+        },
+        Value::String(s) => parse_integer_id(s).map(|i| i.to_string()),
+        _ => parse_integer_id("").map(|i| i.to_string()),
+    }
+}
+
 /// A fresh server-generated id: lower-case UUID v4 with dashes, as the Node server makes.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// The id an insert gets: the client's (checked) or a new one.
-pub fn insert_id(request: &WriteRequest) -> Result<String, RuleError> {
-    match &request.id {
-        Some(id) => {
+/// The id an insert gets: the client's (checked) or a new one. On an integer-id table the
+/// database assigns it (None); a body id other than null or 0 is refused there, as the official
+/// clients refuse it ("Cannot insert if the id member is already set"): the Node server
+/// silently drops it, which would answer a different id than the client asked for.
+pub fn insert_id(request: &WriteRequest, id_type: IdType) -> Result<Option<String>, RuleError> {
+    match (id_type, &request.id) {
+        (IdType::String, Some(id)) => {
             check_id(id)?;
-            Ok(id.clone())
+            Ok(Some(id.clone()))
         }
-        None => Ok(new_id()),
+        (IdType::String, None) => Ok(Some(new_id())),
+        (IdType::Integer, None) => Ok(None),
+        (IdType::Integer, Some(id)) if id == "0" => Ok(None),
+        (IdType::Integer, Some(_)) => Err(RuleError::InvalidId(
+            "this table has integer ids assigned by the database: an insert must not carry an id"
+                .into(),
+        )),
     }
 }
 
@@ -351,6 +418,47 @@ pub fn check_update_id(request: &WriteRequest, url_id: &str) -> Result<(), RuleE
     match &request.id {
         Some(id) if id != url_id => Err(RuleError::IdMismatch),
         _ => Ok(()),
+    }
+}
+
+/// The item a collection-URL write (`PATCH /tables/{t}`, `DELETE /tables/{t}?id=…`, the Node
+/// server's routes) names: the body's `id` (a string, or a number on an integer-id table) or
+/// the query's `id` values (already percent-decoded). Both may be given when they are equal,
+/// as the id routes accept a body id equal to the URL's (400 `id_mismatch` otherwise); naming
+/// none is 400 `invalid_id`. The id is checked against the table afterwards, as a URL id is.
+pub fn collection_id(
+    body: Option<&Map<String, Value>>,
+    query_ids: &[String],
+) -> Result<String, RuleError> {
+    let from_body = match body.and_then(|b| {
+        b.iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(system::ID))
+    }) {
+        None | Some((_, Value::Null)) => None,
+        Some((_, Value::String(s))) => Some(s.clone()),
+        Some((_, Value::Number(n))) => Some(n.to_string()),
+        Some(_) => {
+            return Err(RuleError::InvalidId(
+                "the id must be a string or an integer".into(),
+            ))
+        }
+    };
+    let from_query = match query_ids {
+        [] => None,
+        [one] => Some(one.clone()),
+        _ => {
+            return Err(RuleError::InvalidId(
+                "the query gives more than one id".into(),
+            ))
+        }
+    };
+    match (from_body, from_query) {
+        (Some(b), Some(q)) if b != q => Err(RuleError::IdMismatch),
+        (Some(id), _) | (None, Some(id)) => Ok(id),
+        (None, None) => Err(RuleError::InvalidId(
+            "a write to the table URL needs the item's id in the body or as ?id=".into(),
+        )),
     }
 }
 
@@ -489,6 +597,7 @@ mod tests {
             ],
             soft_delete: true,
             owner_column: None,
+            id_type: IdType::String,
         }
     }
 
@@ -625,16 +734,17 @@ mod tests {
             version: None,
             values: vec![],
         };
-        assert_eq!(insert_id(&req(Some("abc"))), Ok("abc".into()));
+        let s = IdType::String;
+        assert_eq!(insert_id(&req(Some("abc")), s), Ok(Some("abc".into())));
         assert!(matches!(
-            insert_id(&req(Some("a/b"))),
+            insert_id(&req(Some("a/b")), s),
             Err(RuleError::InvalidId(_))
         ));
         assert!(matches!(
-            insert_id(&req(Some(".."))),
+            insert_id(&req(Some("..")), s),
             Err(RuleError::InvalidId(_))
         ));
-        let generated = insert_id(&req(None)).unwrap();
+        let generated = insert_id(&req(None), s).unwrap().unwrap();
         assert_eq!(generated.len(), 36);
         assert_eq!(generated, generated.to_lowercase());
         assert_eq!(
@@ -643,6 +753,92 @@ mod tests {
         );
         assert_eq!(check_update_id(&req(Some("x")), "x"), Ok(()));
         assert_eq!(check_update_id(&req(None), "x"), Ok(()));
+    }
+
+    #[test]
+    fn collection_ids() {
+        let q = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let b = body(json!({"ID": "a", "text": "x"}));
+        assert_eq!(collection_id(Some(&b), &q(&[])), Ok("a".into()));
+        assert_eq!(collection_id(Some(&b), &q(&["a"])), Ok("a".into()));
+        assert_eq!(
+            collection_id(Some(&b), &q(&["b"])),
+            Err(RuleError::IdMismatch)
+        );
+        assert_eq!(collection_id(None, &q(&["b"])), Ok("b".into()));
+        let n = body(json!({"id": 5}));
+        assert_eq!(collection_id(Some(&n), &q(&["5"])), Ok("5".into()));
+        assert_eq!(
+            collection_id(Some(&body(json!({"id": null}))), &q(&["c"])),
+            Ok("c".into())
+        );
+        assert!(matches!(
+            collection_id(Some(&body(json!({"text": "x"}))), &q(&[])),
+            Err(RuleError::InvalidId(_))
+        ));
+        assert!(matches!(
+            collection_id(None, &q(&["a", "b"])),
+            Err(RuleError::InvalidId(_))
+        ));
+        assert!(matches!(
+            collection_id(Some(&body(json!({"id": true}))), &q(&[])),
+            Err(RuleError::InvalidId(_))
+        ));
+    }
+
+    #[test]
+    fn integer_ids() {
+        let int = IdType::Integer;
+        let req = |id: Option<&str>| WriteRequest {
+            id: id.map(Into::into),
+            version: None,
+            values: vec![],
+        };
+        assert_eq!(insert_id(&req(None), int), Ok(None));
+        assert_eq!(insert_id(&req(Some("0")), int), Ok(None));
+        assert!(matches!(
+            insert_id(&req(Some("5")), int),
+            Err(RuleError::InvalidId(_))
+        ));
+        assert_eq!(check_table_id("42", int), Ok("42".into()));
+        assert_eq!(
+            check_table_id("9223372036854775807", int),
+            Ok("9223372036854775807".into())
+        );
+        for bad in [
+            "",
+            "0",
+            "007",
+            "-1",
+            "+1",
+            "1.0",
+            "abc",
+            "9223372036854775808",
+        ] {
+            assert!(
+                matches!(check_table_id(bad, int), Err(RuleError::InvalidId(_))),
+                "{bad:?}"
+            );
+        }
+        let mut t = schema();
+        t.id_type = int;
+        let id_of = |v: Value| match check_body(&body(v), &t, false, 10) {
+            Ok(BodyCheck::Write(w)) => Ok(w.id),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(id_of(json!({"id": 5})), Ok(Some("5".into())));
+        assert_eq!(id_of(json!({"id": "5"})), Ok(Some("5".into())));
+        assert_eq!(id_of(json!({"id": 0})), Ok(Some("0".into())));
+        assert_eq!(id_of(json!({"id": null})), Ok(None));
+        for bad in [json!(1.5), json!(-3), json!("x"), json!(true), json!([1])] {
+            assert!(
+                matches!(id_of(json!({ "id": bad })), Err(RuleError::InvalidId(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(t.column_type("id"), Some(ColumnType::Number));
+        assert_eq!(schema().column_type("id"), Some(ColumnType::String));
     }
 
     #[test]

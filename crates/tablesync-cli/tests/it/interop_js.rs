@@ -56,11 +56,19 @@ const AUTH_CHECKS: [&str; 5] = [
     "auth: a push with a refused token fails with 401 and keeps the operation",
 ];
 
+/// The checks `js-client.js --int-ids` adds after the others.
+const INT_ID_CHECKS: [&str; 4] = [
+    "int ids: insert gets a numeric id from the database",
+    "int ids: lookup and queries by id",
+    "int ids: update with the current version, a stale one is 412",
+    "int ids: delete, then lookup is 404 and the tombstone is kept",
+];
+
 /// The HMAC secret of the interop server (test only).
 const SECRET: &str = "interop-secret-0123456789abcdef0";
 
-/// The interop server's tables: the anonymous `TodoItem` the script has always used, and the
-/// per-user `PerUserItem`.
+/// The interop server's tables: the anonymous `TodoItem` the script has always used, the
+/// per-user `PerUserItem` and the integer-id `IntIdItem`.
 const CONFIG: &str = r#"
 [auth]
 hmac_secret_env = "TABLESYNC_AUTH_SECRET"
@@ -74,6 +82,12 @@ access = "anonymous"
 name = "PerUserItem"
 columns = { text = "string", complete = "boolean" }
 owner_column = "userId"
+
+[[tables]]
+name = "IntIdItem"
+id_type = "integer"
+columns = { text = "string", complete = "boolean", run = "string" }
+access = "anonymous"
 "#;
 
 /// `tablesync serve` with [`CONFIG`] on a fresh database of `kind`.
@@ -149,10 +163,11 @@ fn official_js_client_against_tablesync_serve(kind: StoreKind) {
     let expected: Vec<&str> = EXPECTED_CHECKS
         .iter()
         .chain(&AUTH_CHECKS)
+        .chain(&INT_ID_CHECKS)
         .copied()
         .collect();
     let tokens = auth_args();
-    assert_js_client_passes(&server, &["--auth", &tokens], &expected);
+    assert_js_client_passes(&server, &["--auth", &tokens, "--int-ids"], &expected);
 }
 
 #[test]

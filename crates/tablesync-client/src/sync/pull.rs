@@ -423,6 +423,15 @@ pub(crate) async fn pull(
     while let Some(page) = fetched.take() {
         let page = page?;
         summary.pages += 1;
+        // Integer ids: the server assigns them, so rows made offline could never be pushed.
+        // Refused before anything of the page is applied.
+        if page
+            .rows
+            .iter()
+            .any(|row| matches!(row.get("id"), Some(Value::Number(_))))
+        {
+            return Err(Error::IntegerIdTable(table.to_owned()));
+        }
         // An empty page ends the pull even with a next link: there is no row to go on from.
         let Some(last_key) = check_page(&page.rows, token.as_ref())? else {
             break;

@@ -141,7 +141,8 @@ impl OurServer {
         Self::start_with(tablesync_server::Config::default_todo().with_database(db.url())).await
     }
 
-    async fn start_with(config: tablesync_server::Config) -> Self {
+    /// Our server with this configuration (its database set); the database outlives it.
+    pub async fn start_with(config: tablesync_server::Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let server = tablesync_server::Server::open(config).await.unwrap();

@@ -36,6 +36,7 @@ mod convergence;
 mod convergence_faults;
 mod discovery;
 mod faults;
+mod int_ids;
 mod local;
 mod lost_answers;
 mod official;

@@ -13,6 +13,7 @@ use super::error::item_response;
 use super::extract::{Caller, IfMatch, ItemPath, JsonObject, TablePath};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::table::collection_id;
 
 /// `GET /tables/{table}`: a bare array, or `{"results", "count"}` with `$inlinecount=allpages`;
 /// a full page carries `Link: <next page URL>; rel=next` (the URL without angle brackets).
@@ -103,6 +104,56 @@ pub async fn item_undelete(
         .undelete(&table, &caller, &id, if_match.as_deref())
         .await?;
     Ok(item_response(StatusCode::OK, item))
+}
+
+/// `PATCH /tables/{table}` with the id in the body (or `?id=`): the Node server's
+/// collection-URL update, answered exactly like `PATCH /tables/{table}/{id}`.
+pub async fn items_update(
+    State(app): State<Arc<App>>,
+    TablePath(table): TablePath,
+    Caller(caller): Caller,
+    IfMatch(if_match): IfMatch,
+    uri: Uri,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let id = collection_id(Some(&body), &query_ids(&uri))?;
+    let item = app
+        .update(&table, &caller, &id, body, if_match.as_deref())
+        .await?;
+    Ok(item_response(StatusCode::OK, item))
+}
+
+/// `DELETE /tables/{table}?id=…`: the Node server's collection-URL delete, answered exactly
+/// like `DELETE /tables/{table}/{id}`. Without `?id=` it is 400 (no filter-wide deletes).
+pub async fn items_delete(
+    State(app): State<Arc<App>>,
+    TablePath(table): TablePath,
+    Caller(caller): Caller,
+    IfMatch(if_match): IfMatch,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let id = collection_id(None, &query_ids(&uri))?;
+    let item = app
+        .delete(&table, &caller, &id, if_match.as_deref())
+        .await?;
+    Ok(item_response(StatusCode::OK, item))
+}
+
+/// Every `id` value of the query string, percent-decoded (`+` is a space, as in forms).
+fn query_ids(uri: &Uri) -> Vec<String> {
+    let decode = |s: &str| {
+        percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k) == "id").then(|| decode(v))
+        })
+        .collect()
 }
 
 /// `GET /$capabilities`: what this server offers beyond the Mobile Apps protocol

@@ -89,8 +89,10 @@ fn table_operation(method: &Method, path: &str) -> Option<(String, TableOperatio
         ("GET" | "HEAD", _) => TableOperation::Read,
         ("POST", false) => TableOperation::Insert,
         ("POST", true) => TableOperation::Undelete,
-        ("PATCH", true) => TableOperation::Update,
-        ("DELETE", true) => TableOperation::Delete,
+        // With or without an id in the path: the collection URL takes the id from the body
+        // or the query (the Node server's routes).
+        ("PATCH", _) => TableOperation::Update,
+        ("DELETE", _) => TableOperation::Delete,
         _ => return None,
     };
     Some((table, op))

@@ -35,6 +35,8 @@ pub use middleware::SERVER_VERSION;
 /// |---|---|
 /// | `GET /tables/{table}` | list (OData query) |
 /// | `POST /tables/{table}` | insert |
+/// | `PATCH /tables/{table}` | update, id in the body or `?id=` (the Node server's route) |
+/// | `DELETE /tables/{table}?id=…` | delete (the Node server's route) |
 /// | `GET /tables/{table}/{id}` | read one |
 /// | `PATCH /tables/{table}/{id}` | update |
 /// | `DELETE /tables/{table}/{id}` | delete |
@@ -46,7 +48,13 @@ pub use middleware::SERVER_VERSION;
 /// gzip, CORS, server-version header and the request log.
 pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
     Router::new()
-        .route("/tables/{table}", get(items_list).post(item_insert))
+        .route(
+            "/tables/{table}",
+            get(items_list)
+                .post(item_insert)
+                .patch(items_update)
+                .delete(items_delete),
+        )
         .route(
             "/tables/{table}/{id}",
             get(item_get)

@@ -192,7 +192,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<String>>;
 
     /// Insert a row with this id, owned by `scope`'s user on a per-user table;
-    /// [`WriteOutcome::AlreadyExists`] when the id is taken within the scope.
+    /// [`WriteOutcome::AlreadyExists`] when the id is taken within the scope. On an integer-id
+    /// table (`TableSchema::id_type`) `id` is ignored: the database assigns the next one.
     fn insert<'a>(
         &'a self,
         table: &'a TableSchema,
@@ -269,6 +270,7 @@ mod tests {
             }],
             soft_delete: true,
             owner_column: None,
+            id_type: crate::config::IdType::String,
         }
     }
 

@@ -34,14 +34,14 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Column as _, Postgres, Row, Transaction, TypeInfo as _};
 use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
 use tablesync_protocol::time::Timestamp;
 
 use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE, OWNER_CLOCK_TABLE};
 use super::{BoxFuture, ListPage, ListQuery, Scope, Stamp, Store, StoreError, StoreErrorKind};
 use super::{StoreResult, WriteOutcome};
-use crate::config::{StoreConfig, PG_IDENTIFIER_BYTES_MAX};
+use crate::config::{IdType, StoreConfig, PG_IDENTIFIER_BYTES_MAX};
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
 /// The SQL dialect of this store.
@@ -278,6 +278,10 @@ fn value_json(row: &PgRow, index: usize, ty: ColumnType) -> Result<Value, sqlx::
         ColumnType::String | ColumnType::Date => row
             .try_get::<Option<String>, _>(index)?
             .map_or(Value::Null, Value::String),
+        // An integer id (BIGINT): read exactly, not through a double.
+        ColumnType::Number if row.column(index).type_info().name() == "INT8" => row
+            .try_get::<Option<i64>, _>(index)?
+            .map_or(Value::Null, Value::from),
         ColumnType::Number => row
             .try_get::<Option<f64>, _>(index)?
             .map_or(Value::Null, json_number),
@@ -427,11 +431,17 @@ async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Ve
             ),
             None => (String::new(), String::new()),
         };
-        let id_key = if key.is_empty() { " PRIMARY KEY" } else { "" };
+        // Integer ids: an identity column the database assigns (never reused); ALWAYS, so no
+        // statement can pick one. Config validation keeps them off per-user tables.
+        let id_column = match (table.id_type, key.is_empty()) {
+            (IdType::Integer, _) => "\"id\" BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+            (IdType::String, true) => "\"id\" TEXT COLLATE \"C\" PRIMARY KEY NOT NULL",
+            (IdType::String, false) => "\"id\" TEXT COLLATE \"C\" NOT NULL",
+        };
         execute(
             &mut tx,
             &format!(
-                "CREATE TABLE IF NOT EXISTS {name} ({owner_column}\"id\" TEXT COLLATE \"C\"{id_key} NOT NULL, \
+                "CREATE TABLE IF NOT EXISTS {name} ({owner_column}{id_column}, \
                  \"createdAt\" TIMESTAMPTZ(3) NOT NULL, \"updatedAt\" TIMESTAMPTZ(3) NOT NULL, \
                  \"version\" TEXT COLLATE \"C\" NOT NULL, \"deleted\" BOOLEAN NOT NULL DEFAULT FALSE{key})"
             ),
@@ -439,6 +449,7 @@ async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Ve
         .await?;
         sql::check_primary_key(table, &primary_key(&mut tx, &table.name).await?)?;
         let stored = stored_columns(&mut tx, &table.name).await?;
+        sql::check_id_column(table, &stored, |ty| ty == "bigint")?;
         for column in &table.columns {
             check_identifier(&table.name, &column.name)?;
         }

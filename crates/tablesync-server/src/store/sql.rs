@@ -27,6 +27,7 @@ use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue}
 use tablesync_protocol::system;
 
 use super::{ListQuery, Scope, Stamp, StoreError, StoreErrorKind, StoreResult, WriteOutcome};
+use crate::config::IdType;
 use crate::table::{Column, Item, TableSchema};
 
 /// The clock table: one row per served table, holding the last stamp handed out.
@@ -51,7 +52,7 @@ pub(super) enum Cast {
     Boolean,
     /// `::timestamptz` (wire-form text on SQLite)
     Timestamp,
-    /// `::bigint` (LIMIT and OFFSET)
+    /// `::bigint` (LIMIT and OFFSET, integer ids)
     BigInt,
 }
 
@@ -138,10 +139,10 @@ const TRAILING_SYSTEM_COLUMNS: [(&str, ColumnType); 4] = [
     (system::DELETED, ColumnType::Boolean),
 ];
 
-/// Every selected column of an item, in order: `id`, the user columns, then the trailing system
-/// columns.
+/// Every selected column of an item, in order: `id` (a number on an integer-id table), the user
+/// columns, then the trailing system columns.
 fn item_columns(schema: &TableSchema) -> impl Iterator<Item = (&str, ColumnType)> {
-    std::iter::once((system::ID, ColumnType::String))
+    std::iter::once((system::ID, schema.id_column_type()))
         .chain(schema.columns.iter().map(|c| (c.name.as_str(), c.ty)))
         .chain(TRAILING_SYSTEM_COLUMNS)
 }
@@ -164,6 +165,19 @@ pub(super) fn read_item<E>(
         item.insert(name.to_owned(), value(index, ty)?);
     }
     Ok(item)
+}
+
+/// An id as bound to a placeholder, with its cast: text on a string-id table, a 64-bit integer
+/// on an integer-id table. `App` only passes ids it checked ([`crate::table::check_table_id`]);
+/// anything else binds NULL, which `"id" = NULL` never matches.
+fn id_param(schema: &TableSchema, id: &str) -> (SqlValue, Cast) {
+    match schema.id_type {
+        IdType::String => (SqlValue::Text(id.to_owned()), Cast::Text),
+        IdType::Integer => (
+            id.parse::<i64>().map_or(SqlValue::Null, SqlValue::Int),
+            Cast::BigInt,
+        ),
+    }
 }
 
 /// The owner predicate a statement on `schema` needs within `scope`.
@@ -226,12 +240,13 @@ pub(super) fn get_row_sql(
     scope: &Scope,
     id: &str,
 ) -> (String, Vec<SqlValue>) {
-    let mut params = vec![SqlValue::Text(id.to_owned())];
+    let (id, id_cast) = id_param(schema, id);
+    let mut params = vec![id];
     let sql = format!(
         "SELECT {} FROM {} WHERE \"id\" = {}{}",
         select_list(dialect, schema),
         quote_ident(&schema.name),
-        dialect_param(dialect, 1, Cast::Text),
+        dialect_param(dialect, 1, id_cast),
         and_owner(dialect, schema, scope, &mut params)
     );
     (sql, params)
@@ -352,7 +367,8 @@ pub(super) enum OnConflict {
 
 /// An `INSERT … RETURNING <select list>` of a new row and its parameters: `id`, the stamp
 /// (`createdAt` = `updatedAt`), `deleted` false, the owner of a per-user table (from `scope`;
-/// a value for the owner column among `values` is dropped) and the given values.
+/// a value for the owner column among `values` is dropped) and the given values. On an
+/// integer-id table `id` is not written (the database assigns it) and is ignored.
 pub(super) fn insert_sql(
     dialect: Dialect,
     schema: &TableSchema,
@@ -362,20 +378,23 @@ pub(super) fn insert_sql(
     values: &[(String, SqlValue)],
     on_conflict: OnConflict,
 ) -> (String, Vec<SqlValue>) {
-    let mut columns =
-        String::from("\"id\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\"");
-    let mut placeholders = format!(
-        "{}, {stamp_param}, {stamp_param}, {}, {}",
-        dialect_param(dialect, 1, Cast::Text),
-        dialect_param(dialect, 3, Cast::Text),
+    let (mut columns, mut placeholders, mut params) = match schema.id_type {
+        IdType::String => (
+            String::from("\"id\", "),
+            format!("{}, ", dialect_param(dialect, 1, Cast::Text)),
+            vec![SqlValue::Text(id.to_owned())],
+        ),
+        IdType::Integer => (String::new(), String::new(), Vec::new()),
+    };
+    let stamp_param = dialect_param(dialect, params.len() + 1, Cast::Timestamp);
+    columns.push_str("\"createdAt\", \"updatedAt\", \"version\", \"deleted\"");
+    placeholders.push_str(&format!(
+        "{stamp_param}, {stamp_param}, {}, {}",
+        dialect_param(dialect, params.len() + 2, Cast::Text),
         dialect_bool(dialect, false),
-        stamp_param = dialect_param(dialect, 2, Cast::Timestamp),
-    );
-    let mut params = vec![
-        SqlValue::Text(id.to_owned()),
-        SqlValue::Timestamp(stamp.updated_at),
-        SqlValue::Text(stamp.version),
-    ];
+    ));
+    params.push(SqlValue::Timestamp(stamp.updated_at));
+    params.push(SqlValue::Text(stamp.version));
     let owner = match owner_filter(schema, scope) {
         OwnerFilter::Owner { column, user } => Some((column, user)),
         OwnerFilter::Everything | OwnerFilter::Nothing => None,
@@ -468,8 +487,9 @@ pub(super) fn cas_update_sql(
         "\"version\" = {}",
         dialect_param(dialect, params.len(), Cast::Text)
     ));
-    params.push(SqlValue::Text(id.to_owned()));
-    let id_param = dialect_param(dialect, params.len(), Cast::Text);
+    let (id, id_cast) = id_param(schema, id);
+    params.push(id);
+    let id_param = dialect_param(dialect, params.len(), id_cast);
     let version = version_condition(dialect, &mut params, expected);
     let condition = format!(
         "\"id\" = {id_param} AND \"deleted\" = {}{version}{}",
@@ -494,11 +514,12 @@ pub(super) fn hard_delete_sql(
     id: &str,
     expected: Option<&str>,
 ) -> (String, Vec<SqlValue>) {
-    let mut params = vec![SqlValue::Text(id.to_owned())];
+    let (id, id_cast) = id_param(schema, id);
+    let mut params = vec![id];
     let version = version_condition(dialect, &mut params, expected);
     let condition = format!(
         "\"id\" = {} AND \"deleted\" = {}{version}{}",
-        dialect_param(dialect, 1, Cast::Text),
+        dialect_param(dialect, 1, id_cast),
         dialect_bool(dialect, false),
         and_owner(dialect, schema, scope, &mut params)
     );
@@ -608,6 +629,38 @@ pub(super) fn check_primary_key(schema: &TableSchema, stored: &[String]) -> Stor
             } else {
                 "the table holds per-user rows but owner_column is not configured"
             }
+        ),
+    ))
+}
+
+/// The stored `id` column must have the configured id type: a table made with string ids is
+/// not served as an integer-id table or back (its rows would not fit). `stored` is the (name,
+/// reported type) list of the table's columns; `is_integer` recognises the store's integer
+/// type name.
+pub(super) fn check_id_column(
+    schema: &TableSchema,
+    stored: &[(String, String)],
+    is_integer: fn(&str) -> bool,
+) -> StoreResult<()> {
+    let Some((_, ty)) = stored.iter().find(|(n, _)| n == system::ID) else {
+        return Err(StoreError::new(
+            StoreErrorKind::Schema,
+            format!("table {} has no id column", schema.name),
+        ));
+    };
+    let integer = is_integer(ty);
+    let configured = schema.id_type == IdType::Integer;
+    if integer == configured {
+        return Ok(());
+    }
+    Err(StoreError::new(
+        StoreErrorKind::Schema,
+        format!(
+            "table {} stores {} ids (id is {ty}) but is configured with id_type = \"{}\"; \
+             migrate its rows into a new table instead",
+            schema.name,
+            if integer { "integer" } else { "string" },
+            if configured { "integer" } else { "string" },
         ),
     ))
 }
@@ -770,6 +823,7 @@ mod tests {
             ],
             soft_delete: true,
             owner_column: None,
+            id_type: IdType::String,
         }
     }
 

@@ -27,7 +27,7 @@ use tablesync_protocol::time::Timestamp;
 use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE, OWNER_CLOCK_TABLE};
 use super::{BoxFuture, ListPage, ListQuery, Scope, Stamp, Store, StoreError, StoreErrorKind};
 use super::{StoreResult, WriteOutcome};
-use crate::config::StoreConfig;
+use crate::config::{IdType, StoreConfig};
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
 /// The SQL dialect of this store.
@@ -363,14 +363,22 @@ fn prepare_tables(conn: &mut Connection, tables: &[TableSchema]) -> StoreResult<
             ),
             None => (String::new(), String::new()),
         };
-        let id_key = if key.is_empty() { " PRIMARY KEY" } else { "" };
+        // Integer ids: a rowid alias the database assigns; AUTOINCREMENT so that an id is never
+        // handed out twice, even after the row holding the largest one was deleted (a client
+        // may still hold that id). Config validation keeps them off per-user tables.
+        let id_column = match (table.id_type, key.is_empty()) {
+            (IdType::Integer, _) => "\"id\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
+            (IdType::String, true) => "\"id\" TEXT PRIMARY KEY NOT NULL",
+            (IdType::String, false) => "\"id\" TEXT NOT NULL",
+        };
         tx.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {name} ({owner_column}\"id\" TEXT{id_key} NOT NULL, \"createdAt\" TEXT NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {name} ({owner_column}{id_column}, \"createdAt\" TEXT NOT NULL, \
              \"updatedAt\" TEXT NOT NULL, \"version\" TEXT NOT NULL, \"deleted\" INTEGER NOT NULL DEFAULT 0{key})"
         ))
         .map_err(classify)?;
         sql::check_primary_key(table, &primary_key(&tx, &table.name).map_err(classify)?)?;
         let stored = stored_columns(&tx, &table.name).map_err(classify)?;
+        sql::check_id_column(table, &stored, |ty| ty.eq_ignore_ascii_case("INTEGER"))?;
         for column in sql::columns_to_add(table, &stored, &TYPES)? {
             tx.execute_batch(&TYPES.add_column_sql(&table.name, column))
                 .map_err(classify)?;
@@ -781,6 +789,7 @@ mod tests {
             }],
             soft_delete: true,
             owner_column: None,
+            id_type: IdType::String,
         }
     }
 

@@ -32,6 +32,7 @@ macro_rules! store_tests {
 }
 
 mod auth;
+mod collection_routes;
 mod concurrency;
 mod crud;
 mod embedded;
@@ -40,6 +41,7 @@ mod explain;
 mod extensions;
 mod garbage;
 mod hostile;
+mod int_ids;
 mod isolation;
 mod openapi;
 mod per_user;
