@@ -40,6 +40,7 @@ mod explain;
 mod extensions;
 mod garbage;
 mod hostile;
+mod http_edges;
 mod isolation;
 mod per_user;
 mod portable;
