@@ -98,6 +98,17 @@ error_codes! {
     /// A write to a per-user table names another user as the row's owner (the owner comes from
     /// the credentials).
     OwnerMismatch = ("owner_mismatch", 400),
+    /// The request is not valid HTTP/1.1: bad framing or header syntax, or a missing or
+    /// repeated `Host` (RFC 9112).
+    BadRequest = ("bad_request", 400),
+    /// The request body did not arrive within the server's body read timeout; nothing was done.
+    RequestTimeout = ("request_timeout", 408),
+    /// The request target (URL) is longer than the server accepts.
+    UriTooLong = ("uri_too_long", 414),
+    /// The request's headers are larger, or more numerous, than the server accepts.
+    HeadersTooLarge = ("headers_too_large", 431),
+    /// The request uses a transfer coding the server does not implement (only `chunked` is).
+    NotImplemented = ("not_implemented", 501),
 }
 
 impl std::fmt::Display for ErrorCode {

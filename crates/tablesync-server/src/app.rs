@@ -351,15 +351,6 @@ impl App {
             });
         }
         let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
-        // The limits every store shares, before any lowering (one answer on every store).
-        let terms_max = self.limits.filter_terms_max;
-        check_expressions(query.filter.as_ref(), "$filter", terms_max).map_err(ApiError::Lower)?;
-        check_expressions(
-            query.order_by.iter().map(|o| &o.expr),
-            "$orderby",
-            terms_max,
-        )
-        .map_err(ApiError::Lower)?;
         let too_many = |code: ErrorCode, option: &str, terms: usize, max: usize| {
             ApiError::Query(QueryError {
                 code,
@@ -385,6 +376,15 @@ impl App {
                 ));
             }
         }
+        // The limits every store shares, before any lowering (one answer on every store).
+        let terms_max = self.limits.filter_terms_max;
+        check_expressions(query.filter.as_ref(), "$filter", terms_max).map_err(ApiError::Lower)?;
+        check_expressions(
+            query.order_by.iter().map(|o| &o.expr),
+            "$orderby",
+            terms_max,
+        )
+        .map_err(ApiError::Lower)?;
         let top = query.top.unwrap_or(entry.config.page_size);
         if top > self.limits.page_size_max {
             return Err(ApiError::TopTooLarge {
@@ -432,15 +432,6 @@ impl App {
         let (entry, scope) = self.authorize(table, TableOperation::Read, identity)?;
         let id = &check_table_id(id, entry.config.id_type)?;
         let query = parse_query_string(raw_query).map_err(ApiError::Query)?;
-        // The limits every store shares, before any lowering (one answer on every store).
-        let terms_max = self.limits.filter_terms_max;
-        check_expressions(query.filter.as_ref(), "$filter", terms_max).map_err(ApiError::Lower)?;
-        check_expressions(
-            query.order_by.iter().map(|o| &o.expr),
-            "$orderby",
-            terms_max,
-        )
-        .map_err(ApiError::Lower)?;
         let schema = self.current_schema(&entry).await?;
         match self.store.get(&schema, &scope, id).await? {
             Some(item) if query.include_deleted || !is_deleted(&item) => Ok(item),

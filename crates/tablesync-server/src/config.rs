@@ -85,6 +85,20 @@ pub struct Limits {
     /// (checked before lowering, like the depth estimate of `odata::limits`). At most 10000:
     /// each literal is a bound parameter.
     pub filter_terms_max: usize,
+    /// Longest time a client may take to send a request's line and headers, in milliseconds
+    /// (also how long a kept-alive connection may sit idle); then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// Longest time a client may take to send a request's body once its headers arrived, in
+    /// milliseconds; then 408 `request_timeout` and the connection is closed. The request was
+    /// not started: `request_timeout_ms` only runs once the body is in.
+    pub body_read_timeout_ms: u64,
+    /// Most connections served at once, in connections. Above it a new connection is answered
+    /// 503 `service_unavailable` and closed; open ones keep working. Keep it under the
+    /// process's open-file limit (`ulimit -n`) minus the database's files and connections.
+    pub connections_max: usize,
+    /// Largest request line plus headers, in bytes (at least 8192); more is 431
+    /// `headers_too_large` (a long `$filter` gets 400 `invalid_filter` as a shorter one does).
+    pub request_head_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -98,6 +112,10 @@ impl Default for Limits {
             orderby_terms_max: 32,
             select_terms_max: 128,
             filter_terms_max: 2000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            connections_max: 512,
+            request_head_bytes_max: 64 * 1024,
         }
     }
 }
@@ -455,6 +473,17 @@ impl Config {
                 "limits.orderby_terms_max must be 1..=1000 and limits.select_terms_max at least 1"
                     .into(),
             );
+        }
+        if limits.header_read_timeout_ms == 0
+            || limits.body_read_timeout_ms == 0
+            || limits.connections_max == 0
+        {
+            return invalid(
+                "limits.header_read_timeout_ms, body_read_timeout_ms and connections_max must be positive".into(),
+            );
+        }
+        if limits.request_head_bytes_max < 8192 {
+            return invalid("limits.request_head_bytes_max must be at least 8192".into());
         }
         let terms_limit = tablesync_protocol::odata::limits::FILTER_TERMS_MAX_LIMIT;
         if !(1..=terms_limit).contains(&limits.filter_terms_max) {

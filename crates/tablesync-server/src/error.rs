@@ -104,6 +104,19 @@ pub enum ApiError {
         /// The configured limit.
         limit_ms: u64,
     },
+    /// The request body did not arrive within `limits.body_read_timeout_ms`: the request was
+    /// never started, so it changed nothing.
+    #[error("The request body did not arrive within {limit_ms} ms; nothing was done")]
+    BodyTimeout {
+        /// The configured limit.
+        limit_ms: u64,
+    },
+    /// Not valid HTTP/1.1 framing (RFC 9112), e.g. a missing or repeated `Host`.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A transfer coding other than `chunked`.
+    #[error("The transfer coding '{0}' is not implemented; only chunked is")]
+    UnsupportedTransferCoding(String),
     /// The database failed.
     #[error("database error: {0}")]
     Store(#[from] StoreError),

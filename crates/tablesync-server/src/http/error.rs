@@ -49,6 +49,13 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed(_) => (ErrorCode::MethodNotAllowed, None),
             ApiError::Timeout { .. } => (ErrorCode::ServiceUnavailable, None),
             ApiError::WriteTimeout { .. } => (ErrorCode::OutcomeUnknown, None),
+            // The connection is left mid-body or its framing is in doubt: close it rather than
+            // parse what follows as another request.
+            ApiError::BodyTimeout { .. } => return closing(ErrorCode::RequestTimeout, message),
+            ApiError::BadRequest(_) => return closing(ErrorCode::BadRequest, message),
+            ApiError::UnsupportedTransferCoding(_) => {
+                return closing(ErrorCode::NotImplemented, message)
+            }
             ApiError::Store(e) => {
                 if e.kind == StoreErrorKind::InvalidInput {
                     // The client's value, not our bug; still logged so a missing check shows.
@@ -98,6 +105,15 @@ fn unauthorized(message: String, challenge: &'static str) -> Response {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(challenge),
     );
+    response
+}
+
+/// Our JSON error with `Connection: close`.
+fn closing(code: ErrorCode, message: String) -> Response {
+    let mut response = error_response(code, ErrorBody::new(code, message));
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

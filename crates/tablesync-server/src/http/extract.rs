@@ -139,7 +139,11 @@ pub fn is_json_media_type(value: &str) -> bool {
         || (essence.contains('/') && essence.ends_with("+json"))
 }
 
-async fn read_body(mut body: axum::body::Body, limit_bytes: usize) -> Result<Vec<u8>, ApiError> {
+/// The whole body, at most `limit_bytes` (413 beyond).
+pub(super) async fn read_body(
+    mut body: axum::body::Body,
+    limit_bytes: usize,
+) -> Result<Vec<u8>, ApiError> {
     let mut buf = Vec::new();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame =

@@ -1,5 +1,6 @@
 //! Middleware: the `ZUMO-API-VERSION` gate and no-cache header on table routes, server-version
-//! header, request timeout, and the one-line-per-request log.
+//! header, HTTP/1.1 framing checks (RFC 9112: `Host`, transfer codings), the body read timeout,
+//! the request timeout, and the one-line-per-request log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,6 +131,65 @@ pub async fn timeout(State(app): State<Arc<App>>, req: Request, next: Next) -> R
         Ok(response) => response,
         Err(_) if is_write => ApiError::WriteTimeout { limit_ms }.into_response(),
         Err(_) => ApiError::Timeout { limit_ms }.into_response(),
+    }
+}
+
+/// RFC 9112 checks hyper leaves to the server: an HTTP/1.1 request has exactly one `Host`
+/// (section 3.2: 400 otherwise), and a transfer coding other than `chunked` is 501 (section 7:
+/// `gzip, chunked` was accepted and the gzip ignored).
+pub async fn framing(req: Request, next: Next) -> Response {
+    if req.version() == axum::http::Version::HTTP_11 {
+        let hosts = req.headers().get_all(header::HOST).iter().count();
+        if hosts != 1 {
+            let what = if hosts == 0 {
+                "no Host header"
+            } else {
+                "more than one Host header"
+            };
+            return ApiError::BadRequest(format!(
+                "An HTTP/1.1 request must have exactly one Host header; this one has {what}"
+            ))
+            .into_response();
+        }
+    }
+    for value in req.headers().get_all(header::TRANSFER_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return ApiError::UnsupportedTransferCoding(coding.to_owned()).into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Read the whole request body within `limits.body_read_timeout_ms` before the request starts
+/// (and before [`timeout`]'s clock): a body that does not arrive in time is 408
+/// `request_timeout` and the connection is closed. Before, a write whose body stalled got 504
+/// `outcome_unknown` after the request timeout, although nothing had started.
+///
+/// At most `limits.body_bytes_max + 1` bytes are read (the extractor answers 413 for more), and
+/// a body whose `Content-Length` is over the limit is not waited for at all.
+pub async fn body_in_time(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let limits = app.limits();
+    let (limit_ms, max) = (limits.body_read_timeout_ms, limits.body_bytes_max);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let read = super::extract::read_body(body, max);
+    match tokio::time::timeout(Duration::from_millis(limit_ms), read).await {
+        Err(_) => ApiError::BodyTimeout { limit_ms }.into_response(),
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => e.into_response(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`ApiError`](crate::error::ApiError), and `error.rs` turns every error into a JSON response in
 //! one exhaustive match, so no request ever gets a plain-text or empty error.
 
+mod conn;
 mod error;
 mod extract;
 mod handlers;
@@ -17,7 +18,6 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
@@ -45,7 +45,8 @@ pub use middleware::SERVER_VERSION;
 /// | `GET /openapi.json` | the configured tables as OpenAPI 3.0 (`crate::openapi`); a token when `[auth]` is configured |
 ///
 /// Layers, innermost first: API-version gate + no-cache (table routes only), request timeout,
-/// gzip, CORS, server-version header and the request log.
+/// body read timeout, gzip, CORS, HTTP/1.1 framing checks, server-version header and the
+/// request log.
 pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
     Router::new()
         .route(
@@ -68,10 +69,16 @@ pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(Arc::clone(&app), middleware::timeout))
+        // Outside the request timeout: a write only starts once its body is in.
+        .layer(from_fn_with_state(
+            Arc::clone(&app),
+            middleware::body_in_time,
+        ))
         // The fastest level: on a fast network compressing costs more time than the bytes it
         // saves, and level 1 already shrinks JSON pages several times.
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
         .layer(cors_layer(cors))
+        .layer(from_fn(middleware::framing))
         .layer(from_fn(middleware::log_and_stamp))
         .with_state(app)
 }
@@ -101,22 +108,14 @@ fn cors_layer(config: &CorsConfig) -> CorsLayer {
         .max_age(Duration::from_secs(config.max_age_s))
 }
 
-/// Serve `app` on `listener` until `shutdown` completes, then finish in-flight requests.
+/// Serve `app` on `listener` until `shutdown` completes, then finish in-flight requests
+/// (connection handling: `conn.rs`).
 pub async fn serve(
     app: Arc<App>,
     cors: &CorsConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // TCP_NODELAY: a gzip answer is streamed as chunks, and with Nagle's algorithm its last
-    // small chunk waits for the client's delayed ACK (tens of ms per request on a kept-alive
-    // connection, measured by the sync bench).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(app, cors))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = app.limits().clone();
+    conn::serve(router(app, cors), &limits, listener, shutdown).await
 }

@@ -41,6 +41,7 @@ mod explain;
 mod extensions;
 mod garbage;
 mod hostile;
+mod http_edges;
 mod int_ids;
 mod isolation;
 mod openapi;
