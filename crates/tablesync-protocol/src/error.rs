@@ -168,7 +168,7 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert!((400..600).contains(&c.http_status()));
         }
-        assert_eq!(ErrorCode::ALL.len(), 28);
+        assert_eq!(ErrorCode::ALL.len(), 33);
         assert_eq!(ErrorCode::from_str_code("nope"), None);
         assert_eq!(ErrorCode::InvalidFilter.as_str(), "invalid_filter");
         assert_eq!(ErrorCode::PreconditionFailed.http_status(), 412);

@@ -21,7 +21,7 @@ use tablesync_protocol::odata::sql::ColumnType;
 use tablesync_protocol::system;
 
 use crate::auth::AccessLevel;
-use crate::config::{Config, TableConfig, TableOperation};
+use crate::config::{Config, IdType, TableConfig, TableOperation};
 
 /// The document for `config`, without `servers` (the HTTP layer adds the base path a request
 /// came in on, so the document stays right when an app nests the router under a prefix).
@@ -92,6 +92,53 @@ pub fn document(config: &Config) -> Value {
                 ),
             );
         }
+        // The Node server's collection-URL writes: the id in the body (PATCH) or in `?id=`.
+        let collection_conditional = json!({
+            "200": item_response(&item_ref, "As on the item route."),
+            "409": item_response(&item_ref, "A stale `version` in the body: the stored item."),
+            "412": item_response(&item_ref, "`If-Match` does not match: the stored item.")});
+        let id_query = || {
+            vec![
+                param_ref(id_query_param(table)),
+                param_ref("ApiVersionHeader"),
+                param_ref("ApiVersionQuery"),
+                param_ref("IfMatch"),
+            ]
+        };
+        if level(TableOperation::Update) != AccessLevel::Disabled {
+            collection.insert(
+                "patch".into(),
+                operation(
+                    &format!("{}_update_by_body", table.name),
+                    &format!(
+                        "Merge properties into a {} item named by the body's `id` (or `?id=`); answered like the item route",
+                        table.name
+                    ),
+                    &tag,
+                    security(TableOperation::Update),
+                    id_query(),
+                    Some(&item_ref),
+                    collection_conditional.clone(),
+                ),
+            );
+        }
+        if level(TableOperation::Delete) != AccessLevel::Disabled {
+            collection.insert(
+                "delete".into(),
+                operation(
+                    &format!("{}_delete_by_query", table.name),
+                    &format!(
+                        "Delete the {} item named by `?id=`; answered like the item route",
+                        table.name
+                    ),
+                    &tag,
+                    security(TableOperation::Delete),
+                    id_query(),
+                    None,
+                    collection_conditional,
+                ),
+            );
+        }
         if !collection.is_empty() {
             paths.insert(format!("/tables/{}", table.name), Value::Object(collection));
         }
@@ -99,7 +146,7 @@ pub fn document(config: &Config) -> Value {
         let mut item = Map::new();
         let id_params = || {
             vec![
-                param_ref("Id"),
+                param_ref(id_path_param(table)),
                 param_ref("ApiVersionHeader"),
                 param_ref("ApiVersionQuery"),
             ]
@@ -234,6 +281,22 @@ pub fn document(config: &Config) -> Value {
     })
 }
 
+/// The shared path parameter naming a table's item id.
+fn id_path_param(table: &TableConfig) -> &'static str {
+    match table.id_type {
+        IdType::String => "Id",
+        IdType::Integer => "IntId",
+    }
+}
+
+/// The shared `?id=` parameter of a table's collection-URL writes.
+fn id_query_param(table: &TableConfig) -> &'static str {
+    match table.id_type {
+        IdType::String => "IdQuery",
+        IdType::Integer => "IntIdQuery",
+    }
+}
+
 /// The `securitySchemes` key of a token header (`X-ZUMO-AUTH` → `x-zumo-auth`).
 fn scheme_name(header: &str) -> String {
     header.to_ascii_lowercase()
@@ -353,6 +416,15 @@ fn shared_parameters() -> Value {
         "Id": {"name": "id", "in": "path", "required": true,
             "description": "The item's id (percent-encoded).",
             "schema": {"type": "string", "maxLength": system::ID_CHARS_MAX}},
+        "IntId": {"name": "id", "in": "path", "required": true,
+            "description": "The item's id (an integer-id table).",
+            "schema": {"type": "integer", "format": "int64"}},
+        "IdQuery": {"name": "id", "in": "query", "required": false,
+            "description": "The item's id, when the body does not name it (PATCH) or has none (DELETE).",
+            "schema": {"type": "string", "maxLength": system::ID_CHARS_MAX}},
+        "IntIdQuery": {"name": "id", "in": "query", "required": false,
+            "description": "The item's id (an integer-id table), when the body does not name it.",
+            "schema": {"type": "integer", "format": "int64"}},
         "IfMatch": {"name": "If-Match", "in": "header", "required": false,
             "description": "Only if the item's version is one of these entity tags (`*`: any).",
             "schema": {"type": "string"}},
@@ -376,11 +448,13 @@ fn error_body_schema() -> Value {
 /// schema.
 fn item_schema(table: &TableConfig) -> Value {
     let mut properties = Map::new();
-    properties.insert(
-        system::ID.into(),
-        json!({"type": "string", "maxLength": system::ID_CHARS_MAX,
+    let id = match table.id_type {
+        IdType::String => json!({"type": "string", "maxLength": system::ID_CHARS_MAX,
                "description": "Unique per table; the server makes one (a UUID) when an insert has none."}),
-    );
+        IdType::Integer => json!({"type": "integer", "format": "int64", "readOnly": true,
+               "description": "Assigned by the database; an insert may not carry one."}),
+    };
+    properties.insert(system::ID.into(), id);
     properties.insert(
         system::CREATED_AT.into(),
         json!({"type": "string", "format": "date-time", "readOnly": true}),

@@ -33,6 +33,11 @@ soft_delete = false
 [[tables]]
 name = "Bag"
 dynamic_schema = true
+
+[[tables]]
+name = "Counter"
+id_type = "integer"
+columns = { n = "number" }
 "#;
 
 /// The document as JSON and parsed into the typed model (which fails on any field of the wrong
@@ -114,6 +119,7 @@ fn schema_type(doc: &OpenAPI, table: &str, column: &str) -> (String, Option<Stri
         }
         SchemaKind::Type(Type::Number(_)) => ("number".into(), None, read_only),
         SchemaKind::Type(Type::Boolean(_)) => ("boolean".into(), None, read_only),
+        SchemaKind::Type(Type::Integer(_)) => ("integer".into(), None, read_only),
         other => (format!("{other:?}"), None, read_only),
     }
 }
@@ -128,18 +134,29 @@ async fn the_document_matches_the_config_and_the_server() {
     // Exactly these paths and methods: the configured tables' offered operations, discovery and
     // the document itself.
     let mut expected: Vec<(String, Vec<&str>)> = vec![
-        ("/tables/TodoItem".into(), vec!["get", "post"]),
+        (
+            "/tables/TodoItem".into(),
+            vec!["get", "post", "patch", "delete"],
+        ),
         (
             "/tables/TodoItem/{id}".into(),
             vec!["get", "post", "patch", "delete"],
         ),
         ("/tables/Country".into(), vec!["get"]),
         ("/tables/Country/{id}".into(), vec!["get"]),
-        ("/tables/Log".into(), vec!["get", "post"]),
+        ("/tables/Log".into(), vec!["get", "post", "patch", "delete"]),
         ("/tables/Log/{id}".into(), vec!["get", "patch", "delete"]),
-        ("/tables/Bag".into(), vec!["get", "post"]),
+        ("/tables/Bag".into(), vec!["get", "post", "patch", "delete"]),
         (
             "/tables/Bag/{id}".into(),
+            vec!["get", "post", "patch", "delete"],
+        ),
+        (
+            "/tables/Counter".into(),
+            vec!["get", "post", "patch", "delete"],
+        ),
+        (
+            "/tables/Counter/{id}".into(),
             vec!["get", "post", "patch", "delete"],
         ),
         ("/$capabilities".into(), vec!["get"]),
@@ -180,7 +197,11 @@ async fn the_document_matches_the_config_and_the_server() {
     // System and user columns with their types; the Bag takes any property.
     for table in &config.tables {
         for (column, kind, format, read_only) in [
-            ("id", "string", None, false),
+            if table.name == "Counter" {
+                ("id", "integer", None, true)
+            } else {
+                ("id", "string", None, false)
+            },
             ("createdAt", "string", Some("date-time"), true),
             ("updatedAt", "string", Some("date-time"), true),
             ("version", "string", Some("byte"), false),
