@@ -573,6 +573,17 @@ fn catalogue() -> Vec<Case> {
         get_query("TodoItem", "$select=nope"),
     );
     add("unknown function".into(), filter("evil(text) eq 1"));
+    for path in [
+        "/tables/TodoItem/..",
+        "/tables/TodoItem/%2E%2E",
+        "/tables/TodoItem/.",
+        "/tables/TodoItem/../Notes",
+    ] {
+        add(
+            format!("dot segment {path}"),
+            request("GET", path, &[], None),
+        );
+    }
     add(
         "update of a missing row".into(),
         patch("missing", b"{\"text\":\"x\"}"),
