@@ -206,13 +206,12 @@ impl Client {
     /// whose retry is still refused stops with `CancelledByAuthenticationError` and keeps its
     /// queue.
     ///
-    /// ```no_run
-    /// # fn demo(client: &tablesync_client::Client) {
+    /// ```
+    /// # let client = tablesync_client::Client::new("http://127.0.0.1:9/").unwrap();
     /// client.set_token_refresher(|| async {
     ///     // e.g. log in again or use a refresh token
     ///     Some("new-token".to_string())
     /// });
-    /// # }
     /// ```
     pub fn set_token_refresher(&self, refresher: impl TokenRefresher) {
         self.transport.set_refresher(Some(Arc::new(refresher)));

@@ -11,7 +11,10 @@
 //!
 //! # Example (the tutorial's `InitLocalStoreAsync` and `SyncAsync`)
 //!
-//! ```no_run
+//! Run as a doctest against an in-process server on a temporary database (the hidden lines);
+//! an app passes its backend's URL and a store path of its own.
+//!
+//! ```
 //! use serde::{Deserialize, Serialize};
 //! use tablesync_client::{Client, ColumnType, Error, LocalStore, SyncContext, TableDefinition};
 //!
@@ -23,10 +26,10 @@
 //!     complete: bool,
 //! }
 //!
-//! # async fn demo() -> Result<(), Error> {
+//! # async fn demo(url: &str, local: &std::path::Path) -> Result<(), Error> {
 //! // InitLocalStoreAsync: define the local tables, then initialise the sync context.
-//! let client = Client::new("https://myapp.example.com/")?;
-//! let mut store = LocalStore::new("localstore.db");
+//! let client = Client::new(url)?; // e.g. "https://myapp.example.com/"
+//! let mut store = LocalStore::new(local); // e.g. "localstore.db"
 //! store.define_table(
 //!     TableDefinition::new("TodoItem")
 //!         .column("text", ColumnType::String)
@@ -56,6 +59,20 @@
 //! todos.pull(Some("allTodoItems"), "").await?;
 //! let open = todos.read("$filter=complete eq false&$orderby=text").await?;
 //! println!("{} open items", open.len());
+//! # assert_eq!(open.len(), 1);
+//! # assert_eq!(ctx.pending_operations().await?, 0);
+//! # Ok(())
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let config = tablesync_server::Config::default_todo()
+//! #     .with_database(dir.path().join("server.db").display().to_string());
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let url = format!("http://{}/", listener.local_addr()?);
+//! # let server = tablesync_server::Server::open(config).await?;
+//! # tokio::spawn(server.run(listener, std::future::pending::<()>()));
+//! # demo(&url, &dir.path().join("localstore.db")).await?;
 //! # Ok(())
 //! # }
 //! ```

@@ -20,14 +20,27 @@ use crate::sync::session::Session;
 
 /// Several local writes that commit together ([`crate::SyncContext::transaction`]).
 ///
-/// ```no_run
-/// # async fn demo(ctx: tablesync_client::SyncContext) -> tablesync_client::Result<()> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> tablesync_client::Result<()> {
+/// # use tablesync_client::{Client, ColumnType, LocalStore, SyncContext, TableDefinition};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let mut store = LocalStore::new(dir.path().join("local.db"));
+/// # store.define_table(TableDefinition::new("TodoItem")
+/// #     .column("text", ColumnType::String).column("complete", ColumnType::Boolean))?;
+/// # // Local writes only: nothing is sent, so no server is needed.
+/// # let ctx = SyncContext::initialize(Client::new("http://127.0.0.1:9/")?, store).await?;
+/// # let table = ctx.table("TodoItem")?;
+/// # table.insert(serde_json::json!({"id": "milk", "text": "Milk"})).await?;
+/// # table.insert(serde_json::json!({"id": "old", "text": "Old"})).await?;
 /// use serde_json::json;
 /// let mut tx = ctx.transaction();
 /// tx.insert("TodoItem", json!({"id": "list", "text": "Groceries"}))?
 ///     .update("TodoItem", json!({"id": "milk", "complete": true}))?
 ///     .delete("TodoItem", "old");
 /// let rows = tx.commit().await?; // all three, or none
+/// # assert_eq!(rows.len(), 3);
+/// # assert!(table.lookup("old").await?.is_none());
 /// # Ok(())
 /// # }
 /// ```

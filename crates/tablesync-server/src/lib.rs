@@ -26,8 +26,9 @@
 //!
 //! # Running a server in-process (tests, other crates)
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let config = tablesync_server::Config::default_todo()
 //!     .with_database(dir.path().join("test.db").display().to_string());
@@ -37,6 +38,8 @@
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let task = tokio::spawn(server.run(listener, async { let _ = stopped.await; }));
 //! // … talk to `base_url` …
+//! # let answer = tokio::net::TcpStream::connect(base_url.trim_start_matches("http://")).await;
+//! # assert!(answer.is_ok(), "the server listens");
 //! let _ = stop.send(());
 //! task.await??;
 //! # Ok(()) }

@@ -9,11 +9,13 @@
 //! [`TestDatabase::create`] returns an error that says so; tests unwrap it and fail loudly,
 //! they never skip.
 //!
-//! ```no_run
-//! # async fn demo() {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
 //! use tablesync_server::testing::{StoreKind, TestDatabase};
 //! let db = TestDatabase::create(StoreKind::Postgres).await.expect("PostgreSQL for tests");
 //! let config = tablesync_server::Config::default_todo().with_database(db.url());
+//! # assert!(db.url().contains("tablesync_test_"));
 //! # }
 //! ```
 //!
@@ -21,6 +23,9 @@
 //! the official Node server) as a child process: it waits for the `listening on
 //! http://127.0.0.1:<port>` line, keeps the newest part of the output for failure messages and
 //! kills the process when dropped. Std only, so the library's dependencies do not grow for it.
+//!
+//! Not run as a doctest: it needs the built `tablesync` binary (the cli crate's tests use it
+//! with `env!("CARGO_BIN_EXE_tablesync")`).
 //!
 //! ```no_run
 //! use tablesync_server::testing::{serve_command, ProcessLimits, ServerProcess};

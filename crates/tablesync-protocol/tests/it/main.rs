@@ -1,4 +1,5 @@
 //! Integration tests of tablesync-protocol's public API (one test binary: see ARCHITECTURE.md).
 
+mod fuzz_equivalents;
 mod lower;
 mod query;

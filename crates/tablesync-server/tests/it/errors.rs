@@ -302,8 +302,13 @@ async fn table_rules(kind: StoreKind) {
             err("invalid_id", "invalid id: the id must be a string")
         )
     );
+    // The HTTP client removes the dot segment before sending (URL normalisation), so this is a
+    // request for `/tables/`: no such route. The raw `..` id is in `hostile.rs`.
     let r = s.get("/tables/TodoItem/..").await;
-    assert!(r.status == 400 || r.status == 404, "{r:?}");
+    assert_eq!(
+        (r.status, r.body),
+        (404, err("route_not_found", "No route for /tables/"))
+    );
     let r = s.get("/tables/TodoItem/a%2Fb").await;
     assert_eq!(
         (r.status, r.body),

@@ -116,6 +116,7 @@ async fn garbage_queries_never_500(kind: StoreKind) {
         "$Filter",
         "x",
     ];
+    let mut served = 0;
     for _ in 0..300 {
         let key = rng.pick(&options);
         let value = garbage_filter(&mut rng);
@@ -127,6 +128,135 @@ async fn garbage_queries_never_500(kind: StoreKind) {
         let path = format!("/tables/TodoItem?{key}={raw}");
         let r = send(s.req(Method::GET, &path)).await;
         assert_sane(&format!("{key}={value:?}"), r.status, &r.body);
+        if r.status == 200 && key == "$filter" {
+            served += 1;
+            assert_literals_bound(&format!("{key}={raw}"));
+        }
+    }
+
+    // Well-formed filters whose string literals are hostile (quotes, LIKE wildcards, escapes),
+    // checked against a reference evaluation over the stored rows and by the binding oracle.
+    let texts = ["x", "it's", "%_", "50%", "a_b", "\\", "' or '1'='1"];
+    for (n, t) in texts.iter().enumerate() {
+        let r = s
+            .post(
+                "/tables/TodoItem",
+                json!({"id": format!("t{n}"), "text": t}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let pieces = [
+        "x",
+        "it's",
+        "%",
+        "_",
+        "%_",
+        "50%",
+        "a_b",
+        "\\",
+        "' or '1'='1",
+        "'",
+        "",
+        "i",
+        "a",
+    ];
+    for _ in 0..150 {
+        let lit = rng.pick(&pieces);
+        let quoted = lit.replace('\'', "''");
+        let (filter, keep): (String, Keep) = match rng.next() % 4 {
+            0 => (format!("text eq '{quoted}'"), Box::new(move |t| t == lit)),
+            1 => (format!("text ne '{quoted}'"), Box::new(move |t| t != lit)),
+            2 => (
+                format!("startswith(text, '{quoted}')"),
+                Box::new(move |t| t.starts_with(lit)),
+            ),
+            _ => (
+                format!("substringof('{quoted}', text)"),
+                Box::new(move |t| t.contains(lit)),
+            ),
+        };
+        let query = format!("$filter={}&$orderby=id&$top=100", encode(&filter));
+        let r = send(s.req(Method::GET, &format!("/tables/TodoItem?{query}"))).await;
+        assert_eq!(r.status, 200, "{filter}: {:?}", r.body);
+        let got: Vec<String> = crate::ids(&r.body);
+        let mut want: Vec<String> = std::iter::once(("a".to_owned(), "x"))
+            .chain(texts.iter().enumerate().map(|(n, t)| (format!("t{n}"), *t)))
+            .filter(|(_, t)| keep(t))
+            .map(|(id, _)| id)
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{filter}");
+        assert_literals_bound(&query);
+        served += 1;
+    }
+    // The oracle must have had work (seeded, so stable).
+    assert!(served >= 10, "only {served} filters were checked");
+}
+
+/// The reference evaluation of one generated filter over a row's text.
+type Keep = Box<dyn Fn(&str) -> bool>;
+
+/// The oracle for a filter the server served: lowered as the server lowers it (same function,
+/// same schema), every non-null literal is a bound parameter and every string literal's text is
+/// among the parameters. A lowering that formats a literal into the SQL text fails here, where
+/// the status and body checks alone cannot tell.
+fn assert_literals_bound(query: &str) {
+    use tablesync_protocol::odata::ast::{Expr, Literal};
+    use tablesync_protocol::odata::sql::{lower_filter, ColumnType, Dialect, SqlValue};
+    let Ok(q) = tablesync_protocol::odata::query::parse_query_string(query) else {
+        return;
+    };
+    let Some(filter) = q.filter else { return };
+    let (mut literals, mut strings) = (0usize, Vec::new());
+    let mut todo = vec![&filter];
+    while let Some(e) = todo.pop() {
+        match e {
+            Expr::Literal(Literal::Null) | Expr::Member(_) => {}
+            Expr::Literal(l) => {
+                literals += 1;
+                if let Literal::String(t) = l {
+                    strings.push(t.clone());
+                }
+            }
+            Expr::Unary { expr, .. } => todo.push(expr),
+            Expr::Binary { left, right, .. } => todo.extend([&**left, &**right]),
+            Expr::Call { args, .. } => todo.extend(args.iter()),
+        }
+    }
+    let schema: Vec<(String, ColumnType)> = [
+        ("id", ColumnType::String),
+        ("text", ColumnType::String),
+        ("complete", ColumnType::Boolean),
+        ("version", ColumnType::String),
+        ("deleted", ColumnType::Boolean),
+        ("createdAt", ColumnType::Date),
+        ("updatedAt", ColumnType::Date),
+    ]
+    .into_iter()
+    .map(|(n, t)| (n.to_owned(), t))
+    .collect();
+    for d in [Dialect::Sqlite, Dialect::Postgres] {
+        let Ok(frag) = lower_filter(&filter, &schema, d, 1) else {
+            continue;
+        };
+        assert!(
+            frag.params.len() >= literals,
+            "{query}: {literals} literals, {} parameters: {}",
+            frag.params.len(),
+            frag.sql
+        );
+        for t in &strings {
+            assert!(
+                frag.params.iter().any(|p| match p {
+                    SqlValue::Text(v) => v == t,
+                    SqlValue::Timestamp(_) => true,
+                    _ => false,
+                }),
+                "{query}: the literal {t:?} is not bound: {}",
+                frag.sql
+            );
+        }
     }
 }
 
