@@ -127,7 +127,7 @@ pub use store::{Column, LocalStore, TableDefinition, STORE_SCHEMA_VERSION};
 pub use sync::pull::{PullOptions, PullSummary, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 pub use sync::push::classify::Outcome;
 pub use sync::push::operation::TableOperation;
-pub use table::{QueryResult, SyncTable, TypedSyncTable};
+pub use table::{Misfit, QueryResult, SyncTable, TypedSyncTable};
 pub use tablesync_protocol::odata::sql::ColumnType;
 pub use transaction::LocalTransaction;
 pub use transport::{

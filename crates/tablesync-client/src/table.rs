@@ -224,8 +224,47 @@ pub struct TypedSyncTable<T> {
     _t: PhantomData<fn() -> T>,
 }
 
+/// One row as `T`. The error names the row's id: a row written by another client (say a null
+/// where `T` has a `bool`) is data, not a bug of this app, and the caller needs to know which.
 fn from_row<T: DeserializeOwned>(m: Map<String, Value>) -> Result<T> {
-    serde_json::from_value(Value::Object(m)).map_err(|e| Error::Deserialize(e.to_string()))
+    let id = m
+        .get(tablesync_protocol::system::ID)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    serde_json::from_value(Value::Object(m)).map_err(|e| match id {
+        Some(id) => Error::Deserialize(format!("row '{id}': {e}")),
+        None => Error::Deserialize(e.to_string()),
+    })
+}
+
+/// A row [`TypedSyncTable::read_lenient`] could not read as `T`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Misfit {
+    /// The row's id (empty if it has none).
+    pub id: String,
+    /// Why it does not fit `T` (serde's message).
+    pub reason: String,
+}
+
+/// Rows as `T`, and those that do not fit, in order.
+fn split_rows<T: DeserializeOwned>(rows: Vec<Map<String, Value>>) -> (Vec<T>, Vec<Misfit>) {
+    let mut items = Vec::with_capacity(rows.len());
+    let mut misfits = Vec::new();
+    for m in rows {
+        let id = m
+            .get(tablesync_protocol::system::ID)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        match serde_json::from_value(Value::Object(m)) {
+            Ok(item) => items.push(item),
+            Err(e) => misfits.push(Misfit {
+                id,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    (items, misfits)
 }
 
 impl<T: Serialize + DeserializeOwned> TypedSyncTable<T> {
@@ -281,6 +320,14 @@ impl<T: Serialize + DeserializeOwned> TypedSyncTable<T> {
             .collect()
     }
 
+    /// [`TypedSyncTable::read`] that does not fail on a row that does not fit `T` (another
+    /// client may write what `T` cannot hold, e.g. a null where `T` has a `bool`): such rows
+    /// come back as [`Misfit`]s beside the items, so an app can warn and keep working. `read`
+    /// fails on the first one with [`Error::Deserialize`] naming its id.
+    pub async fn read_lenient(&self, query: &str) -> Result<(Vec<T>, Vec<Misfit>)> {
+        Ok(split_rows(self.table.read(query).await?.items))
+    }
+
     /// Pull (see [`SyncTable::pull`]).
     pub async fn pull(&self, query_id: Option<&str>, query: &str) -> Result<PullSummary> {
         self.table.pull(query_id, query).await
@@ -299,5 +346,42 @@ impl<T: Serialize + DeserializeOwned> TypedSyncTable<T> {
     /// Purge (see [`SyncTable::purge`]).
     pub async fn purge(&self, query_id: Option<&str>, query: &str, force: bool) -> Result<u64> {
         self.table.purge(query_id, query, force).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Todo {
+        id: String,
+        complete: bool,
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_are_set_aside_with_their_id() {
+        let rows = vec![
+            serde_json::json!({"id": "a", "complete": true}),
+            serde_json::json!({"id": "b", "complete": null}),
+        ]
+        .into_iter()
+        .map(|v| v.as_object().unwrap().clone())
+        .collect::<Vec<_>>();
+        let (items, misfits) = split_rows::<Todo>(rows.clone());
+        assert_eq!(
+            items,
+            [Todo {
+                id: "a".into(),
+                complete: true
+            }]
+        );
+        assert_eq!(misfits.len(), 1);
+        assert_eq!(misfits[0].id, "b");
+        assert!(misfits[0]
+            .reason
+            .contains("invalid type: null, expected a boolean"));
+        let err = from_row::<Todo>(rows[1].clone()).unwrap_err().to_string();
+        assert!(err.contains("row 'b': invalid type: null"), "{err}");
     }
 }

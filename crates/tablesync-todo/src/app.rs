@@ -68,10 +68,22 @@ pub struct TodoItem {
     /// Generated (UUID) by the SDK on insert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// What to do.
+    /// What to do. Another client may leave it out or null: shown as "".
+    #[serde(default, deserialize_with = "null_as_default")]
     pub text: String,
-    /// Whether it is done.
+    /// Whether it is done. Another client may leave it out or null (`curl -d '{"text":"x"}'`):
+    /// shown as not done, and syncing goes on (a null once made every command exit 1).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub complete: bool,
+}
+
+/// A missing or null value as the type's default.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl TodoItem {
@@ -221,9 +233,14 @@ impl App {
         &self.config
     }
 
-    /// Every local item, ordered by text then id (the order `list` numbers them in).
+    /// Every local item, ordered by text then id (the order `list` numbers them in). A row
+    /// that still does not fit `TodoItem` is skipped with a warning on stderr, never an error.
     pub async fn items(&self) -> anyhow::Result<Vec<TodoItem>> {
-        Ok(self.todos.read(LIST_QUERY).await?)
+        let (items, misfits) = self.todos.read_lenient(LIST_QUERY).await?;
+        for m in misfits {
+            eprintln!("warning: skipping item {}: {}", m.id, m.reason);
+        }
+        Ok(items)
     }
 
     /// Inserts a new, incomplete item locally (queued for the next push). Does not sync.
@@ -482,6 +499,17 @@ pub fn load_last_sync(data_dir: &Path) -> anyhow::Result<Option<SyncReport>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn items_from_other_clients_with_nulls_are_read_with_defaults() {
+        let item: TodoItem =
+            serde_json::from_value(serde_json::json!({"id": "x", "text": "x", "complete": null}))
+                .unwrap();
+        assert_eq!((item.text.as_str(), item.complete), ("x", false));
+        let item: TodoItem =
+            serde_json::from_value(serde_json::json!({"id": "y", "text": null})).unwrap();
+        assert_eq!((item.text.as_str(), item.complete), ("", false));
+    }
 
     fn config(dir: &Path, url: &str) -> Config {
         Config {

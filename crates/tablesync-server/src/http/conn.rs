@@ -66,25 +66,13 @@ pub async fn serve(
     let service = TowerToHyperService::new(router);
     let mut backoff = ACCEPT_BACKOFF_MIN;
     tokio::pin!(shutdown);
+    let incoming = &listener;
+    let mut accept = move || incoming.accept();
     loop {
-        let accepted = tokio::select! {
+        let next = accept_next(&mut accept, &tokio::time::sleep, &mut backoff);
+        let (tcp, _) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let tcp = match accepted {
-            Ok((tcp, _)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                tcp
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, wait_ms = backoff.as_millis() as u64, "accept error; waiting before the next accept");
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                continue;
-            }
+            accepted = next => accepted,
         };
         // TCP_NODELAY: a gzip answer is streamed as chunks, and with Nagle's algorithm its last
         // small chunk waits for the client's delayed ACK (tens of ms per request on a kept-alive
@@ -109,6 +97,33 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The next accepted connection. After an accept error (EMFILE when the process is out of file
+/// descriptors, ECONNABORTED, …) it logs and `sleep`s before the next try, `backoff` doubling
+/// from [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`] (and back to the minimum after a
+/// success): the loop never spins, and logs at most once per wait. The server used to log
+/// "accept error: Too many open files" without pause.
+async fn accept_next<T, A, AF, S, SF>(accept: &mut A, sleep: &S, backoff: &mut Duration) -> T
+where
+    A: FnMut() -> AF,
+    AF: Future<Output = io::Result<T>>,
+    S: Fn(Duration) -> SF,
+    SF: Future<Output = ()>,
+{
+    loop {
+        match accept().await {
+            Ok(accepted) => {
+                *backoff = ACCEPT_BACKOFF_MIN;
+                return accepted;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, wait_ms = backoff.as_millis() as u64, "accept error; waiting before the next accept");
+                sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
 }
 
 /// Answer a connection over the cap with 503 and close it.
@@ -296,5 +311,67 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Every accept error is followed by a wait, doubling up to the maximum: 12 failures (as
+    /// with EMFILE) ask for 10, 20, 40, … ms, then 1 s each, never a retry without a wait.
+    #[tokio::test]
+    async fn accept_errors_back_off_instead_of_spinning() {
+        let waits = RefCell::new(Vec::new());
+        let sleep = |d: Duration| {
+            waits.borrow_mut().push(d.as_millis() as u64);
+            std::future::ready(())
+        };
+        let mut failures = 12;
+        let mut accept = || {
+            let result = if failures > 0 {
+                failures -= 1;
+                Err(io::Error::from_raw_os_error(24)) // EMFILE
+            } else {
+                Ok(7)
+            };
+            std::future::ready(result)
+        };
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        assert_eq!(accept_next(&mut accept, &sleep, &mut backoff).await, 7);
+        assert_eq!(
+            *waits.borrow(),
+            [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000, 1000, 1000]
+        );
+        // After a success the next error waits the minimum again.
+        assert_eq!(backoff, ACCEPT_BACKOFF_MIN);
+    }
+
+    /// hyper's own answers are replaced; ours (stamped) and informational ones are not.
+    #[test]
+    fn only_hypers_own_error_answers_are_replaced() {
+        let mut io = JsonErrors::new((), 8192, 65536);
+        let hyper_400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let ours =
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\nx-zumo-server-version: t\r\n\r\n{}";
+        let replaced = String::from_utf8(io.replace(hyper_400).unwrap()).unwrap();
+        assert!(
+            replaced.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{replaced}"
+        );
+        assert!(
+            replaced.ends_with("\"code\":\"bad_request\"}"),
+            "{replaced}"
+        );
+        assert_eq!(io.replace(ours), None);
+        assert_eq!(io.replace(b"HTTP/1.1 100 Continue\r\n\r\n"), None);
+        io.sniffed = b"GET /tables/T?%24filter=aaaa".to_vec();
+        let replaced =
+            String::from_utf8(io.replace(b"HTTP/1.1 414 URI Too Long\r\n\r\n").unwrap()).unwrap();
+        assert!(
+            replaced.contains("\"code\":\"invalid_filter\""),
+            "{replaced}"
+        );
     }
 }

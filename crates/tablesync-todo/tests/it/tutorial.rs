@@ -14,7 +14,8 @@ use crate::util::StoreKind;
 store_tests!(
     online_offline_reconnected,
     errors_and_conflicts_have_their_exit_codes,
-    an_item_deleted_on_the_server_does_not_block_later_syncs
+    an_item_deleted_on_the_server_does_not_block_later_syncs,
+    a_null_from_another_client_does_not_break_the_app
 );
 
 fn s(text: &str, complete: bool) -> (String, bool) {
@@ -259,5 +260,36 @@ fn an_item_deleted_on_the_server_does_not_block_later_syncs(kind: StoreKind) {
     assert_eq!(
         server_summary(url),
         [s("From elsewhere", false), s("Kept", false)]
+    );
+}
+
+/// Another client inserts `{"text":"x"}` (no `complete`, stored as null): every command used to
+/// exit 1 with "invalid type: null, expected a boolean". The item is shown as not done, and
+/// `done` and `status` keep working.
+fn a_null_from_another_client_does_not_break_the_app(kind: StoreKind) {
+    let server = start_server(kind);
+    let url = server.url();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let r = todo(dir, url, &["add", "Mine"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    crate::util::server_insert_raw(url, json!({"text": "x"}));
+    crate::util::server_insert_raw(url, json!({"complete": true}));
+    let r = todo(dir, url, &["list"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{r}");
+    assert!(lines[0].starts_with("sync: ok"), "{r}");
+    assert!(lines[1].starts_with("1. [x]  (id: "), "{r}");
+    assert!(lines[2].starts_with("2. [ ] Mine (id: "), "{r}");
+    assert!(lines[3].starts_with("3. [ ] x (id: "), "{r}");
+    let r = todo(dir, url, &["done", "3"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let r = todo(dir, url, &["status"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stdout.contains("pending operations: 0\n"), "{r}");
+    assert_eq!(
+        server_summary(url),
+        [s("", true), s("Mine", false), s("x", true)]
     );
 }

@@ -182,6 +182,15 @@ pub fn server_insert(url: &str, text: &str) -> Value {
     ))
 }
 
+/// Inserts this body on the server directly, as another client (curl) would.
+pub fn server_insert_raw(url: &str, body: Value) -> Value {
+    block_on(send(
+        reqwest::Client::new()
+            .post(format!("{url}/tables/TodoItem"))
+            .json(&body),
+    ))
+}
+
 /// Changes an item on the server directly (unconditionally), as another client would.
 pub fn server_update(url: &str, id: &str, patch: Value) -> Value {
     block_on(send(
