@@ -90,7 +90,30 @@ impl SyncContext {
     /// request per operation. Every write carries the operation's `Idempotency-Key`.
     pub async fn push(&self) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
-        crate::sync::push::push_all(&self.inner).await
+        let pending = self.pending_operations().await?;
+        let result = crate::sync::push::push_all(&self.inner).await;
+        // The server answered (a whole walk of a non-empty queue): it is the store's server now.
+        let reached = match &result {
+            Ok(()) => pending > 0,
+            Err(crate::error::Error::PushFailed { status, .. }) => {
+                *status == crate::error::PushStatus::Complete
+            }
+            Err(_) => false,
+        };
+        if reached {
+            self.inner.remember_server().await?;
+        }
+        result
+    }
+
+    /// The base URL of the server this store last synced with: recorded by a completed pull and
+    /// by a push that walked a non-empty queue (`LocalStore::last_server_url` reads it without
+    /// a context).
+    pub async fn last_server_url(&self) -> Result<Option<String>> {
+        self.inner
+            .store
+            .run(|c, _| crate::store::meta::server_url(c))
+            .await
     }
 
     /// What the server offers beyond the Mobile Apps protocol (`docs/extensions.md`): asked with

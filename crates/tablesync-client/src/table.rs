@@ -202,7 +202,10 @@ impl SyncTable {
         options: PullOptions,
     ) -> Result<PullSummary> {
         let _guard = self.session.sync_lock.lock().await;
-        crate::sync::pull::pull(&self.session, &self.name, query_id, query, options).await
+        let summary =
+            crate::sync::pull::pull(&self.session, &self.name, query_id, query, options).await?;
+        self.session.remember_server().await?;
+        Ok(summary)
     }
 
     /// Removes the local rows matching `query` (`$filter` only; empty = all rows) and resets the

@@ -91,6 +91,15 @@ impl Session {
         self.capabilities().await.batch
     }
 
+    /// Records this session's server as the one the store last synced with
+    /// (`LocalStore::last_server_url`).
+    pub(crate) async fn remember_server(&self) -> crate::error::Result<()> {
+        let url = self.client.base_url().to_string();
+        self.store
+            .run(move |c, _| crate::store::meta::record_server_url(c, &url))
+            .await
+    }
+
     /// Remembers that the server refused a batch as a whole (see [`Session::batch_for_push`]).
     pub(crate) fn refuse_batches(&self) {
         self.batch_refused.store(true, Ordering::SeqCst);
