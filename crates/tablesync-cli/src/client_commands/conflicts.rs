@@ -32,8 +32,9 @@ pub enum Keep {
     Discard,
 }
 
-/// Columns an item shows in `errors` besides its declared ones; `id` is in the heading.
-const SYSTEM_SHOWN: &[&str] = &["version", "updatedAt", "deleted"];
+/// System properties `errors` leaves out: `id` is in the heading, the timestamps say nothing
+/// about what to keep. `version` is shown; `deleted` when either side is a tombstone.
+const SYSTEM_HIDDEN: &[&str] = &["id", "createdAt", "updatedAt"];
 
 /// Prints the operation errors, plain or as `{"errors": [...]}`.
 pub async fn list(ctx: &SyncContext, out: &mut Out, json: bool) -> anyhow::Result<()> {
@@ -77,10 +78,11 @@ fn side_by_side(
 ) -> anyhow::Result<()> {
     let mut names: Vec<&str> = Vec::new();
     let mut seen = BTreeSet::new();
+    let tombstone = |m: &Map<String, Value>| m.get("deleted") == Some(&Value::Bool(true));
     for key in local.keys().chain(server.keys()) {
-        let system = key.starts_with("created") || key == "id";
-        let shown = !system || SYSTEM_SHOWN.contains(&key.as_str());
-        if shown && seen.insert(key.as_str()) {
+        let hidden = SYSTEM_HIDDEN.contains(&key.as_str())
+            || (key == "deleted" && !tombstone(local) && !tombstone(server));
+        if !hidden && seen.insert(key.as_str()) {
             names.push(key);
         }
     }
