@@ -50,6 +50,16 @@ pub(crate) fn record_server_url(conn: &Connection, url: &str) -> Result<()> {
     set_config(conn, SERVER_URL_KEY, url)
 }
 
+/// Queued operations after `sequence` (what a push has yet to send), for its progress.
+pub(crate) fn queued_after(conn: &Connection, sequence: i64) -> Result<u64> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM \"__operations\" WHERE \"sequence\" > ?1",
+        [sequence],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// The recorded server URL of an open store.
 pub(crate) fn server_url(conn: &Connection) -> Result<Option<String>> {
     get_config(conn, SERVER_URL_KEY)
