@@ -19,8 +19,8 @@
 //! `http://127.0.0.1:8080/`. The token of `--token` (or `TABLESYNC_TOKEN`) when given.
 //!
 //! Output: results on stdout (one JSON document with `--json`), explanations on stderr; a closed
-//! pipe ends the output quietly. Progress on stderr while `pull` or `push` runs, only when
-//! stderr is a terminal. Exit codes: see [`output`] (0 ok, 1 other failure, 2 server not
+//! pipe ends the output quietly. Progress on stderr while `pull` or `push` runs (pages and rows;
+//! operations done of total), only when stderr is a terminal. Exit codes: see [`output`] (0 ok, 1 other failure, 2 server not
 //! reached, 3 conflicts or operation errors, 4 bad input).
 
 mod conflicts;
@@ -318,7 +318,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
                 Some(rows) => PullOptions::with_page_size(rows),
                 None => PullOptions::default(),
             };
-            let bar = progress::Progress::start(format!("pulling {name}"));
+            let bar = progress::Progress::start(&ctx, format!("pulling {name}"));
             let result = sync_table
                 .pull_with_options(query_id.as_deref(), &query, options)
                 .await;
@@ -354,7 +354,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
             require_store(&store)?;
             let Opened { ctx, .. } = open(&store, None).await?;
             let before = ctx.pending_operations().await?;
-            let bar = progress::Progress::start(format!("pushing {before} operation(s)"));
+            let bar = progress::Progress::start(&ctx, format!("pushing {before} operation(s)"));
             let result = match ctx.push().await {
                 Err(e) if !matches!(e, Error::PushFailed { .. }) => {
                     bar.finish();

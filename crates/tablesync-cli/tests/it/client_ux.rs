@@ -440,3 +440,43 @@ fn conflicts_are_listed_resolved_and_then_push_and_pull_work_again() {
         "{out}"
     );
 }
+
+#[test]
+fn progress_is_drawn_when_stderr_is_a_terminal_and_never_otherwise() {
+    let server = tablesync_serve();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let writer = dir.path().join("w.db");
+    queue_two_inserts(&writer);
+    let (code, _, err) = tablesync_err(&["push"], &writer, url);
+    assert_eq!(code, 0, "{err}");
+
+    // Piped: no progress, no escape codes on stderr.
+    let piped = dir.path().join("piped.db");
+    let (code, out, err) = tablesync_err(&["pull", "--page-size", "1"], &piped, url);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("pulled TodoItem: "), "{out}");
+    assert!(
+        !err.contains("pulling") && !err.contains('\u{1b}'),
+        "{err:?}"
+    );
+
+    // On a terminal (util-linux `script` gives the command a pty): the spinner shows.
+    let tty = dir.path().join("tty.db");
+    let command = format!(
+        "{} pull --page-size 1 --store {} --url {}",
+        env!("CARGO_BIN_EXE_tablesync"),
+        tty.display(),
+        url
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run `script` (util-linux)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    assert!(screen.contains("pulling TodoItem"), "{screen:?}");
+    assert!(screen.contains("pulled TodoItem: "), "{screen:?}");
+}
