@@ -319,9 +319,11 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
                 None => PullOptions::default(),
             };
             let bar = progress::Progress::start(&ctx, format!("pulling {name}"));
+            let interrupt = progress::cancel_on_ctrl_c(&ctx);
             let result = sync_table
                 .pull_with_options(query_id.as_deref(), &query, options)
                 .await;
+            interrupt.abort();
             bar.finish();
             match result {
                 Ok(s) => {
@@ -355,7 +357,10 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<i32> {
             let Opened { ctx, .. } = open(&store, None).await?;
             let before = ctx.pending_operations().await?;
             let bar = progress::Progress::start(&ctx, format!("pushing {before} operation(s)"));
-            let result = match ctx.push().await {
+            let interrupt = progress::cancel_on_ctrl_c(&ctx);
+            let pushed = ctx.push().await;
+            interrupt.abort();
+            let result = match pushed {
                 Err(e) if !matches!(e, Error::PushFailed { .. }) => {
                     bar.finish();
                     let pending = ctx.pending_operations().await?;

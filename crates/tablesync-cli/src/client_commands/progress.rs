@@ -86,3 +86,23 @@ fn show(bar: &ProgressBar, message: &str, now: &SyncProgress) {
         _ => bar.set_message(message.to_string()),
     }
 }
+
+/// While a pull or push runs: the first Ctrl-C asks the SDK to stop at its next checkpoint
+/// (the store stays consistent and the action resumes when run again); a second one ends the
+/// process at once (SQLite's journal keeps the file consistent even then). Abort the returned
+/// task when the action is over.
+pub fn cancel_on_ctrl_c(ctx: &SyncContext) -> tokio::task::JoinHandle<()> {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        ctx.cancel_sync();
+        super::output::note(
+            "stopping after the page or operation in flight (Ctrl-C again to quit now)",
+        );
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    })
+}

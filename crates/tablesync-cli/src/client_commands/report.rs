@@ -25,6 +25,13 @@ pub fn explain(err: &Error, base_url: &str, pending: u64) -> Option<i32> {
             note(offline(&server, Some(message)));
             Some(UNREACHABLE)
         }
+        Error::Cancelled => {
+            note(format!(
+                "cancelled: what was received is kept, {pending} operation(s) queued; run the \
+                 command again to resume"
+            ));
+            Some(super::output::FAILURE)
+        }
         Error::PushFailed {
             status,
             errors,

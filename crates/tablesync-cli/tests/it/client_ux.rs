@@ -480,3 +480,43 @@ fn progress_is_drawn_when_stderr_is_a_terminal_and_never_otherwise() {
     assert!(screen.contains("pulling TodoItem"), "{screen:?}");
     assert!(screen.contains("pulled TodoItem: "), "{screen:?}");
 }
+
+#[test]
+fn ctrl_c_asks_the_running_pull_to_stop_and_a_second_one_quits() {
+    // A server that accepts connections and never answers: the pull waits in its first request.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/", silent.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tablesync"))
+        .args([
+            "pull",
+            "--request-timeout-ms",
+            "120000",
+            "--url",
+            &url,
+            "--store",
+        ])
+        .arg(dir.path().join("s.db"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Once the request is out, the Ctrl-C handler is installed (it is set before the pull).
+    let (_conn, _) = silent.accept().expect("the pull connects");
+    let interrupt = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    interrupt(child.id());
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("a line");
+    assert!(line.starts_with("stopping after the page"), "{line}");
+    interrupt(child.id());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+}
