@@ -1,11 +1,11 @@
 //! The `tablesync` binary: a thin clap dispatcher.
 //!
 //! Each subcommand lives in its own module; only [`main`] maps outcomes to exit codes:
-//! 0 success, 1 failure (including a push that ended with operation errors or a refused purge),
-//! 2 usage errors (clap).
+//! 0 ok, 1 anything else, 2 server not reached, 3 conflicts or operation errors, 4 bad input
+//! (usage errors included; `client_commands::output` says which failure gets which code).
 //!
 //! * `serve` — the table server (`serve.rs`).
-//! * `pull`, `push`, `purge`, `queue`, `status` — drive and inspect a client store by hand
+//! * `pull`, `push`, `purge`, `queue`, `status`, `errors`, `resolve` — drive and inspect a client store by hand
 //!   (`client_commands.rs`).
 //! * `token` — mint an HS256 development token from the config's `[auth]` secret (`token.rs`).
 
@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 
 /// tablesync: an offline data sync server and client for the Mobile Apps table protocol.
 #[derive(Parser)]
-#[command(name = "tablesync", version, about)]
+#[command(name = "tablesync", version, about, after_help = client_commands::EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,7 +36,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version exit 0; a usage error is bad input (4), not clap's 2, which
+        // means "server not reached" here.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 4 } else { 0 });
+        }
+    };
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).map(|()| 0),
@@ -50,7 +58,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(client_commands::exit_code(&e))
         }
     }
 }

@@ -90,7 +90,93 @@ impl SyncContext {
     /// request per operation. Every write carries the operation's `Idempotency-Key`.
     pub async fn push(&self) -> Result<()> {
         let _guard = self.inner.sync_lock.lock().await;
-        crate::sync::push::push_all(&self.inner).await
+        let pending = self.pending_operations().await?;
+        self.inner
+            .tracked(pending > 0, crate::sync::push::push_all(&self.inner))
+            .await
+    }
+
+    /// The sync status (idle or syncing, pending operations, last success and error, online as
+    /// last seen), updated as pushes, pulls and local writes happen.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: tablesync_client::SyncContext) {
+    /// let mut status = ctx.status();
+    /// tokio::spawn(async move {
+    ///     while status.changed().await.is_ok() {
+    ///         let s = status.borrow_and_update().clone();
+    ///         let line = match (s.syncing, s.online) {
+    ///             (true, _) => "syncing…".to_string(),
+    ///             (false, Some(false)) => "offline".to_string(),
+    ///             _ => format!("{} change(s) to push", s.pending_operations.unwrap_or(0)),
+    ///         };
+    ///         println!("{line}");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn status(&self) -> tokio::sync::watch::Receiver<crate::sync::monitor::SyncStatus> {
+        self.inner.monitor.status()
+    }
+
+    /// Progress of the running pull (pages and rows committed) or push (operations done out
+    /// of the queue's length), reported after each page or operation/batch; `Idle` between
+    /// actions.
+    ///
+    /// ```no_run
+    /// use tablesync_client::SyncProgress;
+    /// # async fn demo(ctx: tablesync_client::SyncContext) -> tablesync_client::Result<()> {
+    /// let mut progress = ctx.progress();
+    /// let shown = tokio::spawn(async move {
+    ///     while progress.changed().await.is_ok() {
+    ///         match &*progress.borrow_and_update() {
+    ///             SyncProgress::Pull { table, rows, .. } => eprintln!("{table}: {rows} row(s)"),
+    ///             SyncProgress::Push { done, total } => eprintln!("pushed {done}/{total}"),
+    ///             _ => {}
+    ///         }
+    ///     }
+    /// });
+    /// ctx.table("TodoItem")?.pull(Some("all"), "").await?;
+    /// drop(ctx); // closes the channel, ending the loop
+    /// let _ = shown.await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<crate::sync::monitor::SyncProgress> {
+        self.inner.monitor.progress()
+    }
+
+    /// Asks the running pull or push (of this context or any of its tables) to stop at its next
+    /// checkpoint: after the page or operation/batch in flight is committed. The action then
+    /// returns `Error::Cancelled` with the store consistent and resumable: an incremental pull
+    /// goes on from the last committed page, a push with the operations not yet sent still
+    /// queued. Returns `false` when nothing was running (a later action is not affected).
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: tablesync_client::SyncContext) -> tablesync_client::Result<()> {
+    /// let table = ctx.table("TodoItem")?;
+    /// let pull = tokio::spawn(async move { table.pull(Some("all"), "").await });
+    /// // ... the user pressed Escape:
+    /// ctx.cancel_sync();
+    /// match pull.await.expect("pull task") {
+    ///     Err(tablesync_client::Error::Cancelled) => eprintln!("stopped; pull again to resume"),
+    ///     other => drop(other?),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cancel_sync(&self) -> bool {
+        self.inner.monitor.cancel()
+    }
+
+    /// The base URL of the server this store last synced with: recorded by a completed pull and
+    /// by a push that walked a non-empty queue (`LocalStore::last_server_url` reads it without
+    /// a context).
+    pub async fn last_server_url(&self) -> Result<Option<String>> {
+        self.inner
+            .store
+            .run(|c, _| crate::store::meta::server_url(c))
+            .await
     }
 
     /// What the server offers beyond the Mobile Apps protocol (`docs/extensions.md`): asked with

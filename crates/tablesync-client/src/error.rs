@@ -198,6 +198,10 @@ pub enum Error {
     /// The server answered something that is not a valid protocol response.
     #[error("invalid server response: {0}")]
     InvalidResponse(String),
+    /// The app stopped the running pull or push (`SyncContext::cancel_sync`); the store is
+    /// consistent and the action resumes when run again.
+    #[error("the sync was cancelled; run it again to resume")]
+    Cancelled,
     /// A push did not complete, or completed with unhandled operation errors.
     #[error(
         "push failed: {status}{}, {} unhandled operation error(s)",

@@ -124,6 +124,7 @@ pub use error::{Error, PushStatus, Result};
 pub use operation_error::OperationError;
 pub use queue::{OpKind, OpState, Operation};
 pub use store::{Column, LocalStore, TableDefinition, STORE_SCHEMA_VERSION};
+pub use sync::monitor::{SyncProgress, SyncStatus};
 pub use sync::pull::{PullOptions, PullSummary, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 pub use sync::push::classify::Outcome;
 pub use sync::push::operation::TableOperation;

@@ -71,20 +71,30 @@ impl SyncTable {
     /// Returns the stored row (with its system columns).
     pub async fn insert(&self, item: Value) -> Result<Map<String, Value>> {
         let item = to_object(item)?;
-        self.run(move |c, def| q::local_insert(c, def, item)).await
+        let row = self
+            .run(move |c, def| q::local_insert(c, def, item))
+            .await?;
+        self.session.local_write_done().await;
+        Ok(row)
     }
 
     /// Updates (merges the given properties into) an existing local item and queues the update.
     /// `createdAt`, `updatedAt` and `deleted` are ignored; a `version` is kept.
     pub async fn update(&self, item: Value) -> Result<Map<String, Value>> {
         let item = to_object(item)?;
-        self.run(move |c, def| q::local_update(c, def, item)).await
+        let row = self
+            .run(move |c, def| q::local_update(c, def, item))
+            .await?;
+        self.session.local_write_done().await;
+        Ok(row)
     }
 
     /// Deletes a local item and queues the delete (with the item's version for `If-Match`).
     pub async fn delete(&self, id: &str) -> Result<()> {
         let id = id.to_string();
-        self.run(move |c, def| q::local_delete(c, def, &id)).await
+        self.run(move |c, def| q::local_delete(c, def, &id)).await?;
+        self.session.local_write_done().await;
+        Ok(())
     }
 
     /// The local item with this id, if any.
@@ -202,7 +212,12 @@ impl SyncTable {
         options: PullOptions,
     ) -> Result<PullSummary> {
         let _guard = self.session.sync_lock.lock().await;
-        crate::sync::pull::pull(&self.session, &self.name, query_id, query, options).await
+        self.session
+            .tracked(
+                true,
+                crate::sync::pull::pull(&self.session, &self.name, query_id, query, options),
+            )
+            .await
     }
 
     /// Removes the local rows matching `query` (`$filter` only; empty = all rows) and resets the

@@ -124,9 +124,12 @@ impl LocalTransaction {
     /// returned (`Error::UnknownTable`, `Error::ItemNotFound`, `Error::QueueConflict`, …).
     pub async fn commit(self) -> Result<Vec<Option<Map<String, Value>>>> {
         let writes = self.writes;
-        self.session
+        let rows = self
+            .session
             .store
             .run(move |c, tables| q::local_transaction(c, tables, writes))
-            .await
+            .await?;
+        self.session.local_write_done().await;
+        Ok(rows)
     }
 }

@@ -12,23 +12,41 @@ use tablesync_client::{Client, ColumnType, LocalStore, SyncContext, TableDefinit
 use crate::util::{fresh_database, tablesync_serve_on, tablesync_serve_with, StoreKind};
 
 /// Runs `tablesync <args> --store <store> --url <url>` and returns (exit code, stdout).
-fn tablesync(args: &[&str], store: &Path, url: &str) -> (i32, String) {
+pub(crate) fn tablesync(args: &[&str], store: &Path, url: &str) -> (i32, String) {
+    let (code, out, _) = tablesync_err(args, store, url);
+    (code, out)
+}
+
+/// Runs `tablesync <args> --store <store> --url <url>` and returns (exit code, stdout, stderr).
+pub(crate) fn tablesync_err(args: &[&str], store: &Path, url: &str) -> (i32, String, String) {
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    all.extend([
+        std::ffi::OsStr::new("--store"),
+        store.as_os_str(),
+        std::ffi::OsStr::new("--url"),
+        std::ffi::OsStr::new(url),
+    ]);
+    run_tablesync(&all)
+}
+
+/// Runs `tablesync <args>` (no `TABLESYNC_URL`/`TABLESYNC_TOKEN` from the environment) and
+/// returns (exit code, stdout, stderr).
+pub(crate) fn run_tablesync<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tablesync"))
         .args(args)
-        .arg("--store")
-        .arg(store)
-        .arg("--url")
-        .arg(url)
         .env("RUST_LOG", "warn")
+        .env_remove("TABLESYNC_URL")
+        .env_remove("TABLESYNC_TOKEN")
         .output()
         .expect("run tablesync");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let code = out.status.code().expect("tablesync exited by a signal");
-    (code, stdout)
+    (code, stdout, stderr)
 }
 
 /// Queues two inserts in a store through the SDK, as an app would while offline.
-fn queue_two_inserts(store: &Path) {
+pub(crate) fn queue_two_inserts(store: &Path) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let mut local = LocalStore::new(store);
@@ -77,18 +95,24 @@ fn push_pull_purge_queue_and_status_by_hand(kind: StoreKind) {
     assert!(out.contains("table:   TodoItem (2 row(s))\n"), "{out}");
     assert!(out.contains("pending: 2 operation(s)\n"), "{out}");
 
-    // Offline: the push stops with the network status, exit code 1, and the queue is intact.
-    let (code, out) = tablesync(
+    // Offline: the push stops with the network status, exit code 2, and the queue is intact;
+    // the message names the server by host and port.
+    let (code, out, err) = tablesync_err(
         &["push", "--request-timeout-ms", "2000"],
         &writer,
-        "http://127.0.0.1:9/",
+        "http://127.0.0.1:9/some/long/app/path/",
     );
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(
+        out,
+        "push CancelledByNetworkError: 0 operation(s) pushed, 2 still queued\n"
+    );
     assert!(
-        out.contains("push failed: CancelledByNetworkError"),
-        "{out}"
+        err.contains("offline: could not reach the server at 127.0.0.1:9 ("),
+        "{err}"
     );
-    assert!(out.contains("2 operation(s) still queued"), "{out}");
+    assert!(!err.contains("/some/long/app/path"), "{err}");
+    assert!(err.contains("2 operation(s) still queued"), "{err}");
 
     // Online: both go, the queue empties.
     let (code, out) = tablesync(&["push"], &writer, server.url());
@@ -133,9 +157,9 @@ fn purge_with_pending_operations_is_refused_unless_forced(kind: StoreKind) {
     let store = dir.path().join("store.db");
     queue_two_inserts(&store);
 
-    let (code, out) = tablesync(&["purge"], &store, server.url());
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("--force"), "{out}");
+    let (code, out, err) = tablesync_err(&["purge"], &store, server.url());
+    assert_eq!((code, out.as_str()), (3, ""), "{err}");
+    assert!(err.contains("--force"), "{err}");
     let (_, out) = tablesync(&["status"], &store, server.url());
     assert!(out.contains("pending: 2 operation(s)\n"), "{out}");
 
@@ -158,7 +182,7 @@ columns = { title = "string", stars = "number" }
 "#;
 
 /// GET `<url>tables/<table>/<id>` as JSON.
-fn server_row(url: &str, table: &str, id: &str) -> serde_json::Value {
+pub(crate) fn server_row(url: &str, table: &str, id: &str) -> serde_json::Value {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let resp = reqwest::Client::new()
@@ -240,8 +264,8 @@ fn client_commands_keep_the_stores_table_definition(kind: StoreKind) {
     let store = dir.path().join("app.db");
     queue_app_rows(&store);
 
-    // `--table Note` without --column: the stored definition is used, the whole row is sent.
-    let (code, out) = tablesync(&["push", "--table", "Note"], &store, server.url());
+    // The stored definitions are used, the whole row is sent.
+    let (code, out) = tablesync(&["push"], &store, server.url());
     assert_eq!((code, out.as_str()), (0, "pushed 2 operation(s)\n"));
     let note = server_row(server.url(), "Note", "n1");
     assert_eq!(
@@ -261,11 +285,11 @@ fn client_commands_keep_the_stores_table_definition(kind: StoreKind) {
     let (code, out) = tablesync(&["status"], &store, server.url());
     assert_eq!(code, 0, "{out}");
     let (code, out) = tablesync(
-        &["queue", "--table", "Note", "--column", "title:string"],
+        &["pull", "--table", "Note", "--column", "title:string"],
         &store,
         server.url(),
     );
-    assert_eq!((code, out.as_str()), (0, "queue is empty\n"));
+    assert_eq!(code, 0, "{out}");
     let notes = local_rows(&store, "Note");
     assert_eq!(notes.len(), 1);
     assert_eq!(
@@ -276,11 +300,11 @@ fn client_commands_keep_the_stores_table_definition(kind: StoreKind) {
     assert_eq!(todos[0]["priority"], json!(2), "{todos:?}");
     // A column declared with another type than the stored one is refused, not reinterpreted.
     let (code, out) = tablesync(
-        &["status", "--table", "Note", "--column", "stars:string"],
+        &["pull", "--table", "Note", "--column", "stars:string"],
         &store,
         server.url(),
     );
-    assert_ne!(code, 0, "{out}");
+    assert_eq!(code, 4, "{out}");
 }
 
 /// Each test runs against a server on SQLite and on PostgreSQL.

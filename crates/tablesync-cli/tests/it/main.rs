@@ -6,6 +6,7 @@
 
 mod auth_cli;
 mod client_cli;
+mod client_ux;
 mod crash;
 mod interop_js;
 mod torture;

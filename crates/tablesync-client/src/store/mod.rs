@@ -17,12 +17,13 @@
 //!   `sentItems` (JSON array of the bodies sent by attempts since the entry's base version, so a
 //!   push can recognise a write that landed although its answer was lost);
 //! * `__errors`: the operation errors of the last push;
-//! * `__config`: key/value settings — delta tokens (`deltaToken|<table>|<queryId>`) and the table
+//! * `__config`: key/value settings — delta tokens (`deltaToken|<table>|<queryId>`), the table
 //!   definitions (`table|<name>`), which only ever extend (a narrower definition is merged with
-//!   the recorded one at open).
+//!   the recorded one at open), and the server last synced with (`serverUrl`, `meta`).
 //!
 //! Upgrades run in place, one step per version, inside one transaction ([`MIGRATIONS`]).
 
+pub(crate) mod meta;
 pub(crate) mod queue;
 pub(crate) mod rows;
 

@@ -4,8 +4,10 @@
 //! Only this module sends requests; it decides from answers with pure functions
 //! ([`push::classify`], [`push::plan`], [`push::batch`], [`pull::parse_page`],
 //! [`crate::capabilities::parse_capabilities`]) and applies results through the store's
-//! transactions. [`session::Session`] is what a context and its tables share.
+//! transactions. [`session::Session`] is what a context and its tables share; [`monitor`] what an app
+//! watches (status, progress) and how it cancels a running action.
 
+pub(crate) mod monitor;
 pub(crate) mod pull;
 pub(crate) mod purge;
 pub(crate) mod push;

@@ -459,6 +459,12 @@ pub(crate) async fn pull(
         summary.deleted += applied.deleted;
         summary.skipped += applied.skipped;
         token = Some(last_key);
+        // A checkpoint: the page and its token are committed.
+        let rows = summary.upserted + summary.deleted + summary.skipped;
+        session.monitor.pulled(table, summary.pages, rows);
+        if session.monitor.cancel_requested() {
+            return Err(Error::Cancelled);
+        }
     }
     Ok(summary)
 }

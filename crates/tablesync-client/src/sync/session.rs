@@ -11,8 +11,12 @@ use std::sync::Arc;
 use crate::capabilities::{BatchCapability, Capabilities};
 use crate::client::Client;
 use crate::conflict::SyncHandler;
+use crate::error::{Error, PushStatus};
+use crate::store::queue as q;
 use crate::store::Store;
 use crate::transport::TransportError;
+
+use super::monitor::Monitor;
 
 /// The shared state of a sync context.
 pub(crate) struct Session {
@@ -29,6 +33,8 @@ pub(crate) struct Session {
     /// Set when the server refused a whole batch (a 4xx other than 401): this context then
     /// pushes one request per operation, which any server takes.
     batch_refused: AtomicBool,
+    /// Status, progress and cancellation of the running action (`sync::monitor`).
+    pub(crate) monitor: Monitor,
 }
 
 impl std::fmt::Debug for Session {
@@ -48,6 +54,7 @@ impl Session {
             sync_lock: tokio::sync::Mutex::new(()),
             capabilities: tokio::sync::OnceCell::new(),
             batch_refused: AtomicBool::new(false),
+            monitor: Monitor::default(),
         }
     }
 
@@ -89,6 +96,68 @@ impl Session {
             return None;
         }
         self.capabilities().await.batch
+    }
+
+    /// Runs a pull or push (the caller holds the sync lock) as the monitor's running action:
+    /// syncing while it runs, then its success or error, whether the server answered
+    /// (`contacts`: whether success means a request went out), the queue length; and the
+    /// server recorded as the store's when it answered a completed walk or pull.
+    pub(crate) async fn tracked<T>(
+        &self,
+        contacts: bool,
+        action: impl std::future::Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<T> {
+        let result = {
+            let _running = self.monitor.begin();
+            action.await
+        };
+        let online = match &result {
+            Ok(_) => contacts.then_some(true),
+            Err(Error::Network(_)) => Some(false),
+            Err(Error::PushFailed { status, .. }) => match status {
+                PushStatus::CancelledByNetworkError => Some(false),
+                PushStatus::CancelledBySyncStoreError => None,
+                _ => Some(true),
+            },
+            Err(Error::Http { .. } | Error::Unauthorized | Error::InvalidResponse(_)) => Some(true),
+            Err(_) => None,
+        };
+        let reached = match &result {
+            Ok(_) => contacts,
+            Err(Error::PushFailed { status, .. }) => *status == PushStatus::Complete,
+            Err(_) => false,
+        };
+        self.monitor
+            .finished(result.as_ref().err().map(ToString::to_string), online);
+        if reached {
+            self.remember_server().await?;
+        }
+        self.count_pending().await;
+        result
+    }
+
+    /// Publishes the queue length (one count) to the status; a failed count is left out, the
+    /// action's own result says what went wrong.
+    pub(crate) async fn count_pending(&self) {
+        if let Ok(n) = self.store.run(|c, _| q::pending_count(c, None)).await {
+            self.monitor.pending(n);
+        }
+    }
+
+    /// After a local write: the queue length changed; counted only while someone watches.
+    pub(crate) async fn local_write_done(&self) {
+        if self.monitor.watched() {
+            self.count_pending().await;
+        }
+    }
+
+    /// Records this session's server as the one the store last synced with
+    /// (`LocalStore::last_server_url`).
+    pub(crate) async fn remember_server(&self) -> crate::error::Result<()> {
+        let url = self.client.base_url().to_string();
+        self.store
+            .run(move |c, _| crate::store::meta::record_server_url(c, &url))
+            .await
     }
 
     /// Remembers that the server refused a batch as a whole (see [`Session::batch_for_push`]).

@@ -41,6 +41,7 @@ mod local;
 mod lost_answers;
 mod official;
 mod ours;
+mod progress;
 mod pull;
 mod queued_rows;
 mod scenario;

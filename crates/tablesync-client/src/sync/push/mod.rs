@@ -108,9 +108,12 @@ pub(crate) async fn push_all(session: &Session) -> Result<()> {
 async fn walk_queue(session: &Session) -> Result<Walk> {
     let store = &session.store;
     store.run(|c, _| q::clear_errors(c)).await?;
-    if store.run(|c, _| q::pending_count(c, None)).await? == 0 {
+    let total = store.run(|c, _| q::pending_count(c, None)).await?;
+    if total == 0 {
         return Ok(Walk::complete());
     }
+    let monitor = &session.monitor;
+    monitor.pushed(0, total);
     let batch = session.batch_for_push().await;
     let mut last_sequence = 0;
     loop {
@@ -119,8 +122,21 @@ async fn walk_queue(session: &Session) -> Result<Walk> {
             None => single_step(session, last_sequence).await?,
         };
         match step {
-            Step::Done => return Ok(Walk::complete()),
-            Step::Continue { last } => last_sequence = last,
+            Step::Done => {
+                monitor.pushed(total, total);
+                return Ok(Walk::complete());
+            }
+            Step::Continue { last } => {
+                last_sequence = last;
+                // A checkpoint: the outcomes up to `last` are recorded.
+                let left = store
+                    .run(move |c, _| crate::store::meta::queued_after(c, last))
+                    .await?;
+                monitor.pushed(total.saturating_sub(left), total);
+                if monitor.cancel_requested() {
+                    return Err(Error::Cancelled);
+                }
+            }
             Step::Stop(walk) => return Ok(walk),
         }
     }
