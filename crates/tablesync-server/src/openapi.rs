@@ -92,6 +92,53 @@ pub fn document(config: &Config) -> Value {
                 ),
             );
         }
+        // The Node server's collection-URL writes: the id in the body or in `?id=`.
+        let query_id = |required: bool| {
+            json!({"name": "id", "in": "query", "required": required,
+                   "description": "The item's id (for an update, instead of the body's `id`).",
+                   "schema": {"type": "string", "maxLength": system::ID_CHARS_MAX}})
+        };
+        let collection_conditional = |ok: &str| {
+            json!({"200": item_response(&item_ref, ok),
+                   "409": item_response(&item_ref, "A stale `version` in the body: the stored item."),
+                   "412": item_response(&item_ref, "`If-Match` does not match: the stored item.")})
+        };
+        if level(TableOperation::Update) != AccessLevel::Disabled {
+            collection.insert(
+                "patch".into(),
+                operation(
+                    &format!("{}_update_by_body_id", table.name),
+                    &format!("Merge properties into the {} item the body's `id` (or `?id=`) names, as `PATCH /tables/{}/{{id}}`", table.name, table.name),
+                    &tag,
+                    security(TableOperation::Update),
+                    vec![param_ref("ApiVersionHeader"), param_ref("ApiVersionQuery"), param_ref("IfMatch"), query_id(false)],
+                    Some(&item_ref),
+                    collection_conditional("The updated item."),
+                ),
+            );
+        }
+        if level(TableOperation::Delete) != AccessLevel::Disabled {
+            collection.insert(
+                "delete".into(),
+                operation(
+                    &format!("{}_delete_by_query_id", table.name),
+                    &format!(
+                        "Delete the {} item `?id=` names, as `DELETE /tables/{}/{{id}}`",
+                        table.name, table.name
+                    ),
+                    &tag,
+                    security(TableOperation::Delete),
+                    vec![
+                        param_ref("ApiVersionHeader"),
+                        param_ref("ApiVersionQuery"),
+                        param_ref("IfMatch"),
+                        query_id(true),
+                    ],
+                    None,
+                    collection_conditional("The deleted item."),
+                ),
+            );
+        }
         if !collection.is_empty() {
             paths.insert(format!("/tables/{}", table.name), Value::Object(collection));
         }

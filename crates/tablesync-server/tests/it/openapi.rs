@@ -128,16 +128,19 @@ async fn the_document_matches_the_config_and_the_server() {
     // Exactly these paths and methods: the configured tables' offered operations, discovery and
     // the document itself.
     let mut expected: Vec<(String, Vec<&str>)> = vec![
-        ("/tables/TodoItem".into(), vec!["get", "post"]),
+        (
+            "/tables/TodoItem".into(),
+            vec!["get", "post", "patch", "delete"],
+        ),
         (
             "/tables/TodoItem/{id}".into(),
             vec!["get", "post", "patch", "delete"],
         ),
         ("/tables/Country".into(), vec!["get"]),
         ("/tables/Country/{id}".into(), vec!["get"]),
-        ("/tables/Log".into(), vec!["get", "post"]),
+        ("/tables/Log".into(), vec!["get", "post", "patch", "delete"]),
         ("/tables/Log/{id}".into(), vec!["get", "patch", "delete"]),
-        ("/tables/Bag".into(), vec!["get", "post"]),
+        ("/tables/Bag".into(), vec!["get", "post", "patch", "delete"]),
         (
             "/tables/Bag/{id}".into(),
             vec!["get", "post", "patch", "delete"],
