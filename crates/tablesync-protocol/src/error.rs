@@ -109,6 +109,17 @@ error_codes! {
     HeadersTooLarge = ("headers_too_large", 431),
     /// The request uses a transfer coding the server does not implement (only `chunked` is).
     NotImplemented = ("not_implemented", 501),
+    /// A `$batch` request breaks the batch format (`docs/extensions.md` section 2); the message
+    /// names the request id and the problem. Nothing was applied.
+    InvalidBatch = ("invalid_batch", 400),
+    /// A `$batch` request has more operations than the server's `batch_operations_max`.
+    BatchTooLarge = ("batch_too_large", 400),
+    /// An `Idempotency-Key` header that is not 1..=255 visible ASCII characters.
+    InvalidIdempotencyKey = ("invalid_idempotency_key", 400),
+    /// An `Idempotency-Key` already recorded for a different request (the message names it).
+    IdempotencyKeyReused = ("idempotency_key_reused", 422),
+    /// A batch operation rolled back because another operation of its atomicity group failed.
+    FailedDependency = ("failed_dependency", 424),
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -168,7 +179,7 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert!((400..600).contains(&c.http_status()));
         }
-        assert_eq!(ErrorCode::ALL.len(), 33);
+        assert_eq!(ErrorCode::ALL.len(), 38);
         assert_eq!(ErrorCode::from_str_code("nope"), None);
         assert_eq!(ErrorCode::InvalidFilter.as_str(), "invalid_filter");
         assert_eq!(ErrorCode::PreconditionFailed.http_status(), 412);

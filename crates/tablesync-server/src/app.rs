@@ -26,6 +26,7 @@
 //! `schema_refresh_ms` ago; a write naming it adds nothing (the store reports it as existing).
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,10 +37,10 @@ use tablesync_protocol::odata::limits::check_expressions;
 use tablesync_protocol::odata::query::{parse_query_string, QueryError};
 use tablesync_protocol::odata::sql::{lower_filter, lower_order_by};
 
-use crate::auth::{AccessLevel, Authenticator, Identity};
+use crate::auth::{AccessLevel, Authenticator, Clock, Identity};
 use crate::config::{Config, Limits, TableConfig, TableOperation};
 use crate::error::ApiError;
-use crate::store::{ListQuery, Scope, Store, StoreError, StoreErrorKind, WriteOutcome};
+use crate::store::{ListQuery, Rows, Scope, Store, StoreError, StoreErrorKind, WriteOutcome};
 use crate::table::{
     check_body, check_select, check_table_id, check_update_id, insert_id, precondition, project,
     BodyCheck, Column, Item, MismatchStatus, Precondition, TableSchema, WriteRequest,
@@ -99,6 +100,10 @@ pub struct App {
     tables: HashMap<String, Arc<TableEntry>>,
     /// `GET /openapi.json`, generated from the configuration once (`crate::openapi`).
     openapi: Value,
+    /// The clock idempotency records are dated and expired by (the one tokens use).
+    clock: Arc<dyn Clock>,
+    /// When this process last swept expired idempotency records, in Unix seconds.
+    last_sweep_s: AtomicI64,
 }
 
 impl App {
@@ -107,6 +112,7 @@ impl App {
         config: &Config,
         store: Arc<dyn Store>,
         authenticator: Option<Authenticator>,
+        clock: Arc<dyn Clock>,
     ) -> Result<App, StoreError> {
         let declared: Vec<TableSchema> =
             config.tables.iter().map(TableSchema::from_config).collect();
@@ -132,7 +138,35 @@ impl App {
             authenticator,
             tables,
             openapi: crate::openapi::document(config),
+            clock,
+            last_sweep_s: AtomicI64::new(i64::MIN),
         })
+    }
+
+    /// The store (batches open their transaction on it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The injected clock.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// Replace a table's copy of its columns with `columns` as the store has them: after a
+    /// batch rolled back an `ADD COLUMN` its operation made (merging would keep the column).
+    pub fn replace_columns(&self, table: &str, columns: Vec<Column>) {
+        if let Some(entry) = self.tables.get(&table.to_ascii_lowercase()) {
+            let mut guard = entry.schema.write().unwrap_or_else(PoisonError::into_inner);
+            let mut next = (**guard).clone();
+            next.columns = columns;
+            *guard = Arc::new(next);
+        }
+    }
+
+    /// When expired idempotency records were last swept (`crate::batch`).
+    pub fn last_sweep_s(&self) -> &AtomicI64 {
+        &self.last_sweep_s
     }
 
     /// The request headers a token is read from (lower-case, in precedence order); none without
@@ -446,6 +480,17 @@ impl App {
         identity: &Identity,
         body: Map<String, Value>,
     ) -> Result<Item, ApiError> {
+        self.insert_on(&self.store, table, identity, body).await
+    }
+
+    /// [`App::insert`] on `rows` (the store, or a batch's transaction).
+    pub async fn insert_on(
+        &self,
+        rows: &dyn Rows,
+        table: &str,
+        identity: &Identity,
+        body: Map<String, Value>,
+    ) -> Result<Item, ApiError> {
         let (entry, scope) = self.authorize(table, TableOperation::Insert, identity)?;
         let body = without_owner(&entry.config, &scope, body)?;
         let scope = &scope;
@@ -457,20 +502,16 @@ impl App {
             let Some(id) = insert_id(&partial, id_type)? else {
                 return Ok(());
             };
-            match self.store.get(&schema, scope, &id).await? {
+            match rows.get(&schema, scope, &id).await? {
                 Some(item) => Err(ApiError::Conflict(Box::new(item))),
                 None => Ok(()),
             }
         };
-        let (schema, request) = self.check_write(&entry, &body, before_growing).await?;
+        let (schema, request) = self.check_write(rows, &entry, &body, before_growing).await?;
         // None: an integer-id table, whose store ignores the id and lets the database assign it.
         let id = insert_id(&request, id_type)?.unwrap_or_default();
         // A `version` in an insert body is ignored: the server owns versions.
-        match self
-            .store
-            .insert(&schema, scope, &id, request.values)
-            .await?
-        {
+        match rows.insert(&schema, scope, &id, request.values).await? {
             WriteOutcome::Written(item) => Ok(item),
             WriteOutcome::AlreadyExists(item) | WriteOutcome::VersionMismatch(item) => {
                 Err(ApiError::Conflict(Box::new(item)))
@@ -488,6 +529,20 @@ impl App {
         body: Map<String, Value>,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
+        self.update_on(&self.store, table, identity, id, body, if_match)
+            .await
+    }
+
+    /// [`App::update`] on `rows` (the store, or a batch's transaction).
+    pub async fn update_on(
+        &self,
+        rows: &dyn Rows,
+        table: &str,
+        identity: &Identity,
+        id: &str,
+        body: Map<String, Value>,
+        if_match: Option<&str>,
+    ) -> Result<Item, ApiError> {
         let (entry, scope) = self.authorize(table, TableOperation::Update, identity)?;
         let body = without_owner(&entry.config, &scope, body)?;
         let scope = &scope;
@@ -499,13 +554,14 @@ impl App {
             check_update_id(&partial, id)?;
             let pre = self
                 .settle(
+                    rows,
                     &schema,
                     scope,
                     id,
                     precondition(if_match, partial.version.as_deref()),
                 )
                 .await?;
-            match self.store.get(&schema, scope, id).await? {
+            match rows.get(&schema, scope, id).await? {
                 Some(item) if !is_deleted(&item) => match &pre.expected {
                     Some(v)
                         if item.get(tablesync_protocol::system::VERSION)
@@ -518,18 +574,20 @@ impl App {
                 _ => Err(ApiError::ItemNotFound),
             }
         };
-        let (schema, request) = self.check_write(&entry, &body, before_growing).await?;
+        let (schema, request) = self
+            .check_write(rows, &entry, &body, before_growing)
+            .await?;
         check_update_id(&request, id)?;
         let pre = self
             .settle(
+                rows,
                 &schema,
                 scope,
                 id,
                 precondition(if_match, request.version.as_deref()),
             )
             .await?;
-        let outcome = self
-            .store
+        let outcome = rows
             .update(&schema, scope, id, request.values, pre.expected)
             .await?;
         written(outcome, pre.on_mismatch)
@@ -543,19 +601,45 @@ impl App {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
+        self.delete_on(&self.store, table, identity, id, if_match)
+            .await
+    }
+
+    /// [`App::delete`] on `rows` (the store, or a batch's transaction).
+    pub async fn delete_on(
+        &self,
+        rows: &dyn Rows,
+        table: &str,
+        identity: &Identity,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Item, ApiError> {
         let (entry, scope) = self.authorize(table, TableOperation::Delete, identity)?;
         let id = &check_table_id(id, entry.config.id_type)?;
         let schema = self.current_schema(&entry).await?;
         let pre = self
-            .settle(&schema, &scope, id, precondition(if_match, None))
+            .settle(rows, &schema, &scope, id, precondition(if_match, None))
             .await?;
-        let outcome = self.store.delete(&schema, &scope, id, pre.expected).await?;
+        let outcome = rows.delete(&schema, &scope, id, pre.expected).await?;
         written(outcome, pre.on_mismatch)
     }
 
     /// `POST /tables/{table}/{id}`: clear a tombstone. Tables without soft delete answer 405.
     pub async fn undelete(
         &self,
+        table: &str,
+        identity: &Identity,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Item, ApiError> {
+        self.undelete_on(&self.store, table, identity, id, if_match)
+            .await
+    }
+
+    /// [`App::undelete`] on `rows` (the store, or a batch's transaction).
+    pub async fn undelete_on(
+        &self,
+        rows: &dyn Rows,
         table: &str,
         identity: &Identity,
         id: &str,
@@ -571,12 +655,9 @@ impl App {
         let id = &check_table_id(id, entry.config.id_type)?;
         let schema = self.current_schema(&entry).await?;
         let pre = self
-            .settle(&schema, &scope, id, precondition(if_match, None))
+            .settle(rows, &schema, &scope, id, precondition(if_match, None))
             .await?;
-        let outcome = self
-            .store
-            .undelete(&schema, &scope, id, pre.expected)
-            .await?;
+        let outcome = rows.undelete(&schema, &scope, id, pre.expected).await?;
         written(outcome, pre.on_mismatch)
     }
 
@@ -585,13 +666,14 @@ impl App {
     /// a row changed in between fails it (412), as it should.
     async fn settle(
         &self,
+        rows: &dyn Rows,
         schema: &TableSchema,
         scope: &Scope,
         id: &str,
         mut pre: Precondition,
     ) -> Result<Precondition, ApiError> {
         if pre.any_of.len() > 1 {
-            if let Some(item) = self.store.get(schema, scope, id).await? {
+            if let Some(item) = rows.get(schema, scope, id).await? {
                 let current = item.get(tablesync_protocol::system::VERSION);
                 if let Some(v) = pre
                     .any_of
@@ -609,6 +691,7 @@ impl App {
     /// are added only after `before_growing` (every check that needs no new column) passed.
     async fn check_write<F, Fut>(
         &self,
+        rows: &dyn Rows,
         entry: &TableEntry,
         body: &Map<String, Value>,
         before_growing: F,
@@ -632,7 +715,7 @@ impl App {
                 BodyCheck::Write(request) => return Ok((schema, request)),
                 BodyCheck::AddColumns { partial, columns } => {
                     before_growing(partial, Arc::clone(&schema)).await?;
-                    let stored = self.store.add_columns(&schema, &columns).await?;
+                    let stored = rows.add_columns(&schema, &columns).await?;
                     entry.merge_columns(stored);
                 }
             }

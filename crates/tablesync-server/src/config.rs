@@ -99,6 +99,12 @@ pub struct Limits {
     /// Largest request line plus headers, in bytes (at least 8192); more is 431
     /// `headers_too_large` (a long `$filter` gets 400 `invalid_filter` as a shorter one does).
     pub request_head_bytes_max: usize,
+    /// Most operations in one `POST /$batch`, in operations; more is 400 `batch_too_large`
+    /// (the batch body is also bounded by `body_bytes_max`).
+    pub batch_operations_max: usize,
+    /// How long an `Idempotency-Key`'s recorded outcome is replayed, in seconds; older records
+    /// are treated as absent and swept.
+    pub idempotency_retention_s: u64,
 }
 
 impl Default for Limits {
@@ -116,6 +122,8 @@ impl Default for Limits {
             body_read_timeout_ms: 10_000,
             connections_max: 512,
             request_head_bytes_max: 64 * 1024,
+            batch_operations_max: 1000,
+            idempotency_retention_s: 86_400,
         }
     }
 }
@@ -465,6 +473,9 @@ impl Config {
         if limits.body_bytes_max == 0
             || limits.filter_bytes_max == 0
             || limits.request_timeout_ms == 0
+            || limits.batch_operations_max == 0
+            || limits.idempotency_retention_s == 0
+            || i64::try_from(limits.idempotency_retention_s).is_err()
         {
             return invalid("limits must be positive".into());
         }

@@ -120,4 +120,24 @@ pub enum ApiError {
     /// The database failed.
     #[error("database error: {0}")]
     Store(#[from] StoreError),
+    /// A `$batch` request that breaks the batch format (the message names the request id).
+    #[error("Invalid batch: {0}")]
+    InvalidBatch(String),
+    /// A `$batch` request with more operations than `limits.batch_operations_max`.
+    #[error("The batch has {count} operations; at most {max} are allowed")]
+    BatchTooLarge {
+        /// Operations in the batch.
+        count: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// An `Idempotency-Key` that is not 1..=255 visible ASCII characters.
+    #[error("The Idempotency-Key header must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    /// An `Idempotency-Key` recorded for a different request.
+    #[error("The Idempotency-Key '{0}' was already used for a different request")]
+    IdempotencyKeyReused(String),
+    /// A batch operation rolled back with its atomicity group.
+    #[error("{0}")]
+    FailedDependency(String),
 }

@@ -53,6 +53,7 @@ pub mod testing;
 
 mod app;
 pub mod auth;
+mod batch;
 mod error;
 mod http;
 mod openapi;
@@ -111,8 +112,8 @@ impl Server {
         Self::open_with_clock(config, Arc::new(auth::SystemClock)).await
     }
 
-    /// [`Server::open`] with the clock tokens' `exp`/`nbf` are checked against (tests pin it with
-    /// [`auth::FixedClock`]).
+    /// [`Server::open`] with the clock tokens' `exp`/`nbf` are checked against and idempotency
+    /// records are dated by (tests pin it with [`auth::FixedClock`]).
     pub async fn open_with_clock(
         config: Config,
         clock: Arc<dyn auth::Clock>,
@@ -124,7 +125,7 @@ impl Server {
                     auth,
                     std::path::Path::new("."),
                     &|name| std::env::var(name).ok(),
-                    clock,
+                    Arc::clone(&clock),
                 )
                 .map_err(ConfigError::Invalid)?,
             ),
@@ -150,7 +151,7 @@ impl Server {
                 Arc::new(PostgresStore::open(&url, &config.store).await?)
             }
         };
-        let app = App::new(&config, store, authenticator).await?;
+        let app = App::new(&config, store, authenticator, clock).await?;
         Ok(Server {
             app: Arc::new(app),
             config,

@@ -9,7 +9,8 @@
 //!   requests without storing anything (how fast the server alone feeds pages);
 //! * incremental pulls that find nothing: requests and latency;
 //! * a push of a queue of mixed inserts, updates and deletes, one request per operation, to
-//!   both servers (the same queue: both servers hold identical seeded rows);
+//!   both servers (the same queue: both servers hold identical seeded rows), and the same queue
+//!   batched (`POST /$batch`) to ours, seeded afresh;
 //! * the peak RSS of a cold pull of a large table by `tablesync pull` in a child process (so
 //!   the server's memory is not counted).
 //!
@@ -175,6 +176,8 @@ struct ServerRun {
     first_empty: Row,
     warm_empty: Row,
     push: Option<Row>,
+    /// Ours only: the same queue pushed batched (`$batch`) to a freshly seeded server.
+    push_batched: Option<Row>,
 }
 
 fn run(args: &Args) -> anyhow::Result<bool> {
@@ -189,6 +192,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .enable_all()
         .build()
         .context("starting the client runtime")?;
+    let load_start = load_average();
     let work = tempfile::tempdir().context("creating a temporary directory")?;
     let rows = data::rows(args.rows, args.seed);
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
@@ -364,11 +368,50 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 first_empty,
                 warm_empty,
                 push,
+                push_batched: None,
             })
         });
-        let measured = measured
+        let mut measured = measured
             .with_context(|| format!("measuring {label}; server output:\n{}", server.output()))?;
         drop(server);
+        if target == Target::Ours && args.push_ops > 0 {
+            // The same queue, batched, to a server seeded afresh with the same rows (the first
+            // push changed them; every queued operation must meet the rows it was queued on).
+            let db = work.path().join("ours-batch-server.sqlite");
+            eprintln!("sync bench: seeding {label} again for the batched push");
+            let server = seeded_server(target, &db, &rows, &args.server_log)?;
+            let push_store = work.path().join("ours-push-batched.db");
+            copy_store(&queue_template, &push_store)?;
+            eprintln!("sync bench: batched push to {label}");
+            let pushed = runtime
+                .block_on(measure::push(server.url(), &push_store, server.pid(), true))
+                .with_context(|| format!("batched push; server output:\n{}", server.output()))?;
+            problems.extend(report_error(
+                "batched push",
+                label,
+                &pushed,
+                args.push_ops as u64,
+            ));
+            let mix = queue_mix.unwrap_or_default();
+            let mut row = timed_row(
+                &format!(
+                    "push, batched ({} inserts, {} updates, {} deletes)",
+                    mix.inserts, mix.updates, mix.deletes
+                ),
+                label,
+                &pushed,
+                "ops/s",
+            );
+            let single = measured.push.as_ref().map(Row::rate).unwrap_or(0.0);
+            row.versus = format!(
+                "{} requests incl. discovery ({:.0} operations per request); {:.1}× the one-request-per-operation push",
+                pushed.requests,
+                pushed.items as f64 / pushed.requests.saturating_sub(1).max(1) as f64,
+                if single > 0.0 { row.rate() / single } else { 0.0 }
+            );
+            measured.push_batched = Some(row);
+            drop(server);
+        }
         runs.push((target, measured));
     }
 
@@ -436,6 +479,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     if let Some(p) = ours.and_then(|o| o.push.clone()) {
         table.push(p);
     }
+    if let Some(p) = ours.and_then(|o| o.push_batched.clone()) {
+        table.push(p);
+    }
     if let Some(p) = official.and_then(|n| n.push.clone()) {
         let mut row = p.clone();
         row.versus = format!(
@@ -449,6 +495,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 
     println!();
     println!("{}", machine_facts(args));
+    println!(
+        "load average (1 min) at the start: {load_start}, at the end: {}",
+        load_average()
+    );
     println!();
     print!("{}", report::markdown_table(&table));
     println!();
@@ -456,6 +506,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         println!("- ERROR: {p}");
     }
     Ok(problems.is_empty())
+}
+
+/// The 1-minute load average (`/proc/loadavg`), `?` where there is none: the machine is shared,
+/// and the table is only readable beside it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// One line on the machine and the plan, printed above the table.

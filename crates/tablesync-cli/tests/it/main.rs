@@ -5,6 +5,7 @@
 //! kills it on drop), check the interop npm packages, run Node scripts.
 
 mod auth_cli;
+mod batch_processes;
 mod client_cli;
 mod client_ux;
 mod crash;

@@ -1,10 +1,9 @@
 //! The client side of batched, exactly-once push (issue 9 points 1 and 6; `docs/extensions.md`).
 //!
-//! Our server has no `$batch` yet, so batches are answered here: [`Canned`] answers them from a
-//! script (every status, 424 group failures, malformed answers), [`Emulator`] offers batches in
-//! front of our real server and runs each batched operation there as its own request (what the
-//! contract says a batch does, minus atomicity). The end-to-end tests against the server's own
-//! endpoint belong with it.
+//! [`Canned`] answers batches from a script (every status, 424 group failures, malformed
+//! answers), [`Emulator`] offers batches in front of our real server and runs each batched
+//! operation there as its own keyed request (what the contract says a batch does, minus
+//! atomicity). The end-to-end tests against the server's own `$batch` are in `batch_server.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -263,7 +262,7 @@ async fn rows(ctx: &SyncContext) -> BTreeMap<String, Map<String, Value>> {
 store_tests!(
     batched_push_sends_the_queue_in_bounded_batches_and_applies_every_answer,
     a_lost_batch_answer_is_resent_whole_with_the_same_keys,
-    without_the_extension_the_push_sends_one_request_per_operation,
+    our_server_offers_batches_and_the_push_uses_them,
 );
 
 async fn batched_push_sends_the_queue_in_bounded_batches_and_applies_every_answer(kind: StoreKind) {
@@ -382,8 +381,7 @@ async fn a_lost_batch_answer_is_resent_whole_with_the_same_keys(kind: StoreKind)
             .collect::<Vec<_>>(),
         keys_before
     );
-    // The retry sends the same batch, byte for byte. (Our server keeps no idempotency records
-    // yet: the inserts get 409, and the follow-up GET finds our rows.)
+    // The retry sends the same batch, byte for byte (the server replays each keyed insert).
     ctx.push().await.unwrap();
     let batches = emulator.batch_requests();
     assert_eq!(batches.len(), 2);
@@ -393,18 +391,21 @@ async fn a_lost_batch_answer_is_resent_whole_with_the_same_keys(kind: StoreKind)
     server.stop().await;
 }
 
-async fn without_the_extension_the_push_sends_one_request_per_operation(kind: StoreKind) {
+async fn our_server_offers_batches_and_the_push_uses_them(kind: StoreKind) {
     let server = OurServer::start(kind).await;
     let dir = tempfile::tempdir().unwrap();
     let faulty = crate::common::Faulty::new();
     let ctx =
         crate::common::context_via(&server.url, &dir.path().join("a.db"), faulty.clone(), None)
             .await;
+    let offered = ctx.capabilities().await;
+    let batch = offered.batch.expect("our server offers batches");
+    assert_eq!(batch.url, format!("{}$batch", server.url));
     assert_eq!(
-        ctx.capabilities().await.batch,
-        None,
-        "our server offers no batches yet"
+        (batch.operations_max, batch.body_bytes_max),
+        (1000, 1_048_576)
     );
+    assert_eq!(offered.idempotency.map(|i| i.retention_s), Some(86_400));
     let t = ctx.table("TodoItem").unwrap();
     t.insert(json!({"id": "s1", "text": "x"})).await.unwrap();
     t.insert(json!({"id": "s2", "text": "y"})).await.unwrap();
@@ -413,14 +414,21 @@ async fn without_the_extension_the_push_sends_one_request_per_operation(kind: St
     assert_eq!(
         writes
             .iter()
-            .map(|w| (w.method, w.url.ends_with("/tables/TodoItem")))
+            .map(|w| (w.method, w.url.ends_with("/$batch")))
             .collect::<Vec<_>>(),
-        vec![(Method::Post, true), (Method::Post, true)]
+        vec![(Method::Post, true)],
+        "both operations in one batch"
     );
-    assert!(writes
+    let doc = batch_doc(&writes[0]);
+    assert!(doc["requests"]
+        .as_array()
+        .unwrap()
         .iter()
-        .all(|w| w.header("idempotency-key").is_some_and(|k| k.len() == 36)));
+        .all(|r| r["headers"]["idempotency-key"]
+            .as_str()
+            .is_some_and(|k| k.len() == 36)));
     assert_eq!(faulty.discovery_requests(), 1);
+    assert_eq!(ctx.pending_operations().await.unwrap(), 0);
     server.stop().await;
 }
 

@@ -10,9 +10,11 @@
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use tablesync_client::{Error, Method, OpKind, PushStatus, ServerWins, SyncContext};
+use tablesync_client::{
+    Client, ClientOptions, Error, Method, OpKind, PushStatus, ServerWins, SyncContext,
+};
 
-use crate::common::{context, context_via, Faulty, OfficialServer, OurServer, StoreKind};
+use crate::common::{context, todo_store, Faulty, OfficialServer, OurServer, StoreKind};
 
 store_tests!(
     a_lost_update_answer_then_an_offline_edit_ends_with_the_last_edit,
@@ -59,19 +61,23 @@ async fn official_server_a_lost_insert_answer_then_an_offline_edit_ends_with_the
     lost_insert_then_edit(&server.url).await;
 }
 
-/// A context with the shipped `ServerWins` handler whose requests go through `faulty`.
+/// A context with the shipped `ServerWins` handler whose requests go through `faulty`, pushing
+/// one request per operation (the path this point is about: our server would otherwise take
+/// the queue as a batch, whose lost answer `batch_server.rs` covers).
 async fn server_wins_context(
     url: &str,
     dir: &std::path::Path,
     faulty: &Arc<Faulty>,
 ) -> SyncContext {
-    context_via(
-        url,
-        &dir.join("a.db"),
-        faulty.clone(),
-        Some(Arc::new(ServerWins)),
+    let options = ClientOptions::default().with_batch_push(false);
+    let client = Client::with_transport_and_options(url, faulty.clone(), options).unwrap();
+    SyncContext::initialize_with_handler(
+        client,
+        todo_store(&dir.join("a.db")),
+        Arc::new(ServerWins),
     )
     .await
+    .unwrap()
 }
 
 /// The server's copy of item `id` as a fresh context pulls it (`None` when it is deleted).

@@ -31,6 +31,7 @@ macro_rules! store_tests {
 
 mod auth;
 mod batch;
+mod batch_server;
 mod common;
 mod convergence;
 mod convergence_faults;

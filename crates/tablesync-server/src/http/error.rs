@@ -37,6 +37,11 @@ impl IntoResponse for ApiError {
             ApiError::TopTooLarge { .. } => (ErrorCode::TopTooLarge, None),
             ApiError::Rule(rule) => (rule_code(&rule), None),
             ApiError::OwnerMismatch(_) => (ErrorCode::OwnerMismatch, None),
+            ApiError::InvalidBatch(_) => (ErrorCode::InvalidBatch, None),
+            ApiError::BatchTooLarge { .. } => (ErrorCode::BatchTooLarge, None),
+            ApiError::InvalidIdempotencyKey => (ErrorCode::InvalidIdempotencyKey, None),
+            ApiError::IdempotencyKeyReused(_) => (ErrorCode::IdempotencyKeyReused, None),
+            ApiError::FailedDependency(_) => (ErrorCode::FailedDependency, None),
             ApiError::Unauthenticated => return unauthorized(message, "Bearer"),
             ApiError::InvalidToken { reason } => {
                 // The reason goes to the log only; the token itself never does.

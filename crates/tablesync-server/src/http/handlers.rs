@@ -9,9 +9,11 @@ use axum::Json;
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 
+use super::batch::{idempotency_key, keyed_write};
 use super::error::item_response;
 use super::extract::{Caller, IfMatch, ItemPath, JsonObject, TablePath};
 use crate::app::App;
+use crate::batch::OpKind;
 use crate::error::ApiError;
 use crate::table::collection_id;
 
@@ -60,8 +62,22 @@ pub async fn item_insert(
     State(app): State<Arc<App>>,
     TablePath(table): TablePath,
     Caller(caller): Caller,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
+    if let Some(key) = idempotency_key(&headers)? {
+        return keyed_write(
+            &app,
+            &caller,
+            OpKind::Insert,
+            table,
+            None,
+            None,
+            key,
+            Some(body),
+        )
+        .await;
+    }
     let item = app.insert(&table, &caller, body).await?;
     Ok(item_response(StatusCode::CREATED, item))
 }
@@ -72,8 +88,13 @@ pub async fn item_update(
     ItemPath(table, id): ItemPath,
     Caller(caller): Caller,
     IfMatch(if_match): IfMatch,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
+    if let Some(key) = idempotency_key(&headers)? {
+        let (kind, body) = (OpKind::Update, Some(body));
+        return keyed_write(&app, &caller, kind, table, Some(id), if_match, key, body).await;
+    }
     let item = app
         .update(&table, &caller, &id, body, if_match.as_deref())
         .await?;
@@ -86,7 +107,12 @@ pub async fn item_delete(
     ItemPath(table, id): ItemPath,
     Caller(caller): Caller,
     IfMatch(if_match): IfMatch,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(key) = idempotency_key(&headers)? {
+        let kind = OpKind::Delete;
+        return keyed_write(&app, &caller, kind, table, Some(id), if_match, key, None).await;
+    }
     let item = app
         .delete(&table, &caller, &id, if_match.as_deref())
         .await?;
@@ -94,12 +120,20 @@ pub async fn item_delete(
 }
 
 /// `POST /tables/{table}/{id}`: undelete; 200 with the item. The body is ignored.
+///
+/// Every write carrying `Idempotency-Key` goes through `crate::batch` as a batch of one, so its
+/// outcome is recorded with the write (docs/extensions.md section 3).
 pub async fn item_undelete(
     State(app): State<Arc<App>>,
     ItemPath(table, id): ItemPath,
     Caller(caller): Caller,
     IfMatch(if_match): IfMatch,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(key) = idempotency_key(&headers)? {
+        let kind = OpKind::Undelete;
+        return keyed_write(&app, &caller, kind, table, Some(id), if_match, key, None).await;
+    }
     let item = app
         .undelete(&table, &caller, &id, if_match.as_deref())
         .await?;
@@ -160,9 +194,16 @@ fn query_ids(uri: &Uri) -> Vec<String> {
 /// (`docs/extensions.md` section 1). Clients that find no such document fall back to the plain
 /// protocol.
 pub async fn capabilities_get(State(app): State<Arc<App>>) -> Response {
+    let limits = app.limits();
     Json(json!({
         "server": super::SERVER_VERSION,
-        "page_size_max": app.limits().page_size_max,
+        "page_size_max": limits.page_size_max,
+        "batch": {
+            "url": "$batch",
+            "operations_max": limits.batch_operations_max,
+            "body_bytes_max": limits.body_bytes_max,
+        },
+        "idempotency": { "retention_s": limits.idempotency_retention_s },
     }))
     .into_response()
 }

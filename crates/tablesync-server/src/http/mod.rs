@@ -6,6 +6,7 @@
 //! one exhaustive match, so no request ever gets a plain-text or empty error.
 
 mod conn;
+mod batch;
 mod error;
 mod extract;
 mod handlers;
@@ -26,6 +27,7 @@ use tower_http::CompressionLevel;
 
 use crate::app::App;
 use crate::config::CorsConfig;
+pub(crate) use extract::is_json_media_type;
 use handlers::*;
 pub use middleware::SERVER_VERSION;
 
@@ -41,6 +43,7 @@ pub use middleware::SERVER_VERSION;
 /// | `PATCH /tables/{table}/{id}` | update |
 /// | `DELETE /tables/{table}/{id}` | delete |
 /// | `POST /tables/{table}/{id}` | undelete |
+/// | `POST /$batch` | batched writes (`docs/extensions.md` section 2), behind the same gate as tables |
 /// | `GET /$capabilities` | the extensions this server offers (`docs/extensions.md`); no API version needed |
 /// | `GET /openapi.json` | the configured tables as OpenAPI 3.0 (`crate::openapi`); a token when `[auth]` is configured |
 ///
@@ -63,6 +66,7 @@ pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
                 .delete(item_delete)
                 .post(item_undelete),
         )
+        .route("/$batch", axum::routing::post(batch::batch_post))
         .route_layer(from_fn_with_state(Arc::clone(&app), middleware::table_gate))
         .route("/$capabilities", get(capabilities_get))
         .route("/openapi.json", get(openapi_get))

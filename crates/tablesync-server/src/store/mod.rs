@@ -26,6 +26,7 @@
 //! once in `sql` for both dialects; the store modules hold what is really theirs (connections,
 //! transactions, binding, stamps, DDL).
 
+pub mod idempotency;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -37,6 +38,7 @@ use tablesync_protocol::odata::sql::{Dialect, SqlFragment, SqlValue};
 use tablesync_protocol::time::Timestamp;
 
 use crate::table::{Column, Item, TableSchema};
+pub use idempotency::{Claim, RecordKey, Recorded, Rows, StoreTx};
 
 /// A boxed, sendable future: what every [`Store`] method returns (keeps the trait dyn-compatible).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -146,6 +148,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// The SQL dialect for lowering `$filter`/`$orderby`.
     fn dialect(&self) -> Dialect;
+
+    /// Open a write transaction spanning several row operations and idempotency records (a
+    /// batch, `idempotency.rs`); other writes of this process to the same rows wait for it.
+    fn begin(&self) -> BoxFuture<'_, StoreResult<Box<dyn StoreTx>>>;
 
     /// Create or migrate the tables, their indexes and clock rows. Returns each table's schema as
     /// stored: the declared columns followed by columns an earlier run added dynamically.

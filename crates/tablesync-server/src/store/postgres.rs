@@ -32,7 +32,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::{Column as _, Postgres, Row, Transaction, TypeInfo as _};
 use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
@@ -43,6 +43,8 @@ use super::{BoxFuture, ListPage, ListQuery, Scope, Stamp, Store, StoreError, Sto
 use super::{StoreResult, WriteOutcome};
 use crate::config::{IdType, StoreConfig, PG_IDENTIFIER_BYTES_MAX};
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
+
+mod batch_tx;
 
 /// The SQL dialect of this store.
 const DIALECT: Dialect = Dialect::Postgres;
@@ -111,6 +113,20 @@ impl PostgresStore {
             .map_err(|e| classify(&e))
     }
 
+    /// A write's transaction: its own (READ COMMITTED), or a savepoint of the batch transaction
+    /// `outer` (`batch_tx`), so a failed compare-and-swap still rolls back only its own stamp.
+    async fn begin_on<'c>(
+        &self,
+        outer: Option<&'c mut PgConnection>,
+    ) -> StoreResult<Transaction<'c, Postgres>> {
+        match outer {
+            None => self.begin_write().await,
+            Some(conn) => sqlx::Connection::begin(conn)
+                .await
+                .map_err(|e| classify(&e)),
+        }
+    }
+
     /// Take the next stamp of `table` inside the write transaction `tx`.
     ///
     /// With commit-order stamps: one `UPDATE … RETURNING` on the table's clock row, `updatedAt =
@@ -124,7 +140,7 @@ impl PostgresStore {
     /// which locks it just the same), so only writers of one owner queue behind each other.
     async fn stamp(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'_, Postgres>,
         schema: &TableSchema,
         scope: &Scope,
     ) -> StoreResult<Stamp> {
@@ -170,7 +186,7 @@ impl PostgresStore {
     /// Commit a write, first holding it open for a random time when the test-only
     /// `write_hold_ms_max` asks for it (the transaction keeps its stamp and row locks meanwhile;
     /// no Rust lock is held across the sleep).
-    async fn commit_write(&self, tx: Transaction<'static, Postgres>) -> StoreResult<()> {
+    async fn commit_write(&self, tx: Transaction<'_, Postgres>) -> StoreResult<()> {
         if self.write_hold_ms_max > 0 {
             let random = uuid::Uuid::new_v4().as_u128() as u64;
             let hold = random % (self.write_hold_ms_max + 1);
@@ -315,7 +331,7 @@ where
 
 /// Columns of a table as stored: (name, `data_type`), in column order.
 async fn stored_columns(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     table: &str,
 ) -> StoreResult<Vec<(String, String)>> {
     let rows = sqlx::query(
@@ -333,10 +349,7 @@ async fn stored_columns(
 }
 
 /// The primary key columns of a table, in key order.
-async fn primary_key(
-    tx: &mut Transaction<'static, Postgres>,
-    table: &str,
-) -> StoreResult<Vec<String>> {
+async fn primary_key(tx: &mut Transaction<'_, Postgres>, table: &str) -> StoreResult<Vec<String>> {
     let rows = sqlx::query(
         "SELECT a.attname::text FROM pg_index i \
          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
@@ -353,7 +366,7 @@ async fn primary_key(
         .map_err(|e| classify(&e))
 }
 
-async fn execute(tx: &mut Transaction<'static, Postgres>, sql: &str) -> StoreResult<()> {
+async fn execute(tx: &mut Transaction<'_, Postgres>, sql: &str) -> StoreResult<()> {
     sqlx::query(sql)
         .execute(&mut **tx)
         .await
@@ -362,7 +375,7 @@ async fn execute(tx: &mut Transaction<'static, Postgres>, sql: &str) -> StoreRes
 }
 
 /// Serialise DDL across every process on this database until `tx` ends.
-async fn lock_ddl(tx: &mut Transaction<'static, Postgres>) -> StoreResult<()> {
+async fn lock_ddl(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(DDL_LOCK_KEY)
         .execute(&mut **tx)
@@ -419,6 +432,9 @@ async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Ve
         ),
     )
     .await?;
+    for ddl in super::idempotency::POSTGRES_DDL {
+        execute(&mut tx, ddl).await?;
+    }
     let mut out = Vec::with_capacity(tables.len());
     for table in tables {
         check_identifier(&table.name, &table.name)?;
@@ -491,10 +507,15 @@ async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Ve
 
 async fn add_columns(
     pool: &PgPool,
+    outer: Option<&mut PgConnection>,
     table: &TableSchema,
     columns: &[Column],
 ) -> StoreResult<Vec<Column>> {
-    let mut tx = pool.begin().await.map_err(|e| classify(&e))?;
+    let mut tx = match outer {
+        None => pool.begin().await,
+        Some(conn) => sqlx::Connection::begin(conn).await,
+    }
+    .map_err(|e| classify(&e))?;
     lock_ddl(&mut tx).await?;
     let stored = stored_columns(&mut tx, &table.name).await?;
     for column in columns {
@@ -579,7 +600,7 @@ where
 
 /// Run a `… RETURNING <select list>` statement; the row it wrote, if any.
 async fn returning(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     schema: &TableSchema,
     sql: &str,
     params: &[SqlValue],
@@ -594,12 +615,13 @@ async fn returning(
 impl PostgresStore {
     async fn insert_row(
         &self,
+        outer: Option<&mut PgConnection>,
         schema: &TableSchema,
         scope: &Scope,
         id: &str,
         values: &[(String, SqlValue)],
     ) -> StoreResult<WriteOutcome> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_on(outer).await?;
         let stamp = self.stamp(&mut tx, schema, scope).await?;
         // A concurrent insert of the same id may commit first: then nothing is inserted and the
         // stored row is read below.
@@ -636,8 +658,10 @@ impl PostgresStore {
     /// when it matches no row, re-read to classify the miss and roll back the stamp. Under READ
     /// COMMITTED a concurrent writer's committed change is re-checked against the `WHERE`, so a
     /// stale `version` never overwrites it.
+    #[allow(clippy::too_many_arguments)]
     async fn cas_update(
         &self,
+        outer: Option<&mut PgConnection>,
         schema: &TableSchema,
         scope: &Scope,
         id: &str,
@@ -645,7 +669,7 @@ impl PostgresStore {
         kind: CasKind,
         expected: Option<&str>,
     ) -> StoreResult<WriteOutcome> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_on(outer).await?;
         let stamp = self.stamp(&mut tx, schema, scope).await?;
         let (sql, params) = sql::cas_update_sql(
             DIALECT,
@@ -669,13 +693,14 @@ impl PostgresStore {
 
     async fn hard_delete(
         &self,
+        outer: Option<&mut PgConnection>,
         schema: &TableSchema,
         scope: &Scope,
         id: &str,
         expected: Option<&str>,
     ) -> StoreResult<WriteOutcome> {
         let (sql, params) = sql::hard_delete_sql(DIALECT, schema, scope, id, expected);
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_on(outer).await?;
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx).await?;
             return Ok(WriteOutcome::Written(item));
@@ -691,6 +716,10 @@ impl Store for PostgresStore {
         DIALECT
     }
 
+    fn begin(&self) -> BoxFuture<'_, StoreResult<Box<dyn super::StoreTx>>> {
+        Box::pin(batch_tx::begin(self.clone()))
+    }
+
     fn prepare<'a>(
         &'a self,
         tables: &'a [TableSchema],
@@ -703,7 +732,7 @@ impl Store for PostgresStore {
         table: &'a TableSchema,
         columns: &'a [Column],
     ) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
-        Box::pin(add_columns(&self.pool, table, columns))
+        Box::pin(add_columns(&self.pool, None, table, columns))
     }
 
     fn columns<'a>(&'a self, table: &'a TableSchema) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
@@ -751,7 +780,7 @@ impl Store for PostgresStore {
         id: &'a str,
         values: Vec<(String, SqlValue)>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        Box::pin(async move { self.insert_row(table, scope, id, &values).await })
+        Box::pin(async move { self.insert_row(None, table, scope, id, &values).await })
     }
 
     fn update<'a>(
@@ -764,6 +793,7 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         Box::pin(async move {
             self.cas_update(
+                None,
                 table,
                 scope,
                 id,
@@ -785,6 +815,7 @@ impl Store for PostgresStore {
         Box::pin(async move {
             if table.soft_delete {
                 self.cas_update(
+                    None,
                     table,
                     scope,
                     id,
@@ -794,7 +825,7 @@ impl Store for PostgresStore {
                 )
                 .await
             } else {
-                self.hard_delete(table, scope, id, expected.as_deref())
+                self.hard_delete(None, table, scope, id, expected.as_deref())
                     .await
             }
         })
@@ -809,6 +840,7 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         Box::pin(async move {
             self.cas_update(
+                None,
                 table,
                 scope,
                 id,

@@ -30,6 +30,8 @@ use super::{StoreResult, WriteOutcome};
 use crate::config::{IdType, StoreConfig};
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
+mod batch_tx;
+
 /// The SQL dialect of this store.
 const DIALECT: Dialect = Dialect::Sqlite;
 
@@ -51,6 +53,9 @@ struct Inner {
     /// Round-robin cursor over `readers`.
     next_reader: AtomicUsize,
     commit_order_stamps: bool,
+    /// Taken (asynchronously) by every write and held by an open batch transaction for its whole
+    /// life, so no other write meets the writer connection in the middle of a batch.
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -91,6 +96,7 @@ impl SqliteStore {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 commit_order_stamps: config.commit_order_stamps,
+                gate: Arc::new(tokio::sync::Mutex::new(())),
             }),
         })
     }
@@ -102,6 +108,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection, bool) -> StoreResult<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let _gate = Arc::clone(&inner.gate).lock_owned().await;
         run_blocking(move || {
             let mut conn = lock(&inner.writer);
             f(&mut conn, inner.commit_order_stamps)
@@ -277,13 +284,50 @@ fn get_row(
     .optional()
 }
 
+/// A write's transaction: `BEGIN IMMEDIATE` on its own, or a savepoint when the writer is
+/// already inside a batch's transaction (`batch_tx`), so a failed compare-and-swap still rolls
+/// back only its own stamp.
+enum WriteTx<'c> {
+    Top(Transaction<'c>),
+    Nested(rusqlite::Savepoint<'c>),
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            WriteTx::Top(tx) => tx,
+            WriteTx::Nested(sp) => sp,
+        }
+    }
+}
+
+impl WriteTx<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            WriteTx::Top(tx) => tx.commit(),
+            WriteTx::Nested(sp) => sp.commit(),
+        }
+    }
+}
+
+fn begin_write(conn: &mut Connection) -> StoreResult<WriteTx<'_>> {
+    if conn.is_autocommit() {
+        conn.transaction_with_behavior(TransactionBehavior::Immediate)
+            .map(WriteTx::Top)
+            .map_err(classify)
+    } else {
+        conn.savepoint().map(WriteTx::Nested).map_err(classify)
+    }
+}
+
 /// Take the next stamp of `table` inside the write transaction `tx`.
 ///
 /// One `UPDATE … RETURNING` on the clock row: `updatedAt = max(now, last + 1 ms)` and the next
 /// version counter. The PostgreSQL store runs the same statement, whose row lock then orders
 /// concurrent writers' commits; here the single writer connection already does.
 /// With `commit_order` off, `updatedAt` is the database clock at statement time (may repeat).
-pub fn stamp(tx: &Transaction<'_>, table: &str, commit_order: bool) -> rusqlite::Result<Stamp> {
+pub fn stamp(tx: &Connection, table: &str, commit_order: bool) -> rusqlite::Result<Stamp> {
     const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
     let updated = if commit_order {
         format!("max({NOW_MS}, last_updated_at + 1)")
@@ -304,7 +348,7 @@ pub fn stamp(tx: &Transaction<'_>, table: &str, commit_order: bool) -> rusqlite:
 /// The stamp of a write on `schema` in `scope`: from the owner's clock row on a per-user table
 /// (created by the owner's first write), else from the table's ([`stamp`]).
 fn stamp_for(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     schema: &TableSchema,
     scope: &Scope,
     commit_order: bool,
@@ -352,6 +396,8 @@ fn prepare_tables(conn: &mut Connection, tables: &[TableSchema]) -> StoreResult<
          last_updated_at INTEGER NOT NULL, last_version INTEGER NOT NULL, PRIMARY KEY (table_name, owner))"
     ))
     .map_err(classify)?;
+    tx.execute_batch(super::idempotency::SQLITE_DDL)
+        .map_err(classify)?;
     let mut out = Vec::with_capacity(tables.len());
     for table in tables {
         let name = quote_ident(&table.name);
@@ -420,9 +466,7 @@ fn add_columns(
     table: &TableSchema,
     columns: &[Column],
 ) -> StoreResult<Vec<Column>> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(classify)?;
+    let tx = begin_write(conn)?;
     let stored = stored_columns(&tx, &table.name).map_err(classify)?;
     for column in columns {
         // Another request may have added it since this one read the schema: keep the stored one.
@@ -496,7 +540,7 @@ fn list_rows(
 
 /// Run a `… RETURNING <select list>` statement; the row it wrote, if any.
 fn returning(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     schema: &TableSchema,
     sql: &str,
     params: &[SqlValue],
@@ -514,7 +558,7 @@ fn returning(
 /// A conditional write (`kind`: its compare-and-swap, `None` for a hard delete) wrote nothing:
 /// say why (the transaction, stamp included, is then rolled back on drop).
 fn classify_miss(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     schema: &TableSchema,
     scope: &Scope,
     id: &str,
@@ -534,9 +578,7 @@ fn insert_row(
     id: &str,
     values: &[(String, SqlValue)],
 ) -> StoreResult<WriteOutcome> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(classify)?;
+    let tx = begin_write(conn)?;
     if let Some(existing) = get_row(&tx, schema, scope, id).map_err(classify)? {
         return Ok(WriteOutcome::AlreadyExists(existing));
     }
@@ -563,9 +605,7 @@ fn cas_update(
     kind: CasKind,
     expected: Option<&str>,
 ) -> StoreResult<WriteOutcome> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(classify)?;
+    let tx = begin_write(conn)?;
     let stamp = stamp_for(&tx, schema, scope, commit_order).map_err(classify)?;
     let (sql, params) = sql::cas_update_sql(
         DIALECT,
@@ -591,9 +631,7 @@ fn hard_delete(
     id: &str,
     expected: Option<&str>,
 ) -> StoreResult<WriteOutcome> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(classify)?;
+    let tx = begin_write(conn)?;
     let (sql, params) = sql::hard_delete_sql(DIALECT, schema, scope, id, expected);
     match returning(&tx, schema, &sql, &params)? {
         Some(item) => {
@@ -607,6 +645,10 @@ fn hard_delete(
 impl Store for SqliteStore {
     fn dialect(&self) -> Dialect {
         DIALECT
+    }
+
+    fn begin(&self) -> BoxFuture<'_, StoreResult<Box<dyn super::StoreTx>>> {
+        Box::pin(batch_tx::begin(Arc::clone(&self.inner)))
     }
 
     fn prepare<'a>(

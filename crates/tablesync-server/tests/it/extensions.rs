@@ -1,4 +1,4 @@
-//! The protocol extensions of `docs/extensions.md`: discovery.
+//! The protocol extensions of `docs/extensions.md`: discovery (batches: `batch.rs`).
 
 use serde_json::json;
 
@@ -10,7 +10,9 @@ async fn capabilities_need_no_api_version_and_report_the_limits(kind: StoreKind)
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
         r.body,
-        json!({"server": tablesync_server::SERVER_VERSION, "page_size_max": 250})
+        json!({"server": tablesync_server::SERVER_VERSION, "page_size_max": 250,
+               "batch": {"url": "$batch", "operations_max": 1000, "body_bytes_max": 1_048_576},
+               "idempotency": {"retention_s": 86_400}})
     );
     assert_eq!(r.header("content-type"), Some("application/json"));
 }

@@ -33,6 +33,7 @@ macro_rules! store_tests {
 
 mod auth;
 mod collection_routes;
+mod batch;
 mod concurrency;
 mod crud;
 mod embedded;
