@@ -248,7 +248,7 @@ async fn queue_conflicts_and_typed_conversion_failures_are_typed_errors() {
     match typed.lookup("nulltext").await {
         Err(e @ Error::Deserialize(_)) => assert_eq!(
             e.to_string(),
-            "the row does not fit the app's type: invalid type: null, expected a string"
+            "the row does not fit the app's type: row 'nulltext': invalid type: null, expected a string"
         ),
         other => panic!("{other:?}"),
     }

@@ -87,15 +87,24 @@ async fn connections_over_the_cap_get_503(kind: StoreKind) {
             .unwrap();
         open.push(tcp);
     }
-    // The server has accepted the four (each has been read from) before the fifth comes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, body) = exchange(&s, b"GET /tables/TodoItem HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // Probes until one is refused: a probe the server takes before it has accepted all four
+    // is served (and closes, freeing its slot), so the first refusal comes once the four are in.
+    let probe = b"GET /tables/TodoItem HTTP/1.1\r\nHost: x\r\nZUMO-API-VERSION: 2.0.0\r\nConnection: close\r\n\r\n";
+    let mut refused = None;
+    for _ in 0..100 {
+        let answer = exchange(&s, probe).await;
+        if answer.0 == 503 {
+            refused = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
-        (status, body),
-        (
+        refused,
+        Some((
             503,
             json!({"error": "The server is serving as many connections as it may (limits.connections_max); try again later", "code": "service_unavailable"})
-        )
+        ))
     );
     let mut first = open.remove(0);
     first
