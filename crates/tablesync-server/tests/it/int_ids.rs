@@ -126,6 +126,12 @@ async fn url_ids_must_be_integers(kind: StoreKind) {
             .await;
         assert_eq!((r.status, &r.body), (400, &bad), "PATCH {path}");
     }
+    // The OpenAPI document says so.
+    let doc = s.get("/openapi.json").await.body;
+    assert_eq!(
+        doc["components"]["schemas"]["IntIdTodo"]["properties"]["id"]["type"],
+        "integer"
+    );
     let missing = s.get("/tables/IntIdTodo/99").await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.body["code"], "item_not_found");
