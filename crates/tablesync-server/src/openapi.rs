@@ -244,6 +244,51 @@ pub fn document(config: &Config) -> Value {
             "responses": {"200": {"description": "The extensions document.",
                 "content": {"application/json": {"schema": {"type": "object"}}}}}}}),
     );
+    // Batched writes (docs/extensions.md section 2): the batch's token applies to every
+    // operation, each of which is then answered as its own route would answer it.
+    let batch_security = if schemes.is_empty() {
+        json!([])
+    } else {
+        let mut options: Vec<Value> = schemes.iter().map(|s| json!({ s: [] })).collect();
+        options.insert(0, json!({}));
+        Value::Array(options)
+    };
+    let batch_ops_max = config.limits.batch_operations_max;
+    paths.insert(
+        "/$batch".into(),
+        json!({"post": {
+            "operationId": "batch",
+            "summary": "Several table writes in one request and one transaction (docs/extensions.md section 2)",
+            "security": batch_security,
+            "parameters": [param_ref("ApiVersionHeader"), param_ref("ApiVersionQuery")],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["requests"], "properties": {"requests": {
+                    "type": "array", "maxItems": batch_ops_max, "items": {
+                        "type": "object", "required": ["id", "method", "url"], "properties": {
+                            "id": {"type": "string", "minLength": 1},
+                            "method": {"type": "string", "enum": ["POST", "PATCH", "DELETE"]},
+                            "url": {"type": "string", "description": "`tables/{table}` or `tables/{table}/{id}`, no query string."},
+                            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "body": {"type": "object", "nullable": true},
+                            "atomicityGroup": {"type": "string"}}}}}}}}},
+            "responses": {
+                "200": {"description": "One response per request, in request order, each what its own route would answer (424 for the rest of a failed atomicity group).",
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["responses"], "properties": {"responses": {
+                            "type": "array", "items": {
+                                "type": "object", "required": ["id", "status"], "properties": {
+                                    "id": {"type": "string"},
+                                    "status": {"type": "integer"},
+                                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    "body": {"type": "object", "nullable": true}}}}}}}}},
+                "400": {"$ref": "#/components/responses/Error"},
+                "401": {"$ref": "#/components/responses/Error"},
+                "413": {"$ref": "#/components/responses/Error"},
+                "415": {"$ref": "#/components/responses/Error"},
+                "422": {"$ref": "#/components/responses/Error"},
+                "500": {"$ref": "#/components/responses/Error"},
+                "503": {"$ref": "#/components/responses/Error"}}}}),
+    );
     let document_security = if schemes.is_empty() {
         json!([])
     } else {

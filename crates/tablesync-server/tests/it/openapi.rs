@@ -160,6 +160,7 @@ async fn the_document_matches_the_config_and_the_server() {
             vec!["get", "post", "patch", "delete"],
         ),
         ("/$capabilities".into(), vec!["get"]),
+        ("/$batch".into(), vec!["post"]),
         ("/openapi.json".into(), vec!["get"]),
     ];
     let mut described: Vec<(String, Vec<&str>)> = doc
@@ -343,6 +344,8 @@ async fn with_auth_the_document_needs_a_token_and_describes_it() {
     assert_eq!(security("/tables/Todo/{id}", "patch"), required);
     assert_eq!(security("/openapi.json", "get"), required);
     assert_eq!(security("/$capabilities", "get"), json!([]));
+    // A batch may be anonymous; each of its operations is checked as its own route is.
+    assert_eq!(security("/$batch", "post")[0], json!({}));
     let public_read = security("/tables/Public", "get");
     assert_eq!(public_read[0], json!({}), "{public_read}");
     // The owner column is the server's to fill in.
