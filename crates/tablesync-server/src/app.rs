@@ -507,7 +507,9 @@ impl App {
                 None => Ok(()),
             }
         };
-        let (schema, request) = self.check_write(rows, &entry, &body, before_growing).await?;
+        let (schema, request) = self
+            .check_write(rows, &entry, &body, before_growing)
+            .await?;
         // None: an integer-id table, whose store ignores the id and lets the database assign it.
         let id = insert_id(&request, id_type)?.unwrap_or_default();
         // A `version` in an insert body is ignored: the server owns versions.

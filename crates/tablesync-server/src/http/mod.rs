@@ -5,8 +5,8 @@
 //! [`ApiError`](crate::error::ApiError), and `error.rs` turns every error into a JSON response in
 //! one exhaustive match, so no request ever gets a plain-text or empty error.
 
-mod conn;
 mod batch;
+mod conn;
 mod error;
 mod extract;
 mod handlers;

@@ -32,8 +32,8 @@ macro_rules! store_tests {
 }
 
 mod auth;
-mod collection_routes;
 mod batch;
+mod collection_routes;
 mod concurrency;
 mod crud;
 mod embedded;
