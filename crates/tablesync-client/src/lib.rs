@@ -90,8 +90,9 @@
 //! * `table` — [`SyncTable`] / [`TypedSyncTable`]: local CRUD and queries.
 //! * `transaction` — [`LocalTransaction`]: several writes that commit (and push) together.
 //! * `sync/` — push (batched or one request per operation; [`internals::classify`] and the planner are
-//!   pure), pull (keyset paging), purge, the session a context and its tables share. The only
-//!   network code.
+//!   pure), pull (keyset paging), purge, the session a context and its tables share, the
+//!   monitor ([`SyncStatus`], [`SyncProgress`], cancellation: `SyncContext::status`,
+//!   `progress`, `cancel_sync`). The only network code.
 //! * `conflict` — [`Resolver`], [`SyncHandler`], [`ClientWins`], [`ServerWins`].
 //! * `error` — [`Error`].
 //!

@@ -25,6 +25,13 @@ pub fn explain(err: &Error, base_url: &str, pending: u64) -> Option<i32> {
             note(offline(&server, Some(message)));
             Some(UNREACHABLE)
         }
+        Error::Unauthorized => {
+            note(format!(
+                "the server at {server} refused the credentials (401): log in again (pass a new \
+                 token with --token or TABLESYNC_TOKEN, e.g. from `tablesync token`)"
+            ));
+            Some(super::output::FAILURE)
+        }
         Error::Cancelled => {
             note(format!(
                 "cancelled: what was received is kept, {pending} operation(s) queued; run the \
@@ -46,8 +53,9 @@ pub fn explain(err: &Error, base_url: &str, pending: u64) -> Option<i32> {
                     ));
                 }
                 PushStatus::CancelledByAuthenticationError => note(format!(
-                    "the server at {server} refused the credentials: log in again (pass a new \
-                     token with --token or TABLESYNC_TOKEN, e.g. from `tablesync token`); {queued}"
+                    "the server at {server} refused the credentials (401): log in again (pass a \
+                     new token with --token or TABLESYNC_TOKEN, e.g. from `tablesync token`); \
+                     {queued}"
                 )),
                 PushStatus::Complete => explain_errors(errors),
                 PushStatus::CancelledByServerError => note(format!(

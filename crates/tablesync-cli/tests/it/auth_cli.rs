@@ -93,8 +93,8 @@ fn client_commands_take_a_token(kind: StoreKind) {
     assert_eq!(code, 0, "{out}{err}");
     // No token: the server answers 401 and the command says so.
     let (code, out, err) = tablesync(&["pull", "--store", store, "--url", url], &[]);
-    assert_ne!(code, 0, "{out}");
-    assert!(err.contains("401"), "{err}");
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("401") && err.contains("log in again"), "{err}");
     // `--help` never shows the token's value from the environment.
     let (_, help, _) = tablesync(&["pull", "--help"], &[("TABLESYNC_TOKEN", &alice)]);
     assert!(

@@ -45,8 +45,12 @@ impl LocalStore {
     }
 }
 
-/// Records `url` as the server the store last synced with.
+/// Records `url` as the server the store last synced with. Read first: every pull ends here,
+/// and an unchanged URL should cost no write (an empty incremental pull is one request).
 pub(crate) fn record_server_url(conn: &Connection, url: &str) -> Result<()> {
+    if get_config(conn, SERVER_URL_KEY)?.as_deref() == Some(url) {
+        return Ok(());
+    }
     set_config(conn, SERVER_URL_KEY, url)
 }
 
