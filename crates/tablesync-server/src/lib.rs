@@ -56,6 +56,7 @@ pub mod auth;
 mod batch;
 mod error;
 mod http;
+mod observe;
 mod openapi;
 mod store;
 mod table;
@@ -66,8 +67,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use config::{
-    Config, ConfigError, CorsConfig, DatabaseTarget, Limits, SqliteSynchronous, StoreConfig,
-    TableConfig,
+    Config, ConfigError, CorsConfig, DatabaseTarget, Limits, LogFormat, MetricsConfig,
+    SqliteSynchronous, StoreConfig, TableConfig,
 };
 pub use http::SERVER_VERSION;
 pub use store::{StoreError, StoreErrorKind};
@@ -85,8 +86,9 @@ pub enum ServerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The database could not be opened or prepared.
-    #[error("database: {0}")]
+    /// The database could not be opened or prepared. (The message is the source's: printing it
+    /// here too would show it twice in a cause chain.)
+    #[error("database")]
     Store(#[from] StoreError),
     /// The configured database kind is not available in this build.
     #[error("{0}")]
@@ -94,8 +96,16 @@ pub enum ServerError {
     /// A request given to [`Server::explain_list`] is invalid.
     #[error("invalid request: {0}")]
     Request(String),
-    /// Listening or serving failed.
-    #[error("i/o: {0}")]
+    /// An address could not be listened on.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("i/o")]
     Io(#[from] std::io::Error),
 }
 
@@ -103,6 +113,8 @@ pub enum ServerError {
 pub struct Server {
     app: Arc<App>,
     config: Config,
+    /// Bound at open when `[metrics] listen` is set, so a taken port fails the start.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -152,15 +164,32 @@ impl Server {
             }
         };
         let app = App::new(&config, store, authenticator, clock).await?;
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) if config.metrics.enabled => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| ServerError::Listen { addr, source: e })?,
+            ),
+            _ => None,
+        };
         Ok(Server {
             app: Arc::new(app),
             config,
+            metrics_listener,
         })
     }
 
     /// The configuration the server runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Where `/metrics` is served when `[metrics] listen` gives it its own address (the bound
+    /// address, with the real port when the config asked for port 0).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The database's query plan for `GET /tables/{table}?{raw_query}` (`raw_query` as on the
@@ -204,7 +233,20 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        http::serve(self.app, &self.config.cors, listener, shutdown).await?;
+        // The metrics listener lives as long as the main one: aborted once that has shut down.
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = observe::metrics_router(Arc::clone(&self.app));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!("metrics listener failed: {e}");
+                }
+            })
+        });
+        let served = http::serve(self.app, &self.config.cors, listener, shutdown).await;
+        if let Some(task) = metrics {
+            task.abort();
+        }
+        served?;
         Ok(())
     }
 }

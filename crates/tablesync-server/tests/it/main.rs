@@ -32,8 +32,8 @@ macro_rules! store_tests {
 }
 
 mod auth;
-mod collection_routes;
 mod batch;
+mod collection_routes;
 mod concurrency;
 mod crud;
 mod embedded;
@@ -41,6 +41,7 @@ mod errors;
 mod explain;
 mod extensions;
 mod garbage;
+mod health;
 mod hostile;
 mod http_edges;
 mod int_ids;
