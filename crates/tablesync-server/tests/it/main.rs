@@ -53,6 +53,7 @@ mod query;
 mod review;
 mod review2;
 mod schema;
+mod tls;
 mod tokens;
 
 use reqwest::header::HeaderMap;
