@@ -46,6 +46,7 @@ mod hostile;
 mod http_edges;
 mod int_ids;
 mod isolation;
+mod logs;
 mod metrics;
 mod openapi;
 mod per_user;
