@@ -7,7 +7,9 @@
 //! * [`config`]: the TOML configuration; every limit named with its unit.
 //! * `app`: shared state and the six table operations (list, get, insert, update, delete,
 //!   undelete) in terms of the rules and the store.
-//! * `http`: the only module that imports axum: the route table, handlers, extractors and the
+//! * `observe`: `/health`, `/ready`, `/metrics` (a registry per server), and the outer layer
+//!   that gives each request an id, a client address and one log line.
+//! * `http`: with `observe`, the only module that imports axum: the route table, handlers, extractors and the
 //!   one `ApiError` → response match.
 //! * [`auth`]: the only code that reads tokens: request headers → [`auth::Identity`] (a
 //!   verified principal or anonymous) or a 401; the `[auth]` config; the injected clock.
