@@ -151,6 +151,7 @@ fn classify(app: &App, method: &Method, path: &str) -> (String, &'static str) {
             "/metrics" => "metrics",
             "/$capabilities" => "capabilities",
             "/$batch" => "batch",
+            "/openapi.json" => "openapi",
             _ => "other",
         };
         return (String::new(), operation);
@@ -167,8 +168,10 @@ fn classify(app: &App, method: &Method, path: &str) -> (String, &'static str) {
         ("GET" | "HEAD", true) => "get",
         ("POST", false) => "insert",
         ("POST", true) => "undelete",
-        ("PATCH", true) => "update",
-        ("DELETE", true) => "delete",
+        // The collection-URL forms (`PATCH /tables/{t}` with the id in the body, `DELETE
+        // /tables/{t}?id=`) are the same operations.
+        ("PATCH", _) => "update",
+        ("DELETE", _) => "delete",
         _ => "other",
     };
     (table, operation)
