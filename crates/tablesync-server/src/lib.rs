@@ -88,10 +88,10 @@ pub enum ServerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The database could not be opened or prepared. (The message is the source's: printing it
-    /// here too would show it twice in a cause chain.)
-    #[error("database")]
-    Store(#[from] StoreError),
+    /// The database could not be opened or prepared. The store's message is part of this one
+    /// and deliberately not a `source`, so a cause chain (`{:#}`) prints it once.
+    #[error("database: {0}")]
+    Store(StoreError),
     /// The configured database kind is not available in this build.
     #[error("{0}")]
     Unsupported(String),
@@ -109,6 +109,12 @@ pub enum ServerError {
     /// Serving failed.
     #[error("i/o")]
     Io(#[from] std::io::Error),
+}
+
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        ServerError::Store(e)
+    }
 }
 
 /// A server whose database is open and prepared, ready to [`run`](Server::run).
