@@ -22,16 +22,18 @@
 //! | `tablesync_db_pool_connections_in_use` | gauge | | database connections running an operation at scrape time |
 //! | `tablesync_db_pool_connections_max` | gauge | | the most connections the store opens |
 //! | `tablesync_db_pool_wait_seconds` | histogram | | how long operations waited for a connection |
-//! | `tablesync_batch_operations` | histogram | | operations per batch request (hook: [`Metrics::observe_batch`]) |
+//! | `tablesync_batch_operations` | histogram | | operations per `POST /$batch` ([`Metrics::observe_batch`]) |
 //! | `tablesync_group_commit_operations` | histogram | | writes per group commit (hook: [`Metrics::observe_group_commit`]) |
 //!
 //! # Hook points
 //!
 //! Code that adds a way of writing calls the matching method on `App::metrics()`:
-//! [`Metrics::observe_batch`] once per batch request with its operation count, and
-//! [`Metrics::observe_group_commit`] once per commit with the number of writes it carried.
-//! Each write inside a batch also counts in `tablesync_pushed_operations_total` through
-//! [`Metrics::pushed`].
+//! [`Metrics::observe_batch`] once per batch request with its operation count (`POST /$batch`
+//! does), and [`Metrics::observe_group_commit`] once per commit with the number of writes it
+//! carried (nothing calls it yet: group commit is not built). Each operation inside a batch
+//! counts in `tablesync_pushed_operations_total` / `tablesync_conflicts_total` through
+//! [`Metrics::write_answered`] (a replayed `Idempotency-Key` answer is not counted again); the
+//! batch request itself counts once in the request metrics, as operation `batch`.
 
 use std::time::Duration;
 
@@ -222,18 +224,24 @@ impl Metrics {
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
         if is_write(operation) {
-            match status {
-                200..=299 => self.pushed(table, operation, 1),
-                409 | 412 => {
-                    self.conflicts
-                        .get_or_create(&ConflictLabels {
-                            table: table.to_owned(),
-                            status,
-                        })
-                        .inc();
-                }
-                _ => {}
+            self.write_answered(table, operation, status);
+        }
+    }
+
+    /// Count one write's answer: applied (2xx) or refused for a version conflict (409/412).
+    /// Requests call it through [`Metrics::request`]; a batch once per operation it carried.
+    pub fn write_answered(&self, table: &str, operation: &'static str, status: u16) {
+        match status {
+            200..=299 => self.pushed(table, operation, 1),
+            409 | 412 => {
+                self.conflicts
+                    .get_or_create(&ConflictLabels {
+                        table: table.to_owned(),
+                        status,
+                    })
+                    .inc();
             }
+            _ => {}
         }
     }
 
@@ -258,8 +266,8 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// Hook: one batch request carried `operations` operations.
-    #[allow(dead_code)] // called by the batch endpoint once it lands
+    /// One batch request carried `operations` operations (`POST /$batch`; a keyed single write
+    /// is not a batch here).
     pub fn observe_batch(&self, operations: usize) {
         self.batch_sizes.observe(operations as f64);
     }
@@ -286,4 +294,15 @@ impl Metrics {
 /// The operations that write.
 fn is_write(operation: &str) -> bool {
     matches!(operation, "insert" | "update" | "delete" | "undelete")
+}
+
+/// A batch operation's name as the metrics label it.
+pub fn operation_name(kind: crate::batch::OpKind) -> &'static str {
+    use crate::batch::OpKind;
+    match kind {
+        OpKind::Insert => "insert",
+        OpKind::Update => "update",
+        OpKind::Delete => "delete",
+        OpKind::Undelete => "undelete",
+    }
 }

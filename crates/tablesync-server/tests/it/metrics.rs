@@ -437,7 +437,64 @@ async fn metrics_can_have_their_own_address() {
     task.await.unwrap().unwrap();
 }
 
+/// A `POST /$batch` counts its size once, and each operation it applied or refused for a
+/// conflict; sending it again with the same per-operation `idempotency-key`s replays the
+/// answers, applies nothing and counts no write.
+async fn batches_count_their_size_and_operations(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
+    s.insert_todo("b", "b", false).await;
+    let body = json!({"requests": [
+        {"id": "1", "method": "POST", "url": "tables/TodoItem", "headers": {"idempotency-key": "k1"}, "body": {"id": "x", "text": "x"}},
+        {"id": "2", "method": "POST", "url": "tables/todoitem", "headers": {"idempotency-key": "k2"}, "body": {"id": "y", "text": "y"}},
+        {"id": "3", "method": "PATCH", "url": "tables/TodoItem/b", "headers": {"If-Match": "\"stale\"", "idempotency-key": "k3"}, "body": {"text": "no"}},
+        {"id": "4", "method": "POST", "url": "tables/TodoItem", "headers": {"idempotency-key": "k4"}, "body": {"id": "b", "text": "dup"}}
+    ]});
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let r = send(s.req(Method::POST, "/$batch").json(&body)).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let answers: Vec<u64> = r.body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["status"].as_u64().unwrap())
+            .collect();
+        statuses.push(answers);
+    }
+    // The second is a replay: the same answers, nothing applied again.
+    assert_eq!(statuses, [[201, 201, 412, 409], [201, 201, 412, 409]]);
+    let m = scrape(&s.base).await;
+    let t = ("table", "TodoItem");
+    // Two batch requests of four operations each.
+    assert_eq!(m.value("tablesync_batch_operations_count", &[]), 2.0);
+    assert_eq!(m.value("tablesync_batch_operations_sum", &[]), 8.0);
+    assert_eq!(
+        m.value(
+            "tablesync_http_requests_total",
+            &[("operation", "batch"), ("status", "200"), ("table", "")]
+        ),
+        2.0
+    );
+    // The first applied two inserts and met a 412 and a 409; the replay counted nothing more.
+    assert_eq!(
+        m.value(
+            "tablesync_pushed_operations_total",
+            &[("operation", "insert"), t]
+        ),
+        3.0 // the single insert of b and the batch's x and y
+    );
+    assert_eq!(
+        m.value("tablesync_conflicts_total", &[("status", "412"), t]),
+        1.0
+    );
+    assert_eq!(
+        m.value("tablesync_conflicts_total", &[("status", "409"), t]),
+        1.0
+    );
+}
+
 crate::store_tests!(
+    batches_count_their_size_and_operations,
     requests_rows_writes_and_conflicts_are_counted,
     servers_in_one_process_keep_their_own_counts
 );
