@@ -16,6 +16,7 @@ mod token;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tablesync_server::LogFormat;
 
 /// tablesync: an offline data sync server and client for the Mobile Apps table protocol.
 #[derive(Parser)]
@@ -45,18 +46,26 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 4 } else { 0 });
         }
     };
-    init_logging();
     let result = match cli.command {
+        // `serve` starts its log once it knows the configured format.
         Command::Serve(args) => serve::run(args).map(|()| 0),
-        Command::Token(args) => token::run(args).map(|()| 0),
-        Command::Client(cmd) => tokio::runtime::Runtime::new()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(client_commands::run(cmd))),
+        Command::Token(args) => {
+            init_logging(LogFormat::Text);
+            token::run(args).map(|()| 0)
+        }
+        Command::Client(cmd) => {
+            init_logging(LogFormat::Text);
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(client_commands::run(cmd)))
+        }
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
+            // The one place an error is printed: its whole cause chain on one line, each cause
+            // once (the error types never repeat their source in their own message).
             eprintln!("error: {e:#}");
             ExitCode::from(client_commands::exit_code(&e))
         }
@@ -64,14 +73,19 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr (stdout carries command output such as the listen address); `RUST_LOG`
-/// overrides the default `info` level.
-fn init_logging() {
+/// overrides the default `info` level. `json`: one object per line with the event's fields and
+/// its spans (the request span carries the request id and client address).
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        _ => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).init()
+        }
+    }
 }

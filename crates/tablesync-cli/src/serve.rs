@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tablesync_server::{Config, Server};
+use tablesync_server::{Config, LogFormat, Server};
 
 /// Arguments of `tablesync serve`.
 #[derive(clap::Args, Debug)]
@@ -19,6 +19,17 @@ pub struct ServeArgs {
     /// Database: a path, sqlite://path or postgres://user@host:port/db [default: ./tablesync.db, or the config's].
     #[arg(long)]
     database: Option<String>,
+    /// Log format: text or json [default: text, or the config's log_format].
+    #[arg(long, env = "TABLESYNC_LOG_FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("'{text}' is not a log format: text or json")),
+    }
 }
 
 /// Run the server; returns when it has shut down.
@@ -33,6 +44,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(database) = args.database {
         config.database = database;
     }
+    if let Some(format) = args.log_format {
+        config.log_format = format;
+    }
+    crate::init_logging(config.log_format);
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,6 +55,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let server = Server::open(config).await?;
+        if let Some(addr) = server.metrics_addr() {
+            println!("metrics on http://{addr}/metrics");
+        }
         let listen = server.config().listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -40,7 +40,11 @@ use tablesync_protocol::odata::sql::{lower_filter, lower_order_by};
 use crate::auth::{AccessLevel, Authenticator, Clock, Identity};
 use crate::config::{Config, Limits, TableConfig, TableOperation};
 use crate::error::ApiError;
-use crate::store::{ListQuery, Rows, Scope, Store, StoreError, StoreErrorKind, WriteOutcome};
+use crate::observe::metrics::Metrics;
+use crate::observe::TrustedProxies;
+use crate::store::{
+    ListQuery, PoolStatus, Rows, Scope, Store, StoreError, StoreErrorKind, WriteOutcome,
+};
 use crate::table::{
     check_body, check_select, check_table_id, check_update_id, insert_id, precondition, project,
     BodyCheck, Column, Item, MismatchStatus, Precondition, TableSchema, WriteRequest,
@@ -104,6 +108,12 @@ pub struct App {
     clock: Arc<dyn Clock>,
     /// When this process last swept expired idempotency records, in Unix seconds.
     last_sweep_s: AtomicI64,
+    /// This server's metrics; None with `[metrics] enabled = false`.
+    metrics: Option<Metrics>,
+    /// `trusted_proxies`, parsed.
+    trusted_proxies: TrustedProxies,
+    /// Whether `/metrics` is served on the main listener (enabled and no `[metrics] listen`).
+    metrics_on_main: bool,
 }
 
 impl App {
@@ -130,7 +140,16 @@ impl App {
                 (config.name.to_ascii_lowercase(), Arc::new(entry))
             })
             .collect();
+        let metrics = config
+            .metrics
+            .enabled
+            .then(|| Metrics::new(store.pool_wait()));
+        // Validation parsed it already; an empty list if it somehow does not parse.
+        let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default();
         Ok(App {
+            metrics_on_main: config.metrics.enabled && config.metrics.listen.is_none(),
+            metrics,
+            trusted_proxies,
             limits: config.limits.clone(),
             skip_version_check: config.skip_version_check,
             schema_refresh: Duration::from_millis(config.store.schema_refresh_ms),
@@ -236,6 +255,39 @@ impl App {
         Ok((entry, scope))
     }
 
+    /// The metrics, unless `[metrics] enabled = false`.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    /// Whether the main router serves `/metrics`.
+    pub fn metrics_on_main(&self) -> bool {
+        self.metrics_on_main
+    }
+
+    /// The peers whose `X-Forwarded-For` is believed.
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.trusted_proxies
+    }
+
+    /// The configured name of a table (URLs match it in any case); None for an unknown table.
+    pub fn table_name(&self, table: &str) -> Option<&str> {
+        self.tables
+            .get(&table.to_ascii_lowercase())
+            .map(|entry| entry.config.name.as_str())
+    }
+
+    /// `GET /ready`: one database round trip within `limits.ready_timeout_ms`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let timeout = Duration::from_millis(self.limits.ready_timeout_ms);
+        self.store.ping(timeout).await
+    }
+
+    /// The store's connections now, for the metrics.
+    pub fn pool_status(&self) -> PoolStatus {
+        self.store.pool_status()
+    }
+
     /// The configured limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -314,6 +366,13 @@ impl App {
                 _ => ApiError::Store(e),
             })?;
         let full = top > 0 && page.items.len() as u64 == top;
+        if let Some(metrics) = &self.metrics {
+            metrics.rows_served(
+                &entry.config.name,
+                is_pull(raw_query),
+                page.items.len() as u64,
+            );
+        }
         let items = match &select {
             Some(select) => page
                 .items
@@ -762,6 +821,17 @@ fn names_unknown_column(e: &ApiError) -> bool {
         ApiError::Lower(l) => l.code == ErrorCode::UnknownColumn,
         _ => false,
     }
+}
+
+/// Whether a list request is a sync pull: ordered by `updatedAt` first, as every incremental
+/// pull is (the official clients' and ours).
+fn is_pull(raw_query: &str) -> bool {
+    raw_query_value(raw_query, "$orderby", false).is_some_and(|v| {
+        percent_decode_str(&v.replace('+', " "))
+            .decode_utf8_lossy()
+            .trim_start()
+            .starts_with(tablesync_protocol::system::UPDATED_AT)
+    })
 }
 
 fn is_deleted(item: &Item) -> bool {

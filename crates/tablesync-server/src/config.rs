@@ -57,6 +57,48 @@ pub struct Config {
     /// The tables served under `/tables/{name}`. Empty means the default `TodoItem` table.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// `GET /metrics` (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// How `tablesync serve` writes its log: `"text"` (one line per event) or `"json"` (one
+    /// JSON object per line). The `--log-format` flag overrides it.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Peers whose `X-Forwarded-For` names the client (addresses or networks such as
+    /// `"10.0.0.0/8"`); from any other peer the header is ignored. Default: none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` and count. On by default.
+    pub enabled: bool,
+    /// Serve `/metrics` on this address instead of the main one (say, an address only the
+    /// monitoring network reaches). Default: on the main listener.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: None,
+        }
+    }
+}
+
+/// The log's format (`log_format`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format), for log collectors.
+    Json,
 }
 
 /// Limits on what one request may ask of the server.
@@ -105,6 +147,9 @@ pub struct Limits {
     /// How long an `Idempotency-Key`'s recorded outcome is replayed, in seconds; older records
     /// are treated as absent and swept.
     pub idempotency_retention_s: u64,
+    /// Longest `GET /ready` waits for the database's answer, in milliseconds; then it answers
+    /// 503.
+    pub ready_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -124,6 +169,7 @@ impl Default for Limits {
             request_head_bytes_max: 64 * 1024,
             batch_operations_max: 1000,
             idempotency_retention_s: 86_400,
+            ready_timeout_ms: 2_000,
         }
     }
 }
@@ -349,6 +395,9 @@ pub enum DatabaseTarget {
 }
 
 /// A configuration that cannot be used.
+///
+/// Each message is printed once: a variant with a `source` does not repeat it, so a cause
+/// chain (`{:#}`) reads `tablesync.toml:3:10: invalid type: …`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -360,12 +409,57 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The TOML is malformed or has unknown keys.
-    #[error("invalid config: {0}")]
-    Toml(#[from] toml::de::Error),
+    /// The TOML is malformed or has unknown keys (a document without a file name).
+    /// (Not a `source`: its own message already is the whole of it, and its `Display` adds a
+    /// multi-line excerpt; `InFile` gives the place.)
+    #[error("invalid config: {}", .0.message())]
+    Toml(toml::de::Error),
     /// The TOML parsed but a value is not acceptable.
     #[error("invalid config: {0}")]
     Invalid(String),
+    /// An error in a config file: the file, and the line and column where TOML found it.
+    #[error("{}{}", path.display(), at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// Line and column (from 1), when known.
+        at: Option<(usize, usize)>,
+        /// The error.
+        source: Box<ConfigError>,
+    },
+}
+
+impl From<toml::de::Error> for ConfigError {
+    fn from(e: toml::de::Error) -> Self {
+        ConfigError::Toml(e)
+    }
+}
+
+impl ConfigError {
+    /// This error as found in the file `path` whose text is `text`.
+    fn in_file(self, path: &Path, text: &str) -> ConfigError {
+        let at = match &self {
+            ConfigError::Toml(e) => e.span().map(|span| line_and_column(text, span.start)),
+            _ => None,
+        };
+        ConfigError::InFile {
+            path: path.to_owned(),
+            at,
+            source: Box::new(self),
+        }
+    }
+}
+
+/// Line and column (from 1, the column in characters) of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 fn default_listen() -> SocketAddr {
@@ -400,6 +494,9 @@ impl Config {
             skip_version_check: false,
             auth: None,
             tables: vec![Self::todo_table()],
+            metrics: MetricsConfig::default(),
+            log_format: LogFormat::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -430,7 +527,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Self::from_toml_str(&text)?;
+        let mut config = Self::from_toml_str(&text).map_err(|e| e.in_file(path, &text))?;
         // Files the config names are relative to the config file, not to the working directory.
         if let (Some(auth), Some(dir)) = (config.auth.as_mut(), path.parent()) {
             if let Some(jwks) = auth.jwks_file.as_mut() {
@@ -476,6 +573,7 @@ impl Config {
             || limits.batch_operations_max == 0
             || limits.idempotency_retention_s == 0
             || i64::try_from(limits.idempotency_retention_s).is_err()
+            || limits.ready_timeout_ms == 0
         {
             return invalid("limits must be positive".into());
         }
@@ -499,6 +597,18 @@ impl Config {
         let terms_limit = tablesync_protocol::odata::limits::FILTER_TERMS_MAX_LIMIT;
         if !(1..=terms_limit).contains(&limits.filter_terms_max) {
             return invalid(format!("limits.filter_terms_max must be 1..={terms_limit}"));
+        }
+        crate::observe::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(ConfigError::Invalid)?;
+        if self
+            .metrics
+            .listen
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
+            return invalid(format!(
+                "metrics.listen is the main listen address {}; leave it out to serve /metrics there",
+                self.listen
+            ));
         }
         if self.store.reader_connections == 0 {
             return invalid("store.reader_connections must be at least 1".into());

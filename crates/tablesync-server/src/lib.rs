@@ -7,7 +7,9 @@
 //! * [`config`]: the TOML configuration; every limit named with its unit.
 //! * `app`: shared state and the six table operations (list, get, insert, update, delete,
 //!   undelete) in terms of the rules and the store.
-//! * `http`: the only module that imports axum: the route table, handlers, extractors and the
+//! * `observe`: `/health`, `/ready`, `/metrics` (a registry per server), and the outer layer
+//!   that gives each request an id, a client address and one log line.
+//! * `http`: with `observe`, the only module that imports axum: the route table, handlers, extractors and the
 //!   one `ApiError` → response match.
 //! * [`auth`]: the only code that reads tokens: request headers → [`auth::Identity`] (a
 //!   verified principal or anonymous) or a 401; the `[auth]` config; the injected clock.
@@ -56,6 +58,7 @@ pub mod auth;
 mod batch;
 mod error;
 mod http;
+mod observe;
 mod openapi;
 mod store;
 mod table;
@@ -66,8 +69,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use config::{
-    Config, ConfigError, CorsConfig, DatabaseTarget, Limits, SqliteSynchronous, StoreConfig,
-    TableConfig,
+    Config, ConfigError, CorsConfig, DatabaseTarget, Limits, LogFormat, MetricsConfig,
+    SqliteSynchronous, StoreConfig, TableConfig,
 };
 pub use http::SERVER_VERSION;
 pub use store::{StoreError, StoreErrorKind};
@@ -85,24 +88,41 @@ pub enum ServerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The database could not be opened or prepared.
+    /// The database could not be opened or prepared. The store's message is part of this one
+    /// and deliberately not a `source`, so a cause chain (`{:#}`) prints it once.
     #[error("database: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The configured database kind is not available in this build.
     #[error("{0}")]
     Unsupported(String),
     /// A request given to [`Server::explain_list`] is invalid.
     #[error("invalid request: {0}")]
     Request(String),
-    /// Listening or serving failed.
-    #[error("i/o: {0}")]
+    /// An address could not be listened on.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("i/o")]
     Io(#[from] std::io::Error),
+}
+
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        ServerError::Store(e)
+    }
 }
 
 /// A server whose database is open and prepared, ready to [`run`](Server::run).
 pub struct Server {
     app: Arc<App>,
     config: Config,
+    /// Bound at open when `[metrics] listen` is set, so a taken port fails the start.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -152,15 +172,32 @@ impl Server {
             }
         };
         let app = App::new(&config, store, authenticator, clock).await?;
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) if config.metrics.enabled => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| ServerError::Listen { addr, source: e })?,
+            ),
+            _ => None,
+        };
         Ok(Server {
             app: Arc::new(app),
             config,
+            metrics_listener,
         })
     }
 
     /// The configuration the server runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Where `/metrics` is served when `[metrics] listen` gives it its own address (the bound
+    /// address, with the real port when the config asked for port 0).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The database's query plan for `GET /tables/{table}?{raw_query}` (`raw_query` as on the
@@ -204,7 +241,20 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        http::serve(self.app, &self.config.cors, listener, shutdown).await?;
+        // The metrics listener lives as long as the main one: aborted once that has shut down.
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = observe::metrics_router(Arc::clone(&self.app));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!("metrics listener failed: {e}");
+                }
+            })
+        });
+        let served = http::serve(self.app, &self.config.cors, listener, shutdown).await;
+        if let Some(task) = metrics {
+            task.abort();
+        }
+        served?;
         Ok(())
     }
 }

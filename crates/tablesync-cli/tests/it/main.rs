@@ -10,5 +10,6 @@ mod client_cli;
 mod client_ux;
 mod crash;
 mod interop_js;
+mod ops_cli;
 mod torture;
 mod util;

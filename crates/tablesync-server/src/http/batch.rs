@@ -79,6 +79,10 @@ pub async fn batch_post(
     let bytes = read_body(req.into_body(), limit_bytes).await?;
     let ops = batch::parse(&bytes, app.limits().batch_operations_max)?;
     let answers = batch::run(&app, &caller, &ops, &render).await?;
+    if let Some(metrics) = app.metrics() {
+        metrics.observe_batch(ops.len());
+        count_operations(metrics, &app, &ops, &answers);
+    }
     let responses: Vec<Value> = answers
         .into_iter()
         .map(|a| {
@@ -96,6 +100,28 @@ pub async fn batch_post(
         })
         .collect();
     Ok(Json(json!({ "responses": responses })).into_response())
+}
+
+/// Count each operation's answer in the write metrics; a replayed answer was counted when it
+/// was first applied.
+fn count_operations(
+    metrics: &crate::observe::metrics::Metrics,
+    app: &App,
+    ops: &[BatchOp],
+    answers: &[batch::OpAnswer],
+) {
+    for (op, answer) in ops.iter().zip(answers) {
+        let replayed = answer
+            .answer
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(batch::REPLAYED_HEADER));
+        if !replayed {
+            let table = app.table_name(&op.table).unwrap_or_default();
+            let operation = crate::observe::metrics::operation_name(op.kind);
+            metrics.write_answered(table, operation, answer.answer.status);
+        }
+    }
 }
 
 /// The request's `Idempotency-Key`, when it sent one (400 when it is not 1..=255 visible ASCII

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,6 +33,7 @@ use tablesync_protocol::error::{ErrorBody, ErrorCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tower_http::add_extension::AddExtension;
 
 use super::middleware::SERVER_VERSION;
 use crate::config::Limits;
@@ -63,14 +65,13 @@ pub async fn serve(
         .writev(false);
     let filter_limit = limits.filter_bytes_max;
     let head_limit = limits.request_head_bytes_max;
-    let service = TowerToHyperService::new(router);
     let mut backoff = ACCEPT_BACKOFF_MIN;
     tokio::pin!(shutdown);
     let incoming = &listener;
     let mut accept = move || incoming.accept();
     loop {
         let next = accept_next(&mut accept, &tokio::time::sleep, &mut backoff);
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = next => accepted,
         };
@@ -85,7 +86,11 @@ pub async fn serve(
             continue;
         };
         let io = TokioIo::new(JsonErrors::new(tcp, filter_limit, head_limit));
-        let conn = graceful.watch(http.serve_connection(io, service.clone()));
+        // The peer's address as axum's `ConnectInfo`: the request log and `X-Forwarded-For`
+        // handling (`crate::observe::request`) read it.
+        let service =
+            TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(peer)));
+        let conn = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             // Errors here are the client's (reset, timeout, bad framing): nothing to answer.
             if let Err(e) = conn.await {

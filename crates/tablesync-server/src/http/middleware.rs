@@ -1,12 +1,12 @@
-//! Middleware: the `ZUMO-API-VERSION` gate and no-cache header on table routes, server-version
-//! header, HTTP/1.1 framing checks (RFC 9112: `Host`, transfer codings), the body read timeout,
-//! the request timeout, and the one-line-per-request log.
+//! Middleware: the `ZUMO-API-VERSION` gate and no-cache header on table routes, HTTP/1.1
+//! framing checks (RFC 9112: `Host`, transfer codings), the body read timeout and the request
+//! timeout. The request log and the server-version header are `crate::observe::request`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
@@ -17,10 +17,9 @@ use crate::auth::Identity;
 use crate::config::TableOperation;
 use crate::error::ApiError;
 
-/// `x-zumo-server-version: tablesync-<crate version>` on every response.
+/// `x-zumo-server-version: tablesync-<crate version>` on every response (stamped by
+/// `crate::observe::request`).
 pub const SERVER_VERSION: &str = concat!("tablesync-", env!("CARGO_PKG_VERSION"));
-
-static X_ZUMO_SERVER_VERSION: HeaderName = HeaderName::from_static("x-zumo-server-version");
 
 /// Table routes: the operation must exist (404 table, 405 disabled), the caller is
 /// authenticated (401 for a refused token, then 401 for an anonymous caller of an authenticated
@@ -193,66 +192,9 @@ pub async fn body_in_time(State(app): State<Arc<App>>, req: Request, next: Next)
     }
 }
 
-/// Query keys whose values are credentials. No server reads a token from the query string, but
-/// a client may still send one (`?access_token=`); the log must not keep it.
-const CREDENTIAL_QUERY_KEYS: [&str; 6] = [
-    "access_token",
-    "id_token",
-    "token",
-    "x-zumo-auth",
-    "authorization",
-    "code",
-];
-
-/// The raw query with the values of [`CREDENTIAL_QUERY_KEYS`] replaced by `<redacted>`.
-fn redact_query(raw: &str) -> String {
-    raw.split('&')
-        .map(|pair| {
-            let key = pair.split('=').next().unwrap_or("");
-            let decoded = percent_decode_str(key)
-                .decode_utf8_lossy()
-                .to_ascii_lowercase();
-            if CREDENTIAL_QUERY_KEYS.contains(&decoded.as_str()) {
-                format!("{key}=<redacted>")
-            } else {
-                pair.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// Add `x-zumo-server-version` and log one line: method, path and query (credentials
-/// redacted), status, latency.
-pub async fn log_and_stamp(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let target = match req.uri().query() {
-        Some(query) => format!("{}?{}", req.uri().path(), redact_query(query)),
-        None => req.uri().path().to_owned(),
-    };
-    let mut response = next.run(req).await;
-    response.headers_mut().insert(
-        X_ZUMO_SERVER_VERSION.clone(),
-        HeaderValue::from_static(SERVER_VERSION),
-    );
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(target: "tablesync::http", "{method} {target} {} {latency_ms:.1}ms", response.status().as_u16());
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_are_redacted_from_logged_queries() {
-        assert_eq!(
-            redact_query("$top=1&access_token=abc.def.ghi&X-ZUMO-AUTH=x&%74oken=y"),
-            "$top=1&access_token=<redacted>&X-ZUMO-AUTH=<redacted>&%74oken=<redacted>"
-        );
-        assert_eq!(redact_query("$filter=a%20eq%201"), "$filter=a%20eq%201");
-    }
 
     #[test]
     fn routes_map_to_operations() {

@@ -46,10 +46,11 @@ pub use middleware::SERVER_VERSION;
 /// | `POST /$batch` | batched writes (`docs/extensions.md` section 2), behind the same gate as tables |
 /// | `GET /$capabilities` | the extensions this server offers (`docs/extensions.md`); no API version needed |
 /// | `GET /openapi.json` | the configured tables as OpenAPI 3.0 (`crate::openapi`); a token when `[auth]` is configured |
+/// | `GET /health`, `GET /ready`, `GET /metrics` | probes and metrics (`crate::observe`); no API version or token needed |
 ///
 /// Layers, innermost first: API-version gate + no-cache (table routes only), request timeout,
-/// body read timeout, gzip, CORS, HTTP/1.1 framing checks, server-version header and the
-/// request log.
+/// body read timeout, gzip, CORS, HTTP/1.1 framing checks, and `crate::observe::request`
+/// (request id, server-version header, the request log and metrics).
 pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
     Router::new()
         .route(
@@ -70,6 +71,7 @@ pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
         .route_layer(from_fn_with_state(Arc::clone(&app), middleware::table_gate))
         .route("/$capabilities", get(capabilities_get))
         .route("/openapi.json", get(openapi_get))
+        .merge(crate::observe::routes(&app))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(Arc::clone(&app), middleware::timeout))
@@ -83,7 +85,10 @@ pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
         .layer(cors_layer(cors))
         .layer(from_fn(middleware::framing))
-        .layer(from_fn(middleware::log_and_stamp))
+        .layer(from_fn_with_state(
+            Arc::clone(&app),
+            crate::observe::request::observe,
+        ))
         .with_state(app)
 }
 

@@ -33,6 +33,7 @@ pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tablesync_protocol::odata::sql::{Dialect, SqlFragment, SqlValue};
 use tablesync_protocol::time::Timestamp;
@@ -123,7 +124,9 @@ pub enum StoreErrorKind {
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind:?}: {message}")]
+// The message alone: the kind picks the status and log level, and a "Busy:" prefix in front of
+// an operator's error message only adds noise.
+#[error("{message}")]
 pub struct StoreError {
     /// What sort of failure.
     pub kind: StoreErrorKind,
@@ -237,6 +240,27 @@ pub trait Store: Send + Sync + 'static {
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>>;
+
+    /// Whether the database answers, for `GET /ready`: one cheap round trip, given up after
+    /// `timeout`. The error's message is the reason `/ready` reports (an OS message such as
+    /// "Connection refused" when it has one).
+    fn ping(&self, timeout: Duration) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Connections in use now and the most the store opens, for the metrics.
+    fn pool_status(&self) -> PoolStatus;
+
+    /// Where the store records how long each operation waited for a connection.
+    fn pool_wait(&self) -> &crate::observe::metrics::PoolWait;
+}
+
+/// A store's connections at one moment ([`Store::pool_status`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections running an operation now, in connections.
+    pub in_use: u64,
+    /// The most connections the store opens, in connections (SQLite: the readers and the
+    /// writer; PostgreSQL: `pool_connections_max`).
+    pub max: u64,
 }
 
 #[cfg(test)]

@@ -29,19 +29,21 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
-use sqlx::{Column as _, Postgres, Row, Transaction, TypeInfo as _};
+use sqlx::{Column as _, Connection, Postgres, Row, Transaction, TypeInfo as _};
 use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
 use tablesync_protocol::time::Timestamp;
 
 use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE, OWNER_CLOCK_TABLE};
 use super::{BoxFuture, ListPage, ListQuery, Scope, Stamp, Store, StoreError, StoreErrorKind};
-use super::{StoreResult, WriteOutcome};
+use super::{PoolStatus, StoreResult, WriteOutcome};
 use crate::config::{IdType, StoreConfig, PG_IDENTIFIER_BYTES_MAX};
+use crate::observe::metrics::PoolWait;
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
 mod batch_tx;
@@ -67,13 +69,19 @@ const DDL_LOCK_KEY: i64 = 0x0074_626c_7379_6e63;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// What the pool connects with, for [`Store::ping`]'s diagnosis.
+    options: PgConnectOptions,
+    /// How long operations waited for a pooled connection.
+    wait: PoolWait,
     commit_order_stamps: bool,
     write_hold_ms_max: u64,
 }
 
 impl PostgresStore {
-    /// Connect to `url` (`postgres://user[:password]@host[:port]/database`). Fails when the
-    /// database cannot be reached within `busy_timeout_ms`.
+    /// Connect to `url` (`postgres://user[:password]@host[:port]/database`, with `sslmode`,
+    /// `sslrootcert` and the other libpq URL parameters sqlx reads). Fails when the database
+    /// cannot be reached within `busy_timeout_ms`, and at once, with the OS's reason, when the
+    /// connection is refused.
     pub async fn open(url: &str, config: &StoreConfig) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| {
@@ -87,30 +95,66 @@ impl PostgresStore {
             // instead of waiting for ever; the client gets 503 and retries.
             .options([("lock_timeout", config.busy_timeout_ms)]);
         let wait = Duration::from_millis(config.busy_timeout_ms);
+        let cannot_connect = |e: &sqlx::Error| {
+            StoreError::new(
+                classify(e).kind,
+                format!("cannot connect to PostgreSQL at {}: {e}", redact(url)),
+            )
+        };
+        // One plain connection first: the pool retries a refused connection until its acquire
+        // timeout and then reports only "pool timed out", hiding the reason (refused, unknown
+        // host, TLS or password) the operator needs.
+        match tokio::time::timeout(wait, PgConnection::connect_with(&options)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => return Err(cannot_connect(&e)),
+            Err(_) => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Busy,
+                    format!(
+                    "cannot connect to PostgreSQL at {}: no answer within {} ms (busy_timeout_ms)",
+                    redact(url),
+                    config.busy_timeout_ms
+                ),
+                ))
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_connections_max)
             .acquire_timeout(wait)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .map_err(|e| {
-                StoreError::new(
-                    classify(&e).kind,
-                    format!("cannot connect to PostgreSQL at {}: {e}", redact(url)),
-                )
-            })?;
+            .map_err(|e| cannot_connect(&e))?;
         Ok(PostgresStore {
             pool,
+            options,
+            wait: PoolWait::new(),
             commit_order_stamps: config.commit_order_stamps,
             write_hold_ms_max: config.write_hold_ms_max,
         })
     }
 
+    /// A connection from the pool, its wait recorded for the metrics.
+    async fn acquire(&self) -> StoreResult<PoolConnection<Postgres>> {
+        let asked = Instant::now();
+        let conn = self.pool.acquire().await.map_err(|e| classify(&e))?;
+        self.wait.observe(asked.elapsed());
+        Ok(conn)
+    }
+
     /// A write transaction, READ COMMITTED whatever the database's default (see the module docs).
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool
+        // Timed whole (acquire and BEGIN, one round trip more): sqlx begins a 'static
+        // transaction only on a connection it acquires itself.
+        let asked = Instant::now();
+        let tx = self
+            .pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await
-            .map_err(|e| classify(&e))
+            .map_err(|e| classify(&e))?;
+        self.wait.observe(asked.elapsed());
+        Ok(tx)
     }
 
     /// A write's transaction: its own (READ COMMITTED), or a savepoint of the batch transaction
@@ -554,21 +598,26 @@ async fn explain_list(
 }
 
 async fn list_rows(
-    pool: &PgPool,
+    store: &PostgresStore,
     schema: &TableSchema,
     scope: &Scope,
     query: &ListQuery,
 ) -> StoreResult<ListPage> {
     let list = sql::list_sql(DIALECT, schema, scope, query);
     if !query.count {
-        let items = fetch_items(pool, schema, &list).await?;
+        let mut conn = store.acquire().await?;
+        let items = fetch_items(&mut *conn, schema, &list).await?;
         return Ok(ListPage { items, count: None });
     }
-    // One snapshot for the page and the count.
-    let mut tx = pool
+    // One snapshot for the page and the count. Its wait is timed with the BEGIN (see
+    // `begin_write`).
+    let asked = Instant::now();
+    let mut tx = store
+        .pool
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(|e| classify(&e))?;
+    store.wait.observe(asked.elapsed());
     let items = fetch_items(&mut *tx, schema, &list).await?;
     let n: i64 = bind_all(sqlx::query(&list.count_sql), list.count_params())
         .fetch_one(&mut *tx)
@@ -720,6 +769,56 @@ impl Store for PostgresStore {
         Box::pin(batch_tx::begin(self.clone()))
     }
 
+    /// `SELECT 1` on a pooled connection. When that fails or takes longer than `timeout`, one
+    /// plain connection attempt says why (the pool itself only says "timed out").
+    fn ping(&self, timeout: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            let pooled = tokio::time::timeout(timeout, async {
+                let mut conn = self.pool.acquire().await?;
+                sqlx::query("SELECT 1").execute(&mut *conn).await
+            })
+            .await;
+            match pooled {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => return Err(classify(&e)),
+                _ => {}
+            }
+            match tokio::time::timeout(timeout, PgConnection::connect_with(&self.options)).await {
+                Ok(Err(e)) => Err(classify(&e)),
+                Err(_) => Err(StoreError::new(
+                    StoreErrorKind::Busy,
+                    format!(
+                        "PostgreSQL did not answer within {} ms",
+                        timeout.as_millis()
+                    ),
+                )),
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    Err(StoreError::new(
+                        StoreErrorKind::Busy,
+                        format!(
+                            "no pooled connection was free within {} ms (all {} in use)",
+                            timeout.as_millis(),
+                            self.pool.size()
+                        ),
+                    ))
+                }
+            }
+        })
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let size = u64::from(self.pool.size());
+        PoolStatus {
+            in_use: size.saturating_sub(self.pool.num_idle() as u64),
+            max: u64::from(self.pool.options().get_max_connections()),
+        }
+    }
+
+    fn pool_wait(&self) -> &PoolWait {
+        &self.wait
+    }
+
     fn prepare<'a>(
         &'a self,
         tables: &'a [TableSchema],
@@ -752,7 +851,10 @@ impl Store for PostgresStore {
         scope: &'a Scope,
         id: &'a str,
     ) -> BoxFuture<'a, StoreResult<Option<Item>>> {
-        Box::pin(get_row(&self.pool, table, scope, id))
+        Box::pin(async move {
+            let mut conn = self.acquire().await?;
+            get_row(&mut *conn, table, scope, id).await
+        })
     }
 
     fn list<'a>(
@@ -761,7 +863,7 @@ impl Store for PostgresStore {
         scope: &'a Scope,
         query: ListQuery,
     ) -> BoxFuture<'a, StoreResult<ListPage>> {
-        Box::pin(async move { list_rows(&self.pool, table, scope, &query).await })
+        Box::pin(async move { list_rows(self, table, scope, &query).await })
     }
 
     fn explain_list<'a>(

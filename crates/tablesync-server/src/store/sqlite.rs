@@ -10,10 +10,10 @@
 //! order), number `REAL`, boolean `INTEGER` 0/1; system columns `id TEXT PRIMARY KEY`,
 //! `createdAt`/`updatedAt` `TEXT`, `version TEXT`, `deleted INTEGER`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSqlOutput, Value as DbValue, ValueRef};
 use rusqlite::{
@@ -26,8 +26,9 @@ use tablesync_protocol::time::Timestamp;
 
 use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE, OWNER_CLOCK_TABLE};
 use super::{BoxFuture, ListPage, ListQuery, Scope, Stamp, Store, StoreError, StoreErrorKind};
-use super::{StoreResult, WriteOutcome};
+use super::{PoolStatus, StoreResult, WriteOutcome};
 use crate::config::{IdType, StoreConfig};
+use crate::observe::metrics::PoolWait;
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
 mod batch_tx;
@@ -48,6 +49,8 @@ pub struct SqliteStore {
 }
 
 struct Inner {
+    /// The database file, reopened by [`Store::ping`].
+    path: PathBuf,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     /// Round-robin cursor over `readers`.
@@ -56,6 +59,26 @@ struct Inner {
     /// Taken (asynchronously) by every write and held by an open batch transaction for its whole
     /// life, so no other write meets the writer connection in the middle of a batch.
     gate: Arc<tokio::sync::Mutex<()>>,
+    /// Connections running an operation now (the metrics' pool gauge).
+    in_use: AtomicUsize,
+    /// How long operations waited for their connection's mutex.
+    wait: PoolWait,
+}
+
+/// Counts a connection as in use while alive.
+struct InUse<'a>(&'a AtomicUsize);
+
+impl<'a> InUse<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InUse(counter)
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl SqliteStore {
@@ -92,6 +115,9 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                path: path.to_owned(),
+                in_use: AtomicUsize::new(0),
+                wait: PoolWait::new(),
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
@@ -108,9 +134,13 @@ impl SqliteStore {
         F: FnOnce(&mut Connection, bool) -> StoreResult<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        // The wait includes the batch gate: a write queued behind an open batch waits there.
+        let asked = Instant::now();
         let _gate = Arc::clone(&inner.gate).lock_owned().await;
         run_blocking(move || {
             let mut conn = lock(&inner.writer);
+            inner.wait.observe(asked.elapsed());
+            let _in_use = InUse::new(&inner.in_use);
             f(&mut conn, inner.commit_order_stamps)
         })
         .await
@@ -123,9 +153,12 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let asked = Instant::now();
         run_blocking(move || {
             let index = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
             let mut conn = lock(&inner.readers[index]);
+            inner.wait.observe(asked.elapsed());
+            let _in_use = InUse::new(&inner.in_use);
             f(&mut conn)
         })
         .await
@@ -169,10 +202,15 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 }
 
 fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Internal,
-        format!("cannot open database {}: {e}", path.display()),
-    )
+    let message = e.to_string();
+    let path = path.display().to_string();
+    // SQLite's open errors often name the file already.
+    let message = if message.contains(&path) {
+        format!("cannot open database: {message}")
+    } else {
+        format!("cannot open database {path}: {message}")
+    };
+    StoreError::new(StoreErrorKind::Internal, message)
 }
 
 /// SQLite reports its compile-time limits (`SQLITE_MAX_*`) as plain `SQLITE_ERROR`s, told apart
@@ -649,6 +687,36 @@ impl Store for SqliteStore {
 
     fn begin(&self) -> BoxFuture<'_, StoreResult<Box<dyn super::StoreTx>>> {
         Box::pin(batch_tx::begin(Arc::clone(&self.inner)))
+    }
+
+    /// Opens the file afresh (read-only, never creating it) and reads its schema. The store's
+    /// own connections would keep answering from a file that was deleted or replaced under
+    /// them (they hold the old inode), so only a new connection shows that the configured path
+    /// still holds a readable database.
+    fn ping(&self, timeout: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        let path = self.inner.path.clone();
+        Box::pin(run_blocking(move || {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn =
+                Connection::open_with_flags(&path, flags).map_err(|e| open_error(&path, e))?;
+            conn.busy_timeout(timeout).map_err(classify)?;
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| open_error(&path, e))?;
+            Ok(())
+        }))
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            in_use: self.inner.in_use.load(Ordering::Relaxed) as u64,
+            max: self.inner.readers.len() as u64 + 1,
+        }
+    }
+
+    fn pool_wait(&self) -> &PoolWait {
+        &self.inner.wait
     }
 
     fn prepare<'a>(
