@@ -415,8 +415,13 @@ pub enum ConfigError {
     #[error("invalid config: {}", .0.message())]
     Toml(toml::de::Error),
     /// The TOML parsed but a value is not acceptable.
-    #[error("invalid config: {0}")]
-    Invalid(String),
+    #[error("invalid config: {message}")]
+    Invalid {
+        /// What is wrong, for people.
+        message: String,
+        /// Where the refused value sits, so an error in a file can name its line.
+        place: ConfigPlace,
+    },
     /// An error in a config file: the file, and the line and column where TOML found it.
     #[error("{}{}", path.display(), at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
     InFile {
@@ -427,6 +432,69 @@ pub enum ConfigError {
         /// The error.
         source: Box<ConfigError>,
     },
+}
+
+/// Where in a config document a refused value sits ([`ConfigError::Invalid`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigPlace {
+    /// The document as a whole (something is missing).
+    Document,
+    /// A dotted key outside `[[tables]]`, such as `limits.page_size_max`, or a section (`limits`).
+    Key(&'static str),
+    /// A key of the `[[tables]]` entry with this `name` (its `name` line when the key is absent).
+    Table {
+        /// The table's configured name.
+        name: String,
+        /// The key inside the entry.
+        key: &'static str,
+    },
+}
+
+impl ConfigPlace {
+    fn table(name: &str, key: &'static str) -> Self {
+        ConfigPlace::Table {
+            name: name.to_owned(),
+            key,
+        }
+    }
+
+    /// The byte offset of this place in `text`: the key where it is written, else the nearest
+    /// enclosing section or table entry that is; `None` for the whole document or a place the
+    /// text does not hold (a default value).
+    fn offset_in(&self, text: &str) -> Option<usize> {
+        let doc = toml_edit::ImDocument::parse(text).ok()?;
+        let root = doc.as_table();
+        match self {
+            ConfigPlace::Document => None,
+            ConfigPlace::Key(path) => {
+                let mut table: &dyn toml_edit::TableLike = root;
+                let mut found = None;
+                for part in path.split('.') {
+                    let Some((key, item)) = table.get_key_value(part) else {
+                        break;
+                    };
+                    found = key.span().or_else(|| item.span()).or(found);
+                    match item.as_table_like() {
+                        Some(inner) => table = inner,
+                        None => break,
+                    }
+                }
+                found.map(|span| span.start)
+            }
+            ConfigPlace::Table { name, key } => {
+                let entry = root
+                    .get("tables")?
+                    .as_array_of_tables()?
+                    .iter()
+                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name.as_str()))?;
+                let span = entry
+                    .get_key_value(key)
+                    .or_else(|| entry.get_key_value("name"))
+                    .and_then(|(k, _)| k.span())?;
+                Some(span.start)
+            }
+        }
+    }
 }
 
 impl From<toml::de::Error> for ConfigError {
@@ -440,6 +508,9 @@ impl ConfigError {
     fn in_file(self, path: &Path, text: &str) -> ConfigError {
         let at = match &self {
             ConfigError::Toml(e) => e.span().map(|span| line_and_column(text, span.start)),
+            ConfigError::Invalid { place, .. } => place
+                .offset_in(text)
+                .map(|offset| line_and_column(text, offset)),
             _ => None,
         };
         ConfigError::InFile {
@@ -562,10 +633,14 @@ impl Config {
 
     /// Check every rule the rest of the server relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let invalid =
+            |place: ConfigPlace, message: String| Err(ConfigError::Invalid { message, place });
         let limits = &self.limits;
         if limits.page_size_max == 0 {
-            return invalid("limits.page_size_max must be at least 1".into());
+            return invalid(
+                ConfigPlace::Key("limits.page_size_max"),
+                "limits.page_size_max must be at least 1".into(),
+            );
         }
         if limits.body_bytes_max == 0
             || limits.filter_bytes_max == 0
@@ -575,10 +650,11 @@ impl Config {
             || i64::try_from(limits.idempotency_retention_s).is_err()
             || limits.ready_timeout_ms == 0
         {
-            return invalid("limits must be positive".into());
+            return invalid(ConfigPlace::Key("limits"), "limits must be positive".into());
         }
         if !(1..=1000).contains(&limits.orderby_terms_max) || limits.select_terms_max == 0 {
             return invalid(
+                ConfigPlace::Key("limits.orderby_terms_max"),
                 "limits.orderby_terms_max must be 1..=1000 and limits.select_terms_max at least 1"
                     .into(),
             );
@@ -588,51 +664,81 @@ impl Config {
             || limits.connections_max == 0
         {
             return invalid(
+ConfigPlace::Key("limits"),
+
                 "limits.header_read_timeout_ms, body_read_timeout_ms and connections_max must be positive".into(),
             );
         }
         if limits.request_head_bytes_max < 8192 {
-            return invalid("limits.request_head_bytes_max must be at least 8192".into());
+            return invalid(
+                ConfigPlace::Key("limits.request_head_bytes_max"),
+                "limits.request_head_bytes_max must be at least 8192".into(),
+            );
         }
         let terms_limit = tablesync_protocol::odata::limits::FILTER_TERMS_MAX_LIMIT;
         if !(1..=terms_limit).contains(&limits.filter_terms_max) {
-            return invalid(format!("limits.filter_terms_max must be 1..={terms_limit}"));
+            return invalid(
+                ConfigPlace::Key("limits.filter_terms_max"),
+                format!("limits.filter_terms_max must be 1..={terms_limit}"),
+            );
         }
-        crate::observe::TrustedProxies::parse(&self.trusted_proxies)
-            .map_err(ConfigError::Invalid)?;
+        crate::observe::TrustedProxies::parse(&self.trusted_proxies).map_err(|message| {
+            ConfigError::Invalid {
+                message,
+                place: ConfigPlace::Key("trusted_proxies"),
+            }
+        })?;
         if self
             .metrics
             .listen
             .is_some_and(|m| m == self.listen && m.port() != 0)
         {
-            return invalid(format!(
+            return invalid(
+ConfigPlace::Key("metrics.listen"),
+format!(
                 "metrics.listen is the main listen address {}; leave it out to serve /metrics there",
                 self.listen
             ));
         }
         if self.store.reader_connections == 0 {
-            return invalid("store.reader_connections must be at least 1".into());
+            return invalid(
+                ConfigPlace::Key("store.reader_connections"),
+                "store.reader_connections must be at least 1".into(),
+            );
         }
         if self.store.pool_connections_max == 0 {
-            return invalid("store.pool_connections_max must be at least 1".into());
+            return invalid(
+                ConfigPlace::Key("store.pool_connections_max"),
+                "store.pool_connections_max must be at least 1".into(),
+            );
         }
         let postgres = matches!(parse_database(&self.database)?, DatabaseTarget::Postgres(_));
         for origin in &self.cors.allowed_origins {
             let plain = origin.bytes().all(|b| b.is_ascii_graphic());
             if !plain || (origin != "*" && !origin.contains("://")) {
-                return invalid(format!("cors.allowed_origins: '{origin}' is not \"*\" or an origin like http://host:port"));
+                return invalid(
+ConfigPlace::Key("cors.allowed_origins"),
+format!("cors.allowed_origins: '{origin}' is not \"*\" or an origin like http://host:port"));
             }
         }
         if self.tables.is_empty() {
-            return invalid("at least one table must be configured".into());
+            return invalid(
+                ConfigPlace::Document,
+                "at least one table must be configured".into(),
+            );
         }
         if let Some(auth) = &self.auth {
-            auth.validate().map_err(ConfigError::Invalid)?;
+            auth.validate().map_err(|message| ConfigError::Invalid {
+                message,
+                place: ConfigPlace::Key("auth"),
+            })?;
         }
         let mut names = HashSet::new();
         for table in &self.tables {
             if !system::is_valid_identifier(&table.name) || table.name.starts_with("tablesync_") {
-                return invalid(format!(
+                return invalid(
+ConfigPlace::table(&table.name, "name"),
+format!(
                     "table name '{}' must match ^[A-Za-z_][A-Za-z0-9_]{{0,127}}$ and not start with tablesync_",
                     table.name
                 ));
@@ -640,35 +746,48 @@ impl Config {
             // PostgreSQL silently truncates identifiers to 63 bytes (NAMEDATALEN - 1), which
             // could make two tables or columns one; refuse instead.
             if postgres && table.name.len() > PG_IDENTIFIER_BYTES_MAX {
-                return invalid(format!(
+                return invalid(
+ConfigPlace::table(&table.name, "name"),
+format!(
                     "table name '{}' is longer than {PG_IDENTIFIER_BYTES_MAX} bytes (PostgreSQL's limit)",
                     table.name
                 ));
             }
             if !names.insert(table.name.to_ascii_lowercase()) {
-                return invalid(format!(
-                    "table '{}' is declared twice (names are case-insensitive)",
-                    table.name
-                ));
+                return invalid(
+                    ConfigPlace::table(&table.name, "name"),
+                    format!(
+                        "table '{}' is declared twice (names are case-insensitive)",
+                        table.name
+                    ),
+                );
             }
             if table.page_size == 0 || table.page_size > limits.page_size_max {
-                return invalid(format!(
-                    "table '{}': page_size must be between 1 and limits.page_size_max ({})",
-                    table.name, limits.page_size_max
-                ));
+                return invalid(
+                    ConfigPlace::table(&table.name, "page_size"),
+                    format!(
+                        "table '{}': page_size must be between 1 and limits.page_size_max ({})",
+                        table.name, limits.page_size_max
+                    ),
+                );
             }
             if table.columns.len() > limits.columns_max {
-                return invalid(format!(
-                    "table '{}' has more than {} columns",
-                    table.name, limits.columns_max
-                ));
+                return invalid(
+                    ConfigPlace::table(&table.name, "columns"),
+                    format!(
+                        "table '{}' has more than {} columns",
+                        table.name, limits.columns_max
+                    ),
+                );
             }
             self.validate_access(table)?;
             // A per-user table is keyed (owner, id) so that every user has their own id space;
             // a database-assigned integer is one counter for the whole table, and SQLite can
             // only assign it to a lone INTEGER PRIMARY KEY.
             if table.id_type == IdType::Integer && table.owner_column.is_some() {
-                return invalid(format!(
+                return invalid(
+ConfigPlace::table(&table.name, "id_type"),
+format!(
                     "table '{}': id_type = \"integer\" cannot be combined with owner_column: per-user tables are keyed (owner, id) with string ids; use string ids for per-user rows",
                     table.name
                 ));
@@ -676,35 +795,49 @@ impl Config {
             let mut columns = HashSet::new();
             for (column, _) in &table.columns {
                 if !system::is_valid_identifier(column) {
-                    return invalid(format!(
-                        "table '{}': column name '{column}' is not a valid identifier",
-                        table.name
-                    ));
+                    return invalid(
+                        ConfigPlace::table(&table.name, "columns"),
+                        format!(
+                            "table '{}': column name '{column}' is not a valid identifier",
+                            table.name
+                        ),
+                    );
                 }
                 if postgres && column.len() > PG_IDENTIFIER_BYTES_MAX {
-                    return invalid(format!(
+                    return invalid(
+ConfigPlace::table(&table.name, "columns"),
+format!(
                         "table '{}': column name '{column}' is longer than {PG_IDENTIFIER_BYTES_MAX} bytes (PostgreSQL's limit)",
                         table.name
                     ));
                 }
                 if system::ALL.iter().any(|s| s.eq_ignore_ascii_case(column)) {
-                    return invalid(format!(
-                        "table '{}': column '{column}' is a system property",
-                        table.name
-                    ));
+                    return invalid(
+                        ConfigPlace::table(&table.name, "columns"),
+                        format!(
+                            "table '{}': column '{column}' is a system property",
+                            table.name
+                        ),
+                    );
                 }
                 if system::is_store_reserved_column(column) {
-                    return invalid(format!(
-                        "table '{}': column '{column}' is a name the databases reserve ({})",
-                        table.name,
-                        system::STORE_RESERVED_COLUMNS.join(", ")
-                    ));
+                    return invalid(
+                        ConfigPlace::table(&table.name, "columns"),
+                        format!(
+                            "table '{}': column '{column}' is a name the databases reserve ({})",
+                            table.name,
+                            system::STORE_RESERVED_COLUMNS.join(", ")
+                        ),
+                    );
                 }
                 if !columns.insert(column.to_ascii_lowercase()) {
-                    return invalid(format!(
-                        "table '{}': column '{column}' is declared twice",
-                        table.name
-                    ));
+                    return invalid(
+                        ConfigPlace::table(&table.name, "columns"),
+                        format!(
+                            "table '{}': column '{column}' is declared twice",
+                            table.name
+                        ),
+                    );
                 }
             }
         }
@@ -713,14 +846,17 @@ impl Config {
 
     /// `[auth]`, and a table's `access` and `owner_column` against it.
     fn validate_access(&self, table: &TableConfig) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let invalid =
+            |place: ConfigPlace, message: String| Err(ConfigError::Invalid { message, place });
         let auth_on = self.auth.is_some();
         if let Some(Access::PerOperation { default: None, .. }) = &table.access {
             if let Some(op) = TableOperation::all()
                 .into_iter()
                 .find(|op| table.access.as_ref().and_then(|a| a.level(*op)).is_none())
             {
-                return invalid(format!(
+                return invalid(
+ConfigPlace::table(&table.name, "access"),
+format!(
                     "table '{}': access names no level for {} (name every operation or give default)",
                     table.name,
                     op.name()
@@ -737,14 +873,19 @@ impl Config {
                 .iter()
                 .find(|(_, level)| *level == AccessLevel::Authenticated)
             {
-                return invalid(format!(
-                    "table '{}': {} is authenticated, which needs an [auth] section",
-                    table.name,
-                    op.name()
-                ));
+                return invalid(
+                    ConfigPlace::table(&table.name, "access"),
+                    format!(
+                        "table '{}': {} is authenticated, which needs an [auth] section",
+                        table.name,
+                        op.name()
+                    ),
+                );
             }
             if table.owner_column.is_some() {
-                return invalid(format!(
+                return invalid(
+ConfigPlace::table(&table.name, "owner_column"),
+format!(
                     "table '{}': owner_column needs an [auth] section (per-user rows are owned by token users)",
                     table.name
                 ));
@@ -758,7 +899,9 @@ impl Config {
             || system::ALL.iter().any(|s| s.eq_ignore_ascii_case(owner))
             || system::is_store_reserved_column(owner)
         {
-            return invalid(format!(
+            return invalid(
+ConfigPlace::table(&table.name, "owner_column"),
+format!(
                 "table '{}': owner_column '{owner}' must be a valid column name of at most 63 bytes and not a system property or a name the databases reserve",
                 table.name
             ));
@@ -769,17 +912,22 @@ impl Config {
             .find(|(c, _)| c.eq_ignore_ascii_case(owner))
         {
             if *ty != ColumnType::String {
-                return invalid(format!(
+                return invalid(
+                    ConfigPlace::table(&table.name, "owner_column"),
+                    format!(
                     "table '{}': owner_column '{owner}' is declared as {ty:?}; it must be a string",
                     table.name
-                ));
+                ),
+                );
             }
         }
         if let Some((op, level)) = enabled
             .iter()
             .find(|(_, level)| *level != AccessLevel::Authenticated)
         {
-            return invalid(format!(
+            return invalid(
+ConfigPlace::table(&table.name, "owner_column"),
+format!(
                 "table '{}': with owner_column every enabled operation must be authenticated, but {} is {}",
                 table.name,
                 op.name(),
@@ -804,12 +952,16 @@ pub fn parse_database(text: &str) -> Result<DatabaseTarget, ConfigError> {
         .or_else(|| text.strip_prefix("sqlite:"))
         .unwrap_or(text);
     if path.is_empty() {
-        return Err(ConfigError::Invalid("database path is empty".into()));
+        return Err(ConfigError::Invalid {
+            message: "database path is empty".into(),
+            place: ConfigPlace::Key("database"),
+        });
     }
     if path.contains("://") {
-        return Err(ConfigError::Invalid(format!(
-            "unsupported database URL '{text}'"
-        )));
+        return Err(ConfigError::Invalid {
+            message: format!("unsupported database URL '{text}'"),
+            place: ConfigPlace::Key("database"),
+        });
     }
     Ok(DatabaseTarget::Sqlite(PathBuf::from(path)))
 }
@@ -1113,5 +1265,38 @@ mod tests {
             let err = Config::from_toml_str(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod place_tests {
+    use super::*;
+
+    /// The `path:line:col` prefix `in_file` gives `text`'s error.
+    fn place_of(text: &str) -> String {
+        let err = Config::from_toml_str(text).unwrap_err();
+        err.in_file(Path::new("t.toml"), text).to_string()
+    }
+
+    #[test]
+    fn a_refused_value_names_its_line() {
+        // A table's key: the line of that key in that table's entry, not another table's.
+        let text =
+            "[[tables]]\nname = \"A\"\npage_size = 5\n\n[[tables]]\nname = \"B\"\npage_size = 0\n";
+        assert_eq!(place_of(text), "t.toml:7:1");
+        // A table without the key (a refused combination): the entry's `name` line.
+        let text = "[[tables]]\nname = \"A\"\n\n[[tables]]\nname = \"Bad-Name\"\n";
+        assert_eq!(place_of(text), "t.toml:5:1");
+        // A section key, written as a dotted key or in its section.
+        let text = "listen = \"127.0.0.1:1\"\n[limits]\npage_size_max = 0\n";
+        assert_eq!(place_of(text), "t.toml:3:1");
+        let text = "limits.page_size_max = 0\n";
+        assert_eq!(place_of(text), "t.toml:1:8");
+        // A refused combination: the key that asks for it (owner_column needs [auth]).
+        let text = "[[tables]]\nname = \"A\"\nowner_column = \"userId\"\n";
+        assert_eq!(place_of(text), "t.toml:3:1");
+        // A key inside a section.
+        let text = "[store]\nreader_connections = 0\n";
+        assert_eq!(place_of(text), "t.toml:2:1");
     }
 }

@@ -147,7 +147,10 @@ impl Server {
                     &|name| std::env::var(name).ok(),
                     Arc::clone(&clock),
                 )
-                .map_err(ConfigError::Invalid)?,
+                .map_err(|message| ConfigError::Invalid {
+                    message,
+                    place: config::ConfigPlace::Key("auth"),
+                })?,
             ),
             None => {
                 tracing::warn!(

@@ -69,7 +69,7 @@ fn a_config_error_is_printed_once_with_the_file_and_line() {
         )
     );
 
-    // A value that parses but is refused: the file is named too.
+    // A value that parses but is refused: the file and the line of the refused value.
     std::fs::write(&file, "[[tables]]\nname = \"bad name\"\n").unwrap();
     let (code, stderr) = serve(&["--config", file.to_str().unwrap()], &[]);
     assert_eq!(code, Some(1), "{stderr}");
@@ -77,7 +77,7 @@ fn a_config_error_is_printed_once_with_the_file_and_line() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(
         lines[0].starts_with(&format!(
-            "error: {}: invalid config: table name 'bad name'",
+            "error: {}:2:1: invalid config: table name 'bad name'",
             file.display()
         )),
         "{stderr}"
