@@ -117,6 +117,9 @@ pub enum ApiError {
     /// A transfer coding other than `chunked`.
     #[error("The transfer coding '{0}' is not implemented; only chunked is")]
     UnsupportedTransferCoding(String),
+    /// A request body with a content coding (`Content-Encoding`) other than `identity`.
+    #[error("The content coding '{0}' is not supported; send the request body unencoded")]
+    UnsupportedContentCoding(String),
     /// The database failed.
     #[error("database error: {0}")]
     Store(#[from] StoreError),

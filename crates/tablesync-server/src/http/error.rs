@@ -29,7 +29,9 @@ impl IntoResponse for ApiError {
             ApiError::InvalidJson(_) => (ErrorCode::InvalidJson, None),
             ApiError::BodyNotObject => (ErrorCode::BodyNotObject, None),
             ApiError::PayloadTooLarge { .. } => (ErrorCode::PayloadTooLarge, None),
-            ApiError::UnsupportedMediaType(_) => (ErrorCode::UnsupportedMediaType, None),
+            ApiError::UnsupportedMediaType(_) | ApiError::UnsupportedContentCoding(_) => {
+                (ErrorCode::UnsupportedMediaType, None)
+            }
             ApiError::Query(e) => (e.code, e.position),
             ApiError::Lower(e) => (e.code, None),
             ApiError::FilterTooLong { .. } => (ErrorCode::InvalidFilter, None),

@@ -135,7 +135,9 @@ pub async fn timeout(State(app): State<Arc<App>>, req: Request, next: Next) -> R
 
 /// RFC 9112 checks hyper leaves to the server: an HTTP/1.1 request has exactly one `Host`
 /// (section 3.2: 400 otherwise), and a transfer coding other than `chunked` is 501 (section 7:
-/// `gzip, chunked` was accepted and the gzip ignored).
+/// `gzip, chunked` was accepted and the gzip ignored). A request body with a content coding
+/// (`Content-Encoding`) other than `identity` is 415 (RFC 9110 section 8.4.1): we decode none,
+/// and before, a gzip body's raw bytes were parsed as if plain.
 pub async fn framing(req: Request, next: Next) -> Response {
     if req.version() == axum::http::Version::HTTP_11 {
         let hosts = req.headers().get_all(header::HOST).iter().count();
@@ -156,6 +158,14 @@ pub async fn framing(req: Request, next: Next) -> Response {
         for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
             if !coding.eq_ignore_ascii_case("chunked") {
                 return ApiError::UnsupportedTransferCoding(coding.to_owned()).into_response();
+            }
+        }
+    }
+    for value in req.headers().get_all(header::CONTENT_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("identity") {
+                return ApiError::UnsupportedContentCoding(coding.to_owned()).into_response();
             }
         }
     }

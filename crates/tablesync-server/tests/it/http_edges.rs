@@ -226,6 +226,20 @@ async fn framing_follows_rfc_9112(kind: StoreKind) {
             json!({"error": "An HTTP/1.1 request must have exactly one Host header; this one has more than one Host header", "code": "bad_request"})
         )
     );
+    // A content coding we do not decode is refused, not parsed as plain bytes (RFC 9110 8.4.1).
+    let gzip_body = b"POST /tables/TodoItem HTTP/1.1\r\nHost: x\r\nZUMO-API-VERSION: 2.0.0\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 10\r\nConnection: close\r\n\r\n{\"id\":\"g\"}";
+    assert_eq!(
+        exchange(&s, gzip_body).await,
+        (
+            415,
+            json!({"error": "The content coding 'gzip' is not supported; send the request body unencoded", "code": "unsupported_media_type"})
+        )
+    );
+    assert_eq!(
+        s.get("/tables/TodoItem/g").await.status,
+        404,
+        "nothing was written"
+    );
     // Plain chunked and HTTP/1.0 without Host are still served.
     let chunked = b"POST /tables/TodoItem HTTP/1.1\r\nHost: x\r\nZUMO-API-VERSION: 2.0.0\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nA\r\n{\"id\":\"c\"}\r\n0\r\n\r\n";
     assert_eq!(exchange(&s, chunked).await.0, 201);
