@@ -43,11 +43,12 @@ use crate::error::ApiError;
 use crate::observe::metrics::Metrics;
 use crate::observe::TrustedProxies;
 use crate::store::{
-    ListQuery, PoolStatus, Rows, Scope, Store, StoreError, StoreErrorKind, WriteOutcome,
+    EncodedPage, ListQuery, PoolStatus, Rows, Scope, Store, StoreError, StoreErrorKind,
+    WriteOutcome,
 };
 use crate::table::{
-    check_body, check_select, check_table_id, check_update_id, insert_id, precondition, project,
-    BodyCheck, Column, Item, MismatchStatus, Precondition, TableSchema, WriteRequest,
+    check_body, check_select, check_table_id, check_update_id, insert_id, precondition, BodyCheck,
+    Column, Item, MismatchStatus, Precondition, TableSchema, WriteRequest,
 };
 
 /// One served table: its configuration and its current schema.
@@ -83,8 +84,8 @@ impl TableEntry {
 /// A page of a list request, ready to render.
 #[derive(Debug)]
 pub struct ListResult {
-    /// The rows (projected by `$select`).
-    pub items: Vec<Item>,
+    /// The rows (projected by `$select`), already encoded as a JSON array.
+    pub items: EncodedPage,
     /// Total count when `$inlinecount=allpages`.
     pub count: Option<u64>,
     /// `$skip` of the next page when this page is full (the HTTP layer adds a `Link`).
@@ -345,7 +346,8 @@ impl App {
         raw_query: &str,
     ) -> Result<ListResult, ApiError> {
         let (entry, scope) = self.authorize(table, TableOperation::Read, identity)?;
-        let (schema, list, select) = self.list_query(&entry, raw_query).await?;
+        // `$select` travels in the store query: the store encodes only the selected columns.
+        let (schema, list, _) = self.list_query(&entry, raw_query).await?;
         let (top, skip) = (list.top, list.skip);
         let page = self
             .store
@@ -365,24 +367,13 @@ impl App {
                 // Anything else (including `Query`: SQL we built is wrong) is ours: 500, logged.
                 _ => ApiError::Store(e),
             })?;
-        let full = top > 0 && page.items.len() as u64 == top;
+        let rows = page.items.rows() as u64;
+        let full = top > 0 && rows == top;
         if let Some(metrics) = &self.metrics {
-            metrics.rows_served(
-                &entry.config.name,
-                is_pull(raw_query),
-                page.items.len() as u64,
-            );
+            metrics.rows_served(&entry.config.name, is_pull(raw_query), rows);
         }
-        let items = match &select {
-            Some(select) => page
-                .items
-                .into_iter()
-                .map(|item| project(item, select))
-                .collect(),
-            None => page.items,
-        };
         Ok(ListResult {
-            items,
+            items: page.items,
             count: page.count,
             next_skip: full.then(|| skip.saturating_add(top)),
         })
@@ -510,6 +501,7 @@ impl App {
             skip,
             top,
             count: query.inline_count,
+            select: select.clone(),
         };
         Ok((schema, list, select))
     }

@@ -300,6 +300,12 @@ pub struct TableConfig {
     /// database assigns 1, 2, 3…, JSON ids are numbers, and an insert may not carry an id).
     #[serde(default)]
     pub id_type: IdType,
+    /// Secondary indexes, each a list of column names in key order (declared columns or system
+    /// properties): `indexes = [["complete", "text"], ["text"]]`. Created at start, and dropped
+    /// when no longer declared (ARCHITECTURE.md "Declared indexes"); `id` is appended to each
+    /// (every list order ends with it) and a per-user table's owner leads it.
+    #[serde(default)]
+    pub indexes: Vec<Vec<String>>,
 }
 
 /// The type of a table's `id` ([`TableConfig::id_type`]).
@@ -362,6 +368,7 @@ impl TableConfig {
             owner_column: None,
             operations: TableOperation::all(),
             id_type: IdType::String,
+            indexes: Vec::new(),
         }
     }
 

@@ -39,6 +39,9 @@ pub struct TableSchema {
     /// server an integer id travels as its decimal text (`"5"`); the stores bind it as an
     /// integer and the JSON shows a number.
     pub id_type: IdType,
+    /// Declared secondary indexes (`indexes = [["complete", "text"]]`), each a list of column
+    /// names in key order; the stores append `id` (and lead with the owner on a per-user table).
+    pub indexes: Vec<Vec<String>>,
 }
 
 impl TableSchema {
@@ -72,6 +75,7 @@ impl TableSchema {
             soft_delete: config.soft_delete,
             owner_column,
             id_type: config.id_type,
+            indexes: config.indexes.clone(),
         }
     }
 
@@ -562,8 +566,10 @@ pub fn check_select(select: &[String], schema: &TableSchema) -> Result<Vec<Strin
     Ok(out)
 }
 
-/// Keep only the selected properties of an item, in the item's order.
-pub fn project(item: Item, select: &[String]) -> Item {
+/// Keep only the selected properties of an item, in the item's order (the old `$select` path,
+/// kept as the tests' oracle of `store::PageEncoder`).
+#[cfg(test)]
+pub(crate) fn project(item: Item, select: &[String]) -> Item {
     item.into_iter()
         .filter(|(k, _)| select.iter().any(|s| s == k))
         .collect()
@@ -598,6 +604,7 @@ mod tests {
             soft_delete: true,
             owner_column: None,
             id_type: IdType::String,
+            indexes: Vec::new(),
         }
     }
 

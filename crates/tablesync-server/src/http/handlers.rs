@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use percent_encoding::percent_decode_str;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::batch::{idempotency_key, keyed_write};
 use super::error::item_response;
@@ -30,11 +30,21 @@ pub async fn items_list(
     // the plain `Uri` has the prefix stripped, and the next link must keep it.
     let raw_query = uri.query().unwrap_or("");
     let page = app.list(&table, &caller, raw_query).await?;
+    // The rows are JSON already (the store encoded them off the cursor); only the envelope is
+    // written here, byte for byte what serde_json made of `{"results": […], "count": n}`.
+    let rows = page.items.into_json();
     let body = match page.count {
-        Some(count) => json!({ "results": page.items, "count": count }),
-        None => Value::Array(page.items.into_iter().map(Value::Object).collect()),
+        Some(count) => {
+            let mut body = Vec::with_capacity(rows.len() + 40);
+            body.extend_from_slice(b"{\"results\":");
+            body.extend_from_slice(&rows);
+            body.extend_from_slice(format!(",\"count\":{count}}}").as_bytes());
+            body
+        }
+        None => rows,
     };
-    let mut response = Json(body).into_response();
+    let json = HeaderValue::from_static("application/json");
+    let mut response = ([(header::CONTENT_TYPE, json)], body).into_response();
     if let Some(link) = page
         .next_skip
         .and_then(|skip| next_link(&headers, &uri, skip))

@@ -24,8 +24,10 @@
 //! parameters only); a store only adds its own fixed clauses around it. Those clauses, the
 //! parameter lists, row → item conversion and the classification of a missed write are written
 //! once in `sql` for both dialects; the store modules hold what is really theirs (connections,
-//! transactions, binding, stamps, DDL).
+//! transactions, binding, stamps, DDL). A list's rows are encoded into the response's JSON as
+//! they leave the cursor (`encode`), never built into maps.
 
+mod encode;
 pub mod idempotency;
 pub mod postgres;
 mod sql;
@@ -39,6 +41,7 @@ use tablesync_protocol::odata::sql::{Dialect, SqlFragment, SqlValue};
 use tablesync_protocol::time::Timestamp;
 
 use crate::table::{Column, Item, TableSchema};
+pub use encode::{EncodedPage, PageEncoder};
 pub use idempotency::{Claim, RecordKey, Recorded, Rows, StoreTx};
 
 /// A boxed, sendable future: what every [`Store`] method returns (keeps the trait dyn-compatible).
@@ -92,13 +95,15 @@ pub struct ListQuery {
     pub top: u64,
     /// Also count every matching row, ignoring skip/top.
     pub count: bool,
+    /// `$select`: the properties to return (the schema's spelling), in any order; None: all.
+    pub select: Option<Vec<String>>,
 }
 
-/// A page of rows.
+/// A page of rows, already encoded as the JSON array of its items ([`encode`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ListPage {
-    /// The rows, in order.
-    pub items: Vec<Item>,
+    /// The rows, in order, projected by [`ListQuery::select`].
+    pub items: EncodedPage,
     /// Total matching rows when [`ListQuery::count`] was set.
     pub count: Option<u64>,
 }
@@ -301,6 +306,7 @@ mod tests {
             soft_delete: true,
             owner_column: None,
             id_type: crate::config::IdType::String,
+            indexes: Vec::new(),
         }
     }
 

@@ -141,7 +141,7 @@ const TRAILING_SYSTEM_COLUMNS: [(&str, ColumnType); 4] = [
 
 /// Every selected column of an item, in order: `id` (a number on an integer-id table), the user
 /// columns, then the trailing system columns.
-fn item_columns(schema: &TableSchema) -> impl Iterator<Item = (&str, ColumnType)> {
+pub(super) fn item_columns(schema: &TableSchema) -> impl Iterator<Item = (&str, ColumnType)> {
     std::iter::once((system::ID, schema.id_column_type()))
         .chain(schema.columns.iter().map(|c| (c.name.as_str(), c.ty)))
         .chain(TRAILING_SYSTEM_COLUMNS)
@@ -824,6 +824,7 @@ mod tests {
             soft_delete: true,
             owner_column: None,
             id_type: IdType::String,
+            indexes: Vec::new(),
         }
     }
 
@@ -852,6 +853,7 @@ mod tests {
             skip: 5,
             top: 10,
             count: false,
+            select: None,
         }
     }
 
