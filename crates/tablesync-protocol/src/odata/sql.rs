@@ -19,7 +19,9 @@
 //!   `complete = true`, `not complete` means `NOT (complete = true)`).
 //! * `substringof`, `startswith`, `endswith`, `indexof` are case-sensitive substring tests with no
 //!   wildcard characters (`instr`/`substr` on SQLite, `strpos`/`left`/`right` on PostgreSQL);
-//!   `indexof` and `substring` are zero-based.
+//!   `indexof` and `substring` are zero-based. `startswith(column, 'literal')` on a string column
+//!   is a range instead, `column >= 'literal' AND column < <successor>` ([`prefix_successor`]),
+//!   which an index on the column can read; strings compare in byte order on both stores.
 //! * `div` and `mod` by zero give NULL (SQLite's behaviour; PostgreSQL would raise an error), `mod`
 //!   is the truncated remainder with the sign of the dividend, also for fractional numbers.
 //! * `round` is half away from zero (PostgreSQL rounds `numeric`, not `double precision`,
@@ -236,6 +238,25 @@ fn group_chain(mut parts: Vec<String>, sep: &str) -> String {
             .collect();
     }
     format!("({})", parts.join(sep))
+}
+
+/// The least string greater than every string that starts with `prefix` (in code point order,
+/// which is UTF-8 byte order): the prefix with its last character replaced by the next one,
+/// after dropping trailing U+10FFFF (which has no next); None when nothing is left (the empty
+/// prefix, or only U+10FFFF). The surrogate gap is skipped: after U+D7FF comes U+E000.
+pub fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Double-quotes an identifier (embedded `"` doubled, although validated names have none).
@@ -582,6 +603,24 @@ impl<'a> Lowerer<'a> {
         Ok(Val::pred(format!("({} {sym} {})", l.sql, r.sql)))
     }
 
+    /// `startswith(column, 'prefix')` as `(column >= 'prefix' AND column < <successor>)`: the
+    /// same rows as the substring test (the strings starting with the prefix are exactly those
+    /// in that range, in code point order), but a range an index on the column can read. Both
+    /// stores compare strings in byte order (SQLite's BINARY, PostgreSQL's `COLLATE "C"` on
+    /// every string column) and UTF-8 byte order is code point order, so both answer alike.
+    /// No successor (the empty prefix, or one made only of U+10FFFF): `column >= 'prefix'`.
+    fn prefix_range(&mut self, column: &str, prefix: &str) -> Val {
+        let x = quote_ident(column);
+        let low = self.param(SqlValue::Text(prefix.to_owned()));
+        match prefix_successor(prefix) {
+            Some(next) => {
+                let high = self.param(SqlValue::Text(next));
+                Val::pred(format!("({x} >= {low} AND {x} < {high})"))
+            }
+            None => Val::pred(format!("({x} >= {low})")),
+        }
+    }
+
     fn call(&mut self, func: Function, args: &[Expr]) -> Result<Val, LowerError> {
         let arity = func.arity();
         if !arity.contains(&args.len()) {
@@ -607,6 +646,14 @@ impl<'a> Lowerer<'a> {
                 Val::pred(format!("({f}({hay}, {needle}) > 0)"))
             }
             Function::StartsWith => {
+                // A string column and a literal prefix: a range an index on the column can read.
+                if let (Expr::Member(column), Expr::Literal(Literal::String(prefix))) =
+                    (&args[0], &args[1])
+                {
+                    if self.column(column).ok() == Some(ColumnType::String) {
+                        return Ok(self.prefix_range(column, prefix));
+                    }
+                }
                 let (x, p) = (s(self, 0)?, s(self, 1)?);
                 if pg {
                     Val::pred(format!("(left({x}, length({p})) = {p})"))

@@ -146,14 +146,39 @@ fn dates() {
 }
 
 #[test]
+fn prefix_successors() {
+    use tablesync_protocol::odata::sql::prefix_successor;
+    assert_eq!(prefix_successor("item 1").as_deref(), Some("item 2"));
+    assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+    assert_eq!(
+        prefix_successor("a\u{10FFFF}\u{10FFFF}").as_deref(),
+        Some("b")
+    );
+    assert_eq!(prefix_successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
+    assert_eq!(prefix_successor("z\u{7F}").as_deref(), Some("z\u{80}"));
+    assert_eq!(prefix_successor("\u{10FFFF}"), None);
+    assert_eq!(prefix_successor(""), None);
+}
+
+#[test]
 fn string_functions() {
     insta::assert_snapshot!(both("substringof('milk', text)"), @r#"
         sqlite: (instr("text", ?1) > 0) [text "milk"]
         postgres: (strpos("text", $1::text) > 0) [text "milk"]
         "#);
+    // A column and a literal: an index-friendly range (the successor of the last character).
     insta::assert_snapshot!(both("startswith(text, 'Buy')"), @r#"
-        sqlite: (substr("text", 1, length(?1)) = ?1) [text "Buy"]
-        postgres: (left("text", length($1::text)) = $1::text) [text "Buy"]
+        sqlite: ("text" >= ?1 AND "text" < ?2) [text "Buy", text "Buz"]
+        postgres: ("text" >= $1::text AND "text" < $2::text) [text "Buy", text "Buz"]
+        "#);
+    insta::assert_snapshot!(both("startswith(text, '')"), @r#"
+        sqlite: ("text" >= ?1) [text ""]
+        postgres: ("text" >= $1::text) [text ""]
+        "#);
+    // Anything else keeps the substring test.
+    insta::assert_snapshot!(both("startswith(tolower(text), 'buy')"), @r#"
+        sqlite: (substr(lower("text"), 1, length(?1)) = ?1) [text "buy"]
+        postgres: (left(lower("text"), length($1::text)) = $1::text) [text "buy"]
         "#);
     insta::assert_snapshot!(both("endswith(text, 'milk') eq true"), @r#"
         sqlite: ((substr("text", length("text") - length(?1) + 1) = ?1) = ?2) [text "milk", bool true]
