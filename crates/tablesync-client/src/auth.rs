@@ -17,7 +17,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::transport::{BoxFuture, HttpRequest, HttpResponse, Transport, TransportError};
+use crate::transport::{
+    BoxFuture, HttpRequest, HttpResponse, StreamingResponse, Transport, TransportError,
+};
 
 /// The header the token is sent in.
 pub const AUTH_HEADER: &str = "X-ZUMO-AUTH";
@@ -99,16 +101,22 @@ impl AuthTransport {
             .clone()
     }
 
-    async fn send_with_refresh(
+    /// Sends `request` with the current token through `send`; on a 401 (`status` reads it) asks
+    /// the refresher once and sends again with the new token. Shared by whole and streamed
+    /// requests, so the change feed refreshes exactly like a pull.
+    async fn with_refresh<R, F, Fut>(
         &self,
         request: HttpRequest,
-    ) -> Result<HttpResponse, TransportError> {
+        send: F,
+        status: fn(&R) -> u16,
+    ) -> Result<R, TransportError>
+    where
+        F: Fn(HttpRequest) -> Fut,
+        Fut: Future<Output = Result<R, TransportError>>,
+    {
         let (token, generation) = self.current();
-        let first = self
-            .inner
-            .send(with_token(request.clone(), token.as_deref()))
-            .await?;
-        if first.status != 401 {
+        let first = send(with_token(request.clone(), token.as_deref())).await?;
+        if status(&first) != 401 {
             return Ok(first);
         }
         let Some(refresher) = self.refresher() else {
@@ -133,15 +141,21 @@ impl AuthTransport {
                 }
             }
         };
-        self.inner
-            .send(with_token(request, retry_token.as_deref()))
-            .await
+        drop(first);
+        send(with_token(request, retry_token.as_deref())).await
     }
 }
 
 impl Transport for AuthTransport {
     fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
-        Box::pin(self.send_with_refresh(request))
+        Box::pin(self.with_refresh(request, |r| self.inner.send(r), |r| r.status))
+    }
+
+    fn open_stream(
+        &self,
+        request: HttpRequest,
+    ) -> BoxFuture<'_, Result<StreamingResponse, TransportError>> {
+        Box::pin(self.with_refresh(request, |r| self.inner.open_stream(r), |r| r.status))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Discovery of the server's protocol extensions (`docs/extensions.md` section 1).
 //!
 //! Our server answers `GET {base}/$capabilities` with a small JSON document (largest page, batched
-//! writes, idempotency keys); the official servers answer 404. [`parse_capabilities`] turns any
+//! writes, idempotency keys, the change feed); the official servers answer 404. [`parse_capabilities`] turns any
 //! answer into a [`Capabilities`] value (pure: anything but a 2xx JSON object means "no
 //! extensions", so the client falls back to the plain protocol), and
 //! [`crate::SyncContext::capabilities`] asks at most once per context.
@@ -23,6 +23,26 @@ pub struct Capabilities {
     pub batch: Option<BatchCapability>,
     /// `Idempotency-Key` on writes, when honoured.
     pub idempotency: Option<IdempotencyCapability>,
+    /// The change feed (`GET {base}/$changes/{table}`, section 5), when offered.
+    pub changes: Option<ChangesCapability>,
+}
+
+/// The change feed and its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChangesCapability {
+    /// Absolute URL of a table's feed, with `{table}` where the table name goes.
+    pub url_template: String,
+    /// How often the server sends a heartbeat on an idle feed, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl ChangesCapability {
+    /// The feed URL of `table` (the name percent-encoded as a path segment).
+    pub fn url(&self, table: &str) -> String {
+        self.url_template
+            .replace("{table}", &crate::client::encode_component(table))
+    }
 }
 
 /// The batch endpoint and its bounds.
@@ -76,11 +96,22 @@ pub fn parse_capabilities(base_url: &str, resp: &HttpResponse) -> Capabilities {
                 retention_s: positive(i.get("retention_s"))?,
             })
         });
+    let changes = doc.get("changes").and_then(Value::as_object).and_then(|c| {
+        let url = c.get("url").and_then(Value::as_str)?;
+        if !url.contains("{table}") {
+            return None;
+        }
+        Some(ChangesCapability {
+            url_template: resolve(base_url, url)?,
+            heartbeat_interval_ms: positive(c.get("heartbeat_interval_ms"))?,
+        })
+    });
     Capabilities {
         server: doc.get("server").and_then(Value::as_str).map(str::to_owned),
         page_size_max: positive(doc.get("page_size_max")).and_then(|n| u32::try_from(n).ok()),
         batch,
         idempotency,
+        changes,
     }
 }
 
@@ -117,7 +148,8 @@ mod tests {
             200,
             r#"{"server":"tablesync-0.1.0","page_size_max":1000,
                 "batch":{"url":"$batch","operations_max":500,"body_bytes_max":1048576},
-                "idempotency":{"retention_s":86400},"future":{"x":1}}"#,
+                "idempotency":{"retention_s":86400},"future":{"x":1},
+                "changes":{"url":"$changes/{table}","heartbeat_interval_ms":15000}}"#,
         );
         assert_eq!(
             caps,
@@ -130,8 +162,30 @@ mod tests {
                     body_bytes_max: 1_048_576,
                 }),
                 idempotency: Some(IdempotencyCapability { retention_s: 86400 }),
+                changes: Some(ChangesCapability {
+                    url_template: "http://h:1/sync/$changes/{table}".into(),
+                    heartbeat_interval_ms: 15000,
+                }),
             }
         );
+        let feed = caps.changes.unwrap();
+        assert_eq!(
+            feed.url("Todo Item"),
+            "http://h:1/sync/$changes/Todo%20Item"
+        );
+    }
+
+    #[test]
+    fn a_feed_needs_a_table_placeholder_a_heartbeat_and_our_origin() {
+        for bad in [
+            r#"{"changes":{"url":"$changes","heartbeat_interval_ms":1000}}"#,
+            r#"{"changes":{"url":"$changes/{table}","heartbeat_interval_ms":0}}"#,
+            r#"{"changes":{"url":"$changes/{table}"}}"#,
+            r#"{"changes":{"url":"http://evil.example/{table}","heartbeat_interval_ms":1000}}"#,
+            r#"{"changes":true}"#,
+        ] {
+            assert_eq!(answer(200, bad).changes, None, "{bad}");
+        }
     }
 
     #[test]

@@ -212,6 +212,48 @@ impl SyncContext {
         self.inner.store.run(|c, _| q::list_errors(c)).await
     }
 
+    /// Rows that pulls changed in the local store, per table with their ids, sent after each
+    /// committed page: by live mode's pulls and by the app's own ([`SyncTable::pull`]) alike.
+    /// Only notifications sent after this call are received. A receiver that falls more than
+    /// [`crate::CHANGES_CHANNEL_NOTIFICATIONS_MAX`] notifications behind gets
+    /// `RecvError::Lagged` once (it should then re-read its tables) and goes on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<crate::sync::monitor::TableChanges> {
+        self.inner.monitor.changes()
+    }
+
+    /// Live mode: keeps the given queries current while the server can be reached, until the
+    /// returned handle is stopped or dropped. Against a server with a change feed
+    /// (`docs/extensions.md` section 5) each table's feed stays open and every burst of changes
+    /// runs the incremental pull of the queries it concerns; against one without (the official
+    /// servers) each table pulls every `poll_interval_ms`. Local writes are pushed shortly
+    /// after they are made, and queued writes as soon as a dropped connection is back.
+    /// Notifications arrive on [`SyncContext::changes`]. Must be called inside a tokio
+    /// runtime; several live handles on one context are allowed but pull the same queries
+    /// twice.
+    ///
+    /// ```no_run
+    /// use tablesync_client::{LiveOptions, SyncContext};
+    /// # async fn demo(ctx: SyncContext) -> tablesync_client::Result<()> {
+    /// let mut changes = ctx.changes();
+    /// let live = ctx.live(LiveOptions::new().query("TodoItem", "allTodoItems", ""))?;
+    /// let todos = ctx.table("TodoItem")?;
+    /// while let Ok(change) = changes.recv().await {
+    ///     // Committed locally: re-read what the view shows.
+    ///     let items = todos.read("$orderby=text").await?;
+    ///     println!("{}: {} changed, {} items", change.table, change.ids.len(), items.len());
+    /// #   break;
+    /// }
+    /// live.stop().await; // a pull or push in flight finishes first
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn live(
+        &self,
+        options: crate::sync::live::LiveOptions,
+    ) -> Result<crate::sync::live::LiveHandle> {
+        crate::sync::live::start(Arc::clone(&self.inner), options)
+    }
+
     /// Applies resolutions to operation errors (e.g. those of `Error::PushFailed`).
     pub fn resolver(&self) -> Resolver {
         Resolver::new(self.inner.store.clone())

@@ -92,7 +92,9 @@
 //! * `sync/` — push (batched or one request per operation; [`internals::classify`] and the planner are
 //!   pure), pull (keyset paging), purge, the session a context and its tables share, the
 //!   monitor ([`SyncStatus`], [`SyncProgress`], cancellation: `SyncContext::status`,
-//!   `progress`, `cancel_sync`). The only network code.
+//!   `progress`, `cancel_sync`), [`TableChanges`] notifications (`SyncContext::changes`), and live
+//!   mode ([`SyncContext::live`] → [`LiveHandle`]: the change feed, or polling). The only network
+//!   code.
 //! * `conflict` — [`Resolver`], [`SyncHandler`], [`ClientWins`], [`ServerWins`].
 //! * `error` — [`Error`].
 //!
@@ -115,7 +117,7 @@ mod transaction;
 mod transport;
 
 pub use auth::{token_subject, unverified_claims, TokenRefresher, AUTH_HEADER};
-pub use capabilities::{BatchCapability, Capabilities, IdempotencyCapability};
+pub use capabilities::{BatchCapability, Capabilities, ChangesCapability, IdempotencyCapability};
 pub use client::{Client, ClientOptions, ZUMO_API_VERSION};
 pub use conflict::{
     ClientWins, DefaultHandler, PushCompletionResult, Resolver, ServerWins, SyncHandler,
@@ -125,7 +127,10 @@ pub use error::{Error, PushStatus, Result};
 pub use operation_error::OperationError;
 pub use queue::{OpKind, OpState, Operation};
 pub use store::{Column, LocalStore, TableDefinition, STORE_SCHEMA_VERSION};
-pub use sync::monitor::{SyncProgress, SyncStatus};
+pub use sync::live::{FeedState, LiveHandle, LiveOptions, LiveStatus};
+pub use sync::monitor::{
+    SyncProgress, SyncStatus, TableChanges, CHANGES_CHANNEL_NOTIFICATIONS_MAX,
+};
 pub use sync::pull::{PullOptions, PullSummary, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 pub use sync::push::classify::Outcome;
 pub use sync::push::operation::TableOperation;
@@ -133,7 +138,8 @@ pub use table::{Misfit, QueryResult, SyncTable, TypedSyncTable};
 pub use tablesync_protocol::odata::sql::ColumnType;
 pub use transaction::LocalTransaction;
 pub use transport::{
-    BoxFuture, HttpRequest, HttpResponse, HttpTransport, Method, Transport, TransportError,
+    BoxFuture, ByteStream, HttpRequest, HttpResponse, HttpTransport, Method, StreamingResponse,
+    Transport, TransportError,
 };
 
 pub mod internals {

@@ -4,6 +4,11 @@
 //! (reqwest, rustls), in tests any implementation — typically one that wraps `HttpTransport` and
 //! injects faults (dropped connections, garbage bodies) to prove the queue and the delta tokens
 //! survive them. Requests and responses are plain values so a transport needs no HTTP library.
+//!
+//! One kind of answer is not a plain value: the change feed (`docs/extensions.md` section 5) is a
+//! response that never ends. [`Transport::open_stream`] hands its body over chunk by chunk as a
+//! [`ByteStream`]; a transport that cannot stream keeps the default, which says so
+//! ([`TransportError::StreamingUnsupported`]), and live mode then polls instead.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -131,12 +136,72 @@ pub enum TransportError {
         /// The limit that was exceeded.
         limit_bytes: u64,
     },
+    /// This transport cannot stream a response body ([`Transport::open_stream`]).
+    #[error("this transport does not stream response bodies")]
+    StreamingUnsupported,
+}
+
+/// A response body read as it arrives: chunks of bytes, then the end (or an error).
+pub type ByteStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, TransportError>> + Send + 'static>>;
+
+/// A response whose body is streamed ([`Transport::open_stream`]).
+#[non_exhaustive]
+pub struct StreamingResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Header names (lower-case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body, chunk by chunk.
+    pub body: ByteStream,
+}
+
+impl std::fmt::Debug for StreamingResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingResponse {
+    /// A streamed response from its parts.
+    pub fn new(status: u16, headers: Vec<(String, String)>, body: ByteStream) -> Self {
+        StreamingResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Sends requests. Implementations must not panic; every failure is a [`TransportError`].
 pub trait Transport: Send + Sync + 'static {
     /// Sends one request and reads the whole response.
     fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>>;
+
+    /// Sends one request and returns as soon as the response head arrived, with the body as a
+    /// stream (the change feed, which never ends by itself). The whole-request timeout does not
+    /// apply to the body; the caller bounds how long it waits for the next chunk.
+    ///
+    /// The default answers [`TransportError::StreamingUnsupported`]: live mode then polls, so a
+    /// transport written before streaming existed keeps working.
+    fn open_stream(
+        &self,
+        request: HttpRequest,
+    ) -> BoxFuture<'_, Result<StreamingResponse, TransportError>> {
+        drop(request);
+        Box::pin(async { Err(TransportError::StreamingUnsupported) })
+    }
 }
 
 /// The production transport: reqwest over rustls, with a per-request timeout, a body limit and
@@ -146,6 +211,11 @@ pub trait Transport: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
+    /// For streamed answers: the same, but without the whole-request timeout (a change feed
+    /// never ends) and without gzip (an event must reach the app when it is sent, not when a
+    /// compressor's block is full).
+    stream_client: reqwest::Client,
+    request_timeout_ms: u64,
     response_bytes_max: u64,
 }
 
@@ -169,38 +239,53 @@ impl HttpTransport {
             .gzip(accept_gzip)
             .build()
             .map_err(|e| TransportError::Connection(e.to_string()))?;
+        let stream_client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(request_timeout_ms))
+            .gzip(false)
+            .build()
+            .map_err(|e| TransportError::Connection(e.to_string()))?;
         Ok(HttpTransport {
             client,
+            stream_client,
+            request_timeout_ms,
             response_bytes_max,
         })
     }
 
-    async fn send_inner(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let method = match request.method {
-            Method::Get => reqwest::Method::GET,
-            Method::Post => reqwest::Method::POST,
-            Method::Patch => reqwest::Method::PATCH,
-            Method::Delete => reqwest::Method::DELETE,
-        };
-        let mut builder = self.client.request(method, &request.url);
-        for (k, v) in &request.headers {
-            builder = builder.header(k.as_str(), v.as_str());
-        }
-        if let Some(body) = request.body {
-            builder = builder.body(body);
-        }
-        let mut resp = builder.send().await.map_err(map_reqwest)?;
+    /// The streamed request: the head must arrive within the request timeout, the body is
+    /// handed over chunk by chunk.
+    async fn open_stream_inner(
+        &self,
+        request: HttpRequest,
+    ) -> Result<StreamingResponse, TransportError> {
+        let builder = build(&self.stream_client, request);
+        let resp = tokio::time::timeout(
+            Duration::from_millis(self.request_timeout_ms),
+            builder.send(),
+        )
+        .await
+        .map_err(|_| TransportError::Timeout)?
+        .map_err(map_reqwest)?;
         let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_list(resp.headers());
+        let body = futures_util::stream::unfold(Some(resp), |resp| async move {
+            let mut resp = resp?;
+            match resp.chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk.to_vec()), Some(resp))),
+                Ok(None) => None,
+                Err(e) => Some((Err(map_reqwest(e)), None)),
+            }
+        });
+        Ok(StreamingResponse::new(status, headers, Box::pin(body)))
+    }
+
+    async fn send_inner(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let mut resp = build(&self.client, request)
+            .send()
+            .await
+            .map_err(map_reqwest)?;
+        let status = resp.status().as_u16();
+        let headers = header_list(resp.headers());
         // Chunks arrive decompressed (reqwest's gzip decoder), so the limit counts the bytes
         // held in memory, not the bytes on the wire.
         let mut body = Vec::new();
@@ -218,6 +303,37 @@ impl HttpTransport {
             body,
         })
     }
+}
+
+/// A reqwest request from one of ours.
+fn build(client: &reqwest::Client, request: HttpRequest) -> reqwest::RequestBuilder {
+    let method = match request.method {
+        Method::Get => reqwest::Method::GET,
+        Method::Post => reqwest::Method::POST,
+        Method::Patch => reqwest::Method::PATCH,
+        Method::Delete => reqwest::Method::DELETE,
+    };
+    let mut builder = client.request(method, &request.url);
+    for (k, v) in &request.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    if let Some(body) = request.body {
+        builder = builder.body(body);
+    }
+    builder
+}
+
+/// Response headers as plain pairs (names lower-case).
+fn header_list(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn map_reqwest(e: reqwest::Error) -> TransportError {
@@ -240,5 +356,12 @@ fn map_reqwest(e: reqwest::Error) -> TransportError {
 impl Transport for HttpTransport {
     fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
         Box::pin(self.send_inner(request))
+    }
+
+    fn open_stream(
+        &self,
+        request: HttpRequest,
+    ) -> BoxFuture<'_, Result<StreamingResponse, TransportError>> {
+        Box::pin(self.open_stream_inner(request))
     }
 }

@@ -999,11 +999,13 @@ pub(crate) fn load_token(
 }
 
 /// Result of applying one pulled page.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct PageApplied {
     pub(crate) upserted: u64,
     pub(crate) deleted: u64,
     pub(crate) skipped: u64,
+    /// Ids of the rows written or removed, in page order (what the app is told changed).
+    pub(crate) changed_ids: Vec<String>,
 }
 
 /// The ids among `ids` that have a queued operation on `table`, in one query (a pull checks a
@@ -1086,10 +1088,12 @@ fn apply_page_in_one_transaction(
         if deleted {
             if rows::delete_row_cached(&tx, def.name(), id)? {
                 applied.deleted += 1;
+                applied.changed_ids.push(id.clone());
             }
         } else {
             writer.upsert(&tx, id, item)?;
             applied.upserted += 1;
+            applied.changed_ids.push(id.clone());
         }
     }
     if let (Some(q), Some(t)) = (query_id, token) {

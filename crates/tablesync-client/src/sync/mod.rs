@@ -5,8 +5,10 @@
 //! ([`push::classify`], [`push::plan`], [`push::batch`], [`pull::parse_page`],
 //! [`crate::capabilities::parse_capabilities`]) and applies results through the store's
 //! transactions. [`session::Session`] is what a context and its tables share; [`monitor`] what an app
-//! watches (status, progress) and how it cancels a running action.
+//! watches (status, progress, change notifications) and how it cancels a running action; [`live`]
+//! keeps tables current from the server's change feed (or by polling).
 
+pub(crate) mod live;
 pub(crate) mod monitor;
 pub(crate) mod pull;
 pub(crate) mod purge;

@@ -1,7 +1,9 @@
 //! What an app can watch while it syncs, and how it stops a running sync: [`SyncStatus`] (idle
 //! or syncing, pending operations, last success and last error, online as last seen),
 //! [`SyncProgress`] (a pull's pages and rows, a push's operations done out of total), both as
-//! `tokio::sync::watch` channels, and cancellation of the running pull or push.
+//! `tokio::sync::watch` channels, cancellation of the running pull or push, and
+//! [`TableChanges`] on a `tokio::sync::broadcast` channel: the ids each committed pull page
+//! wrote or removed, for refreshing a view (live mode's pulls and the app's own alike).
 //!
 //! A [`Monitor`] belongs to the session. The sync actions report to it at their checkpoints —
 //! a pull after each page is committed (rows and delta token in one transaction), a push after
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// What a sync context is doing and what it last saw; see `SyncContext::status`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,10 +64,26 @@ pub enum SyncProgress {
     },
 }
 
+/// Rows of one table that a pull changed in the local store: sent after the page holding them
+/// committed, so reading the table then shows them. See `SyncContext::changes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TableChanges {
+    /// The table (its defined name).
+    pub table: String,
+    /// Ids of the rows written or removed (a removed row is no longer in the table).
+    pub ids: Vec<String>,
+}
+
+/// Notifications a slow receiver of `SyncContext::changes` may fall behind by before it misses
+/// some (it then gets `RecvError::Lagged` and should re-read its tables), in notifications.
+pub const CHANGES_CHANNEL_NOTIFICATIONS_MAX: usize = 1024;
+
 /// The session's status and progress channels and the running action's cancellation flag.
 pub(crate) struct Monitor {
     status: watch::Sender<SyncStatus>,
     progress: watch::Sender<SyncProgress>,
+    changes: broadcast::Sender<TableChanges>,
     /// The flag of the running action (`None` when idle). A new one per action, so a
     /// cancellation with nothing running does not stop the next action.
     running: Mutex<Option<Arc<AtomicBool>>>,
@@ -76,6 +94,7 @@ impl Default for Monitor {
         Monitor {
             status: watch::Sender::new(SyncStatus::default()),
             progress: watch::Sender::new(SyncProgress::Idle),
+            changes: broadcast::Sender::new(CHANGES_CHANNEL_NOTIFICATIONS_MAX),
             running: Mutex::new(None),
         }
     }
@@ -105,6 +124,22 @@ impl Monitor {
     /// A receiver of the progress.
     pub(crate) fn progress(&self) -> watch::Receiver<SyncProgress> {
         self.progress.subscribe()
+    }
+
+    /// A receiver of the change notifications sent from now on.
+    pub(crate) fn changes(&self) -> broadcast::Receiver<TableChanges> {
+        self.changes.subscribe()
+    }
+
+    /// A pull committed a page that changed `ids` of `table` (nothing is sent for none).
+    pub(crate) fn changed(&self, table: &str, ids: Vec<String>) {
+        if !ids.is_empty() {
+            // No receiver is no error: nobody asked to be told.
+            let _ = self.changes.send(TableChanges {
+                table: table.to_string(),
+                ids,
+            });
+        }
     }
 
     /// Whether anyone watches the status (counting pending operations is then worth a query).
@@ -219,5 +254,20 @@ mod tests {
         assert_eq!(s.online, Some(true));
         m.pending(3);
         assert_eq!(status.borrow().pending_operations, Some(3));
+    }
+
+    #[test]
+    fn changes_reach_subscribers_and_empty_pages_send_nothing() {
+        let m = Monitor::default();
+        m.changed("T", vec!["early".into()]); // nobody listens: dropped, no error
+        let mut rx = m.changes();
+        m.changed("T", Vec::new());
+        m.changed("T", vec!["a".into(), "b".into()]);
+        let got = rx.try_recv().unwrap();
+        assert_eq!(
+            (got.table.as_str(), got.ids),
+            ("T", vec!["a".into(), "b".into()])
+        );
+        assert!(rx.try_recv().is_err(), "the empty page sent nothing");
     }
 }

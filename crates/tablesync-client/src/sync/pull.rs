@@ -459,6 +459,8 @@ pub(crate) async fn pull(
         summary.deleted += applied.deleted;
         summary.skipped += applied.skipped;
         token = Some(last_key);
+        // Committed: the app may read these rows now.
+        session.monitor.changed(table, applied.changed_ids);
         // A checkpoint: the page and its token are committed.
         let rows = summary.upserted + summary.deleted + summary.skipped;
         session.monitor.pulled(table, summary.pages, rows);

@@ -35,6 +35,9 @@ pub(crate) struct Session {
     batch_refused: AtomicBool,
     /// Status, progress and cancellation of the running action (`sync::monitor`).
     pub(crate) monitor: Monitor,
+    /// Counts local writes, so live mode's pusher wakes after each (`sync::live`). A watch
+    /// channel: every live handle sees every write, and a write while none waits is not lost.
+    local_writes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Session {
@@ -55,6 +58,7 @@ impl Session {
             capabilities: tokio::sync::OnceCell::new(),
             batch_refused: AtomicBool::new(false),
             monitor: Monitor::default(),
+            local_writes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -145,10 +149,17 @@ impl Session {
     }
 
     /// After a local write: the queue length changed; counted only while someone watches.
+    /// Live mode is told, so it pushes the write.
     pub(crate) async fn local_write_done(&self) {
+        self.local_writes.send_modify(|n| *n = n.wrapping_add(1));
         if self.monitor.watched() {
             self.count_pending().await;
         }
+    }
+
+    /// A receiver that changes after each local write.
+    pub(crate) fn local_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.local_writes.subscribe()
     }
 
     /// Records this session's server as the one the store last synced with
