@@ -788,6 +788,7 @@ format!(
                 );
             }
             self.validate_access(table)?;
+            validate_indexes(table)?;
             // A per-user table is keyed (owner, id) so that every user has their own id space;
             // a database-assigned integer is one counter for the whole table, and SQLite can
             // only assign it to a lone INTEGER PRIMARY KEY.
@@ -1006,6 +1007,55 @@ fn ordered_columns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Colum
         }
     }
     d.deserialize_map(Columns)
+}
+
+/// The most columns one declared index may name, in columns: PostgreSQL's 32 key columns less
+/// the `id` and owner columns the stores add.
+pub const INDEX_COLUMNS_MAX: usize = 30;
+
+/// A table's `indexes`: each a non-empty list of at most [`INDEX_COLUMNS_MAX`] distinct names
+/// of its declared columns (exact spelling: SQL identifiers are quoted) or system properties,
+/// no index declared twice.
+fn validate_indexes(table: &TableConfig) -> Result<(), ConfigError> {
+    let invalid = |message: String| {
+        Err(ConfigError::Invalid {
+            message: format!("table '{}': {message}", table.name),
+            place: ConfigPlace::table(&table.name, "indexes"),
+        })
+    };
+    let mut indexes = HashSet::new();
+    for index in &table.indexes {
+        let shown = format!("{index:?}");
+        if index.is_empty() {
+            return invalid("an entry of indexes names no column".into());
+        }
+        if index.len() > INDEX_COLUMNS_MAX {
+            return invalid(format!(
+                "index {shown} names more than {INDEX_COLUMNS_MAX} columns"
+            ));
+        }
+        let mut names = HashSet::new();
+        for name in index {
+            let known = table.columns.iter().any(|(c, _)| c == name)
+                || table.owner_column.as_deref() == Some(name.as_str())
+                || system::ALL.contains(&name.as_str());
+            if !known {
+                let declared: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
+                return invalid(format!(
+                    "index {shown} names '{name}', which is neither a declared column ({}) nor a system property ({}); names are case-sensitive",
+                    declared.join(", "),
+                    system::ALL.join(", ")
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return invalid(format!("index {shown} names '{name}' twice"));
+            }
+        }
+        if !indexes.insert(index.clone()) {
+            return invalid(format!("index {shown} is declared twice"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1305,5 +1355,54 @@ mod place_tests {
         // A key inside a section.
         let text = "[store]\nreader_connections = 0\n";
         assert_eq!(place_of(text), "t.toml:2:1");
+        // A declared index naming an unknown column: the `indexes` line.
+        let text = "[[tables]]\nname = \"A\"\ncolumns = { text = \"string\" }\n\nindexes = [[\"text\"], [\"txt\"]]\n";
+        assert_eq!(place_of(text), "t.toml:5:1");
+    }
+
+    #[test]
+    fn declared_indexes_name_known_columns_once() {
+        let table = |indexes: &str| {
+            format!(
+                "[[tables]]\nname = \"A\"\ncolumns = {{ text = \"string\", complete = \"boolean\" }}\nindexes = {indexes}\n"
+            )
+        };
+        let ok = Config::from_toml_str(&table(
+            r#"[["complete", "text"], ["text"], ["updatedAt", "deleted"]]"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.tables[0].indexes,
+            vec![
+                vec!["complete".to_owned(), "text".to_owned()],
+                vec!["text".to_owned()],
+                vec!["updatedAt".to_owned(), "deleted".to_owned()]
+            ]
+        );
+        for (indexes, needle) in [
+            (
+                r#"[["txt"]]"#,
+                "index [\"txt\"] names 'txt', which is neither a declared column (text, complete)",
+            ),
+            (r#"[["Text"]]"#, "names are case-sensitive"),
+            (r#"[[]]"#, "an entry of indexes names no column"),
+            (r#"[["text", "text"]]"#, "names 'text' twice"),
+            (
+                r#"[["text"], ["text"]]"#,
+                "index [\"text\"] is declared twice",
+            ),
+            (r#"[["text; DROP TABLE A"]]"#, "neither a declared column"),
+        ] {
+            let err = Config::from_toml_str(&table(indexes))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{indexes}: {err}");
+            assert!(err.contains("table 'A': "), "{err}");
+        }
+        let many = format!("[[{}]]", vec!["\"text\""; 31].join(", "));
+        let err = Config::from_toml_str(&table(&many))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 30 columns"), "{err}");
     }
 }

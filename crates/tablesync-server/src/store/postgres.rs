@@ -540,6 +540,26 @@ async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Ve
             )
             .await?;
         }
+        // Declared indexes (under the DDL lock, like the rest): create the declared ones, drop
+        // those no longer declared.
+        let wanted = sql::declared_indexes(DIALECT, table);
+        for index in &wanted {
+            execute(&mut tx, &index.create).await?;
+        }
+        let stored: Vec<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1",
+        )
+        .bind(&table.name)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| classify(&e))?;
+        for name in sql::indexes_to_drop(&stored, &wanted) {
+            execute(
+                &mut tx,
+                &format!("DROP INDEX IF EXISTS {}", quote_ident(name)),
+            )
+            .await?;
+        }
         sqlx::query(&format!(
             "INSERT INTO {CLOCK_TABLE} VALUES ($1, 'epoch', 0) ON CONFLICT (table_name) DO NOTHING"
         ))

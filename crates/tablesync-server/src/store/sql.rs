@@ -665,6 +665,74 @@ pub(super) fn check_id_column(
     ))
 }
 
+/// Names of declared indexes start with this; at start a store drops an index of a table with
+/// this prefix that the configuration no longer declares.
+pub(super) const DECLARED_INDEX_PREFIX: &str = "ixd_";
+
+/// One declared secondary index ([`TableSchema::indexes`]) of a table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct DeclaredIndex {
+    /// `ixd_<table prefix>_<hash of the table and the key>`: short (PostgreSQL truncates names
+    /// at 63 bytes), unique per table and key, and stable, so an unchanged declaration finds
+    /// its index and a changed one makes a new index (the old one is dropped).
+    pub name: String,
+    /// `CREATE INDEX IF NOT EXISTS …`.
+    pub create: String,
+}
+
+/// The declared indexes of `schema`. Each key is the owner (per-user tables: every read is
+/// within one owner), the declared columns, then `id` unless declared (every list order ends
+/// with `id`, so an index in list order needs no sort for the tie-breaker); ascending with
+/// PostgreSQL's `NULLS FIRST`, the placement the lowered `ORDER BY` asks for.
+pub(super) fn declared_indexes(dialect: Dialect, schema: &TableSchema) -> Vec<DeclaredIndex> {
+    let table = quote_ident(&schema.name);
+    schema
+        .indexes
+        .iter()
+        .map(|columns| {
+            let mut key: Vec<&str> = Vec::with_capacity(columns.len() + 2);
+            if let Some(owner) = &schema.owner_column {
+                key.push(owner);
+            }
+            key.extend(columns.iter().map(String::as_str));
+            if !columns.iter().any(|c| c == system::ID) {
+                key.push(system::ID);
+            }
+            let key_sql = key
+                .iter()
+                .map(|c| dialect_ascending(dialect, &quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let hash = fnv1a(format!("{}\0{key_sql}", schema.name).as_bytes());
+            let prefix: String = schema.name.chars().take(24).collect();
+            let name = format!("{DECLARED_INDEX_PREFIX}{prefix}_{hash:016x}");
+            let create = format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {table} ({key_sql})",
+                quote_ident(&name)
+            );
+            DeclaredIndex { name, create }
+        })
+        .collect()
+}
+
+/// The declared indexes found on a table (`stored`: its index names) that `wanted` no longer
+/// holds: to drop. Only names with [`DECLARED_INDEX_PREFIX`] are ever dropped.
+pub(super) fn indexes_to_drop<'s>(stored: &'s [String], wanted: &[DeclaredIndex]) -> Vec<&'s str> {
+    stored
+        .iter()
+        .filter(|name| name.starts_with(DECLARED_INDEX_PREFIX))
+        .filter(|name| !wanted.iter().any(|w| &w.name == *name))
+        .map(String::as_str)
+        .collect()
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Whether a row is a tombstone.
 pub(super) fn is_deleted(item: &Item) -> bool {
     item.get(system::DELETED) == Some(&Value::Bool(true))
@@ -1287,6 +1355,66 @@ mod tests {
         );
         let e = check_primary_key(&schema(), &["userId".into(), "id".into()]).unwrap_err();
         assert!(e.message.contains("per-user rows"), "{}", e.message);
+    }
+
+    #[test]
+    fn declared_indexes_append_id_and_lead_with_the_owner() {
+        let mut t = schema();
+        t.indexes = vec![
+            vec!["a".into(), "due".into()],
+            vec!["id".into(), "a".into()],
+        ];
+        let sqlite = declared_indexes(Dialect::Sqlite, &t);
+        assert_eq!(sqlite.len(), 2);
+        assert!(sqlite[0].name.starts_with("ixd_T_"), "{}", sqlite[0].name);
+        assert_eq!(
+            sqlite[0].create,
+            format!(
+                "CREATE INDEX IF NOT EXISTS \"{}\" ON \"T\" (\"a\" ASC, \"due\" ASC, \"id\" ASC)",
+                sqlite[0].name
+            )
+        );
+        // `id` already declared: not appended again.
+        assert!(
+            sqlite[1].create.ends_with("(\"id\" ASC, \"a\" ASC)"),
+            "{}",
+            sqlite[1].create
+        );
+        assert_ne!(sqlite[0].name, sqlite[1].name);
+        let pg = declared_indexes(Dialect::Postgres, &per_user_with(&t.indexes));
+        assert!(
+            pg[0].create.ends_with(
+                "(\"userId\" ASC NULLS FIRST, \"a\" ASC NULLS FIRST, \"due\" ASC NULLS FIRST, \"id\" ASC NULLS FIRST)"
+            ),
+            "{}",
+            pg[0].create
+        );
+        assert!(pg[0].name.len() <= 63);
+        // Another table, or another key, gets another name.
+        let mut other = t.clone();
+        other.name = "U".into();
+        assert_ne!(
+            declared_indexes(Dialect::Sqlite, &other)[0].name,
+            sqlite[0].name
+        );
+        other.indexes = vec![vec!["due".into(), "a".into()]];
+        let reordered = declared_indexes(Dialect::Sqlite, &other);
+        // Stored: one current index, one no longer declared, one not ours.
+        let stored = vec![
+            reordered[0].name.clone(),
+            sqlite[0].name.clone(),
+            "ix_T_updatedAt_id".to_owned(),
+        ];
+        assert_eq!(
+            indexes_to_drop(&stored, &reordered),
+            vec![sqlite[0].name.as_str()]
+        );
+    }
+
+    fn per_user_with(indexes: &[Vec<String>]) -> TableSchema {
+        let mut t = per_user();
+        t.indexes = indexes.to_vec();
+        t
     }
 
     fn row(version: &str, deleted: bool) -> Item {

@@ -417,6 +417,15 @@ fn primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> 
     rows.collect()
 }
 
+/// The names of a table's indexes.
+fn index_names(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 COLLATE NOCASE",
+    )?;
+    let rows = stmt.query_map([table], |r| r.get(0))?;
+    rows.collect()
+}
+
 /// Columns of a table as stored: (name, declared type).
 fn stored_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<(String, String)>> {
     let mut stmt = conn.prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")?;
@@ -491,6 +500,16 @@ fn prepare_tables(conn: &mut Connection, tables: &[TableSchema]) -> StoreResult<
                 owner_prefix.0
             ))
             .map_err(classify)?;
+        }
+        // Declared indexes: create the declared ones, drop those no longer declared.
+        let wanted = sql::declared_indexes(DIALECT, table);
+        for index in &wanted {
+            tx.execute_batch(&index.create).map_err(classify)?;
+        }
+        let stored = index_names(&tx, &table.name).map_err(classify)?;
+        for name in sql::indexes_to_drop(&stored, &wanted) {
+            tx.execute_batch(&format!("DROP INDEX IF EXISTS {}", quote_ident(name)))
+                .map_err(classify)?;
         }
         tx.execute(
             &format!("INSERT OR IGNORE INTO {CLOCK_TABLE} VALUES (?1, 0, 0)"),

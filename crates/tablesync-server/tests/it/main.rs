@@ -45,6 +45,7 @@ mod garbage;
 mod health;
 mod hostile;
 mod http_edges;
+mod indexes;
 mod int_ids;
 mod isolation;
 mod logs;
