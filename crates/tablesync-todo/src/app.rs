@@ -11,9 +11,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use tablesync_client::{
-    Client, ClientOptions, ColumnType, Error, LocalStore, PushStatus, SyncContext, TableDefinition,
-    TypedSyncTable,
+    Client, ClientOptions, ColumnType, Error, LocalStore, OperationError, PushStatus, SyncContext,
+    SyncProgress, SyncStatus, TableDefinition, TypedSyncTable,
 };
+
+use crate::conflict::{Conflict, Keep};
+use crate::text::host_port;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -113,6 +116,18 @@ pub enum FailureKind {
     Offline,
     /// The server answered, but the push left operation errors or the pull was refused.
     Rejected,
+    /// The push completed, and some changes conflicted with the server; they wait for a
+    /// choice ([`App::conflicts`], [`App::resolve`]), as [`ConflictPolicy::Ask`] leaves them.
+    Conflict,
+}
+
+/// What [`App::sync_with`] does with the conflicts a push leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// The tutorial's `SyncAsync`: take the server's copy (the subcommands, which cannot ask).
+    TakeServer,
+    /// Leave them for the user to choose (the terminal UI's dialog).
+    Ask,
 }
 
 /// How a sync failed, with the message the tutorial shows in its dialog.
@@ -122,8 +137,12 @@ pub struct SyncFailure {
     pub kind: FailureKind,
     /// The push status when the push failed (`None` when the pull failed).
     pub push_status: Option<String>,
-    /// The dialog text, e.g. "Push failed because of sync errors. You may be offline. ...".
+    /// The long text, e.g. "Push failed because of sync errors. You may be offline. ...".
     pub message: String,
+    /// A few words for the status line, e.g. "cannot reach 127.0.0.1:8080" (never a whole
+    /// URL); empty in files written before it existed.
+    #[serde(default)]
+    pub summary: String,
 }
 
 /// What one sync (push, then pull) did. Persisted as [`LAST_SYNC_FILE`].
@@ -139,6 +158,10 @@ pub struct SyncReport {
     pub pulled: u64,
     /// `None` when push and pull both succeeded.
     pub failure: Option<SyncFailure>,
+    /// When a sync last succeeded: [`SyncReport::at`] for a successful one, carried over from
+    /// the previous report otherwise (absent in files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok_at: Option<String>,
 }
 
 impl SyncReport {
@@ -150,16 +173,6 @@ impl SyncReport {
     /// [`SyncReport::at`] for people: `2026-11-28 17:58:41 UTC` (the raw text if unparsable).
     pub fn at_display(&self) -> String {
         display_time(&self.at)
-    }
-
-    /// When it ran, as `hh:mm:ss UTC`: the UI's status line must fit 80 columns, and a running
-    /// app's last sync is recent (`status` prints the full date).
-    pub fn at_time_display(&self) -> String {
-        let full = self.at_display();
-        match full.split_once(' ') {
-            Some((_date, time)) if full.ends_with(" UTC") => time.to_string(),
-            _ => full,
-        }
     }
 }
 
@@ -261,6 +274,16 @@ impl App {
         Ok(self.todos.insert(&item).await?)
     }
 
+    /// Deletes the item with this id locally (queued for the next push); returns what it was.
+    /// Does not sync.
+    pub async fn delete(&self, id: &str) -> anyhow::Result<TodoItem> {
+        let Some(item) = self.todos.lookup(id).await? else {
+            bail!("no item with id {id:?}");
+        };
+        self.todos.delete(id).await?;
+        Ok(item)
+    }
+
     /// Sets `complete` on the item with this id locally (queued for the next push). Does not sync.
     pub async fn set_complete(&self, id: &str, complete: bool) -> anyhow::Result<TodoItem> {
         let Some(mut item) = self.todos.lookup(id).await? else {
@@ -318,12 +341,20 @@ impl App {
     /// the server drops the local change), so one error does not block every later sync; the
     /// report still says the push failed.
     pub async fn sync(&self) -> SyncReport {
+        self.sync_with(ConflictPolicy::TakeServer).await
+    }
+
+    /// [`App::sync`], with conflicts either resolved as the tutorial does or left for the user
+    /// ([`ConflictPolicy::Ask`]: the report's failure is then [`FailureKind::Conflict`], and
+    /// every later push meets them again until [`App::resolve`] settles them).
+    pub async fn sync_with(&self, policy: ConflictPolicy) -> SyncReport {
         let mut report = SyncReport {
             at: String::new(),
             server_url: self.config.server_url.clone(),
             reached_server: true,
             pulled: 0,
             failure: None,
+            last_ok_at: None,
         };
         match self.ctx.push().await {
             Ok(()) => match self
@@ -334,20 +365,33 @@ impl App {
                 Ok(summary) => report.pulled = summary.upserted,
                 Err(e) => {
                     report.reached_server = !is_network(&e);
-                    report.failure = Some(pull_failure(&e));
+                    report.failure = Some(pull_failure(&e, &self.host()));
                 }
             },
             Err(e) => {
                 report.reached_server = !is_network(&e);
-                if let Error::PushFailed { errors, .. } = &e {
+                let resolved = policy == ConflictPolicy::TakeServer;
+                if let (Error::PushFailed { errors, .. }, true) = (&e, resolved) {
                     self.resolve_push_errors(errors.clone()).await;
                 }
-                report.failure = Some(push_failure(&e));
+                report.failure = Some(push_failure(&e, &self.host(), resolved));
             }
         }
         report.at = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
+        report.last_ok_at = if report.ok() {
+            Some(report.at.clone())
+        } else {
+            // An unreadable previous report only loses the time of the last success.
+            load_last_sync(&self.config.data_dir)
+                .ok()
+                .flatten()
+                .and_then(|r| {
+                    let ok = r.ok();
+                    r.last_ok_at.or(ok.then_some(r.at))
+                })
+        };
         if let Err(e) = save_last_sync(&self.config.data_dir, &report) {
             let note = format!("\n\nThe sync result could not be saved: {e:#}");
             match &mut report.failure {
@@ -357,6 +401,7 @@ impl App {
                         kind: FailureKind::Rejected,
                         push_status: None,
                         message: note.trim_start().to_string(),
+                        summary: "the sync result could not be saved".into(),
                     })
                 }
             }
@@ -382,6 +427,85 @@ impl App {
             } else if let Some(server) = e.result.clone() {
                 let _ = resolver.cancel_and_update_item(&mut e, server).await;
             }
+        }
+    }
+
+    /// The server's host and port (what the status line and short messages name).
+    pub fn host(&self) -> String {
+        host_port(&self.config.server_url)
+    }
+
+    /// The SDK's sync status watch (syncing, pending operations, last success, online).
+    pub fn sync_status(&self) -> tokio::sync::watch::Receiver<SyncStatus> {
+        self.ctx.status()
+    }
+
+    /// The SDK's progress watch of the running push or pull.
+    pub fn sync_progress(&self) -> tokio::sync::watch::Receiver<SyncProgress> {
+        self.ctx.progress()
+    }
+
+    /// The conflicts the last push left on `TodoItem` (errors that carry the server's copy),
+    /// in queue order.
+    pub async fn conflicts(&self) -> anyhow::Result<Vec<Conflict>> {
+        Ok(self
+            .ctx
+            .push_errors()
+            .await?
+            .iter()
+            .filter(|e| e.table.eq_ignore_ascii_case(TABLE))
+            .filter_map(Conflict::from_error)
+            .collect())
+    }
+
+    /// Settles a conflict with the SDK's resolutions (as `tablesync resolve` does), so the
+    /// next sync goes through; returns what was done, in a few words. The error is looked up
+    /// again by its operation id, and the SDK refuses a resolution when the item was edited
+    /// since (`OperationChanged`): the next sync then brings a fresh conflict.
+    /// * [`Keep::Server`]: cancel-and-update with the server's copy (a tombstone removes the
+    ///   local row);
+    /// * [`Keep::Mine`]: update-operation with my item and the server's `version` (client
+    ///   wins on the next push); when the server deleted the item, it is added again as a new
+    ///   item (first, so a crash in between leaves both rather than neither) and the old
+    ///   change discarded.
+    pub async fn resolve(&self, conflict: &Conflict, keep: Keep) -> anyhow::Result<String> {
+        let mut error: OperationError = self
+            .ctx
+            .push_errors()
+            .await?
+            .into_iter()
+            .find(|e| e.operation_id == conflict.operation_id)
+            .context("the conflict is gone (settled, or the item changed); syncing again")?;
+        let resolver = self.ctx.resolver();
+        let text = conflict.text().to_string();
+        match keep {
+            Keep::Server => {
+                let server = error
+                    .result
+                    .clone()
+                    .context("the server sent no copy of the item")?;
+                resolver.cancel_and_update_item(&mut error, server).await?;
+                Ok(format!("kept the server's \u{201c}{text}\u{201d}"))
+            }
+            Keep::Mine => match conflict.mine_over_server() {
+                Some(item) => {
+                    resolver.update_operation(&mut error, item).await?;
+                    Ok(format!("kept your \u{201c}{text}\u{201d}; sending it"))
+                }
+                None => {
+                    if let crate::conflict::Version::Item { text, complete } = &conflict.mine {
+                        self.todos
+                            .insert(&TodoItem {
+                                id: None,
+                                text: text.clone(),
+                                complete: *complete,
+                            })
+                            .await?;
+                    }
+                    resolver.cancel_and_discard_item(&mut error).await?;
+                    Ok(format!("added your \u{201c}{text}\u{201d} again"))
+                }
+            },
         }
     }
 
@@ -413,7 +537,7 @@ fn is_network(e: &Error) -> bool {
 /// push status, then the cause of a cancelled push (e.g. the connection was refused, or the
 /// server's 401 message) or, for a push that walked the queue, the SDK's error and the failed
 /// operations.
-fn push_failure(e: &Error) -> SyncFailure {
+fn push_failure(e: &Error, host: &str, resolved: bool) -> SyncFailure {
     let (status, cause) = match e {
         Error::PushFailed {
             status, message, ..
@@ -437,29 +561,70 @@ fn push_failure(e: &Error) -> SyncFailure {
                 "\n- {} {:?}: {http}{}",
                 err.kind,
                 err.item_id,
-                if err.is_deleted_on_server() {
-                    " (deleted on the server; the local change was discarded)"
-                } else if err.result.is_some() {
-                    " (the server's copy was kept)"
-                } else {
-                    ""
+                match (resolved, err.is_deleted_on_server(), err.result.is_some()) {
+                    (true, true, _) => " (deleted on the server; the local change was discarded)",
+                    (true, false, true) => " (the server's copy was kept)",
+                    (false, _, true) => " (waiting for your choice)",
+                    _ => "",
                 }
             ));
         }
     }
+    let conflicts = match e {
+        Error::PushFailed { errors, .. } => errors.iter().filter(|e| e.result.is_some()).count(),
+        _ => 0,
+    };
+    let kind = if is_network(e) {
+        FailureKind::Offline
+    } else if conflicts > 0 && !resolved {
+        FailureKind::Conflict
+    } else {
+        FailureKind::Rejected
+    };
     SyncFailure {
-        kind: if is_network(e) {
-            FailureKind::Offline
-        } else {
-            FailureKind::Rejected
-        },
+        kind,
         push_status: status,
         message,
+        summary: push_summary(e, host, conflicts),
+    }
+}
+
+/// The status line's few words for a failed push: offline names the host and port only, a
+/// conflict counts the changes, a refused token says to log in again.
+fn push_summary(e: &Error, host: &str, conflicts: usize) -> String {
+    match e {
+        _ if is_network(e) => format!("cannot reach {host}"),
+        Error::PushFailed {
+            status: PushStatus::CancelledByAuthenticationError,
+            ..
+        } => "the server refused the token: log in again".to_string(),
+        Error::PushFailed {
+            status: PushStatus::Complete,
+            errors,
+            ..
+        } => {
+            let refused = errors.len() - conflicts;
+            let mut parts = Vec::new();
+            if conflicts > 0 {
+                parts.push(format!("{conflicts} change(s) conflicted with the server"));
+            }
+            if refused > 0 {
+                let http = errors
+                    .iter()
+                    .find(|e| e.result.is_none())
+                    .and_then(|e| e.status)
+                    .map_or("no answer".to_string(), |s| format!("HTTP {s}"));
+                parts.push(format!("{refused} change(s) refused ({http})"));
+            }
+            parts.join(", ")
+        }
+        Error::PushFailed { status, .. } => format!("push stopped: {status}"),
+        other => other.to_string(),
     }
 }
 
 /// The tutorial's pull-failure text.
-fn pull_failure(e: &Error) -> SyncFailure {
+fn pull_failure(e: &Error, host: &str) -> SyncFailure {
     SyncFailure {
         kind: if is_network(e) {
             FailureKind::Offline
@@ -471,6 +636,11 @@ fn pull_failure(e: &Error) -> SyncFailure {
             "Pull failed: {e}\n\nIf you are still in an offline scenario, you can try your pull \
              again when connected with your server."
         ),
+        summary: if is_network(e) {
+            format!("cannot reach {host}")
+        } else {
+            format!("pull refused: {e}")
+        },
     }
 }
 
@@ -623,11 +793,11 @@ mod tests {
             reached_server: true,
             pulled: 3,
             failure: None,
+            last_ok_at: Some("2026-11-28T17:58:41.123Z".into()),
         };
         save_last_sync(dir.path(), &report).unwrap();
         assert_eq!(load_last_sync(dir.path()).unwrap(), Some(report.clone()));
         assert_eq!(report.at_display(), "2026-11-28 17:58:41 UTC");
-        assert_eq!(report.at_time_display(), "17:58:41 UTC");
         std::fs::write(dir.path().join(LAST_SYNC_FILE), b"{not json").unwrap();
         let err = load_last_sync(dir.path()).unwrap_err();
         assert!(

@@ -4,6 +4,10 @@
 //! terminal UI ([`ui`]), and maps the outcome to an exit code — here and nowhere else.
 
 mod app;
+mod conflict;
+mod schedule;
+mod status_line;
+mod text;
 mod ui;
 
 use std::path::PathBuf;
@@ -24,9 +28,11 @@ const EXIT_OFFLINE: u8 = 2;
 const EXIT_SYNC_FAILED: u8 = 3;
 
 const AFTER_HELP: &str = "\
-Without a command, the terminal UI starts: a add, space/enter toggle, r refresh (sync), j/k or
-arrows move, q quit. It syncs at start, after every change and on r; a failed sync shows a
-dialog and the app keeps working offline.
+Without a command, the terminal UI starts: a add, space/enter toggle, d/Delete delete, r sync
+now, c conflicts, j/k or arrows move, q quit. It syncs at start, after every change, on r, and
+in the background every --sync-interval-s (offline: every --offline-retry-interval-s, and at
+once when the server answers again). Offline is shown on the status line; only a conflict opens
+a dialog (m keep mine, s keep the server's, b show both, Esc later).
 
 Data directory: --data-dir, else $TABLESYNC_TODO_DATA_DIR, else $XDG_DATA_HOME/tablesync-todo,
 else $HOME/.local/share/tablesync-todo, else ./.tablesync-todo. It holds localstore.db (items
@@ -74,9 +80,18 @@ struct Cli {
         value_name = "JWT"
     )]
     token: Option<String>,
-    /// Work on the local store only: skip the sync of list, add, done and undone
+    /// Work on the local store only: skip the sync of list, add, done, undone and delete
     #[arg(long, global = true)]
     no_sync: bool,
+    /// Terminal UI: seconds between two background syncs while online (0: none)
+    #[arg(long, global = true, env = "TABLESYNC_TODO_SYNC_INTERVAL_S",
+          default_value_t = schedule::SYNC_INTERVAL_S_DEFAULT, value_name = "S")]
+    sync_interval_s: u64,
+    /// Terminal UI: seconds between two retries while the server cannot be reached
+    #[arg(long, global = true, env = "TABLESYNC_TODO_OFFLINE_RETRY_INTERVAL_S",
+          default_value_t = schedule::OFFLINE_RETRY_INTERVAL_S_DEFAULT, value_name = "S",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    offline_retry_interval_s: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -98,6 +113,11 @@ enum Command {
     },
     /// Mark an item not complete, then sync
     Undone {
+        /// The item's number in `list`, its id, or a unique prefix of its id (4+ characters)
+        item: String,
+    },
+    /// Delete an item, then sync
+    Delete {
         /// The item's number in `list`, its id, or a unique prefix of its id (4+ characters)
         item: String,
     },
@@ -157,7 +177,11 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
     let app = rt.block_on(App::open(config))?;
     let sync = !cli.no_sync;
     let Some(command) = cli.command else {
-        ui::run(app, rt)?;
+        let intervals = schedule::Intervals {
+            sync_interval_s: cli.sync_interval_s,
+            offline_retry_interval_s: cli.offline_retry_interval_s,
+        };
+        ui::run(app, rt, intervals)?;
         return Ok(EXIT_OK);
     };
     rt.block_on(async {
@@ -184,6 +208,16 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             }
             Command::Done { item } => set_complete(&app, &item, true, sync).await,
             Command::Undone { item } => set_complete(&app, &item, false, sync).await,
+            Command::Delete { item } => {
+                let item = app.find(&item).await?;
+                let item = app.delete(item.id_str()).await?;
+                println!("deleted: {}", line_without_number(&item));
+                Ok(if sync {
+                    report(&app, app.sync().await).await
+                } else {
+                    EXIT_OK
+                })
+            }
             Command::Sync => Ok(report(&app, app.sync().await).await),
             Command::Status => {
                 print_status(&app).await?;
@@ -233,7 +267,7 @@ async fn report(app: &App, report: SyncReport) -> u8 {
             }
             match f.kind {
                 FailureKind::Offline => EXIT_OFFLINE,
-                FailureKind::Rejected => EXIT_SYNC_FAILED,
+                FailureKind::Rejected | FailureKind::Conflict => EXIT_SYNC_FAILED,
             }
         }
     }

@@ -5,40 +5,47 @@
 //! * [`handle_key`] — a pure state transition that returns the [`Action`] the app must perform;
 //! * [`render`] — a pure function of the state (tests draw it on ratatui's `TestBackend`).
 //!
-//! [`run`] is the thin IO shell: it owns the terminal, performs actions against the [`App`], and
-//! runs every sync as a task on the tokio runtime, so the UI keeps answering keys while a sync
-//! waits for the network (bounded by the SDK's request timeout). Local writes are quick SQLite
-//! transactions and run inline.
+//! [`run`] is the thin IO shell: it owns the terminal, performs actions against the [`App`],
+//! reads the SDK's status and progress watches into the state, and runs every sync as a task on
+//! the tokio runtime — at start, after each local change, on `r`, and by itself on the
+//! [`schedule`](crate::schedule) — so the UI keeps answering keys while a sync waits for the
+//! network. Local writes are quick SQLite transactions and run inline.
+//!
+//! Offline is a state of the status line. The only dialog is the conflict dialog, and it takes
+//! only its own keys (`m`, `s`, `b`, Esc): every other key goes to the list underneath, and
+//! while the input line is open every key goes to the input line (the dialog waits).
 
+use std::collections::BTreeSet;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph};
 use ratatui::Frame;
+use tablesync_client::{SyncProgress, SyncStatus};
+use time::OffsetDateTime;
 
-use crate::app::{App, SyncReport, TodoItem};
+use crate::app::{App, ConflictPolicy, FailureKind, SyncReport, TodoItem};
+use crate::conflict::{Conflict, Keep};
+use crate::schedule::{next_sync_in, Intervals};
+use crate::status_line::{segments, Facts};
+use crate::text::{ellipsize, pack, printable, width, wrap};
 
-/// How long the event loop waits for a key before it looks for finished syncs, in milliseconds.
+/// How long the event loop waits for a key before it looks at syncs and watches, in
+/// milliseconds.
 const UI_POLL_MS: u64 = 100;
 
 /// Longest input line accepted while adding, in characters (matches the model's limit).
 const INPUT_CHARS_MAX: usize = crate::app::TEXT_CHARS_MAX;
 
-/// A dismissable message box.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dialog {
-    /// The box's title, e.g. "Sync error".
-    pub title: String,
-    /// The text (may span lines).
-    pub message: String,
-}
+/// Most lines the status line and the help line may each wrap to.
+const BAR_LINES_MAX: usize = 2;
 
 /// Everything the screen shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UiState {
     /// The local items, in list order.
     pub items: Vec<TodoItem>,
@@ -46,30 +53,45 @@ pub struct UiState {
     pub selected: usize,
     /// `Some(text typed so far)` while adding an item.
     pub input: Option<String>,
-    /// The open dialog, if any; once the input line is closed, it takes every key until
-    /// dismissed with Enter or Esc.
-    pub dialog: Option<Dialog>,
-    /// The configured server URL.
-    pub server_url: String,
+    /// The conflicts of the last push, waiting for a choice; the dialog shows the first.
+    pub conflicts: Vec<Conflict>,
+    /// Whether the conflict dialog is open (Esc closes it, `c` opens it again; a new conflict
+    /// opens it).
+    pub dialog_open: bool,
+    /// Whether the dialog shows both versions side by side.
+    pub show_both: bool,
+    /// A one-line message until the next key (what was done, or a local error).
+    pub notice: Option<String>,
+    /// The server's host and port.
+    pub host: String,
+    /// The SDK's sync status, as last read from its watch.
+    pub sdk: SyncStatus,
+    /// The SDK's progress, as last read from its watch.
+    pub progress: SyncProgress,
+    /// Queued operations, as the app last counted them (until the SDK's status has a count).
+    pub pending: u64,
     /// The last finished sync (from this run or, at start, the previous one).
     pub last_sync: Option<SyncReport>,
-    /// Queued operations not yet pushed.
-    pub pending: u64,
-    /// Whether a sync is running.
+    /// Whether the app's sync task is running.
     pub syncing: bool,
 }
 
 impl UiState {
-    /// An empty screen for this server.
-    pub fn new(server_url: impl Into<String>) -> Self {
+    /// An empty screen for this server (host and port).
+    pub fn new(host: impl Into<String>) -> Self {
         UiState {
             items: Vec::new(),
             selected: 0,
             input: None,
-            dialog: None,
-            server_url: server_url.into(),
-            last_sync: None,
+            conflicts: Vec::new(),
+            dialog_open: false,
+            show_both: false,
+            notice: None,
+            host: host.into(),
+            sdk: SyncStatus::default(),
+            progress: SyncProgress::Idle,
             pending: 0,
+            last_sync: None,
             syncing: false,
         }
     }
@@ -91,38 +113,69 @@ impl UiState {
         }
     }
 
-    /// Records a finished sync; a failure opens the tutorial's dialog.
+    /// Replaces the conflicts; one not seen before opens the dialog.
+    pub fn set_conflicts(&mut self, conflicts: Vec<Conflict>) {
+        let known: BTreeSet<&str> = self
+            .conflicts
+            .iter()
+            .map(|c| c.operation_id.as_str())
+            .collect();
+        if conflicts
+            .iter()
+            .any(|c| !known.contains(c.operation_id.as_str()))
+        {
+            self.dialog_open = true;
+            self.show_both = false;
+        }
+        if conflicts.is_empty() {
+            self.dialog_open = false;
+        }
+        self.conflicts = conflicts;
+    }
+
+    /// Records a finished sync (conflicts arrive through [`UiState::set_conflicts`]).
     pub fn sync_finished(&mut self, report: SyncReport) {
         self.syncing = false;
-        if let Some(f) = &report.failure {
-            self.dialog = Some(Dialog {
-                title: "Sync error".into(),
-                message: f.message.clone(),
-            });
-        }
         self.last_sync = Some(report);
     }
 
-    /// The status line's text.
-    pub fn status_text(&self) -> String {
-        let last = match &self.last_sync {
-            None => "never synced".to_string(),
-            Some(r) => {
-                let how = match (r.reached_server, r.ok()) {
-                    (true, true) => "reached server",
-                    (true, false) => "reached server, failed",
-                    (false, _) => "server not reached",
-                };
-                format!("last sync {} ({how})", r.at_time_display())
-            }
-        };
-        // "syncing" before the last sync: the line is cut at the screen's edge, and whether a
-        // sync is running matters more than the details of the previous one.
-        let syncing = if self.syncing { " | syncing..." } else { "" };
-        format!(
-            "{} | pending: {}{syncing} | {last}",
-            self.server_url, self.pending
-        )
+    /// Whether the conflict dialog is on screen (and takes its keys).
+    pub fn dialog_visible(&self) -> bool {
+        self.dialog_open && !self.conflicts.is_empty() && self.input.is_none()
+    }
+
+    /// The status line's facts: the SDK's watch (syncing, online, pending operations) first,
+    /// the app's own records where the SDK has nothing yet (the previous run's last sync), and
+    /// for the time of the last complete sync.
+    pub fn facts(&self) -> Facts {
+        let report = self.last_sync.as_ref();
+        // The app's own record, not the SDK's `last_success`: that one is also set by a push
+        // with nothing queued, which reached no server.
+        let last_synced = report
+            .and_then(|r| r.last_ok_at.as_deref().or(r.ok().then_some(r.at.as_str())))
+            .and_then(|at| {
+                OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+            });
+        let failure = report
+            .and_then(|r| r.failure.as_ref())
+            .filter(|f| f.kind == FailureKind::Rejected)
+            .map(|f| {
+                if f.summary.is_empty() {
+                    f.message.lines().next().unwrap_or_default().to_string()
+                } else {
+                    f.summary.clone()
+                }
+            });
+        Facts {
+            syncing: self.syncing || self.sdk.syncing,
+            progress: self.progress.clone(),
+            online: self.sdk.online.or(report.map(|r| r.reached_server)),
+            pending: self.sdk.pending_operations.unwrap_or(self.pending),
+            last_synced,
+            failure,
+            conflicts: self.conflicts.len(),
+            host: self.host.clone(),
+        }
     }
 }
 
@@ -142,8 +195,15 @@ pub enum Action {
         /// The new value.
         complete: bool,
     },
+    /// Delete the item with this id, then sync.
+    Delete {
+        /// The item.
+        id: String,
+    },
     /// Sync now.
     Refresh,
+    /// Settle the dialog's conflict (the first), then sync.
+    Resolve(Keep),
 }
 
 /// Applies a key to the state and says what the app must do. Pure.
@@ -151,11 +211,21 @@ pub fn handle_key(state: &mut UiState, key: KeyEvent) -> Action {
     if key.kind != KeyEventKind::Press {
         return Action::None;
     }
-    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    if ctrl && key.code == KeyCode::Char('c') {
         return Action::Quit;
     }
-    // The input line comes first: a sync failing while the user types must not swallow their
-    // keys; its dialog shows once the line is done.
+    // Ctrl-J and Ctrl-M are line feed and carriage return: an Enter typed before the terminal
+    // was in raw mode arrives as one of them (the tty turned its CR into LF), and must not
+    // become the letter.
+    let key = match key.code {
+        KeyCode::Char('j' | 'm') if ctrl => KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE),
+        KeyCode::Char(_) if ctrl => return Action::None,
+        _ => key,
+    };
+    state.notice = None;
+    // The input line comes first: everything typed goes into it, letters the dialog uses
+    // included; the dialog shows again once the line is done.
     if let Some(input) = &mut state.input {
         match key.code {
             KeyCode::Esc => state.input = None,
@@ -176,11 +246,22 @@ pub fn handle_key(state: &mut UiState, key: KeyEvent) -> Action {
         }
         return Action::None;
     }
-    if state.dialog.is_some() {
-        if matches!(key.code, KeyCode::Enter | KeyCode::Esc) {
-            state.dialog = None;
+    // The dialog takes only its own keys; the others fall through to the list.
+    if state.dialog_visible() {
+        match key.code {
+            KeyCode::Char('m') => return Action::Resolve(Keep::Mine),
+            KeyCode::Char('s') => return Action::Resolve(Keep::Server),
+            KeyCode::Char('b') => {
+                state.show_both = !state.show_both;
+                return Action::None;
+            }
+            KeyCode::Esc => {
+                state.dialog_open = false;
+                state.notice = Some("conflict left for later: press c to resolve it".into());
+                return Action::None;
+            }
+            _ => {}
         }
-        return Action::None;
     }
     match key.code {
         KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
@@ -189,6 +270,14 @@ pub fn handle_key(state: &mut UiState, key: KeyEvent) -> Action {
             Action::None
         }
         KeyCode::Char('r') => Action::Refresh,
+        KeyCode::Char('c') => {
+            if state.conflicts.is_empty() {
+                state.notice = Some("no conflicts".into());
+            } else {
+                state.dialog_open = true;
+            }
+            Action::None
+        }
         KeyCode::Up | KeyCode::Char('k') => {
             state.selected = state.selected.saturating_sub(1);
             Action::None
@@ -206,40 +295,94 @@ pub fn handle_key(state: &mut UiState, key: KeyEvent) -> Action {
             },
             None => Action::None,
         },
+        KeyCode::Char('d') | KeyCode::Delete => match state.items.get(state.selected) {
+            Some(item) => Action::Delete {
+                id: item.id_str().to_string(),
+            },
+            None => Action::None,
+        },
         _ => Action::None,
     }
 }
 
-/// Text from the store or the server shown on screen: control characters would move the cursor
-/// or change the terminal's state, so they become spaces.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+/// The help line's keys, most used first.
+fn help_segments(state: &UiState) -> Vec<String> {
+    let mut keys = vec!["a add", "space done", "d delete", "r sync"];
+    if !state.conflicts.is_empty() {
+        keys.push("c conflicts");
+    }
+    keys.extend(["j/k move", "q quit"]);
+    keys.into_iter().map(String::from).collect()
+}
+
+/// The input line: the end of the text (where the cursor is) when it is wider than the
+/// screen, then its keys.
+fn input_lines(text: &str, cols: usize) -> Vec<String> {
+    let prefix = "New item: ";
+    let avail = cols.saturating_sub(width(prefix) + 1);
+    let text = printable(text);
+    let shown = if width(&text) <= avail {
+        text
+    } else {
+        // Keep the tail: reverse, cut, reverse back.
+        let rev: String = text.chars().rev().collect();
+        let cut = ellipsize(&rev, avail);
+        cut.chars().rev().collect()
+    };
+    let mut lines = vec![format!("{prefix}{shown}_")];
+    lines.extend(pack(
+        &["Enter add".to_string(), "Esc cancel".to_string()],
+        cols,
+        1,
+    ));
+    lines
 }
 
 /// Draws the whole screen. A pure function of `state`.
 pub fn render(frame: &mut Frame, state: &UiState) {
-    let [list_area, help_area, status_area] = Layout::vertical([
-        Constraint::Min(3),
-        Constraint::Length(1),
-        Constraint::Length(1),
+    let screen = frame.area();
+    let cols = usize::from(screen.width);
+    let status = pack(&segments(&state.facts()), cols, BAR_LINES_MAX);
+    let help = match &state.input {
+        Some(text) => input_lines(text, cols),
+        None => pack(&help_segments(state), cols, BAR_LINES_MAX),
+    };
+    let notice: Vec<String> = state
+        .notice
+        .iter()
+        .map(|n| ellipsize(&printable(n), cols))
+        .collect();
+    let rows = |v: &Vec<String>| u16::try_from(v.len()).unwrap_or(u16::MAX);
+    let [list_area, notice_area, help_area, status_area] = Layout::vertical([
+        Constraint::Min(0),
+        Constraint::Length(rows(&notice)),
+        Constraint::Length(rows(&help)),
+        Constraint::Length(rows(&status)),
     ])
-    .areas(frame.area());
+    .areas(screen);
 
     let block = Block::default()
         .borders(Borders::ALL)
         .title(format!(" Todo items ({}) ", state.items.len()));
     if state.items.is_empty() {
-        let empty = Paragraph::new("No items yet. Press a to add one.").block(block);
+        let empty = Paragraph::new(ellipsize(
+            "No items yet. Press a to add one.",
+            usize::from(list_area.width.saturating_sub(2)),
+        ))
+        .block(block);
         frame.render_widget(empty, list_area);
     } else {
+        // Borders, the highlight symbol and the box take 6 columns.
+        let text_cols = usize::from(list_area.width).saturating_sub(8);
         let rows: Vec<ListItem> = state
             .items
             .iter()
             .map(|i| {
                 let mark = if i.complete { "[x]" } else { "[ ]" };
-                ListItem::new(format!("{mark} {}", printable(&i.text)))
+                ListItem::new(format!(
+                    "{mark} {}",
+                    ellipsize(&printable(&i.text), text_cols)
+                ))
             })
             .collect();
         let list = List::new(rows)
@@ -250,64 +393,94 @@ pub fn render(frame: &mut Frame, state: &UiState) {
         frame.render_stateful_widget(list, list_area, &mut list_state);
     }
 
-    let help = match &state.input {
-        Some(text) => format!("New item: {}_  (Enter add, Esc cancel)", printable(text)),
-        None => "a add | space toggle | r refresh | j/k move | q quit".to_string(),
-    };
-    frame.render_widget(Paragraph::new(help), help_area);
+    let lines = |v: Vec<String>| Paragraph::new(v.into_iter().map(Line::from).collect::<Vec<_>>());
+    frame.render_widget(lines(notice), notice_area);
+    frame.render_widget(lines(help), help_area);
     frame.render_widget(
-        Paragraph::new(state.status_text()).style(Style::default().add_modifier(Modifier::BOLD)),
+        lines(status).style(Style::default().add_modifier(Modifier::BOLD)),
         status_area,
     );
 
-    // Hidden while the input line is open (see `handle_key`).
-    if let (Some(dialog), None) = (&state.dialog, &state.input) {
-        render_dialog(frame, dialog);
+    if state.dialog_visible() {
+        render_dialog(frame, state, screen);
     }
 }
 
-fn render_dialog(frame: &mut Frame, dialog: &Dialog) {
-    let screen = frame.area();
-    let width = (screen.width.saturating_mul(4) / 5)
-        .max(20)
-        .min(screen.width);
-    let inner_width = usize::from(width.saturating_sub(2)).max(1);
-    // Rough wrapped height: enough rows for every line at this width, plus the hint and borders.
-    let text_rows: usize = dialog
-        .message
-        .lines()
-        .map(|l| l.chars().count().div_ceil(inner_width).max(1))
-        .sum();
-    let height = u16::try_from(text_rows + 4)
+/// The body of the conflict dialog, `inner` columns wide: the headline, and both versions side
+/// by side when asked.
+fn dialog_body(state: &UiState, conflict: &Conflict, inner: usize) -> Vec<String> {
+    let mut body = wrap(&printable(&conflict.headline()), inner);
+    if state.show_both {
+        let col = inner.saturating_sub(3) / 2;
+        let mine = wrap(&printable(&conflict.mine.display()), col);
+        let server = wrap(&printable(&conflict.server.display()), col);
+        let pad = |s: &str| format!("{s}{}", " ".repeat(col.saturating_sub(width(s))));
+        body.push(String::new());
+        body.push(format!("{} \u{2502} server", pad("mine")));
+        for n in 0..mine.len().max(server.len()) {
+            let l = mine.get(n).map_or("", String::as_str);
+            let r = server.get(n).map_or("", String::as_str);
+            body.push(format!("{} \u{2502} {r}", pad(l)));
+        }
+    }
+    body.push(String::new());
+    body
+}
+
+fn render_dialog(frame: &mut Frame, state: &UiState, screen: Rect) {
+    let Some(conflict) = state.conflicts.first() else {
+        return;
+    };
+    let width_cols = if screen.width < 60 {
+        screen.width
+    } else {
+        (screen.width.saturating_mul(3) / 5).max(60)
+    };
+    let inner = usize::from(width_cols.saturating_sub(2)).max(1);
+    let both = if state.show_both {
+        "b hide both"
+    } else {
+        "b show both"
+    };
+    let keys = pack(
+        &[
+            "m keep mine".to_string(),
+            "s keep server".to_string(),
+            both.to_string(),
+            "Esc later".to_string(),
+        ],
+        inner,
+        BAR_LINES_MAX,
+    );
+    // The keys always show; the body gives up its last lines when the screen is short.
+    let body_max = usize::from(screen.height).saturating_sub(2 + keys.len());
+    let mut body = dialog_body(state, conflict, inner);
+    body.truncate(body_max);
+    let mut lines: Vec<Line> = body.into_iter().map(Line::from).collect();
+    lines.extend(keys.into_iter().map(Line::from));
+    let height = u16::try_from(lines.len() + 2)
         .unwrap_or(u16::MAX)
         .min(screen.height);
     let area = Rect {
-        x: screen.x + (screen.width - width) / 2,
+        x: screen.x + (screen.width - width_cols) / 2,
         y: screen.y + (screen.height - height) / 2,
-        width,
+        width: width_cols,
         height,
     };
-    let mut lines: Vec<Line> = dialog
-        .message
-        .lines()
-        .map(|l| Line::from(printable(l)))
-        .collect();
-    lines.push(Line::from(""));
-    lines.push(Line::from("Press Enter or Esc to dismiss"));
-    let body = Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-        Block::default()
-            .borders(Borders::ALL)
-            .title(format!(" {} ", dialog.title)),
+    let title = ellipsize(
+        &format!(" Conflict {} of {} ", 1, state.conflicts.len()),
+        inner,
     );
+    let body = Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title));
     frame.render_widget(Clear, area);
     frame.render_widget(body, area);
 }
 
 /// Runs the terminal UI until the user quits. Syncs at start (the tutorial's
-/// `InitLocalStoreAsync`), after every add and toggle, and on `r`.
-pub fn run(app: App, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+/// `InitLocalStoreAsync`), after every change, on `r`, and in the background on `intervals`.
+pub fn run(app: App, rt: &tokio::runtime::Runtime, intervals: Intervals) -> anyhow::Result<()> {
     let mut terminal = ratatui::try_init()?;
-    let result = event_loop(&mut terminal, app, rt);
+    let result = event_loop(&mut terminal, app, rt, intervals);
     // Restore the terminal even when the loop failed; report the loop's error first.
     let restored = ratatui::try_restore();
     result?;
@@ -315,22 +488,22 @@ pub fn run(app: App, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads items and pending count into the state; a local failure becomes a dialog.
+/// Loads items, pending count and conflicts into the state; a local failure is a notice.
 fn reload(state: &mut UiState, app: &App, rt: &tokio::runtime::Runtime) {
     let loaded = rt.block_on(async {
-        Ok::<_, anyhow::Error>((app.items().await?, app.pending_operations().await?))
+        Ok::<_, anyhow::Error>((
+            app.items().await?,
+            app.pending_operations().await?,
+            app.conflicts().await?,
+        ))
     });
     match loaded {
-        Ok((items, pending)) => {
+        Ok((items, pending, conflicts)) => {
             state.set_items(items);
             state.pending = pending;
+            state.set_conflicts(conflicts);
         }
-        Err(e) => {
-            state.dialog = Some(Dialog {
-                title: "Error".into(),
-                message: format!("Could not read the local store: {e:#}"),
-            })
-        }
+        Err(e) => state.notice = Some(format!("could not read the local store: {e:#}")),
     }
 }
 
@@ -339,6 +512,8 @@ struct Syncer {
     tx: mpsc::Sender<SyncReport>,
     rx: mpsc::Receiver<SyncReport>,
     again: bool,
+    /// When the next sync runs by itself (`None`: not scheduled, or one runs).
+    next: Option<Instant>,
 }
 
 impl Syncer {
@@ -348,11 +523,12 @@ impl Syncer {
             return;
         }
         state.syncing = true;
+        self.next = None;
         let app = app.clone();
         let tx = self.tx.clone();
         rt.spawn(async move {
             // The receiver only goes away when the UI has quit; nothing left to tell then.
-            let _ = tx.send(app.sync().await);
+            let _ = tx.send(app.sync_with(ConflictPolicy::Ask).await);
         });
     }
 }
@@ -361,63 +537,100 @@ fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: App,
     rt: &tokio::runtime::Runtime,
+    intervals: Intervals,
 ) -> anyhow::Result<()> {
-    let mut state = UiState::new(app.config().server_url.clone());
+    let mut state = UiState::new(app.host());
     state.last_sync = crate::app::load_last_sync(&app.config().data_dir)
         .ok()
         .flatten();
+    let mut status = app.sync_status();
+    let mut progress = app.sync_progress();
     reload(&mut state, &app, rt);
     let (tx, rx) = mpsc::channel();
     let mut syncer = Syncer {
         tx,
         rx,
         again: false,
+        next: None,
     };
     syncer.request(&mut state, &app, rt);
     loop {
+        if status.has_changed().unwrap_or(false) {
+            state.sdk = status.borrow_and_update().clone();
+        }
+        if progress.has_changed().unwrap_or(false) {
+            state.progress = progress.borrow_and_update().clone();
+        }
         terminal.draw(|f| render(f, &state))?;
         if event::poll(Duration::from_millis(UI_POLL_MS))? {
             if let Event::Key(key) = event::read()? {
-                match handle_key(&mut state, key) {
-                    Action::None => {}
+                let changed = match handle_key(&mut state, key) {
+                    Action::None => false,
                     Action::Quit => return Ok(()),
-                    Action::Refresh => syncer.request(&mut state, &app, rt),
+                    Action::Refresh => {
+                        syncer.request(&mut state, &app, rt);
+                        false
+                    }
                     Action::Add(text) => match rt.block_on(app.add(&text)) {
                         Ok(item) => {
                             reload(&mut state, &app, rt);
                             state.select_id(item.id_str());
-                            syncer.request(&mut state, &app, rt);
+                            true
                         }
                         Err(e) => {
-                            state.dialog = Some(Dialog {
-                                title: "Error".into(),
-                                message: format!("Could not add the item: {e:#}"),
-                            })
+                            state.notice = Some(format!("could not add the item: {e:#}"));
+                            false
                         }
                     },
                     Action::SetComplete { id, complete } => {
                         match rt.block_on(app.set_complete(&id, complete)) {
-                            Ok(_) => {
-                                reload(&mut state, &app, rt);
-                                syncer.request(&mut state, &app, rt);
-                            }
+                            Ok(_) => true,
                             Err(e) => {
-                                state.dialog = Some(Dialog {
-                                    title: "Error".into(),
-                                    message: format!("Could not update the item: {e:#}"),
-                                })
+                                state.notice = Some(format!("could not update the item: {e:#}"));
+                                false
                             }
                         }
                     }
+                    Action::Delete { id } => match rt.block_on(app.delete(&id)) {
+                        Ok(item) => {
+                            state.notice =
+                                Some(format!("deleted \u{201c}{}\u{201d}", printable(&item.text)));
+                            true
+                        }
+                        Err(e) => {
+                            state.notice = Some(format!("could not delete the item: {e:#}"));
+                            false
+                        }
+                    },
+                    Action::Resolve(keep) => match state.conflicts.first().cloned() {
+                        Some(conflict) => {
+                            state.notice = Some(match rt.block_on(app.resolve(&conflict, keep)) {
+                                Ok(done) => done,
+                                Err(e) => format!("could not resolve: {e:#}"),
+                            });
+                            state.show_both = false;
+                            true
+                        }
+                        None => false,
+                    },
+                };
+                if changed {
+                    reload(&mut state, &app, rt);
+                    syncer.request(&mut state, &app, rt);
                 }
             }
         }
         while let Ok(report) = syncer.rx.try_recv() {
+            let online = report.reached_server;
             state.sync_finished(report);
             reload(&mut state, &app, rt);
+            syncer.next = next_sync_in(online, intervals).map(|d| Instant::now() + d);
             if std::mem::take(&mut syncer.again) {
                 syncer.request(&mut state, &app, rt);
             }
+        }
+        if !state.syncing && syncer.next.is_some_and(|t| Instant::now() >= t) {
+            syncer.request(&mut state, &app, rt);
         }
     }
 }
@@ -425,9 +638,11 @@ fn event_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::{FailureKind, SyncFailure};
+    use crate::app::SyncFailure;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
+    use serde_json::json;
+    use tablesync_client::OpKind;
 
     fn item(id: &str, text: &str, complete: bool) -> TodoItem {
         TodoItem {
@@ -439,6 +654,16 @@ mod tests {
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    fn conflict(op: &str, mine: &str, server: &str) -> Conflict {
+        let obj = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        Conflict::new(
+            op,
+            OpKind::Update,
+            obj(json!({"id": "1", "text": mine, "complete": true, "version": "a"})),
+            obj(json!({"id": "1", "text": server, "complete": false, "version": "b"})),
+        )
     }
 
     /// The screen as text, one string per row (trailing spaces trimmed).
@@ -457,8 +682,19 @@ mod tests {
             .collect()
     }
 
+    fn report(reached: bool, failure: Option<SyncFailure>) -> SyncReport {
+        SyncReport {
+            at: "2026-11-28T17:58:41.000Z".into(),
+            server_url: "http://127.0.0.1:8080".into(),
+            reached_server: reached,
+            pulled: 0,
+            failure,
+            last_ok_at: None,
+        }
+    }
+
     fn state_with_items() -> UiState {
-        let mut s = UiState::new("http://127.0.0.1:8080");
+        let mut s = UiState::new("127.0.0.1:8080");
         s.items = vec![
             item("1", "Buy milk", false),
             item("2", "Walk the dog", true),
@@ -470,13 +706,8 @@ mod tests {
     #[test]
     fn renders_list_help_and_status() {
         let mut s = state_with_items();
-        s.last_sync = Some(SyncReport {
-            at: "2026-11-28T17:58:41.000Z".into(),
-            server_url: s.server_url.clone(),
-            reached_server: true,
-            pulled: 0,
-            failure: None,
-        });
+        s.pending = 0;
+        s.last_sync = Some(report(true, None));
         let rows = screen(&s, 80, 8);
         assert_eq!(
             rows[0],
@@ -492,121 +723,204 @@ mod tests {
         );
         assert_eq!(
             rows[6],
-            "a add | space toggle | r refresh | j/k move | q quit"
+            "a add · space done · d delete · r sync · j/k move · q quit"
         );
-        // Fits 80 columns.
         assert_eq!(
             rows[7],
-            "http://127.0.0.1:8080 | pending: 2 | last sync 17:58:41 UTC (reached server)"
+            "online — nothing queued · last synced 17:58 UTC · 127.0.0.1:8080"
         );
-        // Cut at the screen's edge, not wrapped.
-        let rows = screen(&s, 60, 8);
-        assert_eq!(
-            rows[7],
-            "http://127.0.0.1:8080 | pending: 2 | last sync 17:58:41 UTC"
-        );
+        // Narrower: the status wraps between its facts instead of being cut.
+        let rows = screen(&s, 40, 10);
+        assert_eq!(rows[8], "online — nothing queued");
+        assert_eq!(rows[9], "last synced 17:58 UTC · 127.0.0.1:8080");
     }
 
     #[test]
-    fn renders_empty_list_input_and_offline_status() {
-        let mut s = UiState::new("http://127.0.0.1:9");
-        s.input = Some("Buy\u{7}bread".into());
-        s.syncing = true;
-        s.last_sync = Some(SyncReport {
-            at: "2026-11-28T17:58:41.000Z".into(),
-            server_url: s.server_url.clone(),
-            reached_server: false,
-            pulled: 0,
-            failure: None,
-        });
-        let rows = screen(&s, 110, 6);
-        assert!(
-            rows[1].starts_with("│No items yet. Press a to add one.   "),
-            "{}",
-            rows[1]
-        );
-        assert_eq!(rows[4], "New item: Buy bread_  (Enter add, Esc cancel)");
-        assert_eq!(
-            rows[5],
-            "http://127.0.0.1:9 | pending: 0 | syncing... | last sync 17:58:41 UTC (server not reached)"
-        );
-        let s = UiState::new("http://x");
-        assert_eq!(screen(&s, 60, 5)[4], "http://x | pending: 0 | never synced");
-    }
-
-    #[test]
-    fn sync_failure_opens_dismissable_dialog() {
+    fn offline_is_a_status_line_state_never_a_dialog() {
         let mut s = state_with_items();
+        s.pending = 3;
         s.syncing = true;
-        s.sync_finished(SyncReport {
-            at: "2026-11-28T17:58:41.000Z".into(),
-            server_url: s.server_url.clone(),
-            reached_server: false,
-            pulled: 0,
-            failure: Some(SyncFailure {
+        s.sync_finished(report(
+            false,
+            Some(SyncFailure {
                 kind: FailureKind::Offline,
                 push_status: Some("CancelledByNetworkError".into()),
-                message: "Push failed because of sync errors. You may be offline.\n\
-                          PushResult.Status: CancelledByNetworkError"
-                    .into(),
+                message: "Push failed because of sync errors. You may be offline.".into(),
+                summary: "cannot reach 127.0.0.1:8080".into(),
             }),
-        });
-        assert!(!s.syncing);
-        let text = screen(&s, 100, 20).join("\n");
-        assert!(text.contains(" Sync error "), "{text}");
+        ));
+        assert!(!s.syncing && !s.dialog_visible());
+        let text = screen(&s, 80, 10).join("\n");
         assert!(
-            text.contains("Push failed because of sync errors. You may be offline."),
+            text.contains("offline — 3 changes queued · never synced · 127.0.0.1:8080"),
             "{text}"
         );
-        assert!(
-            text.contains("PushResult.Status: CancelledByNetworkError"),
-            "{text}"
-        );
-        assert!(text.contains("Press Enter or Esc to dismiss"), "{text}");
-        assert!(text.contains("(server not reached)"), "{text}");
-        // While the dialog is open, keys do nothing but dismiss it.
-        assert_eq!(handle_key(&mut s, key(KeyCode::Char('r'))), Action::None);
-        assert_eq!(handle_key(&mut s, key(KeyCode::Char('q'))), Action::None);
-        assert_eq!(handle_key(&mut s, key(KeyCode::Char(' '))), Action::None);
-        assert!(s.dialog.is_some());
-        assert_eq!(handle_key(&mut s, key(KeyCode::Esc)), Action::None);
-        assert_eq!(s.dialog, None);
-        let text = screen(&s, 100, 20).join("\n");
-        assert!(!text.contains("Sync error"), "{text}");
-        // A failure while the user types waits until the input line is done.
-        s.input = Some("Bu".into());
-        s.sync_finished(SyncReport {
-            at: "2026-11-28T17:58:42.000Z".into(),
-            server_url: s.server_url.clone(),
-            reached_server: false,
-            pulled: 0,
-            failure: Some(SyncFailure {
-                kind: FailureKind::Offline,
+        assert!(!text.contains("Push failed"), "{text}");
+        assert_eq!(text.matches('┌').count(), 1, "only the list's box: {text}");
+        // The SDK's watch wins over the app's own records once it has something to say.
+        s.sdk.online = Some(true);
+        s.sdk.pending_operations = Some(0);
+        let text = screen(&s, 80, 10).join("\n");
+        assert!(text.contains("online — nothing queued"), "{text}");
+        // A rejected sync names its reason in a few words.
+        s.sdk = SyncStatus::default();
+        s.sync_finished(report(
+            true,
+            Some(SyncFailure {
+                kind: FailureKind::Rejected,
                 push_status: None,
-                message: "Pull failed: network error".into(),
+                message: "Pull failed: ...".into(),
+                summary: "pull refused: HTTP 500".into(),
             }),
-        });
-        let text = screen(&s, 100, 20).join("\n");
-        assert!(!text.contains("Pull failed"), "{text}");
-        handle_key(&mut s, key(KeyCode::Char('y')));
-        assert_eq!(
-            handle_key(&mut s, key(KeyCode::Enter)),
-            Action::Add("Buy".into())
+        ));
+        let text = screen(&s, 80, 10).join("\n");
+        assert!(
+            text.contains("sync failed: pull refused: HTTP 500 — 3 changes queued"),
+            "{text}"
         );
-        let text = screen(&s, 100, 20).join("\n");
-        assert!(text.contains("Pull failed: network error"), "{text}");
-        handle_key(&mut s, key(KeyCode::Enter));
-        assert_eq!(s.dialog, None);
-        // Tiny terminals do not panic.
-        s.dialog = Some(Dialog {
-            title: "Sync error".into(),
-            message: "x".repeat(500),
-        });
-        screen(&s, 10, 3);
     }
 
     #[test]
-    fn keys_move_toggle_add_refresh_quit() {
+    fn readable_at_50x12_and_200x50() {
+        let mut s = state_with_items();
+        s.items.push(item("3", &"long ".repeat(80), false));
+        s.pending = 3;
+        s.sdk.online = Some(false);
+        s.host = crate::text::host_port(&format!("http://127.0.0.1:9/{}", "%20".repeat(200)));
+        s.set_conflicts(vec![conflict("op1", &"mine ".repeat(30), "theirs")]);
+        s.show_both = true;
+        for (w, h) in [(50u16, 12u16), (200, 50)] {
+            let rows = screen(&s, w, h);
+            let text = rows.join("\n");
+            // Every line fits: the backend cuts nothing we did not ellipsize ourselves.
+            for r in &rows {
+                assert!(width(r) <= usize::from(w), "{r}");
+            }
+            for needle in [
+                "Conflict 1 of 1",
+                "m keep mine",
+                "s keep server",
+                "b hide both",
+                "Esc later",
+                "mine",
+                "server",
+                "[ ] theirs",
+            ] {
+                assert!(text.contains(needle), "{w}x{h}: no {needle:?} in\n{text}");
+            }
+            assert!(!text.contains("%20"), "{text}");
+        }
+        // Without the dialog: the whole help and status, the long item ellipsized.
+        s.dialog_open = false;
+        for (w, h) in [(50u16, 12u16), (200, 50)] {
+            let text = screen(&s, w, h).join("\n");
+            for needle in [
+                "a add",
+                "space done",
+                "d delete",
+                "r sync",
+                "c conflicts",
+                "j/k move",
+                "q quit",
+                "offline — 3 changes queued",
+                "1 conflict: press c",
+                "127.0.0.1:9",
+                "[ ] long long",
+                "\u{2026}",
+            ] {
+                assert!(text.contains(needle), "{w}x{h}: no {needle:?} in\n{text}");
+            }
+        }
+        // The input line keeps its end (the cursor) in view.
+        s.input = Some(format!("{}END", "x".repeat(100)));
+        let rows = screen(&s, 50, 12);
+        assert!(
+            rows.iter()
+                .any(|r| r.starts_with("New item: \u{2026}") && r.ends_with("xEND_")),
+            "{rows:?}"
+        );
+        assert!(
+            rows.iter().any(|r| r == "Enter add · Esc cancel"),
+            "{rows:?}"
+        );
+        // Tiny terminals do not panic.
+        s.input = None;
+        s.dialog_open = true;
+        screen(&s, 10, 3);
+        screen(&s, 1, 1);
+    }
+
+    #[test]
+    fn the_dialog_takes_only_its_own_keys() {
+        let mut s = state_with_items();
+        s.set_conflicts(vec![conflict("op1", "Buy milk", "Buy oat milk")]);
+        assert!(s.dialog_visible());
+        let text = screen(&s, 80, 20).join("\n");
+        assert!(
+            text.contains("\u{201c}Buy milk\u{201d} was changed here and on the server."),
+            "{text}"
+        );
+        assert!(!text.contains("Buy oat milk"), "{text}");
+        // Show both: side by side.
+        assert_eq!(handle_key(&mut s, key(KeyCode::Char('b'))), Action::None);
+        let text = screen(&s, 80, 20).join("\n");
+        assert!(text.contains("mine"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("[x] Buy milk") && l.contains("│ [ ] Buy oat milk")),
+            "{text}"
+        );
+        // A list key goes to the list underneath.
+        assert_eq!(handle_key(&mut s, key(KeyCode::Char('j'))), Action::None);
+        assert_eq!(s.selected, 1);
+        assert!(s.dialog_visible());
+        // Typing: every key goes to the input line, the dialog's letters included.
+        handle_key(&mut s, key(KeyCode::Char('a')));
+        assert!(!s.dialog_visible());
+        for c in "msb q".chars() {
+            assert_eq!(handle_key(&mut s, key(KeyCode::Char(c))), Action::None);
+        }
+        assert_eq!(
+            handle_key(&mut s, key(KeyCode::Enter)),
+            Action::Add("msb q".into())
+        );
+        assert!(s.dialog_visible(), "back once the line is done");
+        assert_eq!(
+            handle_key(&mut s, key(KeyCode::Char('m'))),
+            Action::Resolve(Keep::Mine)
+        );
+        assert_eq!(
+            handle_key(&mut s, key(KeyCode::Char('s'))),
+            Action::Resolve(Keep::Server)
+        );
+        // Esc: later. The status line says so; c opens it again.
+        assert_eq!(handle_key(&mut s, key(KeyCode::Esc)), Action::None);
+        assert!(!s.dialog_visible());
+        let text = screen(&s, 80, 20).join("\n");
+        assert!(text.contains("press c to resolve it"), "{text}");
+        assert!(text.contains("1 conflict: press c"), "{text}");
+        // Without the dialog, m and s mean nothing.
+        assert_eq!(handle_key(&mut s, key(KeyCode::Char('m'))), Action::None);
+        // The same conflict after the next sync does not reopen it; a new one does.
+        s.set_conflicts(vec![conflict("op1", "Buy milk", "Buy oat milk")]);
+        assert!(!s.dialog_visible());
+        handle_key(&mut s, key(KeyCode::Char('c')));
+        assert!(s.dialog_visible());
+        handle_key(&mut s, key(KeyCode::Esc));
+        s.set_conflicts(vec![
+            conflict("op1", "Buy milk", "Buy oat milk"),
+            conflict("op2", "Walk the dog", "Walk"),
+        ]);
+        assert!(s.dialog_visible());
+        assert!(screen(&s, 80, 20).join("\n").contains("Conflict 1 of 2"));
+        s.set_conflicts(Vec::new());
+        assert!(!s.dialog_visible());
+        handle_key(&mut s, key(KeyCode::Char('c')));
+        assert_eq!(s.notice.as_deref(), Some("no conflicts"));
+    }
+
+    #[test]
+    fn keys_move_toggle_delete_add_refresh_quit() {
         let mut s = state_with_items();
         assert_eq!(
             handle_key(&mut s, key(KeyCode::Char(' '))),
@@ -625,20 +939,28 @@ mod tests {
                 complete: false
             }
         );
+        assert_eq!(
+            handle_key(&mut s, key(KeyCode::Char('d'))),
+            Action::Delete { id: "2".into() }
+        );
         handle_key(&mut s, key(KeyCode::Char('k')));
+        assert_eq!(
+            handle_key(&mut s, key(KeyCode::Delete)),
+            Action::Delete { id: "1".into() }
+        );
         handle_key(&mut s, key(KeyCode::Up));
         assert_eq!(s.selected, 0);
         assert_eq!(handle_key(&mut s, key(KeyCode::Char('r'))), Action::Refresh);
 
         assert_eq!(handle_key(&mut s, key(KeyCode::Char('a'))), Action::None);
-        for c in "Xq y".chars() {
+        for c in "Xq dy".chars() {
             assert_eq!(handle_key(&mut s, key(KeyCode::Char(c))), Action::None);
         }
         handle_key(&mut s, key(KeyCode::Backspace));
-        assert_eq!(s.input.as_deref(), Some("Xq "));
+        assert_eq!(s.input.as_deref(), Some("Xq d"));
         assert_eq!(
             handle_key(&mut s, key(KeyCode::Enter)),
-            Action::Add("Xq".into())
+            Action::Add("Xq d".into())
         );
         assert_eq!(s.input, None);
         // Empty input and Esc add nothing.
@@ -650,13 +972,24 @@ mod tests {
         assert_eq!(s.input, None);
 
         assert_eq!(handle_key(&mut s, key(KeyCode::Char('q'))), Action::Quit);
-        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        // An Enter read before raw mode is Ctrl-J; other control letters insert nothing.
+        s.input = Some("Typed early".into());
+        let ctrl = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
+        assert_eq!(handle_key(&mut s, ctrl('x')), Action::None);
+        assert_eq!(
+            handle_key(&mut s, ctrl('j')),
+            Action::Add("Typed early".into())
+        );
         s.input = Some(String::new());
-        assert_eq!(handle_key(&mut s, ctrl_c), Action::Quit);
+        assert_eq!(handle_key(&mut s, ctrl('c')), Action::Quit);
 
-        let mut empty = UiState::new("http://x");
+        let mut empty = UiState::new("x");
         assert_eq!(
             handle_key(&mut empty, key(KeyCode::Char(' '))),
+            Action::None
+        );
+        assert_eq!(
+            handle_key(&mut empty, key(KeyCode::Char('d'))),
             Action::None
         );
         handle_key(&mut empty, key(KeyCode::Down));

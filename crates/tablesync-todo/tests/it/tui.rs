@@ -7,9 +7,20 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{dead_url, server_insert, server_summary, start_server, StoreKind};
+use std::net::{SocketAddr, TcpListener};
 
-store_tests!(terminal_ui_adds_toggles_and_refreshes_against_a_live_server);
+use tablesync_server::testing::proxy::{FaultPlan, FaultProxy};
+
+use crate::util::{
+    dead_url, server_insert, server_summary, server_update, start_server, StoreKind,
+};
+
+store_tests!(
+    terminal_ui_adds_toggles_deletes_and_refreshes_against_a_live_server,
+    terminal_ui_offline_is_a_status_line_and_syncs_at_once_when_back,
+    terminal_ui_conflict_dialog_keeps_mine_or_the_servers_and_shows_both,
+    two_terminal_uis_show_each_others_changes_without_a_key,
+);
 
 /// Upper bound for the screen to reach an expected state, in seconds.
 const SCREEN_DEADLINE_SECS: u64 = 60;
@@ -17,21 +28,27 @@ const SCREEN_DEADLINE_SECS: u64 = 60;
 const CAPTURE_INTERVAL_MS: u64 = 100;
 
 /// A private tmux server (its own socket, in a temporary directory that goes away with it)
-/// running the app in a 100x30 pane; killed on drop.
+/// running the app in a pane of the given size; killed on drop.
 struct Tmux {
     socket: PathBuf,
     _dir: tempfile::TempDir,
 }
 
+/// The default pane size, columns and rows.
+const PANE: (u16, u16) = (100, 30);
+
 impl Tmux {
-    fn start(data_dir: &Path, url: &str) -> Tmux {
+    /// The app on `url` with `args` added, in a `cols`×`rows` pane.
+    fn start(data_dir: &Path, url: &str, args: &[&str], (cols, rows): (u16, u16)) -> Tmux {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("tmux.sock");
         let app = format!(
-            "'{}' --data-dir '{}' --url '{url}'",
+            "'{}' --data-dir '{}' --url '{url}' {}",
             env!("CARGO_BIN_EXE_tablesync-todo"),
-            data_dir.display()
+            data_dir.display(),
+            args.join(" ")
         );
+        let (cols, rows) = (cols.to_string(), rows.to_string());
         let tmux = Tmux { socket, _dir: dir };
         let out = tmux.try_run(&[
             "-f",
@@ -41,9 +58,9 @@ impl Tmux {
             "-s",
             "todo",
             "-x",
-            "100",
+            &cols,
             "-y",
-            "30",
+            &rows,
             &app,
         ]);
         assert!(
@@ -100,6 +117,19 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", "todo"])
     }
 
+    /// Resizes the pane (and the app's terminal with it).
+    fn resize(&self, cols: u16, rows: u16) {
+        self.run(&[
+            "resize-window",
+            "-t",
+            "todo",
+            "-x",
+            &cols.to_string(),
+            "-y",
+            &rows.to_string(),
+        ]);
+    }
+
     fn pane_dead(&self) -> bool {
         self.run(&["display-message", "-p", "-t", "todo", "#{pane_dead}"])
             .trim()
@@ -149,26 +179,34 @@ impl Drop for Tmux {
 
 /// A sync has finished and none is running, with nothing left to push.
 fn synced(screen: &str) -> bool {
-    screen.contains("(reached server)")
-        && screen.contains("pending: 0")
-        && !screen.contains("syncing")
+    screen.contains("online — nothing queued") && !screen.contains("syncing")
 }
 
-fn terminal_ui_adds_toggles_and_refreshes_against_a_live_server(kind: StoreKind) {
+/// No dialog is on screen (the only box is the list's).
+fn no_dialog(screen: &str) -> bool {
+    screen.matches('┌').count() == 1 && !screen.contains("Conflict")
+}
+
+/// Background syncs off: the screen only changes on a key, so conflicts are deterministic.
+const NO_BACKGROUND: &[&str] = &["--sync-interval-s", "0"];
+
+fn terminal_ui_adds_toggles_deletes_and_refreshes_against_a_live_server(kind: StoreKind) {
     let server = start_server(kind);
     let url = server.url();
     let data = tempfile::tempdir().unwrap();
-    let tmux = Tmux::start(data.path(), url);
+    let tmux = Tmux::start(data.path(), url, NO_BACKGROUND, PANE);
+    let host = url.trim_start_matches("http://");
 
     let screen = tmux.wait_for("the empty list after the start-up sync", |s| {
         s.contains("No items yet. Press a to add one.") && synced(s)
     });
     assert!(
-        screen.contains(&format!("{url} | pending: 0 | last sync ")),
+        screen.contains("online — nothing queued · last synced "),
         "{screen}"
     );
+    assert!(screen.contains(host), "{screen}");
     assert!(
-        screen.contains("a add | space toggle | r refresh"),
+        screen.contains("a add · space done · d delete · r sync · j/k move · q quit"),
         "{screen}"
     );
 
@@ -198,46 +236,348 @@ fn terminal_ui_adds_toggles_and_refreshes_against_a_live_server(kind: StoreKind)
     assert!(screen.contains("[x] Walk the dog"), "{screen}");
     assert!(screen.contains("Todo items (2)"), "{screen}");
 
+    // Delete: `d` on the highlighted item ("Feed the cat", first by text), Delete on the next.
+    tmux.keys(&["k", "d"]);
+    let screen = tmux.wait_for("one item left, synced", |s| {
+        s.contains("Todo items (1)") && synced(s)
+    });
+    assert!(screen.contains("deleted “Feed the cat”"), "{screen}");
+    assert!(
+        !screen.contains("Feed the cat ") && screen.contains("[x] Walk the dog"),
+        "{screen}"
+    );
+    assert_eq!(server_summary(url), [("Walk the dog".to_string(), true)]);
+    tmux.keys(&["DC"]);
+    tmux.wait_for("the empty list, synced", |s| {
+        s.contains("No items yet") && synced(s)
+    });
+    assert_eq!(server_summary(url), []);
+
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+}
+
+/// A port nothing listens on, as an address.
+fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+fn terminal_ui_offline_is_a_status_line_and_syncs_at_once_when_back(kind: StoreKind) {
+    let server = start_server(kind);
+    // The app talks to a proxy whose server is first nowhere, then the real one.
+    let proxy = FaultProxy::start(dead_addr(), 1, FaultPlan::none()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // No interval syncs at all: only the offline retry can bring the queue over.
+    let tmux = Tmux::start(
+        data.path(),
+        &proxy.url(),
+        &["--sync-interval-s", "0", "--offline-retry-interval-s", "1"],
+        PANE,
+    );
+    let host = proxy.url().trim_start_matches("http://").to_string();
+
+    let screen = tmux.wait_for("offline on the status line", |s| {
+        s.contains("offline — nothing queued")
+    });
+    assert!(no_dialog(&screen), "{screen}");
+    assert!(
+        screen.contains(&format!("never synced · {host}")),
+        "{screen}"
+    );
+
+    tmux.keys(&["a"]);
+    tmux.type_text("Offline item");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the item, queued, offline", |s| {
+        s.contains("> [ ] Offline item") && s.contains("offline — 1 change queued")
+    });
+    assert!(no_dialog(&screen), "offline is never a dialog: {screen}");
+    assert!(!screen.contains("You may be offline"), "{screen}");
+    tmux.keys(&["Space"]);
+    let screen = tmux.wait_for("the item completed, still queued", |s| {
+        s.contains("> [x] Offline item") && s.contains("offline — 1 change queued")
+    });
+    assert!(no_dialog(&screen), "{screen}");
+    assert_eq!(server_summary(server.url()), []);
+
+    // The server is back: the next retry reaches it and pushes at once, with no key pressed.
+    proxy.set_upstream(SocketAddr::from(([127, 0, 0, 1], server.port())));
+    let screen = tmux.wait_for("online again, queue pushed", synced);
+    assert!(screen.contains("> [x] Offline item"), "{screen}");
+    assert_eq!(
+        server_summary(server.url()),
+        [("Offline item".to_string(), true)]
+    );
+
+    // And offline again: the status line says so at the next change.
+    proxy.set_upstream(dead_addr());
+    proxy.close_connections();
+    tmux.keys(&["a"]);
+    tmux.type_text("Second");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("offline with one change", |s| {
+        s.contains("offline — 1 change queued") && s.contains("[ ] Second")
+    });
+    assert!(screen.contains("last synced "), "{screen}");
+    assert!(no_dialog(&screen), "{screen}");
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+}
+
+/// Item ids by text, from the server.
+fn server_id(url: &str, text: &str) -> String {
+    crate::util::server_items(url)
+        .iter()
+        .find(|i| i["text"] == text)
+        .and_then(|i| i["id"].as_str())
+        .unwrap_or_else(|| panic!("no {text:?} on the server"))
+        .to_string()
+}
+
+fn terminal_ui_conflict_dialog_keeps_mine_or_the_servers_and_shows_both(kind: StoreKind) {
+    let server = start_server(kind);
+    let url = server.url();
+    server_insert(url, "Alpha");
+    server_insert(url, "Beta");
+    let data = tempfile::tempdir().unwrap();
+    // The smallest screen the app promises to be readable on.
+    let tmux = Tmux::start(data.path(), url, NO_BACKGROUND, (50, 12));
+    tmux.wait_for("both items", |s| {
+        s.contains("> [ ] Alpha") && s.contains("[ ] Beta") && synced(s)
+    });
+
+    // Another client changes Alpha; completing it here conflicts.
+    server_update(
+        url,
+        &server_id(url, "Alpha"),
+        serde_json::json!({"text": "Alpha (server)"}),
+    );
+    tmux.keys(&["Space"]);
+    let screen = tmux.wait_for("the conflict dialog", |s| {
+        s.contains("Conflict 1 of 1") && s.contains("m keep mine")
+    });
+    for needle in [
+        "“Alpha” was changed here and on the",
+        "s keep server",
+        "b show both",
+        "Esc later",
+    ] {
+        assert!(screen.contains(needle), "no {needle:?} at 50x12:\n{screen}");
+    }
+    tmux.keys(&["b"]);
+    let screen = tmux.wait_for("both versions side by side", |s| {
+        s.lines()
+            .any(|l| l.contains("[x] Alpha") && l.contains("│ [ ] Alpha (server)"))
+    });
+    assert!(
+        screen.contains("mine") && screen.contains("b hide both"),
+        "{screen}"
+    );
+
+    // Typing while the dialog is open: the input line gets every key, m, s and b included.
+    tmux.keys(&["a"]);
+    tmux.type_text("msb typed");
+    tmux.wait_for("the typed text", |s| s.contains("New item: msb typed_"));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the new item, and the dialog back", |s| {
+        s.contains("Conflict 1 of 1") && !s.contains("syncing")
+    });
+    assert!(
+        screen.contains("Todo items (3)"),
+        "the item is added: {screen}"
+    );
+    assert!(
+        server_summary(url).contains(&("msb typed".to_string(), false)),
+        "the push goes on past the conflict"
+    );
+
+    // Keep mine: the server gets this app's version.
+    tmux.keys(&["m"]);
+    let screen = tmux.wait_for("no conflict, synced", |s| no_dialog(s) && synced(s));
+    assert!(screen.contains("[x] Alpha"), "{screen}");
+    assert_eq!(
+        server_summary(url),
+        [
+            ("Alpha".to_string(), true),
+            ("Beta".to_string(), false),
+            ("msb typed".to_string(), false)
+        ]
+    );
+
+    // Keep the server's: Beta changes elsewhere, then here.
+    server_update(
+        url,
+        &server_id(url, "Beta"),
+        serde_json::json!({"text": "Beta (server)"}),
+    );
+    tmux.keys(&["k", "k", "j"]);
+    tmux.wait_for("Beta highlighted", |s| s.contains("> [ ] Beta"));
+    tmux.keys(&["Space"]);
+    tmux.wait_for("the conflict dialog", |s| s.contains("Conflict 1 of 1"));
+    // Esc: later; the status line says so, c brings the dialog back.
+    tmux.keys(&["Escape"]);
+    let screen = tmux.wait_for("the conflict on the status line", |s| {
+        no_dialog(s) && s.contains("1 conflict: press c")
+    });
+    assert!(screen.contains("c conflicts"), "{screen}");
+    tmux.keys(&["c"]);
+    tmux.wait_for("the dialog again", |s| s.contains("Conflict 1 of 1"));
+    tmux.keys(&["s"]);
+    let screen = tmux.wait_for("the server's copy, synced", |s| {
+        no_dialog(s) && synced(s) && s.contains("[ ] Beta (server)")
+    });
+    assert!(!screen.contains("[x] Beta"), "{screen}");
+    assert!(server_summary(url).contains(&("Beta (server)".to_string(), false)));
+
+    // Sync works again without a purge.
+    tmux.keys(&["a"]);
+    tmux.type_text("After");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the new item, synced", |s| {
+        s.contains("[ ] After") && synced(s)
+    });
+    assert!(server_summary(url).contains(&("After".to_string(), false)));
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+}
+
+/// A server that accepts connections and never answers: a sync against it runs until the
+/// request timeout.
+fn silent_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        // Held, never read nor answered; the thread ends with the test binary.
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    url
+}
+
+#[test]
+fn terminal_ui_keeps_keys_typed_while_a_sync_runs() {
+    let data = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(
+        data.path(),
+        &silent_server(),
+        &["--request-timeout-ms", "600000"],
+        PANE,
+    );
+    tmux.wait_for("the start-up sync running", |s| s.contains("syncing…"));
+    tmux.keys(&["a"]);
+    tmux.type_text("Typed while syncing");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the item, while the sync still runs", |s| {
+        s.contains("> [ ] Typed while syncing")
+    });
+    assert!(screen.contains("syncing…"), "{screen}");
+    tmux.keys(&["a"]);
+    tmux.type_text("And another");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("both items", |s| {
+        s.contains("> [ ] And another") && s.contains("[ ] Typed while syncing")
+    });
+    assert!(screen.contains("syncing…"), "{screen}");
+    // Quitting does not wait for the sync.
     tmux.keys(&["q"]);
     tmux.wait_exit();
 }
 
 #[test]
-fn terminal_ui_offline_shows_the_tutorial_dialog_and_keeps_working() {
+fn terminal_ui_is_readable_at_50x12_and_200x50() {
     let data = tempfile::tempdir().unwrap();
-    let tmux = Tmux::start(data.path(), &dead_url());
-
-    // Nothing to push: the start-up pull fails.
-    tmux.wait_for("the pull-failure dialog", |s| {
-        s.contains(" Sync error ") && s.contains("Pull failed: network error")
-    });
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("the list without the dialog", |s| {
-        !s.contains("Sync error") && s.contains("(server not reached)")
-    });
-
+    // A long URL (a path of 600 characters): the screen names its host and port only.
+    let base = dead_url();
+    let url = format!("{base}/{}", "a%2F".repeat(150));
+    let host = base.trim_start_matches("http://");
+    let tmux = Tmux::start(
+        data.path(),
+        &url,
+        &["--offline-retry-interval-s", "1"],
+        (50, 12),
+    );
+    let long = format!("Long {} end", "word ".repeat(30));
+    tmux.wait_for("the first screen", |s| s.contains("never synced"));
     tmux.keys(&["a"]);
-    tmux.type_text("Offline item");
+    tmux.type_text(&long);
     tmux.keys(&["Enter"]);
-    let screen = tmux.wait_for("the push-failure dialog", |s| {
-        s.contains("Push failed because of sync errors. You may be offline.")
-            && s.contains("PushResult.Status: CancelledByNetworkError")
+    let screen = tmux.wait_for("the long item, offline, at 50x12", |s| {
+        s.contains("offline — 1 change queued") && s.contains("[ ] Long word")
     });
-    assert!(screen.contains("Press Enter or Esc to dismiss"), "{screen}");
-    tmux.keys(&["Enter"]);
-    let screen = tmux.wait_for("the item, queued", |s| {
-        !s.contains("Sync error") && s.contains("> [ ] Offline item")
-    });
-    assert!(screen.contains("| pending: 1 | last sync "), "{screen}");
-    assert!(screen.contains("(server not reached)"), "{screen}");
+    for needle in [
+        "a add · space done · d delete · r sync · j/k move\nq quit",
+        "never synced",
+        host,
+        "…",
+    ] {
+        assert!(screen.contains(needle), "no {needle:?} at 50x12:\n{screen}");
+    }
+    assert!(!screen.contains("a%2F"), "{screen}");
+    assert!(
+        !screen.contains(" end"),
+        "the long item is ellipsized: {screen}"
+    );
+    for line in screen.lines() {
+        assert!(line.chars().count() <= 50, "{line}");
+    }
 
-    // Still usable offline: toggling works locally (and its sync fails again).
-    tmux.keys(&["Space"]);
-    tmux.wait_for("the completed item and the dialog", |s| {
-        s.contains("[x] Offline item") && s.contains("PushResult.Status: CancelledByNetworkError")
-    });
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("no dialog", |s| !s.contains("Sync error"));
+    tmux.resize(200, 50);
+    let screen = tmux.wait_for("the whole item at 200x50", |s| s.contains(long.trim()));
+    assert!(
+        screen.contains(&format!(
+            "offline — 1 change queued · never synced · {host}"
+        )),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("a add · space done · d delete · r sync · j/k move · q quit"),
+        "{screen}"
+    );
+    assert!(!screen.contains("a%2F"), "{screen}");
     tmux.keys(&["q"]);
     tmux.wait_exit();
+}
+
+fn two_terminal_uis_show_each_others_changes_without_a_key(kind: StoreKind) {
+    let server = start_server(kind);
+    let url = server.url();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let every_second = ["--sync-interval-s", "1"];
+    let a = Tmux::start(da.path(), url, &every_second, PANE);
+    let b = Tmux::start(db.path(), url, &every_second, PANE);
+    a.wait_for("A's empty list", |s| {
+        s.contains("No items yet") && synced(s)
+    });
+    b.wait_for("B's empty list", |s| {
+        s.contains("No items yet") && synced(s)
+    });
+
+    a.keys(&["a"]);
+    a.type_text("From A");
+    a.keys(&["Enter"]);
+    b.wait_for("A's item on B, without a key", |s| {
+        s.contains("> [ ] From A")
+    });
+    b.keys(&["Space"]);
+    a.wait_for("B's change on A, without a key", |s| {
+        s.contains("> [x] From A")
+    });
+    b.keys(&["a"]);
+    b.type_text("From B");
+    b.keys(&["Enter"]);
+    a.wait_for("B's item on A", |s| s.contains("[ ] From B"));
+    a.keys(&["k", "d"]);
+    b.wait_for("A's delete on B", |s| {
+        !s.contains("From A") && s.contains("[ ] From B") && s.contains("Todo items (1)")
+    });
+    assert_eq!(server_summary(url), [("From B".to_string(), false)]);
+    a.keys(&["q"]);
+    b.keys(&["q"]);
+    a.wait_exit();
+    b.wait_exit();
 }

@@ -15,7 +15,8 @@ store_tests!(
     online_offline_reconnected,
     errors_and_conflicts_have_their_exit_codes,
     an_item_deleted_on_the_server_does_not_block_later_syncs,
-    a_null_from_another_client_does_not_break_the_app
+    a_null_from_another_client_does_not_break_the_app,
+    delete_removes_the_item_here_and_on_the_server,
 );
 
 fn s(text: &str, complete: bool) -> (String, bool) {
@@ -292,4 +293,37 @@ fn a_null_from_another_client_does_not_break_the_app(kind: StoreKind) {
         server_summary(url),
         [s("", true), s("Mine", false), s("x", true)]
     );
+}
+
+fn delete_removes_the_item_here_and_on_the_server(kind: StoreKind) {
+    let server = start_server(kind);
+    let url = server.url();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    for text in ["Keep me", "Drop me"] {
+        let r = todo(dir, url, &["add", text]);
+        assert_eq!(r.code, Some(0), "{r}");
+    }
+    let list = todo(dir, url, &["list"]).stdout;
+    // Offline first: deleted locally and queued, the server unchanged.
+    let r = todo(
+        dir,
+        &dead_url(),
+        &["delete", &listed_number(&list, "Drop me")],
+    );
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stdout.starts_with("deleted: [ ] Drop me (id: "), "{r}");
+    assert_eq!(
+        server_summary(url),
+        [s("Drop me", false), s("Keep me", false)]
+    );
+    let r = todo(dir, url, &["--no-sync", "list"]);
+    assert!(!r.stdout.contains("Drop me"), "{r}");
+    // The next sync deletes it on the server.
+    let r = todo(dir, url, &["sync"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(server_summary(url), [s("Keep me", false)]);
+    let r = todo(dir, url, &["delete", "Drop me"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("no item \"Drop me\""), "{r}");
 }
