@@ -18,6 +18,7 @@
 //! it prints a note and exits successfully.
 
 mod process;
+mod read_rows;
 mod report;
 mod rng;
 mod workload;
@@ -28,6 +29,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
 use process::PgDatabase;
+use read_rows::{Db, Scale};
 use report::Measurement;
 use tablesync_server::testing::ServerProcess;
 use workload::Plan;
@@ -104,6 +106,14 @@ struct Args {
     /// Log level of the servers (RUST_LOG for ours, OFFICIAL_SERVER_LOG_LEVEL for Node).
     #[arg(long, env = "TABLESYNC_BENCH_SERVER_LOG", default_value = "warn")]
     server_log: String,
+    /// Rows of our servers' scale table (`BigItem`, seeded with SQL): its pull pages and indexed
+    /// query are measured at `--rows` rows and at this many; 0 skips the scale rows. BENCHMARKS.md
+    /// shows `--scale-rows 1000000`.
+    #[arg(long, env = "TABLESYNC_BENCH_SCALE_ROWS", default_value_t = 100_000)]
+    scale_rows: usize,
+    /// Keyset pages of 1000 rows after random positions measured at each scale size.
+    #[arg(long, env = "TABLESYNC_BENCH_SCALE_PAGES", default_value_t = 100)]
+    scale_pages: usize,
     /// Passed by `cargo bench`; without it the binary only prints a note (so `cargo test
     /// --all-targets` does not run the benchmark).
     #[arg(long, hide = true)]
@@ -153,6 +163,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .enable_all()
         .build()
         .context("starting the client runtime")?;
+    let load_at_start = load_average();
     let mut notes = Vec::new();
     let mut all: Vec<Measurement> = Vec::new();
     for &target in &args.servers {
@@ -160,11 +171,18 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             Target::Sqlite => {
                 let dir = tempfile::tempdir().context("creating a temporary directory")?;
                 let db = dir.path().join("ours.db").to_string_lossy().into_owned();
-                let server = process::ours(&db, &args.server_log, Some(dir))?;
-                (
-                    OURS_SQLITE,
-                    measure(&runtime, OURS_SQLITE, &server, &plan, args.seed),
-                )
+                let server = ours(&db, &args.server_log, Some(dir))?;
+                let db = Db::Sqlite(db.into());
+                let mut measured = measure(&runtime, OURS_SQLITE, &server, &plan, args, &db);
+                if let (Ok(rows), Db::Sqlite(path)) = (&mut measured, &db) {
+                    let limit = read_rows::limit(path, plan.rows, plan.pull_repeats)?;
+                    notes.push(format!(
+                        "the bench client's own parse of a 1000-row page into serde_json values                          (in every pull row's time, not in the limit's): {:.2} ms (median)",
+                        limit.parse_p50.as_secs_f64() * 1000.0
+                    ));
+                    rows.push(limit.measurement);
+                }
+                (OURS_SQLITE, measured)
             }
             Target::Postgres => {
                 let Some(admin_url) = &args.pg_url else {
@@ -174,8 +192,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                     continue;
                 };
                 let database = PgDatabase::create(admin_url)?;
-                let measured = process::ours(database.url(), &args.server_log, None)
-                    .and_then(|server| measure(&runtime, OURS_POSTGRES, &server, &plan, args.seed));
+                let db = Db::Postgres(database.url().to_string());
+                let measured = ours(database.url(), &args.server_log, None)
+                    .and_then(|server| measure(&runtime, OURS_POSTGRES, &server, &plan, args, &db));
                 // The server has stopped (dropped above) before its database is dropped.
                 if let Err(e) = database.drop_now() {
                     notes.push(format!(
@@ -188,7 +207,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 let server = process::official(&args.server_log)?;
                 (
                     OFFICIAL,
-                    measure(&runtime, OFFICIAL, &server, &plan, args.seed),
+                    measure(&runtime, OFFICIAL, &server, &plan, args, &Db::None),
                 )
             }
         };
@@ -198,6 +217,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 
     println!();
     println!("{}", machine_facts(&plan, args.seed));
+    println!(
+        "load average (1 min) at the start: {load_at_start}, at the end: {}",
+        load_average()
+    );
     println!();
     print!("{}", report::markdown_table(&all, OFFICIAL));
     println!();
@@ -209,6 +232,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         );
     }
     if let Some(line) = end_to_end_pull(&all, &plan) {
+        println!("- {line}");
+    }
+    for line in scale_lines(&all, &plan, args.scale_rows) {
         println!("- {line}");
     }
     for note in &notes {
@@ -228,14 +254,26 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     Ok(clean)
 }
 
-/// Runs the workload against a started server; on failure the server's output is attached.
+/// Our `tablesync serve` with the server bench's tables.
+fn ours(
+    database: &str,
+    log: &str,
+    dir: Option<tempfile::TempDir>,
+) -> anyhow::Result<ServerProcess> {
+    process::ours_with_config(database, log, dir, process::SERVER_BENCH_CONFIG)
+}
+
+/// Runs the workload against a started server (ours on `db`); on failure the server's output
+/// is attached.
 fn measure(
     runtime: &tokio::runtime::Runtime,
     label: &str,
     server: &ServerProcess,
     plan: &Plan,
-    seed: u64,
+    args: &Args,
+    db: &Db,
 ) -> anyhow::Result<Vec<Measurement>> {
+    let seed = args.seed;
     eprintln!("server bench: measuring {label} at {}", server.url());
     let mut measured = runtime
         .block_on(workload::run(label, server.url(), plan, seed))
@@ -265,6 +303,15 @@ fn measure(
                     seed,
                     tokens,
                 ))
+                .with_context(|| format!("server output:\n{}", server.output()))?,
+        );
+        let scale = Scale {
+            rows: args.scale_rows,
+            pages: args.scale_pages,
+        };
+        measured.extend(
+            runtime
+                .block_on(read_rows::ours(label, server.url(), plan, seed, db, scale))
                 .with_context(|| format!("server output:\n{}", server.output()))?,
         );
     }
@@ -327,4 +374,40 @@ fn end_to_end_pull(all: &[Measurement], plan: &Plan) -> Option<String> {
             a, ours.requests, b, theirs.requests, b / a
         )
     })
+}
+
+/// The 1-minute load average from `/proc/loadavg` ("?" where there is none): the machine is
+/// shared, so the table says how busy it was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// For each of our servers, the scale rows' median page and query latency at `--rows` rows
+/// and at `--scale-rows` rows: whether the cost per page grows with the table.
+fn scale_lines(all: &[Measurement], plan: &Plan, scale_rows: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for server in [OURS_SQLITE, OURS_POSTGRES] {
+        for what in [
+            "pull page, keyset ($top=1000)",
+            "query (filter, orderby, top 50), declared index",
+        ] {
+            let at = |rows: usize| {
+                all.iter().find(|m| {
+                    m.server == server && m.operation == format!("{what}, {rows}-row table")
+                })
+            };
+            if let (Some(small), Some(large)) = (at(plan.rows), at(scale_rows)) {
+                let (a, b) = (small.percentile_ms(50.0), large.percentile_ms(50.0));
+                out.push(format!(
+                    "{what} on {server}: p50 {a:.2} ms at {} rows, {b:.2} ms at {scale_rows} rows ({:.2}×)",
+                    plan.rows,
+                    if a > 0.0 { b / a } else { 0.0 }
+                ));
+            }
+        }
+    }
+    out
 }

@@ -36,14 +36,26 @@ fn spawn(command: Command, what: &str) -> anyhow::Result<ServerProcess> {
 ///
 /// It runs with [`OURS_CONFIG`]: `TodoItem` as before (anonymous, so the main workload sends no
 /// token), plus the two tables of the 8-users phases, and `[auth]` with [`BENCH_SECRET`].
+// The sync bench's server; the server bench runs `ours_with_config`.
+#[allow(dead_code)]
 pub fn ours(
     database: &str,
     log_level: &str,
     data_dir: Option<tempfile::TempDir>,
 ) -> anyhow::Result<ServerProcess> {
+    ours_with_config(database, log_level, data_dir, OURS_CONFIG)
+}
+
+/// [`ours`] with the configuration `config_toml` (its `[auth]` reading the bench secret).
+pub fn ours_with_config(
+    database: &str,
+    log_level: &str,
+    data_dir: Option<tempfile::TempDir>,
+    config_toml: &str,
+) -> anyhow::Result<ServerProcess> {
     let config_dir = tempfile::tempdir().context("creating a temporary directory")?;
     let config = config_dir.path().join("bench.toml");
-    std::fs::write(&config, OURS_CONFIG).context("writing the bench config")?;
+    std::fs::write(&config, config_toml).context("writing the bench config")?;
     let mut command = serve_command(env!("CARGO_BIN_EXE_tablesync"), database);
     command
         .arg("--config")
@@ -62,6 +74,7 @@ pub const BENCH_SECRET: &str = "bench-only-secret-0123456789abcdef";
 
 /// Our server's tables: `TodoItem` for the main workload, `SharedItem` (one clock row for every
 /// writer) and `UserItem` (per-user: one clock row per owner) for the 8-users insert phases.
+#[allow(dead_code)]
 const OURS_CONFIG: &str = r#"
 [auth]
 hmac_secret_env = "TABLESYNC_BENCH_AUTH_SECRET"
@@ -70,6 +83,41 @@ hmac_secret_env = "TABLESYNC_BENCH_AUTH_SECRET"
 name = "TodoItem"
 columns = { text = "string", complete = "boolean" }
 access = "anonymous"
+
+[[tables]]
+name = "SharedItem"
+columns = { text = "string", complete = "boolean" }
+access = "authenticated"
+
+[[tables]]
+name = "UserItem"
+columns = { text = "string", complete = "boolean" }
+owner_column = "userId"
+"#;
+
+/// The server bench's configuration: [`OURS_CONFIG`]'s tables, `TodoItem` with the declared
+/// index the query phase reads (`complete`, `text`), and the tables of the read rows
+/// (`read_rows.rs`): `TodoPlain` (the same without the index) and `BigItem` (the scale rows).
+pub const SERVER_BENCH_CONFIG: &str = r#"
+[auth]
+hmac_secret_env = "TABLESYNC_BENCH_AUTH_SECRET"
+
+[[tables]]
+name = "TodoItem"
+columns = { text = "string", complete = "boolean" }
+access = "anonymous"
+indexes = [["complete", "text"]]
+
+[[tables]]
+name = "TodoPlain"
+columns = { text = "string", complete = "boolean" }
+access = "anonymous"
+
+[[tables]]
+name = "BigItem"
+columns = { text = "string", complete = "boolean" }
+access = "anonymous"
+indexes = [["complete", "text"]]
 
 [[tables]]
 name = "SharedItem"
@@ -165,7 +213,7 @@ impl PgDatabase {
 }
 
 /// Runs one SQL command with `psql`, failing with its stderr.
-fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+pub fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     let out = Command::new("psql")
         .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
         .stdin(Stdio::null())

@@ -38,6 +38,9 @@ pub struct Measurement {
     pub latencies: Vec<Duration>,
     /// The first failure's message.
     pub first_error: Option<String>,
+    /// The operation whose reference-server row this row's speed-up compares with, when it is
+    /// not its own (ours without the index: the official server's query row); None: its own.
+    pub anchor: Option<String>,
 }
 
 impl Measurement {
@@ -79,8 +82,19 @@ impl Measurement {
     }
 }
 
+/// The row of the limit: the keyset pull's pages read and encoded in-process (no HTTP).
+pub const LIMIT_ROW: &str =
+    "limit: the keyset pull's 1000-row pages, rusqlite read + serde_json encode, in-process";
+
+/// Whether a row is judged against the limit row: the pulls and pages of 1000 rows.
+fn against_limit(m: &Measurement) -> bool {
+    m.rate == Rate::Rows && m.operation.contains("$top=1000") && m.operation != LIMIT_ROW
+}
+
 /// The markdown table: one row per operation and server, in measurement order grouped by
-/// operation, with the speed-up of each server over `reference` (same operation, by [`Rate`]).
+/// operation, with the speed-up of each server over `reference` (same operation, by [`Rate`],
+/// or the row's [`Measurement::anchor`]) and, for 1000-row pages, the row's time per row over
+/// the [`LIMIT_ROW`]'s.
 pub fn markdown_table(measurements: &[Measurement], reference: &str) -> String {
     let mut operations: Vec<&str> = Vec::new();
     for m in measurements {
@@ -90,15 +104,28 @@ pub fn markdown_table(measurements: &[Measurement], reference: &str) -> String {
     }
     let mut out = String::new();
     out.push_str(
-        "| operation | server | requests | rows | errors | wall s | req/s | p50 ms | p99 ms | rows/s | speed-up |\n",
+        "| operation | server | requests | rows | errors | wall s | req/s | p50 ms | p99 ms | rows/s | speed-up | × limit |\n",
     );
-    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    let limit_score = measurements
+        .iter()
+        .find(|m| m.operation == LIMIT_ROW)
+        .map(Measurement::score)
+        .filter(|s| *s > 0.0);
     for op in operations {
-        let reference_score = measurements
-            .iter()
-            .find(|m| m.operation == op && m.server == reference)
-            .map(Measurement::score);
         for m in measurements.iter().filter(|m| m.operation == op) {
+            let anchor = m.anchor.as_deref().unwrap_or(op);
+            let reference_score = measurements
+                .iter()
+                .find(|r| r.operation == anchor && r.server == reference)
+                .map(Measurement::score);
+            let versus_limit = match limit_score {
+                Some(limit) if against_limit(m) && m.score() > 0.0 => {
+                    format!("{:.2}×", limit / m.score())
+                }
+                _ if m.operation == LIMIT_ROW => "(limit)".to_string(),
+                _ => "–".to_string(),
+            };
             let speed_up = match reference_score {
                 _ if m.server == reference => "(ref)".to_string(),
                 Some(r) if r > 0.0 => format!("{:.2}×", m.score() / r),
@@ -106,7 +133,7 @@ pub fn markdown_table(measurements: &[Measurement], reference: &str) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {} | {versus_limit} |",
                 m.operation,
                 m.server,
                 m.requests,

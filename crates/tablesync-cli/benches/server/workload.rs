@@ -195,22 +195,8 @@ pub async fn run(
     .await;
     out.push(phase.into_measurement("update (PATCH, If-Match)", server, Rate::Requests));
 
-    let phase = closed_loop(conc, plan.queries, {
-        let ctx = Arc::clone(&ctx);
-        move |_| {
-            let ctx = Arc::clone(&ctx);
-            async move {
-                let pairs = [
-                    ("$filter", QUERY_FILTER.to_string()),
-                    ("$orderby", "text".into()),
-                    ("$top", "50".into()),
-                ];
-                list(&ctx, &pairs).await.map(|page| page.len() as u64)
-            }
-        }
-    })
-    .await;
-    out.push(phase.into_measurement("query (filter, orderby, top 50)", server, Rate::Requests));
+    let phase = query_loop(ctx.http.clone(), ctx.table_url.clone(), plan).await;
+    out.push(phase.into_measurement(QUERY_ROW, server, Rate::Requests));
 
     for &top in &plan.official_pull_tops {
         let label = format!("pull, official clients' way ($top={top})");
@@ -222,6 +208,95 @@ pub async fn run(
     let phase = repeat_pull(&ctx, plan, Pull::Keyset { top }).await;
     out.push(phase.into_measurement(&label, server, Rate::Rows));
     Ok(out)
+}
+
+/// The query phase's row (the anchor of the other query rows).
+pub const QUERY_ROW: &str = "query (filter, orderby, top 50)";
+
+/// `plan.queries` requests of the query phase (`QUERY_FILTER`, `$orderby=text`, `$top=50`)
+/// against the table at `table_url`, `plan.concurrency` in flight.
+async fn query_loop(http: reqwest::Client, table_url: String, plan: &Plan) -> Phase {
+    let (http, url) = (Arc::new(http), Arc::new(table_url));
+    closed_loop(plan.concurrency.max(1), plan.queries, move |_| {
+        let (http, url) = (Arc::clone(&http), Arc::clone(&url));
+        async move {
+            let pairs = [
+                ("$filter", QUERY_FILTER.to_string()),
+                ("$orderby", "text".into()),
+                ("$top", "50".into()),
+            ];
+            list_at(&http, &url, &pairs)
+                .await
+                .map(|page| page.len() as u64)
+        }
+    })
+    .await
+}
+
+fn bench_client(in_flight: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
+        .pool_max_idle_per_host(in_flight.max(1))
+        .build()?)
+}
+
+/// The query phase against another table of the same server (`table`), as row `label`.
+pub async fn query_table(
+    server: &str,
+    base_url: &str,
+    table: &str,
+    plan: &Plan,
+    label: &str,
+) -> anyhow::Result<Measurement> {
+    let http = bench_client(plan.concurrency)?;
+    let phase = query_loop(http, format!("{base_url}/tables/{table}"), plan).await;
+    Ok(phase.into_measurement(label, server, Rate::Requests))
+}
+
+/// One keyset page of `top` rows after each of `positions` (`(updatedAt, id)` tokens), one
+/// request at a time as a puller sends them; every page must come back full.
+pub async fn keyset_pages(
+    server: &str,
+    base_url: &str,
+    table: &str,
+    positions: &[(String, String)],
+    top: u32,
+    label: &str,
+) -> anyhow::Result<Measurement> {
+    let http = bench_client(1)?;
+    let url = format!("{base_url}/tables/{table}");
+    let mut tally = Tally::default();
+    let mut delivered_rows = 0;
+    let started = Instant::now();
+    for (t, i) in positions {
+        let pairs = [
+            (
+                "$filter",
+                format!(
+                    "(updatedAt ge datetimeoffset'{t}') and ((updatedAt gt datetimeoffset'{t}') or ((updatedAt eq datetimeoffset'{t}') and (id gt '{i}')))"
+                ),
+            ),
+            ("$orderby", "updatedAt,id".into()),
+            ("$top", top.to_string()),
+            ("__includeDeleted", "true".into()),
+        ];
+        if let Ok(page) = tally.timed(list_at(&http, &url, &pairs)).await {
+            tally.rows += page.len() as u64;
+            if page.len() == top as usize {
+                delivered_rows += page.len() as u64;
+            } else {
+                tally.error(format!("a page after ({t}, {i}) had {} rows", page.len()));
+            }
+        }
+    }
+    let phase = Phase {
+        tally,
+        delivered_rows,
+        wall: started.elapsed(),
+    };
+    Ok(phase.into_measurement(label, server, Rate::Rows))
 }
 
 /// How many users write at once in the per-user phases (one per request in flight).
@@ -346,6 +421,7 @@ impl Phase {
             wall: self.wall,
             latencies,
             first_error: self.tally.first_error,
+            anchor: None,
         }
     }
 }
@@ -595,7 +671,16 @@ async fn update(ctx: Arc<Ctx>, k: usize) -> Result<u64, String> {
 
 /// `GET /tables/TodoItem?<pairs>`; the page's rows.
 async fn list(ctx: &Ctx, pairs: &[(&str, String)]) -> Result<Vec<Value>, String> {
-    let request = ctx.http.get(&ctx.table_url).query(pairs);
+    list_at(&ctx.http, &ctx.table_url, pairs).await
+}
+
+/// `GET <table_url>?<pairs>`; the page's rows.
+async fn list_at(
+    http: &reqwest::Client,
+    table_url: &str,
+    pairs: &[(&str, String)],
+) -> Result<Vec<Value>, String> {
+    let request = http.get(table_url).query(pairs);
     match send(request, "GET list").await? {
         Value::Array(rows) => Ok(rows),
         other => Err(format!(
