@@ -120,6 +120,9 @@ error_codes! {
     IdempotencyKeyReused = ("idempotency_key_reused", 422),
     /// A batch operation rolled back because another operation of its atomicity group failed.
     FailedDependency = ("failed_dependency", 424),
+    /// A change feed's position (`?after=` or `Last-Event-ID`) is not `<updatedAt>|<id>` with a
+    /// wire-form timestamp and a valid id of the table (`docs/extensions.md` section 5).
+    InvalidPosition = ("invalid_position", 400),
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -179,7 +182,7 @@ mod tests {
                 .all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert!((400..600).contains(&c.http_status()));
         }
-        assert_eq!(ErrorCode::ALL.len(), 38);
+        assert_eq!(ErrorCode::ALL.len(), 39);
         assert_eq!(ErrorCode::from_str_code("nope"), None);
         assert_eq!(ErrorCode::InvalidFilter.as_str(), "invalid_filter");
         assert_eq!(ErrorCode::PreconditionFailed.http_status(), 412);

@@ -40,6 +40,7 @@ use tablesync_protocol::odata::sql::{lower_filter, lower_order_by};
 use crate::auth::{AccessLevel, Authenticator, Clock, Identity};
 use crate::config::{Config, Limits, TableConfig, TableOperation};
 use crate::error::ApiError;
+use crate::feed::{Change, FeedHub, Position};
 use crate::observe::metrics::Metrics;
 use crate::observe::TrustedProxies;
 use crate::store::{
@@ -115,6 +116,31 @@ pub struct App {
     trusted_proxies: TrustedProxies,
     /// Whether `/metrics` is served on the main listener (enabled and no `[metrics] listen`).
     metrics_on_main: bool,
+    /// The change feed's wake-ups and subscriber cap (`crate::feed`).
+    feed: Arc<FeedHub>,
+    /// The feed's background tasks (announcing writes to, and listening for, other processes):
+    /// aborted when the app is dropped.
+    feed_tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for task in &self.feed_tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Where a new change-feed subscriber starts: the table's configured name, the caller's row
+/// scope, and the position (None: before the first row, the table being empty).
+#[derive(Clone, Debug)]
+pub struct FeedCursor {
+    /// The configured name.
+    pub table: Arc<str>,
+    /// The caller's rows.
+    pub scope: Scope,
+    /// The last row the subscriber has.
+    pub position: Option<Position>,
 }
 
 impl App {
@@ -147,7 +173,16 @@ impl App {
             .then(|| Metrics::new(store.pool_wait()));
         // Validation parsed it already; an empty list if it somehow does not parse.
         let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default();
+        let pool_max = usize::try_from(store.pool_status().max).unwrap_or(usize::MAX);
+        let feed = Arc::new(FeedHub::new(
+            config.tables.iter().map(|t| t.name.as_str()),
+            config.limits.subscribers_max,
+            pool_max,
+        ));
+        let feed_tasks = crate::feed::spawn_tasks(&store, &feed);
         Ok(App {
+            feed,
+            feed_tasks,
             metrics_on_main: config.metrics.enabled && config.metrics.listen.is_none(),
             metrics,
             trusted_proxies,
@@ -254,6 +289,133 @@ impl App {
             (Some(_), Identity::Anonymous) => return Err(ApiError::Unauthenticated),
         };
         Ok((entry, scope))
+    }
+
+    /// The change feed's hub.
+    pub fn feed(&self) -> &Arc<FeedHub> {
+        &self.feed
+    }
+
+    /// The one call the write path makes after a write returned: when it wrote (and so
+    /// committed), wake the table's change-feed subscribers here and announce it to other
+    /// processes. A write whose answer is lost (a timeout after commit) is found by the
+    /// subscribers' periodic re-read instead.
+    pub fn after_write(&self, table: &str, wrote: bool) {
+        if wrote {
+            self.feed.changed(table);
+        }
+    }
+
+    /// A new change-feed subscriber of `table` for `identity`: the same gate as a table read
+    /// (404 unknown table, 405 reads disabled, 401 anonymous caller of an authenticated read),
+    /// then its position: `after` checked against the table's id rules (400
+    /// `invalid_position`), or, without one, the current end of the caller's rows, so only
+    /// changes committed from now on are sent.
+    pub async fn feed_cursor(
+        &self,
+        table: &str,
+        identity: &Identity,
+        after: Option<Position>,
+    ) -> Result<FeedCursor, ApiError> {
+        let (entry, scope) = self.authorize(table, TableOperation::Read, identity)?;
+        let name: Arc<str> = Arc::from(entry.config.name.as_str());
+        let position = match after {
+            Some(p) => {
+                let id = check_table_id(&p.id, entry.config.id_type)
+                    .map_err(|e| ApiError::InvalidPosition(format!("the position's id: {e}")))?;
+                Some(Position { id, ..p })
+            }
+            None => {
+                let schema = self.current_schema(&entry).await?;
+                let query = self.feed_query(&entry, &schema, None, 1, true)?;
+                let page = self.store.list(&schema, &scope, query).await?;
+                match page.items.into_iter().next() {
+                    Some(item) => Some(change_of(&name, item)?.position()),
+                    None => None,
+                }
+            }
+        };
+        Ok(FeedCursor {
+            table: name,
+            scope,
+            position,
+        })
+    }
+
+    /// Up to `limit` rows of the cursor's table past its position, in (`updatedAt`, `id`)
+    /// order: the incremental pull's keyset query (`updatedAt ge T and (updatedAt gt T or
+    /// (updatedAt eq T and id gt I))`, tombstones included), owner-scoped in the store's SQL.
+    pub async fn feed_read(
+        &self,
+        cursor: &FeedCursor,
+        limit: u64,
+    ) -> Result<Vec<Change>, ApiError> {
+        let entry = self
+            .tables
+            .get(&cursor.table.to_ascii_lowercase())
+            .cloned()
+            .ok_or_else(|| ApiError::TableNotFound(cursor.table.to_string()))?;
+        let schema = self.current_schema(&entry).await?;
+        let limit = limit.clamp(1, self.limits.page_size_max);
+        let query = self.feed_query(&entry, &schema, cursor.position.as_ref(), limit, false)?;
+        let page = self.store.list(&schema, &cursor.scope, query).await?;
+        page.items
+            .into_iter()
+            .map(|item| change_of(&cursor.table, item))
+            .collect()
+    }
+
+    /// The store query of a feed read: rows past `after` ascending, or (`last`) the last row.
+    fn feed_query(
+        &self,
+        entry: &TableEntry,
+        schema: &TableSchema,
+        after: Option<&Position>,
+        top: u64,
+        last: bool,
+    ) -> Result<ListQuery, ApiError> {
+        use tablesync_protocol::odata::{parse_filter, parse_orderby};
+        let internal = |what: &str, message: String| {
+            ApiError::Store(StoreError::new(
+                StoreErrorKind::Internal,
+                format!("the change feed's {what} does not parse: {message}"),
+            ))
+        };
+        let filter = match after {
+            Some(p) => {
+                let id = match entry.config.id_type {
+                    crate::config::IdType::Integer => p.id.clone(),
+                    crate::config::IdType::String => format!("'{}'", p.id.replace('\'', "''")),
+                };
+                let t = format!("datetimeoffset'{}'", p.updated_at);
+                let text = format!(
+                    "updatedAt ge {t} and (updatedAt gt {t} or (updatedAt eq {t} and id gt {id}))"
+                );
+                let expr = parse_filter(&text).map_err(|e| internal("filter", e.message))?;
+                Some(
+                    lower_filter(&expr, schema, self.store.dialect(), 1)
+                        .map_err(ApiError::Lower)?,
+                )
+            }
+            None => None,
+        };
+        let order = if last {
+            "updatedAt desc,id desc"
+        } else {
+            "updatedAt,id"
+        };
+        let order = parse_orderby(order).map_err(|e| internal("order", e.message))?;
+        let next_param = 1 + filter.as_ref().map_or(0, |f| f.params.len());
+        let order_by = lower_order_by(&order, schema, self.store.dialect(), next_param)
+            .map_err(ApiError::Lower)?;
+        Ok(ListQuery {
+            filter,
+            order_by: Some(order_by),
+            include_deleted: true,
+            skip: 0,
+            top,
+            count: false,
+        })
     }
 
     /// The metrics, unless `[metrics] enabled = false`.
@@ -531,7 +693,9 @@ impl App {
         identity: &Identity,
         body: Map<String, Value>,
     ) -> Result<Item, ApiError> {
-        self.insert_on(&self.store, table, identity, body).await
+        let result = self.insert_on(&self.store, table, identity, body).await;
+        self.after_write(table, result.is_ok());
+        result
     }
 
     /// [`App::insert`] on `rows` (the store, or a batch's transaction).
@@ -582,8 +746,11 @@ impl App {
         body: Map<String, Value>,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
-        self.update_on(&self.store, table, identity, id, body, if_match)
-            .await
+        let result = self
+            .update_on(&self.store, table, identity, id, body, if_match)
+            .await;
+        self.after_write(table, result.is_ok());
+        result
     }
 
     /// [`App::update`] on `rows` (the store, or a batch's transaction).
@@ -654,8 +821,11 @@ impl App {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
-        self.delete_on(&self.store, table, identity, id, if_match)
-            .await
+        let result = self
+            .delete_on(&self.store, table, identity, id, if_match)
+            .await;
+        self.after_write(table, result.is_ok());
+        result
     }
 
     /// [`App::delete`] on `rows` (the store, or a batch's transaction).
@@ -685,8 +855,11 @@ impl App {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<Item, ApiError> {
-        self.undelete_on(&self.store, table, identity, id, if_match)
-            .await
+        let result = self
+            .undelete_on(&self.store, table, identity, id, if_match)
+            .await;
+        self.after_write(table, result.is_ok());
+        result
     }
 
     /// [`App::undelete`] on `rows` (the store, or a batch's transaction).
@@ -823,6 +996,37 @@ fn is_pull(raw_query: &str) -> bool {
             .decode_utf8_lossy()
             .trim_start()
             .starts_with(tablesync_protocol::system::UPDATED_AT)
+    })
+}
+
+/// A feed row as a change event; a row without readable system fields is our bug (500).
+fn change_of(table: &Arc<str>, item: Item) -> Result<Change, ApiError> {
+    use tablesync_protocol::system::{ID, UPDATED_AT, VERSION};
+    let broken = |what: &str| {
+        ApiError::Store(StoreError::new(
+            StoreErrorKind::Internal,
+            format!("a row of {table} read by the change feed has no usable {what}"),
+        ))
+    };
+    let updated_at = item
+        .get(UPDATED_AT)
+        .and_then(Value::as_str)
+        .and_then(|t| tablesync_protocol::time::parse_timestamp(t).ok())
+        .ok_or_else(|| broken(UPDATED_AT))?;
+    let version = match item.get(VERSION) {
+        Some(Value::String(v)) => v.clone(),
+        _ => return Err(broken(VERSION)),
+    };
+    let id = match item.get(ID) {
+        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+        _ => return Err(broken(ID)),
+    };
+    Ok(Change {
+        table: Arc::clone(table),
+        id,
+        updated_at,
+        version,
+        deleted: is_deleted(&item),
     })
 }
 

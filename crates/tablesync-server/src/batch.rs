@@ -443,6 +443,12 @@ pub async fn run(
         Ok(answers) => tx.commit().await.map(|()| answers).map_err(ApiError::from),
         Err(e) => Err(e),
     };
+    if let Ok(answers) = &result {
+        // Committed: wake the change feed of every table a 2xx operation wrote.
+        for (op, answer) in ops.iter().zip(answers) {
+            app.after_write(&op.table, success(answer.answer.status));
+        }
+    }
     if result.is_err() {
         // Rolled back (or never committed): columns the batch added are gone again.
         for table in grown {

@@ -150,6 +150,23 @@ pub struct Limits {
     /// Longest `GET /ready` waits for the database's answer, in milliseconds; then it answers
     /// 503.
     pub ready_timeout_ms: u64,
+    /// Most change-feed subscribers (`GET /$changes/{table}`, docs/extensions.md section 5)
+    /// served at once, in subscribers; one more is answered 503 `service_unavailable`. Each
+    /// also holds a connection, so keep it under `connections_max`. 0 turns the feed off
+    /// (`$capabilities` then does not offer it, and every subscription is 503).
+    pub subscribers_max: usize,
+    /// How long a change feed may stay silent before the server sends a `: heartbeat` comment,
+    /// in milliseconds (keeps idle streams open through proxies).
+    pub feed_heartbeat_interval_ms: u64,
+    /// Most change events one subscriber may fall behind, in events: a subscriber with more
+    /// committed changes pending than this is sent `event: overflow` and its stream is
+    /// closed (it then pulls and subscribes again), so a slow reader never makes the server
+    /// buffer without bound.
+    pub feed_subscriber_buffer_events: usize,
+    /// How often an idle subscriber re-reads its table even without a wake-up, in
+    /// milliseconds: the safety net that bounds the delay of a change whose wake-up was lost
+    /// (a dropped PostgreSQL notification, a write on another process sharing an SQLite file).
+    pub feed_poll_interval_ms: u64,
 }
 
 impl Default for Limits {
@@ -170,6 +187,10 @@ impl Default for Limits {
             batch_operations_max: 1000,
             idempotency_retention_s: 86_400,
             ready_timeout_ms: 2_000,
+            subscribers_max: 256,
+            feed_heartbeat_interval_ms: 15_000,
+            feed_subscriber_buffer_events: 1_000,
+            feed_poll_interval_ms: 5_000,
         }
     }
 }
@@ -656,6 +677,9 @@ impl Config {
             || limits.idempotency_retention_s == 0
             || i64::try_from(limits.idempotency_retention_s).is_err()
             || limits.ready_timeout_ms == 0
+            || limits.feed_heartbeat_interval_ms == 0
+            || limits.feed_subscriber_buffer_events == 0
+            || limits.feed_poll_interval_ms == 0
         {
             return invalid(ConfigPlace::Key("limits"), "limits must be positive".into());
         }

@@ -143,4 +143,13 @@ pub enum ApiError {
     /// A batch operation rolled back with its atomicity group.
     #[error("{0}")]
     FailedDependency(String),
+    /// A change feed's position is malformed (docs/extensions.md section 5).
+    #[error("Invalid change feed position: {0}")]
+    InvalidPosition(String),
+    /// `limits.subscribers_max` change-feed subscribers are served already (or it is 0).
+    #[error("The server is serving as many change feed subscribers as it may ({max}, limits.subscribers_max); try again later or poll")]
+    TooManySubscribers {
+        /// The configured limit.
+        max: usize,
+    },
 }

@@ -13,6 +13,8 @@
 //!   one `ApiError` → response match.
 //! * [`auth`]: the only code that reads tokens: request headers → [`auth::Identity`] (a
 //!   verified principal or anonymous) or a 401; the `[auth]` config; the injected clock.
+//! * `feed`: the change feed's core (`GET /$changes/{table}`): positions, per-table wake-ups
+//!   (in-process, and between processes through the store), the subscriber cap; no axum.
 //! * `openapi`: the OpenAPI document of the configured tables (`GET /openapi.json`), generated
 //!   from the config.
 //! * `table`: protocol rules without HTTP or SQL (ids, reserved properties, types,
@@ -57,6 +59,7 @@ mod app;
 pub mod auth;
 mod batch;
 mod error;
+mod feed;
 mod http;
 mod observe;
 mod openapi;
@@ -253,6 +256,13 @@ impl Server {
                 }
             })
         });
+        // Change feeds never end by themselves: close them when shutting down, so the
+        // graceful shutdown (which finishes open responses) can finish.
+        let feed = Arc::clone(self.app.feed());
+        let shutdown = async move {
+            shutdown.await;
+            feed.close();
+        };
         let served = http::serve(self.app, &self.config.cors, listener, shutdown).await;
         if let Some(task) = metrics {
             task.abort();

@@ -233,6 +233,33 @@ pub fn document(config: &Config) -> Value {
                 Value::Object(item),
             );
         }
+        // The change feed (docs/extensions.md section 5): a table read, streamed.
+        if level(TableOperation::Read) != AccessLevel::Disabled && config.limits.subscribers_max > 0
+        {
+            paths.insert(
+                format!("/$changes/{}", table.name),
+                json!({"get": operation(
+                    &format!("{}_changes", table.name),
+                    &format!("Server-Sent Events: one `change` event per {} row committed past the position, in (updatedAt, id) order", table.name),
+                    &tag,
+                    security(TableOperation::Read),
+                    vec![
+                        json!({"name": "after", "in": "query", "required": false,
+                               "description": "The position `<updatedAt>|<id>` to start after (the client's delta token); absent: the current end of the table. `Last-Event-ID` wins over it.",
+                               "schema": {"type": "string"}}),
+                        json!({"name": "Last-Event-ID", "in": "header", "required": false,
+                               "description": "The `id` of the last event received (the position to resume after).",
+                               "schema": {"type": "string"}}),
+                        param_ref("ApiVersionHeader"),
+                        param_ref("ApiVersionQuery"),
+                    ],
+                    None,
+                    json!({"200": {
+                        "description": "An event stream: `event: change` with `data: {table, id, updatedAt, version, deleted}` and `id: <position>`; `: heartbeat` comments when idle; `event: overflow` before the server closes a subscriber that fell too far behind.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}}}}),
+                )}),
+            );
+        }
     }
 
     paths.insert(

@@ -44,6 +44,8 @@ impl IntoResponse for ApiError {
             ApiError::InvalidIdempotencyKey => (ErrorCode::InvalidIdempotencyKey, None),
             ApiError::IdempotencyKeyReused(_) => (ErrorCode::IdempotencyKeyReused, None),
             ApiError::FailedDependency(_) => (ErrorCode::FailedDependency, None),
+            ApiError::InvalidPosition(_) => (ErrorCode::InvalidPosition, None),
+            ApiError::TooManySubscribers { .. } => (ErrorCode::ServiceUnavailable, None),
             ApiError::Unauthenticated => return unauthorized(message, "Bearer"),
             ApiError::InvalidToken { reason } => {
                 // The reason goes to the log only; the token itself never does.

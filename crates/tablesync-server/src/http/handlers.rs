@@ -205,7 +205,7 @@ fn query_ids(uri: &Uri) -> Vec<String> {
 /// protocol.
 pub async fn capabilities_get(State(app): State<Arc<App>>) -> Response {
     let limits = app.limits();
-    Json(json!({
+    let mut document = json!({
         "server": super::SERVER_VERSION,
         "page_size_max": limits.page_size_max,
         "batch": {
@@ -214,8 +214,15 @@ pub async fn capabilities_get(State(app): State<Arc<App>>) -> Response {
             "body_bytes_max": limits.body_bytes_max,
         },
         "idempotency": { "retention_s": limits.idempotency_retention_s },
-    }))
-    .into_response()
+    });
+    // The change feed (section 5), unless `subscribers_max = 0` turned it off.
+    if limits.subscribers_max > 0 {
+        document["changes"] = json!({
+            "url": "$changes/{table}",
+            "heartbeat_interval_ms": limits.feed_heartbeat_interval_ms,
+        });
+    }
+    Json(document).into_response()
 }
 
 /// `GET /openapi.json`: the configured tables as OpenAPI 3.0 (`crate::openapi`), with `servers`

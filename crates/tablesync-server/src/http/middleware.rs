@@ -79,6 +79,11 @@ pub fn caller(app: &App, headers: &HeaderMap) -> Result<Identity, ApiError> {
 /// The table and operation of a table route (`/tables/{table}[/{id}]`), None for a method no
 /// route takes (its 405 comes from the router).
 fn table_operation(method: &Method, path: &str) -> Option<(String, TableOperation)> {
+    // The change feed is a table read (docs/extensions.md section 5).
+    if let Some(table) = path.strip_prefix("/$changes/") {
+        let table = percent_decode_str(table).decode_utf8_lossy().into_owned();
+        return matches!(method.as_str(), "GET" | "HEAD").then_some((table, TableOperation::Read));
+    }
     let rest = path.strip_prefix("/tables/")?;
     let (table, has_id) = match rest.split_once('/') {
         Some((table, _)) => (table, true),
@@ -218,6 +223,11 @@ mod tests {
             Some(("T".into(), TableOperation::Undelete))
         );
         assert_eq!(op(Method::PUT, "/tables/T/x"), None);
+        assert_eq!(
+            op(Method::GET, "/$changes/Todo%49tem"),
+            Some(("TodoItem".into(), TableOperation::Read))
+        );
+        assert_eq!(op(Method::POST, "/$changes/T"), None);
         assert_eq!(op(Method::GET, "/other"), None);
     }
 }

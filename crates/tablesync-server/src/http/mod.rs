@@ -9,6 +9,7 @@ mod batch;
 mod conn;
 mod error;
 mod extract;
+mod feed;
 mod handlers;
 mod middleware;
 
@@ -44,6 +45,7 @@ pub use middleware::SERVER_VERSION;
 /// | `DELETE /tables/{table}/{id}` | delete |
 /// | `POST /tables/{table}/{id}` | undelete |
 /// | `POST /$batch` | batched writes (`docs/extensions.md` section 2), behind the same gate as tables |
+/// | `GET /$changes/{table}` | the change feed, Server-Sent Events (`docs/extensions.md` section 5), behind the same gate as a table read |
 /// | `GET /$capabilities` | the extensions this server offers (`docs/extensions.md`); no API version needed |
 /// | `GET /openapi.json` | the configured tables as OpenAPI 3.0 (`crate::openapi`); a token when `[auth]` is configured |
 /// | `GET /health`, `GET /ready`, `GET /metrics` | probes and metrics (`crate::observe`); no API version or token needed |
@@ -68,6 +70,7 @@ pub fn router(app: Arc<App>, cors: &CorsConfig) -> Router {
                 .post(item_undelete),
         )
         .route("/$batch", axum::routing::post(batch::batch_post))
+        .route("/$changes/{table}", get(feed::changes_get))
         .route_layer(from_fn_with_state(Arc::clone(&app), middleware::table_gate))
         .route("/$capabilities", get(capabilities_get))
         .route("/openapi.json", get(openapi_get))

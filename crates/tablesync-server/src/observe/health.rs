@@ -40,7 +40,7 @@ pub async fn ready_get(State(app): State<Arc<App>>) -> Response {
 pub async fn metrics_get(State(app): State<Arc<App>>) -> Response {
     match app.metrics() {
         Some(metrics) => {
-            let text = metrics.render(app.pool_status());
+            let text = metrics.render(app.pool_status(), app.feed().subscribers());
             let mut response = text.into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

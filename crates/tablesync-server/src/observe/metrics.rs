@@ -24,6 +24,9 @@
 //! | `tablesync_db_pool_wait_seconds` | histogram | | how long operations waited for a connection |
 //! | `tablesync_batch_operations` | histogram | | operations per `POST /$batch` ([`Metrics::observe_batch`]) |
 //! | `tablesync_group_commit_operations` | histogram | | writes per group commit (hook: [`Metrics::observe_group_commit`]) |
+//! | `tablesync_feed_subscribers` | gauge | | change-feed subscribers at scrape time |
+//! | `tablesync_feed_events_total` | counter | table | change events handed to subscribers' streams |
+//! | `tablesync_feed_drops_total` | counter | table | subscribers dropped for falling behind (`event: overflow`) |
 //!
 //! # Hook points
 //!
@@ -124,6 +127,15 @@ pub struct Metrics {
     pool_max: Gauge,
     batch_sizes: Histogram,
     group_commit_sizes: Histogram,
+    feed_subscribers: Gauge,
+    feed_events: Family<TableLabels, Counter>,
+    feed_drops: Family<TableLabels, Counter>,
+}
+
+/// Labels of the change-feed counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
 }
 
 impl Metrics {
@@ -192,7 +204,28 @@ impl Metrics {
             "Writes carried by one group commit",
             group_commit_sizes.clone(),
         );
+        let feed_subscribers = Gauge::default();
+        registry.register(
+            "feed_subscribers",
+            "Change-feed subscribers now",
+            feed_subscribers.clone(),
+        );
+        let feed_events = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "feed_events",
+            "Change events handed to change-feed subscribers",
+            feed_events.clone(),
+        );
+        let feed_drops = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "feed_drops",
+            "Change-feed subscribers dropped for falling behind by more than feed_subscriber_buffer_events",
+            feed_drops.clone(),
+        );
         Metrics {
+            feed_subscribers,
+            feed_events,
+            feed_drops,
             registry,
             requests,
             durations,
@@ -278,8 +311,29 @@ impl Metrics {
         self.group_commit_sizes.observe(writes as f64);
     }
 
-    /// The text exposition, with the pool gauges read now.
-    pub fn render(&self, pool: PoolStatus) -> String {
+    /// `n` change events went to subscribers of `table`.
+    pub fn feed_events(&self, table: &str, n: u64) {
+        self.feed_events
+            .get_or_create(&TableLabels {
+                table: table.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// A subscriber of `table` was dropped for falling behind.
+    pub fn feed_drop(&self, table: &str) {
+        self.feed_drops
+            .get_or_create(&TableLabels {
+                table: table.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the pool gauges and the subscriber count (`subscribers`) read
+    /// now.
+    pub fn render(&self, pool: PoolStatus, subscribers: usize) -> String {
+        self.feed_subscribers
+            .set(i64::try_from(subscribers).unwrap_or(i64::MAX));
         self.pool_in_use
             .set(i64::try_from(pool.in_use).unwrap_or(i64::MAX));
         self.pool_max

@@ -144,6 +144,11 @@ pub fn client_address(
 
 /// The metric labels of a request: the configured table name (or `""`) and the operation.
 fn classify(app: &App, method: &Method, path: &str) -> (String, &'static str) {
+    if let Some(table) = path.strip_prefix("/$changes/") {
+        let table = percent_decode_str(table).decode_utf8_lossy();
+        let table = app.table_name(&table).unwrap_or_default().to_owned();
+        return (table, "changes");
+    }
     let Some(rest) = path.strip_prefix("/tables/") else {
         let operation = match path {
             "/health" => "health",

@@ -44,6 +44,10 @@ use crate::table::{Column, Item, TableSchema};
 pub use encode::{EncodedPage, PageEncoder};
 pub use idempotency::{Claim, RecordKey, Recorded, Rows, StoreTx};
 
+/// What [`Store::listen`] calls with each announced table (`None`: announcements may have been
+/// missed, wake every table).
+pub type Wake<'a> = Box<dyn Fn(Option<&str>) + Send + Sync + 'a>;
+
 /// A boxed, sendable future: what every [`Store`] method returns (keeps the trait dyn-compatible).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -256,6 +260,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where the store records how long each operation waited for a connection.
     fn pool_wait(&self) -> &crate::observe::metrics::PoolWait;
+
+    /// Whether other server processes on this database can be told about writes
+    /// ([`Store::announce`], [`Store::listen`]): PostgreSQL. Without it the change feed relies
+    /// on this process's own wake-ups and its periodic re-read (`crate::feed`).
+    fn notifies(&self) -> bool {
+        false
+    }
+
+    /// Tell the other server processes on this database that these tables (lower-case
+    /// configured names) were written: one `pg_notify` per table, carrying only the name and
+    /// this process's token. A wake-up, not data: losing it only delays a change-feed event.
+    fn announce<'a>(&'a self, tables: &'a [String]) -> BoxFuture<'a, StoreResult<()>> {
+        let _ = tables;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Listen for other processes' [`Store::announce`]ments until the future is dropped: `wake`
+    /// gets each announced table, and `None` after the listening connection was lost and
+    /// re-established (announcements may have been missed meanwhile). Never returns.
+    fn listen<'a>(&'a self, wake: Wake<'a>) -> BoxFuture<'a, ()> {
+        let _ = wake;
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A store's connections at one moment ([`Store::pool_status`]).

@@ -51,6 +51,7 @@ use crate::observe::metrics::PoolWait;
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
 mod batch_tx;
+mod notify;
 
 /// The SQL dialect of this store.
 const DIALECT: Dialect = Dialect::Postgres;
@@ -79,6 +80,9 @@ pub struct PostgresStore {
     wait: PoolWait,
     commit_order_stamps: bool,
     write_hold_ms_max: u64,
+    /// This process's token in its change-feed announcements (`notify.rs`), so it can ignore
+    /// its own.
+    sender: std::sync::Arc<str>,
 }
 
 impl PostgresStore {
@@ -136,6 +140,7 @@ impl PostgresStore {
             wait: PoolWait::new(),
             commit_order_stamps: config.commit_order_stamps,
             write_hold_ms_max: config.write_hold_ms_max,
+            sender: uuid::Uuid::new_v4().simple().to_string().into(),
         })
     }
 
@@ -883,6 +888,18 @@ impl Store for PostgresStore {
 
     fn pool_wait(&self) -> &PoolWait {
         &self.wait
+    }
+
+    fn notifies(&self) -> bool {
+        true
+    }
+
+    fn announce<'a>(&'a self, tables: &'a [String]) -> BoxFuture<'a, StoreResult<()>> {
+        Box::pin(notify::announce(self, tables))
+    }
+
+    fn listen<'a>(&'a self, wake: super::Wake<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(notify::listen(self, wake))
     }
 
     fn prepare<'a>(

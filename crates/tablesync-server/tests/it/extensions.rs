@@ -12,7 +12,8 @@ async fn capabilities_need_no_api_version_and_report_the_limits(kind: StoreKind)
         r.body,
         json!({"server": tablesync_server::SERVER_VERSION, "page_size_max": 250,
                "batch": {"url": "$batch", "operations_max": 1000, "body_bytes_max": 1_048_576},
-               "idempotency": {"retention_s": 86_400}})
+               "idempotency": {"retention_s": 86_400},
+               "changes": {"url": "$changes/{table}", "heartbeat_interval_ms": 15_000}})
     );
     assert_eq!(r.header("content-type"), Some("application/json"));
 }

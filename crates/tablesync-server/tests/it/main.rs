@@ -40,6 +40,7 @@ mod embedded;
 mod errors;
 mod explain;
 mod extensions;
+mod feed;
 mod fuzz_bodies;
 mod garbage;
 mod health;
