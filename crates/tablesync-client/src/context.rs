@@ -231,19 +231,46 @@ impl SyncContext {
     /// runtime; several live handles on one context are allowed but pull the same queries
     /// twice.
     ///
-    /// ```no_run
+    /// ```
+    /// use serde_json::json;
     /// use tablesync_client::{LiveOptions, SyncContext};
-    /// # async fn demo(ctx: SyncContext) -> tablesync_client::Result<()> {
-    /// let mut changes = ctx.changes();
-    /// let live = ctx.live(LiveOptions::new().query("TodoItem", "allTodoItems", ""))?;
-    /// let todos = ctx.table("TodoItem")?;
-    /// while let Ok(change) = changes.recv().await {
-    ///     // Committed locally: re-read what the view shows.
-    ///     let items = todos.read("$orderby=text").await?;
-    ///     println!("{}: {} changed, {} items", change.table, change.ids.len(), items.len());
-    /// #   break;
+    ///
+    /// // Device B keeps its TodoItem table current while it shows it.
+    /// async fn show_live(b: SyncContext) -> tablesync_client::Result<()> {
+    ///     let mut changes = b.changes(); // before going live: nothing is missed
+    ///     let live = b.live(LiveOptions::new().query("TodoItem", "allTodoItems", ""))?;
+    ///     let todos = b.table("TodoItem")?;
+    ///     while let Ok(change) = changes.recv().await {
+    ///         // Committed locally: re-read what the view shows.
+    ///         let items = todos.read("$orderby=text").await?.items;
+    ///         println!("{} changed {:?}; {} item(s)", change.table, change.ids, items.len());
+    /// #       if change.ids == ["milk"] { break; }
+    ///     }
+    ///     live.stop().await; // a pull or push in flight finishes first
+    ///     Ok(())
     /// }
-    /// live.stop().await; // a pull or push in flight finishes first
+    /// # async fn context(url: &str, path: &std::path::Path) -> SyncContext {
+    /// #     let mut store = tablesync_client::LocalStore::new(path);
+    /// #     store.define_table(tablesync_client::TableDefinition::new("TodoItem")
+    /// #         .column("text", tablesync_client::ColumnType::String)).unwrap();
+    /// #     SyncContext::initialize(tablesync_client::Client::new(url).unwrap(), store).await.unwrap()
+    /// # }
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let config = tablesync_server::Config::default_todo()
+    /// #     .with_database(dir.path().join("server.db").display().to_string());
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let url = format!("http://{}/", listener.local_addr()?);
+    /// # let server = tablesync_server::Server::open(config).await?;
+    /// # tokio::spawn(server.run(listener, std::future::pending::<()>()));
+    /// # let b = context(&url, &dir.path().join("b.db")).await;
+    /// # let shown = tokio::spawn(show_live(b));
+    /// // Meanwhile device A writes and syncs; B shows it without pulling.
+    /// # let a = context(&url, &dir.path().join("a.db")).await;
+    /// a.table("TodoItem")?.insert(json!({"id": "milk", "text": "Buy milk"})).await?;
+    /// a.push().await?;
+    /// # tokio::time::timeout(std::time::Duration::from_secs(60), shown).await???;
     /// # Ok(())
     /// # }
     /// ```
