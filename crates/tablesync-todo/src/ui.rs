@@ -6,8 +6,9 @@
 //! * [`render`] — a pure function of the state (tests draw it on ratatui's `TestBackend`).
 //!
 //! [`run`] is the thin IO shell: it owns the terminal, performs actions against the [`App`],
-//! reads the SDK's status and progress watches into the state, and runs every sync as a task on
-//! the tokio runtime — at start, after each local change, on `r`, and by itself on the
+//! reads the SDK's status and progress watches into the state, keeps the SDK's live mode
+//! running (the list is reloaded on its change notifications), and runs the app's own syncs as
+//! tasks on the tokio runtime — at start, after each local change, on `r`, and on the
 //! [`schedule`](crate::schedule) — so the UI keeps answering keys while a sync waits for the
 //! network. Local writes are quick SQLite transactions and run inline.
 //!
@@ -545,6 +546,21 @@ fn event_loop(
         .flatten();
     let mut status = app.sync_status();
     let mut progress = app.sync_progress();
+    let mut changes = app.changes();
+    // Kept for the loop's life; dropping it (on quit) stops live mode without waiting for a
+    // request in flight.
+    let _live = if intervals.runs_live() {
+        let _runtime = rt.enter();
+        match app.live(intervals.sync_interval_s) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                state.notice = Some(format!("live mode is off: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     reload(&mut state, &app, rt);
     let (tx, rx) = mpsc::channel();
     let mut syncer = Syncer {
@@ -555,8 +571,23 @@ fn event_loop(
     };
     syncer.request(&mut state, &app, rt);
     loop {
+        let mut stale = false;
         if status.has_changed().unwrap_or(false) {
             state.sdk = status.borrow_and_update().clone();
+            // A sync action ended (live mode's push or pull included): the queue and the
+            // conflicts may have changed.
+            stale |= !state.sdk.syncing;
+        }
+        loop {
+            match changes.try_recv() {
+                Ok(c) => stale |= c.table.eq_ignore_ascii_case(crate::app::TABLE),
+                // Missed some: re-read everything.
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => stale = true,
+                Err(_) => break,
+            }
+        }
+        if stale {
+            reload(&mut state, &app, rt);
         }
         if progress.has_changed().unwrap_or(false) {
             state.progress = progress.borrow_and_update().clone();

@@ -543,13 +543,24 @@ fn terminal_ui_is_readable_at_50x12_and_200x50() {
     tmux.wait_exit();
 }
 
+/// Live mode (the SDK's change feed, or its polling every second against a server without
+/// one): each app shows the other's changes without a key press.
 fn two_terminal_uis_show_each_others_changes_without_a_key(kind: StoreKind) {
+    two_apps_converge(kind, &["--sync-interval-s", "1"]);
+}
+
+/// The same without live mode: the app's own background sync every second.
+#[test]
+fn two_terminal_uis_converge_by_the_interval_sync_without_live_mode() {
+    two_apps_converge(StoreKind::Sqlite, &["--sync-interval-s", "1", "--no-live"]);
+}
+
+fn two_apps_converge(kind: StoreKind, args: &[&str]) {
     let server = start_server(kind);
     let url = server.url();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let every_second = ["--sync-interval-s", "1"];
-    let a = Tmux::start(da.path(), url, &every_second, PANE);
-    let b = Tmux::start(db.path(), url, &every_second, PANE);
+    let a = Tmux::start(da.path(), url, args, PANE);
+    let b = Tmux::start(db.path(), url, args, PANE);
     a.wait_for("A's empty list", |s| {
         s.contains("No items yet") && synced(s)
     });
