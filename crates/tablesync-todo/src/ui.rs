@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use crate::app::{App, ConflictPolicy, FailureKind, SyncReport, TodoItem};
 use crate::conflict::{Conflict, Keep};
 use crate::schedule::{next_sync_in, Intervals};
-use crate::status_line::{segments, Facts};
+use crate::status_line::{live_segment, segments, Facts};
 use crate::text::{ellipsize, pack, printable, width, wrap};
 
 /// How long the event loop waits for a key before it looks at syncs and watches, in
@@ -75,6 +75,8 @@ pub struct UiState {
     pub last_sync: Option<SyncReport>,
     /// Whether the app's sync task is running.
     pub syncing: bool,
+    /// Live mode's state for the status line (`None`: off, or nothing to say).
+    pub live: Option<String>,
 }
 
 impl UiState {
@@ -94,6 +96,7 @@ impl UiState {
             pending: 0,
             last_sync: None,
             syncing: false,
+            live: None,
         }
     }
 
@@ -175,6 +178,7 @@ impl UiState {
             last_synced,
             failure,
             conflicts: self.conflicts.len(),
+            live: self.live.clone(),
             host: self.host.clone(),
         }
     }
@@ -549,7 +553,7 @@ fn event_loop(
     let mut changes = app.changes();
     // Kept for the loop's life; dropping it (on quit) stops live mode without waiting for a
     // request in flight.
-    let _live = if intervals.runs_live() {
+    let live = if intervals.runs_live() {
         let _runtime = rt.enter();
         match app.live(intervals.sync_interval_s) {
             Ok(handle) => Some(handle),
@@ -561,6 +565,7 @@ fn event_loop(
     } else {
         None
     };
+    let mut live_status = live.as_ref().map(|l| l.status());
     reload(&mut state, &app, rt);
     let (tx, rx) = mpsc::channel();
     let mut syncer = Syncer {
@@ -588,6 +593,16 @@ fn event_loop(
         }
         if stale {
             reload(&mut state, &app, rt);
+        }
+        if let Some(rx) = &mut live_status {
+            if rx.has_changed().unwrap_or(false) {
+                // One table: its state is live mode's.
+                let tables = rx.borrow_and_update().tables.clone();
+                state.live = tables
+                    .values()
+                    .next()
+                    .and_then(|s| live_segment(*s, intervals.sync_interval_s));
+            }
         }
         if progress.has_changed().unwrap_or(false) {
             state.progress = progress.borrow_and_update().clone();
