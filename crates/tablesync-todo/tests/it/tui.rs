@@ -437,9 +437,23 @@ fn terminal_ui_conflict_dialog_keeps_mine_or_the_servers_and_shows_both(kind: St
     tmux.type_text("After");
     tmux.keys(&["Enter"]);
     tmux.wait_for("the new item, synced", |s| {
-        s.contains("[ ] After") && synced(s)
+        s.contains("> [ ] After") && synced(s)
     });
     assert!(server_summary(url).contains(&("After".to_string(), false)));
+
+    // Deleted elsewhere, changed here: keep mine adds it again.
+    crate::util::server_delete(url, &server_id(url, "After"));
+    tmux.keys(&["Space"]);
+    let screen = tmux.wait_for("the delete conflict", |s| s.contains("Conflict 1 of 1"));
+    assert!(
+        screen.contains("“After” was deleted on the server;"),
+        "{screen}"
+    );
+    tmux.keys(&["m"]);
+    tmux.wait_for("the item added again, synced", |s| {
+        no_dialog(s) && synced(s) && s.contains("[x] After")
+    });
+    assert!(server_summary(url).contains(&("After".to_string(), true)));
     tmux.keys(&["q"]);
     tmux.wait_exit();
 }
