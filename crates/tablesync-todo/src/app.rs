@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use tablesync_client::{
-    Client, ClientOptions, ColumnType, Error, LocalStore, OperationError, PushStatus, SyncContext,
-    SyncProgress, SyncStatus, TableDefinition, TypedSyncTable,
+    Client, ClientOptions, ColumnType, Error, LiveHandle, LiveOptions, LocalStore, OperationError,
+    PushStatus, SyncContext, SyncProgress, SyncStatus, TableChanges, TableDefinition,
+    TypedSyncTable,
 };
 
 use crate::conflict::{Conflict, Keep};
@@ -443,6 +444,22 @@ impl App {
     /// The SDK's progress watch of the running push or pull.
     pub fn sync_progress(&self) -> tokio::sync::watch::Receiver<SyncProgress> {
         self.ctx.progress()
+    }
+
+    /// The SDK's live mode on this app's pull (`TodoItem`, the same query id as
+    /// [`App::sync`]): the server's change feed when it has one, else a pull every
+    /// `poll_interval_s`; local writes pushed shortly after they are made. Changes arrive on
+    /// [`App::changes`]. Runs until the handle is dropped; must be called inside the runtime.
+    pub fn live(&self, poll_interval_s: u64) -> anyhow::Result<LiveHandle> {
+        let options = LiveOptions::new()
+            .query(TABLE, &query_id(self.config.token.as_deref()), "")
+            .with_poll_interval_ms(poll_interval_s.saturating_mul(1000).max(1));
+        Ok(self.ctx.live(options)?)
+    }
+
+    /// The rows pulls changed (live mode's and [`App::sync`]'s), per table.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<TableChanges> {
+        self.ctx.changes()
     }
 
     /// The conflicts the last push left on `TodoItem` (errors that carry the server's copy),

@@ -29,9 +29,10 @@ const EXIT_SYNC_FAILED: u8 = 3;
 
 const AFTER_HELP: &str = "\
 Without a command, the terminal UI starts: a add, space/enter toggle, d/Delete delete, r sync
-now, c conflicts, j/k or arrows move, q quit. It syncs at start, after every change, on r, and
-in the background every --sync-interval-s (offline: every --offline-retry-interval-s, and at
-once when the server answers again). Offline is shown on the status line; only a conflict opens
+now, c conflicts, j/k or arrows move, q quit. It syncs at start, after every change and on r,
+and stays current by itself: the SDK's live mode follows the server's change feed, or pulls
+every --sync-interval-s without one (--no-live: the app syncs every --sync-interval-s itself).
+Offline, it retries every --offline-retry-interval-s and pushes at once when the server answers. Offline is shown on the status line; only a conflict opens
 a dialog (m keep mine, s keep the server's, b show both, Esc later).
 
 Data directory: --data-dir, else $TABLESYNC_TODO_DATA_DIR, else $XDG_DATA_HOME/tablesync-todo,
@@ -83,7 +84,8 @@ struct Cli {
     /// Work on the local store only: skip the sync of list, add, done, undone and delete
     #[arg(long, global = true)]
     no_sync: bool,
-    /// Terminal UI: seconds between two background syncs while online (0: none)
+    /// Terminal UI: without the server's change feed, seconds between two background pulls
+    /// while online (0: no background sync and no live mode)
     #[arg(long, global = true, env = "TABLESYNC_TODO_SYNC_INTERVAL_S",
           default_value_t = schedule::SYNC_INTERVAL_S_DEFAULT, value_name = "S")]
     sync_interval_s: u64,
@@ -92,6 +94,10 @@ struct Cli {
           default_value_t = schedule::OFFLINE_RETRY_INTERVAL_S_DEFAULT, value_name = "S",
           value_parser = clap::value_parser!(u64).range(1..))]
     offline_retry_interval_s: u64,
+    /// Terminal UI: no live mode (the SDK's change feed or polling); the app syncs by itself
+    /// every --sync-interval-s instead
+    #[arg(long, global = true)]
+    no_live: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -180,6 +186,7 @@ fn run(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
         let intervals = schedule::Intervals {
             sync_interval_s: cli.sync_interval_s,
             offline_retry_interval_s: cli.offline_retry_interval_s,
+            live: !cli.no_live,
         };
         ui::run(app, rt, intervals)?;
         return Ok(EXIT_OK);

@@ -5,7 +5,7 @@
 //! this line, never a dialog. Pure: [`segments`] lists the facts, most important first, and the
 //! screen packs them into the width it has.
 
-use tablesync_client::SyncProgress;
+use tablesync_client::{FeedState, SyncProgress};
 use time::OffsetDateTime;
 
 /// What the status line is made of.
@@ -25,8 +25,21 @@ pub struct Facts {
     pub failure: Option<String>,
     /// Conflicts waiting for a choice.
     pub conflicts: usize,
+    /// What live mode is doing, in a word or three ([`live_segment`]); `None` when it is off.
+    pub live: Option<String>,
     /// The server's host and port.
     pub host: String,
+}
+
+/// Live mode's state for the status line: `live` while the change feed is open, `polling
+/// every N s` against a server without one; nothing while it connects or waits to reconnect
+/// (the online/offline state already says enough).
+pub fn live_segment(state: FeedState, poll_interval_s: u64) -> Option<String> {
+    match state {
+        FeedState::Streaming => Some("live".to_string()),
+        FeedState::Polling => Some(format!("polling every {poll_interval_s} s")),
+        _ => None,
+    }
 }
 
 /// "nothing queued", "1 change queued", "3 changes queued".
@@ -68,6 +81,7 @@ pub fn segments(f: &Facts) -> Vec<String> {
         format!("not synced yet \u{2014} {queue}")
     };
     let mut out = vec![state];
+    out.extend(f.live.clone());
     match f.conflicts {
         0 => {}
         1 => out.push("1 conflict: press c".to_string()),
@@ -94,6 +108,7 @@ mod tests {
             last_synced: Some(time::macros::datetime!(2026-12-01 12:01:05 UTC)),
             failure: None,
             conflicts: 0,
+            live: None,
             host: "127.0.0.1:8080".into(),
         }
     }
@@ -135,6 +150,16 @@ mod tests {
                 "2 conflicts: press c"
             ]
         );
+        let live = Facts {
+            live: live_segment(FeedState::Polling, 30),
+            ..facts()
+        };
+        assert_eq!(segments(&live)[1], "polling every 30 s");
+        assert_eq!(
+            live_segment(FeedState::Streaming, 30).as_deref(),
+            Some("live")
+        );
+        assert_eq!(live_segment(FeedState::Reconnecting, 30), None);
         let first = Facts {
             online: None,
             last_synced: None,

@@ -6,8 +6,9 @@
 //! * [`render`] — a pure function of the state (tests draw it on ratatui's `TestBackend`).
 //!
 //! [`run`] is the thin IO shell: it owns the terminal, performs actions against the [`App`],
-//! reads the SDK's status and progress watches into the state, and runs every sync as a task on
-//! the tokio runtime — at start, after each local change, on `r`, and by itself on the
+//! reads the SDK's status and progress watches into the state, keeps the SDK's live mode
+//! running (the list is reloaded on its change notifications), and runs the app's own syncs as
+//! tasks on the tokio runtime — at start, after each local change, on `r`, and on the
 //! [`schedule`](crate::schedule) — so the UI keeps answering keys while a sync waits for the
 //! network. Local writes are quick SQLite transactions and run inline.
 //!
@@ -31,7 +32,7 @@ use time::OffsetDateTime;
 use crate::app::{App, ConflictPolicy, FailureKind, SyncReport, TodoItem};
 use crate::conflict::{Conflict, Keep};
 use crate::schedule::{next_sync_in, Intervals};
-use crate::status_line::{segments, Facts};
+use crate::status_line::{live_segment, segments, Facts};
 use crate::text::{ellipsize, pack, printable, width, wrap};
 
 /// How long the event loop waits for a key before it looks at syncs and watches, in
@@ -74,6 +75,8 @@ pub struct UiState {
     pub last_sync: Option<SyncReport>,
     /// Whether the app's sync task is running.
     pub syncing: bool,
+    /// Live mode's state for the status line (`None`: off, or nothing to say).
+    pub live: Option<String>,
 }
 
 impl UiState {
@@ -93,6 +96,7 @@ impl UiState {
             pending: 0,
             last_sync: None,
             syncing: false,
+            live: None,
         }
     }
 
@@ -174,6 +178,7 @@ impl UiState {
             last_synced,
             failure,
             conflicts: self.conflicts.len(),
+            live: self.live.clone(),
             host: self.host.clone(),
         }
     }
@@ -545,6 +550,22 @@ fn event_loop(
         .flatten();
     let mut status = app.sync_status();
     let mut progress = app.sync_progress();
+    let mut changes = app.changes();
+    // Kept for the loop's life; dropping it (on quit) stops live mode without waiting for a
+    // request in flight.
+    let live = if intervals.runs_live() {
+        let _runtime = rt.enter();
+        match app.live(intervals.sync_interval_s) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                state.notice = Some(format!("live mode is off: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut live_status = live.as_ref().map(|l| l.status());
     reload(&mut state, &app, rt);
     let (tx, rx) = mpsc::channel();
     let mut syncer = Syncer {
@@ -555,8 +576,33 @@ fn event_loop(
     };
     syncer.request(&mut state, &app, rt);
     loop {
+        let mut stale = false;
         if status.has_changed().unwrap_or(false) {
             state.sdk = status.borrow_and_update().clone();
+            // A sync action ended (live mode's push or pull included): the queue and the
+            // conflicts may have changed.
+            stale |= !state.sdk.syncing;
+        }
+        loop {
+            match changes.try_recv() {
+                Ok(c) => stale |= c.table.eq_ignore_ascii_case(crate::app::TABLE),
+                // Missed some: re-read everything.
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => stale = true,
+                Err(_) => break,
+            }
+        }
+        if stale {
+            reload(&mut state, &app, rt);
+        }
+        if let Some(rx) = &mut live_status {
+            if rx.has_changed().unwrap_or(false) {
+                // One table: its state is live mode's.
+                let tables = rx.borrow_and_update().tables.clone();
+                state.live = tables
+                    .values()
+                    .next()
+                    .and_then(|s| live_segment(*s, intervals.sync_interval_s));
+            }
         }
         if progress.has_changed().unwrap_or(false) {
             state.progress = progress.borrow_and_update().clone();

@@ -437,9 +437,23 @@ fn terminal_ui_conflict_dialog_keeps_mine_or_the_servers_and_shows_both(kind: St
     tmux.type_text("After");
     tmux.keys(&["Enter"]);
     tmux.wait_for("the new item, synced", |s| {
-        s.contains("[ ] After") && synced(s)
+        s.contains("> [ ] After") && synced(s)
     });
     assert!(server_summary(url).contains(&("After".to_string(), false)));
+
+    // Deleted elsewhere, changed here: keep mine adds it again.
+    crate::util::server_delete(url, &server_id(url, "After"));
+    tmux.keys(&["Space"]);
+    let screen = tmux.wait_for("the delete conflict", |s| s.contains("Conflict 1 of 1"));
+    assert!(
+        screen.contains("“After” was deleted on the server;"),
+        "{screen}"
+    );
+    tmux.keys(&["m"]);
+    tmux.wait_for("the item added again, synced", |s| {
+        no_dialog(s) && synced(s) && s.contains("[x] After")
+    });
+    assert!(server_summary(url).contains(&("After".to_string(), true)));
     tmux.keys(&["q"]);
     tmux.wait_exit();
 }
@@ -543,19 +557,36 @@ fn terminal_ui_is_readable_at_50x12_and_200x50() {
     tmux.wait_exit();
 }
 
+/// Live mode (the SDK's change feed, or its polling every second against a server without
+/// one): each app shows the other's changes without a key press.
 fn two_terminal_uis_show_each_others_changes_without_a_key(kind: StoreKind) {
+    two_apps_converge(kind, &["--sync-interval-s", "1"], true);
+}
+
+/// The same without live mode: the app's own background sync every second.
+#[test]
+fn two_terminal_uis_converge_by_the_interval_sync_without_live_mode() {
+    two_apps_converge(
+        StoreKind::Sqlite,
+        &["--sync-interval-s", "1", "--no-live"],
+        false,
+    );
+}
+
+/// Live mode's word on the status line: `live` on the change feed, polling without one.
+fn shows_live_mode(screen: &str) -> bool {
+    screen.contains(" · live · ") || screen.contains(" · polling every 1 s · ")
+}
+
+fn two_apps_converge(kind: StoreKind, args: &[&str], live: bool) {
     let server = start_server(kind);
     let url = server.url();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let every_second = ["--sync-interval-s", "1"];
-    let a = Tmux::start(da.path(), url, &every_second, PANE);
-    let b = Tmux::start(db.path(), url, &every_second, PANE);
-    a.wait_for("A's empty list", |s| {
-        s.contains("No items yet") && synced(s)
-    });
-    b.wait_for("B's empty list", |s| {
-        s.contains("No items yet") && synced(s)
-    });
+    let a = Tmux::start(da.path(), url, args, PANE);
+    let b = Tmux::start(db.path(), url, args, PANE);
+    let ready = |s: &str| s.contains("No items yet") && synced(s) && shows_live_mode(s) == live;
+    a.wait_for("A's empty list", ready);
+    b.wait_for("B's empty list", ready);
 
     a.keys(&["a"]);
     a.type_text("From A");
