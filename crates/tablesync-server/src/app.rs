@@ -329,7 +329,7 @@ impl App {
                 let schema = self.current_schema(&entry).await?;
                 let query = self.feed_query(&entry, &schema, None, 1, true)?;
                 let page = self.store.list(&schema, &scope, query).await?;
-                match page.items.into_iter().next() {
+                match feed_items(page.items)?.into_iter().next() {
                     Some(item) => Some(change_of(&name, item)?.position()),
                     None => None,
                 }
@@ -359,7 +359,7 @@ impl App {
         let limit = limit.clamp(1, self.limits.page_size_max);
         let query = self.feed_query(&entry, &schema, cursor.position.as_ref(), limit, false)?;
         let page = self.store.list(&schema, &cursor.scope, query).await?;
-        page.items
+        feed_items(page.items)?
             .into_iter()
             .map(|item| change_of(&cursor.table, item))
             .collect()
@@ -415,6 +415,15 @@ impl App {
             skip: 0,
             top,
             count: false,
+            // Only what an event carries: the store encodes these four columns, nothing else.
+            select: Some(
+                {
+                    use tablesync_protocol::system::{DELETED, ID, UPDATED_AT, VERSION};
+                    [ID, UPDATED_AT, VERSION, DELETED]
+                }
+                .map(str::to_owned)
+                .to_vec(),
+            ),
         })
     }
 
@@ -996,6 +1005,17 @@ fn is_pull(raw_query: &str) -> bool {
             .decode_utf8_lossy()
             .trim_start()
             .starts_with(tablesync_protocol::system::UPDATED_AT)
+    })
+}
+
+/// The rows of a feed read, back from the page's JSON: the store encodes pages for the wire, and
+/// a feed page holds only the four columns of [`App::feed_query`], so this parse is small.
+fn feed_items(page: EncodedPage) -> Result<Vec<Item>, ApiError> {
+    serde_json::from_slice(&page.into_json()).map_err(|e| {
+        ApiError::Store(StoreError::new(
+            StoreErrorKind::Internal,
+            format!("a change-feed page does not read back as items: {e}"),
+        ))
     })
 }
 
