@@ -323,7 +323,7 @@ pub struct TableConfig {
     pub id_type: IdType,
     /// Secondary indexes, each a list of column names in key order (declared columns or system
     /// properties): `indexes = [["complete", "text"], ["text"]]`. Created at start, and dropped
-    /// when no longer declared (ARCHITECTURE.md "Declared indexes"); `id` is appended to each
+    /// when no longer declared (ARCHITECTURE.md "Reads: … declared indexes"); `id` is appended to each
     /// (every list order ends with it) and a per-user table's owner leads it.
     #[serde(default)]
     pub indexes: Vec<Vec<String>>,

@@ -22,7 +22,9 @@
 //!   date `TIMESTAMPTZ(3)`.
 //! * **Indexes.** (`updatedAt`, `id`) and (`createdAt`, `id`), both columns `NULLS FIRST`: the
 //!   columns are NOT NULL, but the protocol crate sorts ascending `NULLS FIRST` and PostgreSQL
-//!   only uses an index for ORDER BY when the null placement matches the index's.
+//!   only uses an index for ORDER BY when the null placement matches the index's. Declared
+//!   indexes (`sql::declared_indexes`) are made the same way under the DDL lock, and the ones no
+//!   longer declared dropped.
 //! * **Values.** Bound, never spliced. Dates are read back through `to_char(… AT TIME ZONE
 //!   'UTC')` in the wire form and bound as wire-form text cast to `timestamptz`, which keeps
 //!   sqlx's optional date features out of the build.
