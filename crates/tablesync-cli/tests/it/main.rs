@@ -9,6 +9,7 @@ mod batch_processes;
 mod client_cli;
 mod client_ux;
 mod crash;
+mod feed_processes;
 mod interop_js;
 mod ops_cli;
 mod torture;

@@ -562,8 +562,15 @@ async fn an_idle_stream_gets_heartbeats(kind: StoreKind) {
             }
         );
     }
-    // The raw form is `: heartbeat`.
-    let mut raw = subscribe(&server, "/$changes/TodoItem", &[]).await;
+    // The raw form is `: heartbeat`, never compressed (a gzip stream would hold events back).
+    let mut raw = subscribe(
+        &server,
+        "/$changes/TodoItem",
+        &[("Accept-Encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(raw.headers().get("content-encoding"), None);
+    assert_eq!(raw.headers()["x-accel-buffering"], "no");
     let chunk = tokio::time::timeout(WAIT, raw.chunk())
         .await
         .unwrap()
