@@ -1,6 +1,7 @@
-//! The model: the tutorial's `TodoItem` table over the client SDK, its `SyncAsync`, and the
-//! status the app shows (server URL, whether the last sync reached the server, pending
-//! operations, time of the last sync).
+//! The model: the tutorial's `TodoItem` table over the client SDK, its `SyncAsync` (conflicts
+//! taken from the server, or left for the user and settled with the SDK's resolutions), the
+//! SDK's live mode and watches, and the status the app shows (server, whether the last sync
+//! reached the server, pending operations, time of the last sync).
 //!
 //! Everything here goes through the public API of `tablesync-client` only. Both front ends (the
 //! scriptable subcommands in `main.rs` and the terminal UI in `ui.rs`) share this one model, so
@@ -15,11 +16,11 @@ use tablesync_client::{
     PushStatus, SyncContext, SyncProgress, SyncStatus, TableChanges, TableDefinition,
     TypedSyncTable,
 };
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use crate::conflict::{Conflict, Keep};
 use crate::text::host_port;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 /// The server table (the tutorial's `TodoItem`; `tablesync serve` serves it by default).
 pub const TABLE: &str = "TodoItem";

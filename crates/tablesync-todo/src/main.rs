@@ -87,12 +87,13 @@ struct Cli {
     /// Terminal UI: without the server's change feed, seconds between two background pulls
     /// while online (0: no background sync and no live mode)
     #[arg(long, global = true, env = "TABLESYNC_TODO_SYNC_INTERVAL_S",
-          default_value_t = schedule::SYNC_INTERVAL_S_DEFAULT, value_name = "S")]
+          default_value_t = schedule::SYNC_INTERVAL_S_DEFAULT, value_name = "S",
+          value_parser = clap::value_parser!(u64).range(0..=schedule::INTERVAL_S_MAX))]
     sync_interval_s: u64,
     /// Terminal UI: seconds between two retries while the server cannot be reached
     #[arg(long, global = true, env = "TABLESYNC_TODO_OFFLINE_RETRY_INTERVAL_S",
           default_value_t = schedule::OFFLINE_RETRY_INTERVAL_S_DEFAULT, value_name = "S",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=schedule::INTERVAL_S_MAX))]
     offline_retry_interval_s: u64,
     /// Terminal UI: no live mode (the SDK's change feed or polling); the app syncs by itself
     /// every --sync-interval-s instead

@@ -13,6 +13,9 @@ use std::time::Duration;
 pub const SYNC_INTERVAL_S_DEFAULT: u64 = 30;
 /// Default time between two retries while offline, in seconds.
 pub const OFFLINE_RETRY_INTERVAL_S_DEFAULT: u64 = 5;
+/// The longest either interval may be, in seconds (a day): a longer one is a typo, and would
+/// overflow the clock's arithmetic.
+pub const INTERVAL_S_MAX: u64 = 86_400;
 
 /// The intervals, in seconds, and whether live mode runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -68,6 +68,11 @@ pub fn segments(f: &Facts) -> Vec<String> {
     } else if f.syncing {
         match &f.progress {
             SyncProgress::Push { done, total } => format!("syncing\u{2026} pushed {done}/{total}"),
+            SyncProgress::Pull {
+                rows,
+                total_rows: Some(total),
+                ..
+            } => format!("syncing\u{2026} pulled {rows}/{total} rows"),
             SyncProgress::Pull { rows, .. } if *rows > 0 => {
                 format!("syncing\u{2026} pulled {rows} row(s)")
             }
@@ -137,6 +142,17 @@ mod tests {
             ..facts()
         };
         assert_eq!(segments(&pushing)[0], "syncing\u{2026} pushed 2/5");
+        let pulling = Facts {
+            syncing: true,
+            progress: SyncProgress::Pull {
+                table: "TodoItem".into(),
+                pages: 3,
+                rows: 150,
+                total_rows: None,
+            },
+            ..facts()
+        };
+        assert_eq!(segments(&pulling)[0], "syncing\u{2026} pulled 150 row(s)");
         let failed = Facts {
             failure: Some("HTTP 500".into()),
             pending: 1,

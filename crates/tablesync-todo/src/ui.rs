@@ -670,7 +670,8 @@ fn event_loop(
             let online = report.reached_server;
             state.sync_finished(report);
             reload(&mut state, &app, rt);
-            syncer.next = next_sync_in(online, intervals).map(|d| Instant::now() + d);
+            syncer.next =
+                next_sync_in(online, intervals).and_then(|d| Instant::now().checked_add(d));
             if std::mem::take(&mut syncer.again) {
                 syncer.request(&mut state, &app, rt);
             }

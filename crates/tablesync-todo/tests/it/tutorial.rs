@@ -188,6 +188,16 @@ fn errors_and_conflicts_have_their_exit_codes(kind: StoreKind) {
     let r = todo(dir, "ftp://nowhere", &["list"]);
     assert_eq!(r.code, Some(1), "{r}");
     assert!(r.stderr.contains("invalid server URL"), "{r}");
+    // Intervals beyond their limits are usage errors, not a panic at the first sync.
+    for (flag, value) in [
+        ("--sync-interval-s", "86401"),
+        ("--offline-retry-interval-s", "0"),
+        ("--offline-retry-interval-s", "18446744073709551615"),
+    ] {
+        let r = todo(dir, url, &[flag, value, "status"]);
+        assert_eq!(r.code, Some(1), "{flag} {value}: {r}");
+        assert!(r.stderr.contains(flag), "{r}");
+    }
 
     // A conflict: the item changes on the server while our update of it waits offline. The
     // server answers 412, the app keeps the server's copy and exits 3 (server reached, sync
