@@ -329,7 +329,7 @@ impl App {
                 let schema = self.current_schema(&entry).await?;
                 let query = self.feed_query(&entry, &schema, None, 1, true)?;
                 let page = self.store.list(&schema, &scope, query).await?;
-                match page.items.into_iter().next() {
+                match decoded(page.items)?.into_iter().next() {
                     Some(item) => Some(change_of(&name, item)?.position()),
                     None => None,
                 }
@@ -359,7 +359,7 @@ impl App {
         let limit = limit.clamp(1, self.limits.page_size_max);
         let query = self.feed_query(&entry, &schema, cursor.position.as_ref(), limit, false)?;
         let page = self.store.list(&schema, &cursor.scope, query).await?;
-        page.items
+        decoded(page.items)?
             .into_iter()
             .map(|item| change_of(&cursor.table, item))
             .collect()
@@ -375,6 +375,7 @@ impl App {
         last: bool,
     ) -> Result<ListQuery, ApiError> {
         use tablesync_protocol::odata::{parse_filter, parse_orderby};
+        use tablesync_protocol::system::{DELETED, ID, UPDATED_AT, VERSION};
         let internal = |what: &str, message: String| {
             ApiError::Store(StoreError::new(
                 StoreErrorKind::Internal,
@@ -415,6 +416,12 @@ impl App {
             skip: 0,
             top,
             count: false,
+            // The system fields an event carries: the store encodes nothing else.
+            select: Some(
+                [ID, UPDATED_AT, VERSION, DELETED]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ),
         })
     }
 
@@ -996,6 +1003,17 @@ fn is_pull(raw_query: &str) -> bool {
             .decode_utf8_lossy()
             .trim_start()
             .starts_with(tablesync_protocol::system::UPDATED_AT)
+    })
+}
+
+/// The rows of a page the store encoded (feed reads are a few short rows; the table routes
+/// send the encoded page as it is).
+fn decoded(page: crate::store::EncodedPage) -> Result<Vec<Item>, ApiError> {
+    serde_json::from_slice(&page.into_json()).map_err(|e| {
+        ApiError::Store(StoreError::new(
+            StoreErrorKind::Internal,
+            format!("the change feed could not read an encoded page: {e}"),
+        ))
     })
 }
 
