@@ -329,7 +329,7 @@ impl App {
                 let schema = self.current_schema(&entry).await?;
                 let query = self.feed_query(&entry, &schema, None, 1, true)?;
                 let page = self.store.list(&schema, &scope, query).await?;
-                match feed_items(page.items)?.into_iter().next() {
+                match decoded(page.items)?.into_iter().next() {
                     Some(item) => Some(change_of(&name, item)?.position()),
                     None => None,
                 }
@@ -359,7 +359,7 @@ impl App {
         let limit = limit.clamp(1, self.limits.page_size_max);
         let query = self.feed_query(&entry, &schema, cursor.position.as_ref(), limit, false)?;
         let page = self.store.list(&schema, &cursor.scope, query).await?;
-        feed_items(page.items)?
+        decoded(page.items)?
             .into_iter()
             .map(|item| change_of(&cursor.table, item))
             .collect()
@@ -375,6 +375,7 @@ impl App {
         last: bool,
     ) -> Result<ListQuery, ApiError> {
         use tablesync_protocol::odata::{parse_filter, parse_orderby};
+        use tablesync_protocol::system::{DELETED, ID, UPDATED_AT, VERSION};
         let internal = |what: &str, message: String| {
             ApiError::Store(StoreError::new(
                 StoreErrorKind::Internal,
@@ -415,14 +416,11 @@ impl App {
             skip: 0,
             top,
             count: false,
-            // Only what an event carries: the store encodes these four columns, nothing else.
+            // The system fields an event carries: the store encodes nothing else.
             select: Some(
-                {
-                    use tablesync_protocol::system::{DELETED, ID, UPDATED_AT, VERSION};
-                    [ID, UPDATED_AT, VERSION, DELETED]
-                }
-                .map(str::to_owned)
-                .to_vec(),
+                [ID, UPDATED_AT, VERSION, DELETED]
+                    .map(str::to_owned)
+                    .to_vec(),
             ),
         })
     }
@@ -1008,13 +1006,13 @@ fn is_pull(raw_query: &str) -> bool {
     })
 }
 
-/// The rows of a feed read, back from the page's JSON: the store encodes pages for the wire, and
-/// a feed page holds only the four columns of [`App::feed_query`], so this parse is small.
-fn feed_items(page: EncodedPage) -> Result<Vec<Item>, ApiError> {
+/// The rows of a page the store encoded (feed reads are a few short rows; the table routes
+/// send the encoded page as it is).
+fn decoded(page: crate::store::EncodedPage) -> Result<Vec<Item>, ApiError> {
     serde_json::from_slice(&page.into_json()).map_err(|e| {
         ApiError::Store(StoreError::new(
             StoreErrorKind::Internal,
-            format!("a change-feed page does not read back as items: {e}"),
+            format!("the change feed could not read an encoded page: {e}"),
         ))
     })
 }
