@@ -134,13 +134,31 @@ async fn context(url: &str, path: &Path) -> SyncContext {
     context_with(url, path, None, None).await
 }
 
-/// Every notification received so far (the receiver is drained).
-fn drain(rx: &mut tokio::sync::broadcast::Receiver<TableChanges>) -> Vec<TableChanges> {
+/// Receives notifications until `done` holds for those received, then everything already
+/// queued: a notification is sent right after its page commits, so a test that saw the rows in
+/// the store may still have to wait for it.
+async fn notified(
+    rx: &mut tokio::sync::broadcast::Receiver<TableChanges>,
+    done: impl Fn(&[TableChanges]) -> bool,
+) -> Vec<TableChanges> {
+    let start = Instant::now();
     let mut got = Vec::new();
+    while !done(&got) {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(c)) => got.push(c),
+            Ok(Err(e)) => panic!("notifications ended ({e}) after {got:?}"),
+            Err(_) => panic!("timed out waiting for notifications; got {got:?}"),
+        }
+    }
     while let Ok(c) = rx.try_recv() {
         got.push(c);
     }
     got
+}
+
+fn names(c: &TableChanges, id: &str) -> bool {
+    c.ids.iter().any(|x| x == id)
 }
 
 /// A loopback TCP relay: forwards each connection to the current upstream, byte for byte (so
@@ -352,7 +370,7 @@ async fn live_clients_see_each_others_inserts_updates_and_deletes(kind: StoreKin
     todos.delete("x").await.unwrap();
     until("B has the delete", || async { rows(&b).await.is_empty() }).await;
 
-    let got = drain(&mut notes);
+    let got = notified(&mut notes, |g| g.len() >= 3).await;
     assert!(
         got.iter().all(|c| c.table == "TodoItem" && c.ids == ["x"]),
         "{got:?}"
@@ -647,15 +665,20 @@ async fn another_users_rows_reach_neither_the_feed_nor_the_notifications(kind: S
     })
     .await;
 
-    let bob_got = drain(&mut bob_notes);
+    let bob_got = notified(&mut bob_notes, |g| g.iter().any(|c| names(c, "bobs-own"))).await;
     assert!(
         bob_got.iter().all(|c| c.ids == ["bobs-own"]),
         "bob was told of another user's row: {bob_got:?}"
     );
     assert!(!bob_got.is_empty());
-    assert!(drain(&mut alice2_notes)
-        .iter()
-        .any(|c| c.ids == ["alices-secret"]));
+    let alice_got = notified(&mut alice2_notes, |g| {
+        g.iter().any(|c| names(c, "alices-secret"))
+    })
+    .await;
+    assert!(
+        alice_got.iter().all(|c| c.ids == ["alices-secret"]),
+        "{alice_got:?}"
+    );
     let wire = tap.streamed_text();
     assert!(
         wire.contains("bobs-own"),
@@ -694,7 +717,7 @@ async fn without_a_feed_live_mode_polls(kind: StoreKind) {
         .unwrap();
     a.push().await.unwrap();
     until("B polled A's row", || async { rows(&b).await.len() == 1 }).await;
-    assert!(drain(&mut notes).iter().any(|c| c.ids == ["p"]));
+    notified(&mut notes, |g| g.iter().any(|c| c.ids == ["p"])).await;
     b.table("TodoItem")
         .unwrap()
         .insert(json!({"id": "q", "text": "from b", "complete": false}))
@@ -826,11 +849,11 @@ async fn live_mode_polls_the_official_node_server() {
         rows(&b).await.is_empty()
     })
     .await;
-    let got = drain(&mut notes);
-    assert!(
-        got.iter().filter(|c| c.ids == ["n1"]).count() >= 2,
-        "{got:?}"
-    );
+    let got = notified(&mut notes, |g| {
+        g.iter().filter(|c| c.ids == ["n1"]).count() >= 2
+    })
+    .await;
+    assert!(got.iter().all(|c| c.ids == ["n1"]), "{got:?}");
     b.table("TodoItem")
         .unwrap()
         .insert(json!({"id": "n2", "text": "from b", "complete": false}))
