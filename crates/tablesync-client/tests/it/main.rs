@@ -38,6 +38,7 @@ mod convergence_faults;
 mod discovery;
 mod faults;
 mod int_ids;
+mod live;
 mod local;
 mod lost_answers;
 mod official;
