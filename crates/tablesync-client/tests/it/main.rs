@@ -40,6 +40,7 @@ mod faults;
 mod int_ids;
 mod local;
 mod lost_answers;
+mod mutants_client;
 mod official;
 mod ours;
 mod progress;
