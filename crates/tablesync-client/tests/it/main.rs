@@ -41,6 +41,7 @@ mod int_ids;
 mod live;
 mod local;
 mod lost_answers;
+mod mutants_client;
 mod official;
 mod ours;
 mod progress;
