@@ -24,6 +24,7 @@
 //! Upgrades run in place, one step per version, inside one transaction ([`MIGRATIONS`]).
 
 pub(crate) mod meta;
+pub(crate) mod page;
 pub(crate) mod queue;
 pub(crate) mod rows;
 

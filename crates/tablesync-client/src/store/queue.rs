@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde_json::{Map, Value};
 
+use super::page::{PageWriter, PulledPage};
 use super::rows;
 use super::{new_idempotency_key, TableDefinition};
 use crate::error::{Error, Result};
@@ -1042,7 +1043,7 @@ pub(crate) fn pending_item_ids(
 pub(crate) fn apply_page(
     conn: &mut Connection,
     def: &TableDefinition,
-    page: &[Map<String, Value>],
+    page: &PulledPage,
     query_id: Option<&str>,
     token: Option<&DeltaToken>,
 ) -> Result<PageApplied> {
@@ -1056,7 +1057,7 @@ pub(crate) fn apply_page(
 fn apply_page_in_one_transaction(
     conn: &mut Connection,
     def: &TableDefinition,
-    page: &[Map<String, Value>],
+    page: &PulledPage,
     query_id: Option<&str>,
     token: Option<&DeltaToken>,
 ) -> Result<PageApplied> {
@@ -1064,36 +1065,30 @@ fn apply_page_in_one_transaction(
     // timeout wait for another process's writer (a deferred transaction that read first fails
     // at once when it cannot upgrade).
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let ids: Vec<&str> = page
-        .iter()
-        .filter_map(|item| item.get("id").and_then(Value::as_str))
-        .collect();
-    let pending = pending_item_ids(&tx, def.name(), &ids)?;
-    let mut writer = rows::ServerRowWriter::new(def);
+    let pending = pending_item_ids(&tx, def.name(), &page.ids())?;
     let mut applied = PageApplied::default();
-    for item in page {
-        let Some(Value::String(id)) = item.get("id") else {
-            applied.skipped += 1;
-            continue;
-        };
-        if pending.contains(id.as_str()) {
-            applied.skipped += 1;
-            continue;
-        }
-        let deleted = match item.get("deleted") {
-            Some(Value::Bool(b)) => *b,
-            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-            _ => false,
-        };
-        if deleted {
-            if rows::delete_row_cached(&tx, def.name(), id)? {
-                applied.deleted += 1;
-                applied.changed_ids.push(id.clone());
+    {
+        // The writer's statements borrow the transaction: dropped before it commits.
+        let mut writer = PageWriter::new(&tx, def);
+        for r in 0..page.len() {
+            let Some(id) = page.id(r) else {
+                applied.skipped += 1;
+                continue;
+            };
+            if pending.contains(id) {
+                applied.skipped += 1;
+                continue;
             }
-        } else {
-            writer.upsert(&tx, id, item)?;
-            applied.upserted += 1;
-            applied.changed_ids.push(id.clone());
+            if page.is_deleted(r) {
+                if writer.delete(id)? {
+                    applied.deleted += 1;
+                    applied.changed_ids.push(id.to_owned());
+                }
+            } else {
+                writer.upsert(page, r)?;
+                applied.upserted += 1;
+                applied.changed_ids.push(id.to_owned());
+            }
         }
     }
     if let (Some(q), Some(t)) = (query_id, token) {
@@ -1605,6 +1600,12 @@ mod tests {
         }
     }
 
+    /// `rows` as the page a server would answer with them, decoded.
+    fn page_of(def: &TableDefinition, rows: &[Map<String, Value>]) -> PulledPage {
+        let body = serde_json::to_vec(rows).unwrap();
+        PulledPage::decode(def, &body, || Ok(())).unwrap()
+    }
+
     fn pulled_row(id: &str, text: &str) -> Map<String, Value> {
         obj(
             json!({"id": id, "updatedAt": "2024-01-01T00:00:00.000Z", "version": "v1",
@@ -1619,12 +1620,26 @@ mod tests {
         // The last row cannot be stored: nothing of the page is, and the token does not move.
         let mut bad = vec![pulled_row("a", "x"), pulled_row("b", "y")];
         bad.push(obj(json!({"id": "c", "text": 7})));
-        let err = apply_page(&mut c, &def, &bad, Some("q"), Some(&token("c"))).unwrap_err();
+        let err = apply_page(
+            &mut c,
+            &def,
+            &page_of(&def, &bad),
+            Some("q"),
+            Some(&token("c")),
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::TypeMismatch { .. }), "{err:?}");
         assert!(!rows::row_exists(&c, "TodoItem", "a").unwrap());
         assert_eq!(load_token(&c, "TodoItem", "q").unwrap(), None);
         let good = vec![pulled_row("a", "x"), pulled_row("b", "y")];
-        let applied = apply_page(&mut c, &def, &good, Some("q"), Some(&token("b"))).unwrap();
+        let applied = apply_page(
+            &mut c,
+            &def,
+            &page_of(&def, &good),
+            Some("q"),
+            Some(&token("b")),
+        )
+        .unwrap();
         assert_eq!(
             (applied.upserted, applied.deleted, applied.skipped),
             (2, 0, 0)
@@ -1648,7 +1663,10 @@ mod tests {
         apply_page(
             &mut c,
             &def,
-            &[pulled_row("u", "server 1"), pulled_row("d", "server 1")],
+            &page_of(
+                &def,
+                &[pulled_row("u", "server 1"), pulled_row("d", "server 1")],
+            ),
             None,
             None,
         )
@@ -1664,7 +1682,14 @@ mod tests {
             tombstone,
             pulled_row("free", "server 2"),
         ];
-        let applied = apply_page(&mut c, &def, &page, Some("q"), Some(&token("free"))).unwrap();
+        let applied = apply_page(
+            &mut c,
+            &def,
+            &page_of(&def, &page),
+            Some("q"),
+            Some(&token("free")),
+        )
+        .unwrap();
         assert_eq!(
             (applied.upserted, applied.deleted, applied.skipped),
             (1, 0, 3)
@@ -1688,7 +1713,7 @@ mod tests {
         );
         // Once the queue is empty, the same page is applied in full.
         c.execute("DELETE FROM \"__operations\"", []).unwrap();
-        let applied = apply_page(&mut c, &def, &page, None, None).unwrap();
+        let applied = apply_page(&mut c, &def, &page_of(&def, &page), None, None).unwrap();
         assert_eq!(
             (applied.upserted, applied.deleted, applied.skipped),
             (3, 1, 0)
@@ -1721,7 +1746,10 @@ mod tests {
         apply_page(
             &mut c,
             &def,
-            &[pulled_row("u", "server"), pulled_row("d", "server")],
+            &page_of(
+                &def,
+                &[pulled_row("u", "server"), pulled_row("d", "server")],
+            ),
             None,
             None,
         )
@@ -1759,11 +1787,25 @@ mod tests {
         let (mut c, tables) = setup();
         let def = tables["TodoItem"].clone();
         let first = vec![pulled_row("a", "x")];
-        apply_page(&mut c, &def, &first, Some("q"), Some(&token("a"))).unwrap();
+        apply_page(
+            &mut c,
+            &def,
+            &page_of(&def, &first),
+            Some("q"),
+            Some(&token("a")),
+        )
+        .unwrap();
         fail_on(&c, "INSERT", "__config");
         fail_on(&c, "UPDATE", "__config");
         let page = vec![pulled_row("a", "changed"), pulled_row("b", "y")];
-        let err = apply_page(&mut c, &def, &page, Some("q"), Some(&token("b"))).unwrap_err();
+        let err = apply_page(
+            &mut c,
+            &def,
+            &page_of(&def, &page),
+            Some("q"),
+            Some(&token("b")),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("injected"), "{err}");
         assert!(!rows::row_exists(&c, "TodoItem", "b").unwrap());
         assert_eq!(
@@ -1772,7 +1814,7 @@ mod tests {
         );
         assert_eq!(load_token(&c, "TodoItem", "q").unwrap(), Some(token("a")));
         // Without a query id there is no token to write: the page applies.
-        apply_page(&mut c, &def, &page, None, None).unwrap();
+        apply_page(&mut c, &def, &page_of(&def, &page), None, None).unwrap();
         assert!(rows::row_exists(&c, "TodoItem", "b").unwrap());
     }
 

@@ -26,12 +26,25 @@ const EXACT_INTEGER_MAX: f64 = 9_007_199_254_740_992.0;
 /// normalises nothing else, so a 24-byte string with `T`, `.` and `Z` in place that parses is
 /// its own wire form, and formatting it again (a fifth of a cold pull's CPU) is skipped.
 pub(crate) fn normalize_date(s: &str) -> Option<String> {
-    let t = tablesync_protocol::time::parse_timestamp(s).ok()?;
+    let mut out = String::new();
+    normalize_date_into(s, &mut out).then_some(out)
+}
+
+/// [`normalize_date`] appending to `out` (a pulled page's text arena); `false`, with `out` as it
+/// was, when `s` is not a date.
+pub(crate) fn normalize_date_into(s: &str, out: &mut String) -> bool {
+    let Ok(t) = tablesync_protocol::time::parse_timestamp(s) else {
+        return false;
+    };
     let b = s.as_bytes();
     if b.len() == 24 && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z' {
-        return Some(s.to_string());
+        out.push_str(s);
+    } else {
+        use std::fmt::Write;
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{t}");
     }
-    Some(t.to_string())
+    true
 }
 
 /// A JSON number from a double: integral values (|v| <= 2^53) as integers, so `5.0` reads `5`.
@@ -200,14 +213,6 @@ pub(crate) fn delete_row(conn: &Connection, table: &str, id: &str) -> Result<boo
     Ok(conn.execute(&format!("DELETE FROM \"{table}\" WHERE \"id\" = ?1"), [id])? > 0)
 }
 
-/// [`delete_row`] through the prepared-statement cache (a pull deletes many rows).
-pub(crate) fn delete_row_cached(conn: &Connection, table: &str, id: &str) -> Result<bool> {
-    Ok(conn
-        .prepare_cached(&format!("DELETE FROM \"{table}\" WHERE \"id\" = ?1"))?
-        .execute([id])?
-        > 0)
-}
-
 /// Takes the id out of an item: must be a string that passes the protocol's id rules.
 pub(crate) fn item_id(item: &Map<String, Value>) -> Result<Option<String>> {
     match item.get(system::ID) {
@@ -288,7 +293,12 @@ fn server_column_type(def: &TableDefinition, name: &str) -> Option<ColumnType> {
 }
 
 /// The stored value of server property `name` (of type `ty`) for a server write.
-fn server_value(def: &TableDefinition, name: &str, ty: ColumnType, v: &Value) -> Result<SqlValue> {
+pub(crate) fn server_value(
+    def: &TableDefinition,
+    name: &str,
+    ty: ColumnType,
+    v: &Value,
+) -> Result<SqlValue> {
     Ok(match (name, v) {
         // A lenient reading of what official servers send for system columns: a numeric
         // `deleted` (0/1) is a boolean, a non-string version is its JSON text.
@@ -318,99 +328,41 @@ fn server_assignments(
     Ok(out)
 }
 
-/// Writes pulled rows: one `INSERT … ON CONFLICT ("id") DO UPDATE` per row through the
-/// connection's prepared-statement cache (`prepare_cached`). The statement names the columns
-/// the row carries, in table order (system columns, then declared ones), so the rows of a page,
-/// which carry the same properties, share one statement; a column the row lacks is left as it
-/// is (null or its default in a new row), as [`write_server`] does.
-pub(crate) struct ServerRowWriter<'d> {
-    def: &'d TableDefinition,
-    /// The writable columns in table order.
-    columns: Vec<(&'d str, ColumnType)>,
-    /// Which of `columns` the statement in `sql` assigns.
-    present: Vec<bool>,
-    sql: String,
+/// Refuses a server copy whose id breaks the protocol's id rules (it could not be pushed or
+/// addressed later).
+pub(crate) fn check_server_id(id: &str) -> Result<()> {
+    if system::validate_id(id).is_err() {
+        return Err(Error::InvalidResponse(format!(
+            "server item has an invalid id {:?}",
+            truncate(id)
+        )));
+    }
+    Ok(())
 }
 
-impl<'d> ServerRowWriter<'d> {
-    /// A writer for rows of `def`.
-    pub(crate) fn new(def: &'d TableDefinition) -> Self {
-        let mut columns: Vec<(&str, ColumnType)> = system::ALL
-            .iter()
-            .filter_map(|name| server_column_type(def, name).map(|ty| (*name, ty)))
-            .collect();
-        columns.extend(def.columns().iter().map(|c| (c.name.as_str(), c.ty)));
-        ServerRowWriter {
-            def,
-            columns,
-            present: Vec::new(),
-            sql: String::new(),
-        }
+/// The upsert of a pulled row of `table` assigning `assigned` (writable columns in table order):
+/// `INSERT … VALUES (?1 = id, ?2…) ON CONFLICT ("id") DO UPDATE SET` each of them, so a column
+/// the row does not carry is left as it is (null or its default in a new row), as
+/// [`write_server`] does.
+pub(crate) fn upsert_sql(table: &str, assigned: &[&str]) -> String {
+    if assigned.is_empty() {
+        return format!(
+            "INSERT INTO \"{table}\" (\"id\") VALUES (?1) ON CONFLICT (\"id\") DO NOTHING"
+        );
     }
-
-    /// Inserts or updates the server's copy `item` of row `id`, with the conversions and checks
-    /// of [`write_server`].
-    pub(crate) fn upsert(
-        &mut self,
-        conn: &Connection,
-        id: &str,
-        item: &Map<String, Value>,
-    ) -> Result<()> {
-        if system::validate_id(id).is_err() {
-            return Err(Error::InvalidResponse(format!(
-                "server item has an invalid id {:?}",
-                truncate(id)
-            )));
-        }
-        let mut present = Vec::with_capacity(self.columns.len());
-        let mut values = Vec::with_capacity(self.columns.len() + 1);
-        values.push(SqlValue::Text(id.to_string()));
-        for (name, ty) in &self.columns {
-            match item.get(*name) {
-                Some(v) => {
-                    present.push(true);
-                    values.push(server_value(self.def, name, *ty, v)?);
-                }
-                None => present.push(false),
-            }
-        }
-        if self.sql.is_empty() || present != self.present {
-            self.sql = self.upsert_sql(&present);
-            self.present = present;
-        }
-        conn.prepare_cached(&self.sql)?
-            .execute(rusqlite::params_from_iter(values))?;
-        Ok(())
-    }
-
-    fn upsert_sql(&self, present: &[bool]) -> String {
-        let assigned: Vec<&str> = self
-            .columns
-            .iter()
-            .zip(present)
-            .filter(|(_, p)| **p)
-            .map(|((name, _), _)| *name)
-            .collect();
-        let table = self.def.name();
-        if assigned.is_empty() {
-            return format!(
-                "INSERT INTO \"{table}\" (\"id\") VALUES (?1) ON CONFLICT (\"id\") DO NOTHING"
-            );
-        }
-        let names: String = assigned.iter().map(|c| format!(", \"{c}\"")).collect();
-        let placeholders: String = (0..assigned.len())
-            .map(|i| format!(", ?{}", i + 2))
-            .collect();
-        let sets: Vec<String> = assigned
-            .iter()
-            .map(|c| format!("\"{c}\" = excluded.\"{c}\""))
-            .collect();
-        format!(
-            "INSERT INTO \"{table}\" (\"id\"{names}) VALUES (?1{placeholders}) \
-             ON CONFLICT (\"id\") DO UPDATE SET {}",
-            sets.join(", ")
-        )
-    }
+    let names: String = assigned.iter().map(|c| format!(", \"{c}\"")).collect();
+    let placeholders: String = (0..assigned.len())
+        .map(|i| format!(", ?{}", i + 2))
+        .collect();
+    let sets: Vec<String> = assigned
+        .iter()
+        .map(|c| format!("\"{c}\" = excluded.\"{c}\""))
+        .collect();
+    format!(
+        "INSERT INTO \"{table}\" (\"id\"{names}) VALUES (?1{placeholders}) \
+         ON CONFLICT (\"id\") DO UPDATE SET {}",
+        sets.join(", ")
+    )
 }
 
 fn insert_or_update(
@@ -464,12 +416,7 @@ pub(crate) fn write_server(
     let Some(Value::String(id)) = item.get(system::ID) else {
         return Ok(false);
     };
-    if system::validate_id(id).is_err() {
-        return Err(Error::InvalidResponse(format!(
-            "server item has an invalid id {:?}",
-            truncate(id)
-        )));
-    }
+    check_server_id(id)?;
     let a = server_assignments(def, item)?;
     insert_or_update(conn, def.name(), id, a)?;
     Ok(true)
@@ -720,57 +667,6 @@ mod tests {
         assert!(matches!(
             item_id(&obj(json!({"id":"a/b"}))),
             Err(Error::InvalidId { .. })
-        ));
-    }
-
-    #[test]
-    fn the_row_writer_stores_what_write_server_stores() {
-        let c = conn();
-        let d = def();
-        let full = obj(
-            json!({"id":"w","createdAt":"2020-01-01T00:00:00Z","updatedAt":"2020-01-02T00:00:00.5+01:00",
-            "version":7,"deleted":null,"text":"t","n":2.5,"b":true,"due":"2020-01-03T00:00:00Z","extra":"ignored"}),
-        );
-        let mut writer = ServerRowWriter::new(&d);
-        writer.upsert(&c, "w", &full).unwrap();
-        write_server(&c, &d, &obj(json!({"id":"v"}))).unwrap();
-        write_server(&c, &d, &{
-            let mut m = full.clone();
-            m.insert("id".into(), json!("v"));
-            m
-        })
-        .unwrap();
-        let mut w = read_row(&c, &d, "w").unwrap().unwrap();
-        let mut v = read_row(&c, &d, "v").unwrap().unwrap();
-        w.remove("id");
-        v.remove("id");
-        assert_eq!(w, v);
-        assert_eq!(w["version"], json!("7"));
-        assert_eq!(w["updatedAt"], json!("2020-01-01T23:00:00.500Z"));
-        // A later copy without some columns leaves them as they are; a new key set is a new
-        // statement.
-        writer
-            .upsert(&c, "w", &obj(json!({"id":"w","text":"t2","version":"8"})))
-            .unwrap();
-        let w = read_row(&c, &d, "w").unwrap().unwrap();
-        assert_eq!(
-            (&w["text"], &w["n"], &w["version"]),
-            (&json!("t2"), &json!(2.5), &json!("8"))
-        );
-        writer
-            .upsert(&c, "bare", &obj(json!({"id":"bare"})))
-            .unwrap();
-        assert_eq!(
-            read_row(&c, &d, "bare").unwrap().unwrap()["deleted"],
-            json!(false)
-        );
-        assert!(matches!(
-            writer.upsert(&c, "w", &obj(json!({"id":"w","b":"yes"}))),
-            Err(Error::TypeMismatch { .. })
-        ));
-        assert!(matches!(
-            writer.upsert(&c, "a/b", &obj(json!({"id":"a/b"}))),
-            Err(Error::InvalidResponse(_))
         ));
     }
 }

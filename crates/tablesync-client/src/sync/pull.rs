@@ -30,8 +30,9 @@ use tablesync_protocol::odata::query::{parse_query_string, TableQuery};
 use crate::capabilities::Capabilities;
 use crate::client::{query_string, Client};
 use crate::error::{Error, Result};
+use crate::store::page::{PulledPage, RowKeyCell};
 use crate::store::queue::{self as q, DeltaToken};
-use crate::store::rows;
+use crate::store::TableDefinition;
 use crate::transport::{HttpResponse, Method};
 
 use super::session::Session;
@@ -219,27 +220,24 @@ fn snippet(resp: &HttpResponse) -> String {
     truncate(&resp.body_text())
 }
 
-/// The (`updatedAt`, `id`) key of a pulled row; rows without one are garbage for keyset paging.
-fn row_key(item: &Map<String, Value>) -> Result<DeltaToken> {
-    let id = match item.get("id") {
-        Some(Value::String(s)) => s.clone(),
-        _ => {
-            return Err(Error::InvalidResponse(
-                "a pulled row has no string id".into(),
-            ))
-        }
-    };
-    let updated_at = match item.get("updatedAt") {
-        Some(Value::String(s)) => rows::normalize_date(s).ok_or_else(|| {
-            Error::InvalidResponse(format!("row {id:?} has an invalid updatedAt {s:?}"))
-        })?,
-        _ => {
-            return Err(Error::InvalidResponse(format!(
-                "row {id:?} has no updatedAt"
-            )))
-        }
-    };
-    Ok(DeltaToken { updated_at, id })
+/// The (`updatedAt`, `id`) key of row `r` of a page; rows without one are garbage for keyset
+/// paging.
+fn row_key(page: &PulledPage, r: usize) -> Result<DeltaToken> {
+    match page.key(r) {
+        RowKeyCell::Key { id, updated_at } => Ok(DeltaToken {
+            updated_at: updated_at.to_string(),
+            id: id.to_string(),
+        }),
+        RowKeyCell::NoId => Err(Error::InvalidResponse(
+            "a pulled row has no string id".into(),
+        )),
+        RowKeyCell::InvalidUpdatedAt { id, updated_at } => Err(Error::InvalidResponse(format!(
+            "row {id:?} has an invalid updatedAt {updated_at:?}"
+        ))),
+        RowKeyCell::NoUpdatedAt { id } => Err(Error::InvalidResponse(format!(
+            "row {id:?} has no updatedAt"
+        ))),
+    }
 }
 
 /// OData string literal: single quotes doubled.
@@ -271,14 +269,17 @@ pub(crate) fn page_filter(user_filter: Option<&str>, after: Option<&DeltaToken>)
 struct PageQuery<'a> {
     client: &'a Client,
     table: &'a str,
+    /// The local table the rows are decoded for.
+    def: TableDefinition,
     user_filter: Option<String>,
     extra: Vec<(String, String)>,
     page_size: u32,
 }
 
-/// One page as received: its rows and whether the server announced more (`rel=next`).
+/// One page as received: its rows (decoded for the local table) and whether the server
+/// announced more (`rel=next`).
 struct Page {
-    rows: Vec<Map<String, Value>>,
+    rows: PulledPage,
     next_link: Option<String>,
 }
 
@@ -316,8 +317,10 @@ impl PageQuery<'_> {
                 })
             }
         }
+        // Decoded here, on the runtime, while the previous page is applied on the blocking pool.
+        let rows = PulledPage::decode(&self.def, &resp.body, || parse_page(&resp).map(|_| ()))?;
         Ok(Page {
-            rows: parse_page(&resp)?,
+            rows,
             next_link: response_next_link(&resp),
         })
     }
@@ -326,17 +329,17 @@ impl PageQuery<'_> {
 /// Checks a page before any of it is applied (pure): every row has a key, and the last key lies
 /// beyond the pull position `after` (a server that ignored the keyset would make the pull loop
 /// forever). Returns the last row's key, the position after this page; `None` for an empty page.
-fn check_page(
-    rows: &[Map<String, Value>],
-    after: Option<&DeltaToken>,
-) -> Result<Option<DeltaToken>> {
-    for item in rows {
-        row_key(item)?;
+fn check_page(rows: &PulledPage, after: Option<&DeltaToken>) -> Result<Option<DeltaToken>> {
+    for r in 0..rows.len() {
+        if let RowKeyCell::Key { .. } = rows.key(r) {
+            continue;
+        }
+        row_key(rows, r)?;
     }
-    let Some(last) = rows.last() else {
+    let Some(last) = rows.len().checked_sub(1) else {
         return Ok(None);
     };
-    let last_key = row_key(last)?;
+    let last_key = row_key(rows, last)?;
     if let Some(t) = after {
         if (&last_key.updated_at, &last_key.id) <= (&t.updated_at, &t.id) {
             return Err(Error::InvalidResponse(format!(
@@ -366,7 +369,7 @@ pub(crate) async fn pull(
     options: PullOptions,
 ) -> Result<PullSummary> {
     let (client, store) = (&session.client, &session.store);
-    store.table(table)?;
+    let def = store.table(table)?.clone();
     let query_id = check_query_id(query_id)?.map(str::to_string);
     choose_page_size(options.page_size, None)?;
     let parsed = parse_query(query)?;
@@ -406,6 +409,7 @@ pub(crate) async fn pull(
     let page_query = PageQuery {
         client,
         table,
+        def,
         user_filter: parsed.filter.as_ref().map(|f| f.to_string()),
         extra: parsed.extra.clone(),
         page_size: choose_page_size(options.page_size, known.as_ref())?,
@@ -425,11 +429,7 @@ pub(crate) async fn pull(
         summary.pages += 1;
         // Integer ids: the server assigns them, so rows made offline could never be pushed.
         // Refused before anything of the page is applied.
-        if page
-            .rows
-            .iter()
-            .any(|row| matches!(row.get("id"), Some(Value::Number(_))))
-        {
+        if page.rows.has_numeric_id() {
             return Err(Error::IntegerIdTable(table.to_owned()));
         }
         // An empty page ends the pull even with a next link: there is no row to go on from.
@@ -522,6 +522,12 @@ mod tests {
         ));
     }
 
+    /// `rows` decoded as a page of a table with only the system columns.
+    fn decoded(rows: &[Map<String, Value>]) -> PulledPage {
+        let body = serde_json::to_vec(rows).unwrap();
+        PulledPage::decode(&TableDefinition::new("T"), &body, || Ok(())).unwrap()
+    }
+
     #[test]
     fn pages_must_move_past_the_position() {
         let row = |u: &str, id: &str| -> Map<String, Value> {
@@ -531,10 +537,10 @@ mod tests {
             updated_at: "2020-01-01T00:00:00.000Z".into(),
             id: "b".into(),
         };
-        assert_eq!(check_page(&[], Some(&t)).unwrap(), None);
+        assert_eq!(check_page(&decoded(&[]), Some(&t)).unwrap(), None);
         let ahead = [row("2020-01-01T00:00:00Z", "c")];
         assert_eq!(
-            check_page(&ahead, Some(&t)).unwrap(),
+            check_page(&decoded(&ahead), Some(&t)).unwrap(),
             Some(DeltaToken {
                 updated_at: "2020-01-01T00:00:00.000Z".into(),
                 id: "c".into()
@@ -546,7 +552,7 @@ mod tests {
             row("2019-12-31T23:59:59.999Z", "z"),
         ] {
             assert!(matches!(
-                check_page(&[behind], Some(&t)),
+                check_page(&decoded(&[behind]), Some(&t)),
                 Err(Error::InvalidResponse(_))
             ));
         }
@@ -554,7 +560,7 @@ mod tests {
         let mut bad = ahead.to_vec();
         bad.insert(0, serde_json::from_str(r#"{"id":"x"}"#).unwrap());
         assert!(matches!(
-            check_page(&bad, None),
+            check_page(&decoded(&bad), None),
             Err(Error::InvalidResponse(_))
         ));
     }
@@ -624,9 +630,29 @@ mod tests {
                 "{garbage}"
             );
         }
-        assert!(matches!(
-            row_key(&serde_json::from_str(r#"{"id":"a","updatedAt":"yesterday"}"#).unwrap()),
-            Err(Error::InvalidResponse(_))
-        ));
+        let messages: Vec<String> = [
+            r#"{"id":"a","updatedAt":"yesterday"}"#,
+            r#"{"id":"a","updatedAt":5}"#,
+            r#"{"id":"a"}"#,
+            r#"{"id":null,"updatedAt":"2020-01-01T00:00:00Z"}"#,
+        ]
+        .iter()
+        .map(|row| {
+            let page = decoded(&[serde_json::from_str(row).unwrap()]);
+            match row_key(&page, 0) {
+                Err(Error::InvalidResponse(m)) => m,
+                other => panic!("{row}: {other:?}"),
+            }
+        })
+        .collect();
+        assert_eq!(
+            messages,
+            [
+                "row \"a\" has an invalid updatedAt \"yesterday\"",
+                "row \"a\" has no updatedAt",
+                "row \"a\" has no updatedAt",
+                "a pulled row has no string id",
+            ]
+        );
     }
 }
