@@ -170,7 +170,7 @@ impl App {
         let metrics = config
             .metrics
             .enabled
-            .then(|| Metrics::new(store.pool_wait()));
+            .then(|| Metrics::new(store.pool_wait(), store.group_commits()));
         // Validation parsed it already; an empty list if it somehow does not parse.
         let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default();
         let pool_max = usize::try_from(store.pool_status().max).unwrap_or(usize::MAX);

@@ -16,6 +16,9 @@
 //! * the transaction commits once, so the batch's writes and records exist together or not at
 //!   all. Cost: a batch holds its tables' clock rows (PostgreSQL) or the writer (SQLite) until
 //!   it commits, at most `batch_operations_max` operations long; other writers wait meanwhile.
+//!   On SQLite the batch is one entry of the store's group commit: its work runs on the writer
+//!   thread in a savepoint of a transaction it may share with concurrent writes, every call on
+//!   the transaction answered at once (`Store::transaction`).
 //!
 //! A single-item write carrying `Idempotency-Key` runs here too, as a batch of one.
 //! Rendering an answer into status, headers and body is the HTTP layer's ([`Render`]), so a
@@ -23,6 +26,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
@@ -34,7 +38,8 @@ use crate::error::ApiError;
 use tablesync_protocol::odata::sql::SqlValue;
 
 use crate::store::{
-    BoxFuture, Claim, RecordKey, Recorded, Rows, Scope, StoreResult, StoreTx, WriteOutcome,
+    BoxFuture, Claim, RecordKey, Recorded, Rows, Scope, StoreResult, StoreTx, TxWork, WorkEnd,
+    WriteOutcome,
 };
 use crate::table::{Column, Item, TableSchema};
 
@@ -412,36 +417,42 @@ impl Turn {
 /// Apply `ops` for `identity` in one transaction (see the module docs). An `Err` means the
 /// whole batch is refused or failed and nothing was applied.
 pub async fn run(
-    app: &App,
+    app: &Arc<App>,
     identity: &Identity,
     ops: &[BatchOp],
-    render: &Render,
+    render: &'static Render,
 ) -> Result<Vec<OpAnswer>, ApiError> {
     let retention_s = i64::try_from(app.limits().idempotency_retention_s).unwrap_or(i64::MAX);
     let now_s = app.clock().now_unix_s();
-    let expired_before_s = now_s.saturating_sub(retention_s);
-    let principal = principal(identity);
-    let tx = app.store().begin().await?;
-    let rows = TxRows {
-        tx: &*tx,
-        grown: std::sync::Mutex::new(Vec::new()),
-    };
-    let result = run_in(
-        app,
-        &rows,
-        identity,
-        ops,
+    let batch = Arc::new(Batch {
+        app: Arc::clone(app),
+        identity: identity.clone(),
+        principal: principal(identity),
+        ops: ops.to_vec(),
         render,
-        &principal,
         now_s,
-        expired_before_s,
-    )
-    .await;
-    let grown = rows.grown();
-    drop(rows);
-    let result = match result {
-        Ok(answers) => tx.commit().await.map(|()| answers).map_err(ApiError::from),
-        Err(e) => Err(e),
+        expired_before_s: now_s.saturating_sub(retention_s),
+        answers: Mutex::new(None),
+        grown: Mutex::new(Vec::new()),
+    });
+    // The store may run the work on another thread (SQLite: the writer's), and again if its
+    // first transaction died under it; each run starts afresh and leaves its answers.
+    let work: TxWork = {
+        let batch = Arc::clone(&batch);
+        Box::new(move |tx| {
+            let batch = Arc::clone(&batch);
+            Box::pin(async move { batch.run_on(tx).await })
+        })
+    };
+    let committed = app.store().transaction(work).await;
+    let result = match committed {
+        Ok(()) => lock(&batch.answers).take().unwrap_or_else(|| {
+            Err(ApiError::Store(crate::store::StoreError::new(
+                crate::store::StoreErrorKind::Internal,
+                "the batch transaction ended without running the batch",
+            )))
+        }),
+        Err(e) => Err(ApiError::from(e)),
     };
     if let Ok(answers) = &result {
         // Committed: wake the change feed of every table a 2xx operation wrote.
@@ -451,6 +462,7 @@ pub async fn run(
     }
     if result.is_err() {
         // Rolled back (or never committed): columns the batch added are gone again.
+        let grown = lock(&batch.grown).clone();
         for table in grown {
             if let Ok(columns) = app.store().columns(&table).await {
                 app.replace_columns(&table.name, columns);
@@ -458,6 +470,61 @@ pub async fn run(
         }
     }
     result
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One batch's inputs and, once its work ran, its answers.
+struct Batch {
+    app: Arc<App>,
+    identity: Identity,
+    principal: String,
+    ops: Vec<BatchOp>,
+    render: &'static Render,
+    now_s: i64,
+    expired_before_s: i64,
+    /// The answers of the last run, or why the batch failed.
+    answers: Mutex<Option<Result<Vec<OpAnswer>, ApiError>>>,
+    /// Tables whose columns dynamic schema grew (read again when the batch did not commit).
+    grown: Mutex<Vec<TableSchema>>,
+}
+
+impl Batch {
+    /// Run the batch in `tx`: keep its work when it answered, discard it when it failed.
+    async fn run_on(&self, tx: &dyn StoreTx) -> WorkEnd {
+        let rows = TxRows {
+            tx,
+            grown: std::sync::Mutex::new(Vec::new()),
+        };
+        let result = run_in(
+            &self.app,
+            &rows,
+            &self.identity,
+            &self.ops,
+            self.render,
+            &self.principal,
+            self.now_s,
+            self.expired_before_s,
+        )
+        .await;
+        {
+            let mut grown = lock(&self.grown);
+            for table in rows.grown() {
+                if !grown.iter().any(|t| t.name == table.name) {
+                    grown.push(table);
+                }
+            }
+        }
+        let writes = self.ops.len();
+        let end = match result {
+            Ok(_) => WorkEnd::Keep { writes },
+            Err(_) => WorkEnd::Discard { writes },
+        };
+        *lock(&self.answers) = Some(result);
+        end
+    }
 }
 
 /// [`run`] inside its transaction; the caller commits.

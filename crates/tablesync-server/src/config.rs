@@ -211,9 +211,14 @@ pub struct StoreConfig {
     /// How long a connection waits for a database lock before giving up, in milliseconds. On
     /// PostgreSQL it is the session's `lock_timeout` and the wait for a free pool connection.
     pub busy_timeout_ms: u64,
-    /// Most connections one server process opens to PostgreSQL, in connections (SQLite ignores
-    /// it). Several processes share the database's `max_connections`.
+    /// Most connections one server process opens to PostgreSQL for writes (group commits,
+    /// batches, schema changes), in connections (SQLite ignores it). Several processes share
+    /// the database's `max_connections`, which must also hold `read_pool_connections_max`.
     pub pool_connections_max: u32,
+    /// Most connections one server process opens to PostgreSQL for reads (get, list, schema
+    /// refresh, `/ready`), in connections (SQLite ignores it). A pool of their own, so a read
+    /// never waits for a connection held by a writer queued on a clock row.
+    pub read_pool_connections_max: u32,
     /// TEST ONLY (the multi-process torture test): hold every PostgreSQL write transaction open
     /// for a random 0..=N milliseconds after it took its stamp and before it commits, so that
     /// concurrent transactions take random lengths of time. 0 (the default) holds nothing; never
@@ -225,6 +230,12 @@ pub struct StoreConfig {
     /// in any case when a `$filter`/`$orderby`/`$select` names a column the copy lacks. 0
     /// re-reads on every request. Tables without dynamic schema never re-read.
     pub schema_refresh_ms: u64,
+    /// Most writes one group commit carries, in writes (at least 1). Concurrent writes share
+    /// one transaction: on SQLite every write waiting for the writer, on PostgreSQL every write
+    /// of this process waiting for the same clock row (a table's, or one owner's on a per-user
+    /// table). Each is answered once the commit holding it returned. A `$batch` request counts
+    /// as one write here. 1 commits every write alone.
+    pub group_commit_writes_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -235,8 +246,10 @@ impl Default for StoreConfig {
             sqlite_synchronous: SqliteSynchronous::Full,
             busy_timeout_ms: 5_000,
             pool_connections_max: 10,
+            read_pool_connections_max: 10,
             write_hold_ms_max: 0,
             schema_refresh_ms: 1_000,
+            group_commit_writes_max: 64,
         }
     }
 }
@@ -737,10 +750,22 @@ format!(
                 "store.reader_connections must be at least 1".into(),
             );
         }
+        if self.store.group_commit_writes_max == 0 {
+            return invalid(
+                ConfigPlace::Key("store.group_commit_writes_max"),
+                "store.group_commit_writes_max must be at least 1".into(),
+            );
+        }
         if self.store.pool_connections_max == 0 {
             return invalid(
                 ConfigPlace::Key("store.pool_connections_max"),
                 "store.pool_connections_max must be at least 1".into(),
+            );
+        }
+        if self.store.read_pool_connections_max == 0 {
+            return invalid(
+                ConfigPlace::Key("store.read_pool_connections_max"),
+                "store.read_pool_connections_max must be at least 1".into(),
             );
         }
         let postgres = matches!(parse_database(&self.database)?, DatabaseTarget::Postgres(_));
@@ -1157,6 +1182,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("pool_connections_max"), "{err}");
+        let config = Config::from_toml_str(
+            "[store]\nread_pool_connections_max = 4\ngroup_commit_writes_max = 1",
+        )
+        .unwrap();
+        assert_eq!(config.store.read_pool_connections_max, 4);
+        assert_eq!(config.store.group_commit_writes_max, 1);
+        for key in ["read_pool_connections_max", "group_commit_writes_max"] {
+            let err = Config::from_toml_str(&format!("[store]\n{key} = 0"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("store.{key} must be at least 1")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

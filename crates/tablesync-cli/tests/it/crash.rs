@@ -198,7 +198,15 @@ async fn write_until_killed(
 }
 
 fn server_killed_mid_writes(kind: StoreKind) {
+    server_killed_mid_writes_with(kind, WRITERS);
+}
+
+/// [`server_killed_mid_writes`] with `writers` concurrent writers (`group_commit_crash.rs` runs
+/// it with many). Returns, per kill, how many commits carrying more than one write the
+/// server's metrics showed just before it (`tablesync_group_commit_operations`).
+pub(crate) fn server_killed_mid_writes_with(kind: StoreKind, writers: usize) -> Vec<f64> {
     let db = fresh_database(kind);
+    let mut grouped = Vec::new();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut rng = Rng(SEED);
     let mut acked_total = 0;
@@ -208,7 +216,7 @@ fn server_killed_mid_writes(kind: StoreKind) {
         for round in 0..SERVER_KILLS {
             let server = serve(db.url());
             let base = server.url().to_owned();
-            let writers: Vec<_> = (0..WRITERS)
+            let writers: Vec<_> = (0..writers)
                 .map(|w| {
                     let acked = Arc::new(Mutex::new(Acked {
                         // Rows of earlier rounds may be updated too.
@@ -230,6 +238,7 @@ fn server_killed_mid_writes(kind: StoreKind) {
                 })
                 .collect();
             tokio::time::sleep(rng.kill_delay()).await;
+            grouped.push(multi_write_commits(&http, &base).await);
             drop(server); // SIGKILL, then wait for the process.
             let mut maybe: BTreeMap<String, String> = BTreeMap::new();
             for (acked, task) in writers {
@@ -274,9 +283,29 @@ fn server_killed_mid_writes(kind: StoreKind) {
         "no write was acknowledged: the kills came too early"
     );
     eprintln!(
-        "server killed {SERVER_KILLS} times mid-writes on {}: {acked_total} acknowledged rows, none lost",
+        "server killed {SERVER_KILLS} times mid-writes on {} ({writers} writers): {acked_total} \
+         acknowledged rows, none lost; commits of several writes before each kill: {grouped:?}",
         kind.name()
     );
+    grouped
+}
+
+/// Commits that carried more than one write so far (`_count` minus the `le="1.0"` bucket of
+/// `tablesync_group_commit_operations`); 0 when the metrics cannot be read (the server may be
+/// going down for another reason: the checks after the kill say).
+async fn multi_write_commits(http: &reqwest::Client, base: &str) -> f64 {
+    let Ok(resp) = http.get(format!("{base}/metrics")).send().await else {
+        return 0.0;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    sample("tablesync_group_commit_operations_count ")
+        - sample("tablesync_group_commit_operations_bucket{le=\"1.0\"} ")
 }
 
 fn todo_store(path: &Path) -> LocalStore {

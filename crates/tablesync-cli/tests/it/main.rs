@@ -10,6 +10,7 @@ mod client_cli;
 mod client_ux;
 mod crash;
 mod feed_processes;
+mod group_commit_crash;
 mod interop_js;
 mod ops_cli;
 mod torture;

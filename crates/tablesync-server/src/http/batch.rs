@@ -141,7 +141,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 /// the route (plus `idempotent-replayed: true` when it is a replay).
 #[allow(clippy::too_many_arguments)]
 pub async fn keyed_write(
-    app: &App,
+    app: &Arc<App>,
     caller: &Identity,
     kind: OpKind,
     table: String,

@@ -23,7 +23,8 @@
 //! | `tablesync_db_pool_connections_max` | gauge | | the most connections the store opens |
 //! | `tablesync_db_pool_wait_seconds` | histogram | | how long operations waited for a connection |
 //! | `tablesync_batch_operations` | histogram | | operations per `POST /$batch` ([`Metrics::observe_batch`]) |
-//! | `tablesync_group_commit_operations` | histogram | | writes per group commit (hook: [`Metrics::observe_group_commit`]) |
+//! | `tablesync_group_commit_operations` | histogram | | writes per commit of the stores' group commit ([`GroupCommits`]); its `_count` is the number of write transactions committed |
+//! | `tablesync_group_commit_queued_writes` | gauge | | writes waiting in the group commit queues now (not yet taken into a group) |
 //! | `tablesync_feed_subscribers` | gauge | | change-feed subscribers at scrape time |
 //! | `tablesync_feed_events_total` | counter | table | change events handed to subscribers' streams |
 //! | `tablesync_feed_drops_total` | counter | table | subscribers dropped for falling behind (`event: overflow`) |
@@ -32,8 +33,10 @@
 //!
 //! Code that adds a way of writing calls the matching method on `App::metrics()`:
 //! [`Metrics::observe_batch`] once per batch request with its operation count (`POST /$batch`
-//! does), and [`Metrics::observe_group_commit`] once per commit with the number of writes it
-//! carried (nothing calls it yet: group commit is not built). Each operation inside a batch
+//! does). The stores fill two histograms they own, which the registry exports: the pool wait
+//! ([`PoolWait`]) and the group commit sizes ([`GroupCommits`]: the group runner calls
+//! [`GroupCommits::observe`] once per write transaction with the writes it carried, a batch
+//! counting each of its operations). Each operation inside a batch
 //! counts in `tablesync_pushed_operations_total` / `tablesync_conflicts_total` through
 //! [`Metrics::write_answered`] (a replayed `Idempotency-Key` answer is not counted again); the
 //! batch request itself counts once in the request metrics, as operation `batch`.
@@ -115,6 +118,41 @@ impl Default for PoolWait {
     }
 }
 
+/// A store's group commit (`store::group`) as the metrics see it: how many writes each write
+/// transaction carried (a histogram) and how many writes wait in its queues now (a gauge).
+/// The store fills them and the [`Metrics`] of its server exports them.
+#[derive(Clone, Debug)]
+pub struct GroupCommits {
+    sizes: Histogram,
+    queued: Gauge,
+}
+
+impl GroupCommits {
+    /// Empty: no commit yet (sizes 1 to 4096 writes, doubling), no write queued.
+    pub fn new() -> Self {
+        GroupCommits {
+            sizes: size_histogram(),
+            queued: Gauge::default(),
+        }
+    }
+
+    /// Record one commit carrying `writes` writes (failed ones included: they rode along).
+    pub fn observe(&self, writes: usize) {
+        self.sizes.observe(writes as f64);
+    }
+
+    /// `n` writes joined a queue (`n` may be negative: they left it for a group).
+    pub fn queued(&self, n: i64) {
+        self.queued.inc_by(n);
+    }
+}
+
+impl Default for GroupCommits {
+    fn default() -> Self {
+        GroupCommits::new()
+    }
+}
+
 /// One server's metrics (see the module docs for the names).
 pub struct Metrics {
     registry: Registry,
@@ -126,7 +164,6 @@ pub struct Metrics {
     pool_in_use: Gauge,
     pool_max: Gauge,
     batch_sizes: Histogram,
-    group_commit_sizes: Histogram,
     feed_subscribers: Gauge,
     feed_events: Family<TableLabels, Counter>,
     feed_drops: Family<TableLabels, Counter>,
@@ -139,8 +176,9 @@ struct TableLabels {
 }
 
 impl Metrics {
-    /// A fresh registry; `pool_wait` is the store's wait histogram, exported here.
-    pub fn new(pool_wait: &PoolWait) -> Self {
+    /// A fresh registry; `pool_wait` and `group_commits` are the store's histograms, exported
+    /// here.
+    pub fn new(pool_wait: &PoolWait, group_commits: &GroupCommits) -> Self {
         let mut registry = Registry::with_prefix("tablesync");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -198,11 +236,15 @@ impl Metrics {
             "Operations per batch request",
             batch_sizes.clone(),
         );
-        let group_commit_sizes = size_histogram();
         registry.register(
             "group_commit_operations",
-            "Writes carried by one group commit",
-            group_commit_sizes.clone(),
+            "Writes carried by one write transaction (group commit)",
+            group_commits.sizes.clone(),
+        );
+        registry.register(
+            "group_commit_queued_writes",
+            "Writes waiting for a group commit",
+            group_commits.queued.clone(),
         );
         let feed_subscribers = Gauge::default();
         registry.register(
@@ -235,7 +277,6 @@ impl Metrics {
             pool_in_use,
             pool_max,
             batch_sizes,
-            group_commit_sizes,
         }
     }
 
@@ -303,12 +344,6 @@ impl Metrics {
     /// is not a batch here).
     pub fn observe_batch(&self, operations: usize) {
         self.batch_sizes.observe(operations as f64);
-    }
-
-    /// Hook: one group commit carried `writes` writes.
-    #[allow(dead_code)] // called by the group-commit writer once it exists
-    pub fn observe_group_commit(&self, writes: usize) {
-        self.group_commit_sizes.observe(writes as f64);
     }
 
     /// `n` change events went to subscribers of `table`.

@@ -183,9 +183,40 @@ impl Rows for Arc<dyn Store> {
     }
 }
 
-/// One open write transaction (a batch). Dropping it without [`StoreTx::commit`] rolls it
-/// back. Savepoints nest: [`StoreTx::savepoint`] opens one, [`StoreTx::release`] keeps its
-/// work, [`StoreTx::rollback_to`] undoes it; both close the innermost one.
+/// The work of one write transaction spanning several operations (a batch), handed to
+/// [`Store::transaction`]: it gets the open transaction and says whether to keep what it did.
+/// It may be called again after its transaction was rolled back without its doing (SQLite runs
+/// it again alone when the group it rode in died), so it must start afresh each time.
+pub type TxWork = Box<dyn for<'t> FnMut(&'t dyn StoreTx) -> BoxFuture<'t, WorkEnd> + Send>;
+
+/// What a [`TxWork`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkEnd {
+    /// Commit its work; it carried `writes` writes (for the group commit metric).
+    Keep {
+        /// Writes it carried.
+        writes: usize,
+    },
+    /// Roll its work back; it carried `writes` writes.
+    Discard {
+        /// Writes it carried.
+        writes: usize,
+    },
+}
+
+impl WorkEnd {
+    /// The writes it carried.
+    pub fn writes(self) -> usize {
+        match self {
+            WorkEnd::Keep { writes } | WorkEnd::Discard { writes } => writes,
+        }
+    }
+}
+
+/// One open write transaction (a batch's), as [`Store::transaction`] lends it to its work;
+/// the store commits or rolls it back when the work ends. Savepoints nest:
+/// [`StoreTx::savepoint`] opens one, [`StoreTx::release`] keeps its work,
+/// [`StoreTx::rollback_to`] undoes it; both close the innermost one.
 pub trait StoreTx: Rows {
     /// Open a savepoint.
     fn savepoint(&self) -> BoxFuture<'_, StoreResult<()>>;
@@ -215,8 +246,6 @@ pub trait StoreTx: Rows {
     fn unclaim<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, StoreResult<()>>;
     /// Delete records created at or before `expired_before_s`.
     fn sweep(&self, expired_before_s: i64) -> BoxFuture<'_, StoreResult<u64>>;
-    /// Commit everything.
-    fn commit(self: Box<Self>) -> BoxFuture<'static, StoreResult<()>>;
 }
 
 /// Headers as stored: a JSON object of strings.

@@ -28,6 +28,7 @@
 //! they leave the cursor (`encode`), never built into maps.
 
 mod encode;
+mod group;
 pub mod idempotency;
 pub mod postgres;
 mod sql;
@@ -42,7 +43,7 @@ use tablesync_protocol::time::Timestamp;
 
 use crate::table::{Column, Item, TableSchema};
 pub use encode::{EncodedPage, PageEncoder};
-pub use idempotency::{Claim, RecordKey, Recorded, Rows, StoreTx};
+pub use idempotency::{Claim, RecordKey, Recorded, Rows, StoreTx, TxWork, WorkEnd};
 
 /// What [`Store::listen`] calls with each announced table (`None`: announcements may have been
 /// missed, wake every table).
@@ -161,9 +162,13 @@ pub trait Store: Send + Sync + 'static {
     /// The SQL dialect for lowering `$filter`/`$orderby`.
     fn dialect(&self) -> Dialect;
 
-    /// Open a write transaction spanning several row operations and idempotency records (a
-    /// batch, `idempotency.rs`); other writes of this process to the same rows wait for it.
-    fn begin(&self) -> BoxFuture<'_, StoreResult<Box<dyn StoreTx>>>;
+    /// Run `work` in a write transaction spanning several row operations and idempotency
+    /// records (a batch, `idempotency.rs`), kept or rolled back as `work` says. SQLite runs it
+    /// through the group commit (in a savepoint of a transaction it may share with concurrent
+    /// writes); PostgreSQL in a transaction of its own. Ok once kept work is committed (or
+    /// discarded work rolled back); an error means nothing of it was committed, except after a
+    /// failed commit, whose outcome is unknown.
+    fn transaction(&self, work: TxWork) -> BoxFuture<'_, StoreResult<()>>;
 
     /// Create or migrate the tables, their indexes and clock rows. Returns each table's schema as
     /// stored: the declared columns followed by columns an earlier run added dynamically.
@@ -283,6 +288,10 @@ pub trait Store: Send + Sync + 'static {
         let _ = wake;
         Box::pin(std::future::pending())
     }
+
+    /// Where the store records how many writes each of its write transactions carried (group
+    /// commit, `group.rs`).
+    fn group_commits(&self) -> &crate::observe::metrics::GroupCommits;
 }
 
 /// A store's connections at one moment ([`Store::pool_status`]).

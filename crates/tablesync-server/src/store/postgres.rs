@@ -1,6 +1,12 @@
-//! The PostgreSQL store (sqlx, `postgres` feature only): a connection pool per server process,
-//! any number of processes on one database.
+//! The PostgreSQL store (sqlx, `postgres` feature only): two connection pools per server
+//! process, any number of processes on one database.
 //!
+//! * **Reads never wait behind writes.** Reads (get, list, schema refresh, `/ready`) take
+//!   connections from a pool of their own (`read_pool_connections_max`); writes, batches and
+//!   DDL from the write pool (`pool_connections_max`). Writers queued on a clock row can hold
+//!   every write connection, never a read's.
+//! * **Group commit** (`postgres/group.rs`): the writes of this process to one clock row share
+//!   one transaction, each in its own savepoint.
 //! * **Stamps from the database.** `updatedAt`/`createdAt` come from the database's
 //!   `clock_timestamp()` (truncated to milliseconds) and `version` from the per-table counter in
 //!   `tablesync_clock`, never from the server process's clock, so several processes agree.
@@ -49,10 +55,11 @@ use super::{
 };
 use super::{PoolStatus, StoreResult, WriteOutcome};
 use crate::config::{IdType, StoreConfig, PG_IDENTIFIER_BYTES_MAX};
-use crate::observe::metrics::PoolWait;
+use crate::observe::metrics::{GroupCommits, PoolWait};
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
 mod batch_tx;
+mod group;
 mod notify;
 
 /// The SQL dialect of this store.
@@ -75,7 +82,14 @@ const DDL_LOCK_KEY: i64 = 0x0074_626c_7379_6e63;
 /// A PostgreSQL database shared by any number of server processes.
 #[derive(Clone)]
 pub struct PostgresStore {
+    /// Reads (`read_pool_connections_max`).
     pool: PgPool,
+    /// Writes, batches and DDL (`pool_connections_max`).
+    write_pool: PgPool,
+    /// Group commit queues, one per clock row in use.
+    groups: std::sync::Arc<group::Groups>,
+    /// Writes per commit, for the metrics.
+    commits: GroupCommits,
     /// What the pool connects with, for [`Store::ping`]'s diagnosis.
     options: PgConnectOptions,
     /// How long operations waited for a pooled connection.
@@ -131,13 +145,26 @@ impl PostgresStore {
             }
         }
         let pool = PgPoolOptions::new()
+            .max_connections(config.read_pool_connections_max)
+            .acquire_timeout(wait)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| cannot_connect(&e))?;
+        let write_pool = PgPoolOptions::new()
             .max_connections(config.pool_connections_max)
             .acquire_timeout(wait)
             .connect_with(options.clone())
             .await
             .map_err(|e| cannot_connect(&e))?;
+        let commits = GroupCommits::new();
         Ok(PostgresStore {
             pool,
+            write_pool,
+            groups: std::sync::Arc::new(group::Groups::new(
+                config.group_commit_writes_max,
+                commits.clone(),
+            )),
+            commits,
             options,
             wait: PoolWait::new(),
             commit_order_stamps: config.commit_order_stamps,
@@ -160,7 +187,7 @@ impl PostgresStore {
         // transaction only on a connection it acquires itself.
         let asked = Instant::now();
         let tx = self
-            .pool
+            .write_pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await
             .map_err(|e| classify(&e))?;
@@ -240,9 +267,10 @@ impl PostgresStore {
 
     /// Commit a write, first holding it open for a random time when the test-only
     /// `write_hold_ms_max` asks for it (the transaction keeps its stamp and row locks meanwhile;
-    /// no Rust lock is held across the sleep).
-    async fn commit_write(&self, tx: Transaction<'_, Postgres>) -> StoreResult<()> {
-        if self.write_hold_ms_max > 0 {
+    /// no Rust lock is held across the sleep). A `nested` write (a savepoint of a group or a
+    /// batch) is not held: its transaction is, once, before its own commit.
+    async fn commit_write(&self, tx: Transaction<'_, Postgres>, nested: bool) -> StoreResult<()> {
+        if self.write_hold_ms_max > 0 && !nested {
             let random = uuid::Uuid::new_v4().as_u128() as u64;
             let hold = random % (self.write_hold_ms_max + 1);
             tokio::time::sleep(Duration::from_millis(hold)).await;
@@ -743,6 +771,7 @@ impl PostgresStore {
         id: &str,
         values: &[(String, SqlValue)],
     ) -> StoreResult<WriteOutcome> {
+        let nested = outer.is_some();
         let mut tx = self.begin_on(outer).await?;
         let stamp = self.stamp(&mut tx, schema, scope).await?;
         // A concurrent insert of the same id may commit first: then nothing is inserted and the
@@ -757,7 +786,7 @@ impl PostgresStore {
             OnConflict::DoNothing,
         );
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
-            self.commit_write(tx).await?;
+            self.commit_write(tx, nested).await?;
             return Ok(WriteOutcome::Written(item));
         }
         // The id is taken (ON CONFLICT waited for a concurrent insert of it to commit). Read the
@@ -791,6 +820,7 @@ impl PostgresStore {
         kind: CasKind,
         expected: Option<&str>,
     ) -> StoreResult<WriteOutcome> {
+        let nested = outer.is_some();
         let mut tx = self.begin_on(outer).await?;
         let stamp = self.stamp(&mut tx, schema, scope).await?;
         let (sql, params) = sql::cas_update_sql(
@@ -804,7 +834,7 @@ impl PostgresStore {
             stamp,
         );
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
-            self.commit_write(tx).await?;
+            self.commit_write(tx, nested).await?;
             return Ok(WriteOutcome::Written(item));
         }
         // Read back within the scope: another user's row is not found, like a missing one.
@@ -822,9 +852,10 @@ impl PostgresStore {
         expected: Option<&str>,
     ) -> StoreResult<WriteOutcome> {
         let (sql, params) = sql::hard_delete_sql(DIALECT, schema, scope, id, expected);
+        let nested = outer.is_some();
         let mut tx = self.begin_on(outer).await?;
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
-            self.commit_write(tx).await?;
+            self.commit_write(tx, nested).await?;
             return Ok(WriteOutcome::Written(item));
         }
         let current = get_row(&mut *tx, schema, scope, id).await?;
@@ -838,8 +869,8 @@ impl Store for PostgresStore {
         DIALECT
     }
 
-    fn begin(&self) -> BoxFuture<'_, StoreResult<Box<dyn super::StoreTx>>> {
-        Box::pin(batch_tx::begin(self.clone()))
+    fn transaction(&self, work: super::TxWork) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(batch_tx::run_work(self.clone(), work))
     }
 
     /// `SELECT 1` on a pooled connection. When that fails or takes longer than `timeout`, one
@@ -881,10 +912,11 @@ impl Store for PostgresStore {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        let size = u64::from(self.pool.size());
+        let in_use = |pool: &PgPool| u64::from(pool.size()).saturating_sub(pool.num_idle() as u64);
+        let max = |pool: &PgPool| u64::from(pool.options().get_max_connections());
         PoolStatus {
-            in_use: size.saturating_sub(self.pool.num_idle() as u64),
-            max: u64::from(self.pool.options().get_max_connections()),
+            in_use: in_use(&self.pool) + in_use(&self.write_pool),
+            max: max(&self.pool) + max(&self.write_pool),
         }
     }
 
@@ -904,11 +936,15 @@ impl Store for PostgresStore {
         Box::pin(notify::listen(self, wake))
     }
 
+    fn group_commits(&self) -> &GroupCommits {
+        &self.commits
+    }
+
     fn prepare<'a>(
         &'a self,
         tables: &'a [TableSchema],
     ) -> BoxFuture<'a, StoreResult<Vec<TableSchema>>> {
-        Box::pin(prepare_tables(&self.pool, tables))
+        Box::pin(prepare_tables(&self.write_pool, tables))
     }
 
     fn add_columns<'a>(
@@ -916,7 +952,7 @@ impl Store for PostgresStore {
         table: &'a TableSchema,
         columns: &'a [Column],
     ) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
-        Box::pin(add_columns(&self.pool, None, table, columns))
+        Box::pin(add_columns(&self.write_pool, None, table, columns))
     }
 
     fn columns<'a>(&'a self, table: &'a TableSchema) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
@@ -967,7 +1003,11 @@ impl Store for PostgresStore {
         id: &'a str,
         values: Vec<(String, SqlValue)>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        Box::pin(async move { self.insert_row(None, table, scope, id, &values).await })
+        let write = RowWrite::Insert {
+            id: id.to_owned(),
+            values,
+        };
+        Box::pin(self.grouped(table, scope, write))
     }
 
     fn update<'a>(
@@ -978,18 +1018,13 @@ impl Store for PostgresStore {
         values: Vec<(String, SqlValue)>,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        Box::pin(async move {
-            self.cas_update(
-                None,
-                table,
-                scope,
-                id,
-                &values,
-                CasKind::Update,
-                expected.as_deref(),
-            )
-            .await
-        })
+        let write = RowWrite::Swap {
+            id: id.to_owned(),
+            values,
+            kind: CasKind::Update,
+            expected,
+        };
+        Box::pin(self.grouped(table, scope, write))
     }
 
     fn delete<'a>(
@@ -999,23 +1034,18 @@ impl Store for PostgresStore {
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        Box::pin(async move {
-            if table.soft_delete {
-                self.cas_update(
-                    None,
-                    table,
-                    scope,
-                    id,
-                    &[],
-                    CasKind::SoftDelete,
-                    expected.as_deref(),
-                )
-                .await
-            } else {
-                self.hard_delete(None, table, scope, id, expected.as_deref())
-                    .await
+        let id = id.to_owned();
+        let write = if table.soft_delete {
+            RowWrite::Swap {
+                id,
+                values: Vec::new(),
+                kind: CasKind::SoftDelete,
+                expected,
             }
-        })
+        } else {
+            RowWrite::HardDelete { id, expected }
+        };
+        Box::pin(self.grouped(table, scope, write))
     }
 
     fn undelete<'a>(
@@ -1025,18 +1055,81 @@ impl Store for PostgresStore {
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
-        Box::pin(async move {
-            self.cas_update(
-                None,
-                table,
-                scope,
+        let write = RowWrite::Swap {
+            id: id.to_owned(),
+            values: Vec::new(),
+            kind: CasKind::Undelete,
+            expected,
+        };
+        Box::pin(self.grouped(table, scope, write))
+    }
+}
+
+/// One row write, as queued for a group commit.
+enum RowWrite {
+    Insert {
+        id: String,
+        values: Vec<(String, SqlValue)>,
+    },
+    /// A stamped compare-and-swap: update, soft delete or undelete.
+    Swap {
+        id: String,
+        values: Vec<(String, SqlValue)>,
+        kind: CasKind,
+        expected: Option<String>,
+    },
+    HardDelete {
+        id: String,
+        expected: Option<String>,
+    },
+}
+
+impl PostgresStore {
+    /// Run `write` through the group commit of the clock row it stamps with
+    /// (`postgres/group.rs`).
+    async fn grouped(
+        &self,
+        table: &TableSchema,
+        scope: &Scope,
+        write: RowWrite,
+    ) -> StoreResult<WriteOutcome> {
+        let key = (
+            table.name.clone(),
+            sql::stamps_per_owner(table, scope).map(str::to_owned),
+        );
+        let (store, table, scope) = (self.clone(), table.clone(), scope.clone());
+        let work: group::Work = Box::new(move |outer| {
+            Box::pin(async move { store.apply(outer, &table, &scope, &write).await })
+        });
+        self.groups.submit(self, key, work).await
+    }
+
+    /// Run one row write, alone (`outer` None) or in a savepoint of `outer`'s transaction.
+    async fn apply(
+        &self,
+        outer: Option<&mut PgConnection>,
+        table: &TableSchema,
+        scope: &Scope,
+        write: &RowWrite,
+    ) -> StoreResult<WriteOutcome> {
+        match write {
+            RowWrite::Insert { id, values } => {
+                self.insert_row(outer, table, scope, id, values).await
+            }
+            RowWrite::Swap {
                 id,
-                &[],
-                CasKind::Undelete,
-                expected.as_deref(),
-            )
-            .await
-        })
+                values,
+                kind,
+                expected,
+            } => {
+                self.cas_update(outer, table, scope, id, values, *kind, expected.as_deref())
+                    .await
+            }
+            RowWrite::HardDelete { id, expected } => {
+                self.hard_delete(outer, table, scope, id, expected.as_deref())
+                    .await
+            }
+        }
     }
 }
 

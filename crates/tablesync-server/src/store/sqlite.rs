@@ -1,7 +1,9 @@
 //! The SQLite store (rusqlite, bundled): one writer connection and a few readers in WAL mode.
 //!
-//! * Writes go through the single writer connection, each in a `BEGIN IMMEDIATE` transaction, so
+//! * Writes go through the single writer connection, in `BEGIN IMMEDIATE` transactions, so
 //!   they are serialised and commit in stamp order even without the clock row's lock.
+//!   Concurrent writes share one transaction and one WAL sync (group commit, `sqlite/group.rs`),
+//!   each in its own savepoint.
 //! * Reads use a small set of read-only connections; WAL lets them run beside the writer.
 //! * All database work is plain synchronous code run on `spawn_blocking`; a connection's mutex is
 //!   taken inside the blocking task and never held across an `.await`.
@@ -32,10 +34,11 @@ use super::{
 };
 use super::{PoolStatus, StoreResult, WriteOutcome};
 use crate::config::{IdType, StoreConfig};
-use crate::observe::metrics::PoolWait;
+use crate::observe::metrics::{GroupCommits, PoolWait};
 use crate::table::{json_number, version_from_counter, Column, Item, TableSchema};
 
 mod batch_tx;
+mod group;
 
 /// The SQL dialect of this store.
 const DIALECT: Dialect = Dialect::Sqlite;
@@ -60,9 +63,15 @@ struct Inner {
     /// Round-robin cursor over `readers`.
     next_reader: AtomicUsize,
     commit_order_stamps: bool,
-    /// Taken (asynchronously) by every write and held by an open batch transaction for its whole
-    /// life, so no other write meets the writer connection in the middle of a batch.
+    /// Taken (asynchronously) by whoever uses the writer connection: a group commit, DDL, and
+    /// an open batch transaction for its whole life, so no other write meets the writer
+    /// connection in the middle of a batch. Held until the blocking work is done (a cancelled
+    /// request does not let the next one in early).
     gate: Arc<tokio::sync::Mutex<()>>,
+    /// Writes waiting to be committed together (group commit; shares `gate`).
+    group: group::Queue,
+    /// Writes per commit, for the metrics.
+    commits: GroupCommits,
     /// Connections running an operation now (the metrics' pool gauge).
     in_use: AtomicUsize,
     /// How long operations waited for their connection's mutex.
@@ -107,6 +116,7 @@ impl SqliteStore {
                 config.sqlite_synchronous.pragma_value(),
             )
             .map_err(classify)?;
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
         let mut readers = Vec::with_capacity(config.reader_connections);
         for _ in 0..config.reader_connections {
             let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -117,6 +127,7 @@ impl SqliteStore {
             reader.busy_timeout(busy).map_err(classify)?;
             readers.push(Mutex::new(reader));
         }
+        let commits = GroupCommits::new();
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -126,9 +137,29 @@ impl SqliteStore {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 commit_order_stamps: config.commit_order_stamps,
-                gate: Arc::new(tokio::sync::Mutex::new(())),
+                group: group::Queue::new(
+                    Arc::clone(&gate),
+                    config.group_commit_writes_max,
+                    commits.clone(),
+                ),
+                gate,
+                commits,
             }),
         })
+    }
+
+    /// Run the row write `f` through the group commit (`sqlite/group.rs`): with the writes
+    /// queued beside it, in one transaction; answered once that transaction committed.
+    async fn write_row<F>(&self, mut f: F) -> StoreResult<WriteOutcome>
+    where
+        F: FnMut(&mut Connection, bool) -> StoreResult<WriteOutcome> + Send + 'static,
+    {
+        let work: group::Work =
+            Box::new(move |conn, commit_order| f(conn, commit_order).map(group::Done::Write));
+        match group::submit(&self.inner, work).await? {
+            group::Done::Write(outcome) => Ok(outcome),
+            group::Done::Work(_) => Err(group::unexpected()),
+        }
     }
 
     /// Run `f` on the writer connection on the blocking pool.
@@ -140,12 +171,14 @@ impl SqliteStore {
         let inner = Arc::clone(&self.inner);
         // The wait includes the batch gate: a write queued behind an open batch waits there.
         let asked = Instant::now();
-        let _gate = Arc::clone(&inner.gate).lock_owned().await;
+        let gate = Arc::clone(&inner.gate).lock_owned().await;
         run_blocking(move || {
             let mut conn = lock(&inner.writer);
             inner.wait.observe(asked.elapsed());
             let _in_use = InUse::new(&inner.in_use);
-            f(&mut conn, inner.commit_order_stamps)
+            let result = f(&mut conn, inner.commit_order_stamps);
+            drop(gate);
+            result
         })
         .await
     }
@@ -738,8 +771,19 @@ impl Store for SqliteStore {
         DIALECT
     }
 
-    fn begin(&self) -> BoxFuture<'_, StoreResult<Box<dyn super::StoreTx>>> {
-        Box::pin(batch_tx::begin(Arc::clone(&self.inner)))
+    fn transaction(&self, work: super::TxWork) -> BoxFuture<'_, StoreResult<()>> {
+        // The work is driven on the writer's blocking thread by this request's runtime.
+        let runtime = tokio::runtime::Handle::current();
+        let mut work = work;
+        let job: group::Work = Box::new(move |conn, commit_order| {
+            batch_tx::run_work(conn, commit_order, &runtime, &mut work)
+        });
+        Box::pin(async move {
+            match group::submit(&self.inner, job).await? {
+                group::Done::Work(_) => Ok(()),
+                group::Done::Write(_) => Err(group::unexpected()),
+            }
+        })
     }
 
     /// Opens the file afresh (read-only, never creating it) and reads its schema. The store's
@@ -770,6 +814,10 @@ impl Store for SqliteStore {
 
     fn pool_wait(&self) -> &PoolWait {
         &self.inner.wait
+    }
+
+    fn group_commits(&self) -> &GroupCommits {
+        &self.inner.commits
     }
 
     fn prepare<'a>(
@@ -837,7 +885,7 @@ impl Store for SqliteStore {
         values: Vec<(String, SqlValue)>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
-        Box::pin(self.write(move |conn, commit_order| {
+        Box::pin(self.write_row(move |conn, commit_order| {
             insert_row(conn, commit_order, &table, &scope, &id, &values)
         }))
     }
@@ -851,7 +899,7 @@ impl Store for SqliteStore {
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
-        Box::pin(self.write(move |conn, commit_order| {
+        Box::pin(self.write_row(move |conn, commit_order| {
             cas_update(
                 conn,
                 commit_order,
@@ -873,7 +921,7 @@ impl Store for SqliteStore {
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
-        Box::pin(self.write(move |conn, commit_order| {
+        Box::pin(self.write_row(move |conn, commit_order| {
             if table.soft_delete {
                 cas_update(
                     conn,
@@ -899,7 +947,7 @@ impl Store for SqliteStore {
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
         let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
-        Box::pin(self.write(move |conn, commit_order| {
+        Box::pin(self.write_row(move |conn, commit_order| {
             cas_update(
                 conn,
                 commit_order,

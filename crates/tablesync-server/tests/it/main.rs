@@ -43,6 +43,7 @@ mod extensions;
 mod feed;
 mod fuzz_bodies;
 mod garbage;
+mod group_commit;
 mod health;
 mod hostile;
 mod http_edges;

@@ -1,5 +1,6 @@
-//! A batch's write transaction on PostgreSQL ([`StoreTx`]): one pooled connection in one READ
-//! COMMITTED transaction for the whole batch. The row methods run with that connection as
+//! A batch's write transaction on PostgreSQL ([`StoreTx`]): one connection of the write pool in
+//! one READ COMMITTED transaction for the whole batch (not a group commit: a batch may span
+//! tables and owners, and a group holds one clock row only). The row methods run with that connection as
 //! their `outer` and nest their work in a savepoint; the idempotency claim is an `INSERT … ON
 //! CONFLICT` on the records' primary key, so a second process sending the same key waits for
 //! this transaction and then reads its committed outcome (module docs of `idempotency`).
@@ -10,7 +11,7 @@ use tablesync_protocol::odata::sql::SqlValue;
 use tokio::sync::Mutex;
 
 use super::super::idempotency::{
-    existing, headers_to_text, Claim, RecordKey, Recorded, Rows, StoreTx,
+    existing, headers_to_text, Claim, RecordKey, Recorded, Rows, StoreTx, TxWork, WorkEnd,
 };
 use super::super::sql::CasKind;
 use super::super::{BoxFuture, Scope, StoreError, StoreErrorKind, StoreResult, WriteOutcome};
@@ -26,14 +27,26 @@ pub(super) struct PgTx {
     depth: std::sync::atomic::AtomicUsize,
 }
 
-/// Begin a batch transaction on a connection of the store's pool.
-pub(super) async fn begin(store: PostgresStore) -> StoreResult<Box<dyn StoreTx>> {
+/// Run a transaction's `work` in a transaction of its own on a connection of the write pool,
+/// then commit it (kept) or roll it back (discarded).
+pub(super) async fn run_work(store: PostgresStore, mut work: TxWork) -> StoreResult<()> {
     let tx = store.begin_write().await?;
-    Ok(Box::new(PgTx {
+    let tx = PgTx {
         store,
         tx: Mutex::new(Some(tx)),
         depth: std::sync::atomic::AtomicUsize::new(0),
-    }))
+    };
+    let end = work(&tx).await;
+    let PgTx { store, tx, .. } = tx;
+    let tx = tx.into_inner().ok_or_else(finished)?;
+    match end {
+        WorkEnd::Keep { writes } => {
+            store.commit_write(tx, false).await?;
+            store.commits.observe(writes);
+            Ok(())
+        }
+        WorkEnd::Discard { .. } => tx.rollback().await.map_err(|e| classify(&e)),
+    }
 }
 
 fn finished() -> StoreError {
@@ -170,7 +183,7 @@ impl Rows for PgTx {
         columns: &'a [Column],
     ) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
         on_tx!(self, |conn| add_columns(
-            &self.store.pool,
+            &self.store.write_pool,
             Some(conn),
             table,
             columns
@@ -302,14 +315,6 @@ impl StoreTx for PgTx {
                 .await
                 .map(|r| r.rows_affected())
                 .map_err(|e| classify(&e))
-        })
-    }
-
-    fn commit(self: Box<Self>) -> BoxFuture<'static, StoreResult<()>> {
-        Box::pin(async move {
-            let PgTx { store, tx, .. } = *self;
-            let tx = tx.into_inner().ok_or_else(finished)?;
-            store.commit_write(tx).await
         })
     }
 }

@@ -1,0 +1,396 @@
+//! Group commit and reads beside queued writers (issue 10, points 1 and 2), on both stores.
+//!
+//! The database's write lock is held from outside the server (SQLite: `BEGIN IMMEDIATE` on the
+//! file; PostgreSQL: `SELECT … FOR UPDATE` of the table's clock row), so the server's writes
+//! queue up behind it in a state the test can see: `tablesync_group_commit_queued_writes`
+//! counts the writes waiting for a group, the pool gauge and `pg_locks` the ones stuck on the
+//! lock. Nothing waits on a timer: every wait polls for a state, bounded against a hang.
+//!
+//! * `mixed_writes_in_one_group_each_get_their_own_answer`: a blocker write takes the writer,
+//!   13 writes queue behind it (inserts, a taken id, a stale and a good `If-Match`, two swaps
+//!   racing for one version, two inserts of one new id, a delete, a missing row), the lock is
+//!   let go, and the 13 commit in **one** transaction (the metrics' commit count and sizes say
+//!   so exactly), each answered as the single route answers it: the 409/412 bodies are the
+//!   rows as stored, the winners' bodies are the rows as read back afterwards.
+//! * `a_read_does_not_wait_behind_twenty_queued_writers`: 20 writers (plain and keyed, so on
+//!   PostgreSQL they also hold every write connection) are queued behind the held lock; one read
+//!   through the server still answers 200 while all 20 are still waiting. Before the separate
+//!   read pool it waited for a connection the blocked writers held (3.3 s in issue 10; with
+//!   this test's busy timeout, a 503 after a minute).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::Connection;
+use tablesync_server::Config;
+
+use crate::metrics::scrape;
+use crate::{send, Resp, StoreKind, TestServer};
+
+/// Longer than any wait here: a held lock must never time a write out.
+const BUSY_TIMEOUT_MS: u64 = 60_000;
+/// Polls before a wait for a state gives up (a bound against a hang, 10 ms apart).
+const POLLS_MAX: usize = 3_000;
+
+async fn server(kind: StoreKind) -> TestServer {
+    let mut config = Config::default_todo();
+    config.store.busy_timeout_ms = BUSY_TIMEOUT_MS;
+    TestServer::with_config(kind, config).await
+}
+
+/// The database's write lock, held from outside the server.
+enum Hold {
+    Sqlite(rusqlite::Connection),
+    Postgres(sqlx::PgConnection),
+}
+
+async fn hold(s: &TestServer) -> Hold {
+    match s.kind {
+        StoreKind::Sqlite => {
+            let c = rusqlite::Connection::open(s.database_url()).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            Hold::Sqlite(c)
+        }
+        StoreKind::Postgres => {
+            let mut c = sqlx::PgConnection::connect(s.database_url()).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+            sqlx::query(
+                "SELECT last_version FROM tablesync_clock WHERE table_name = 'TodoItem' FOR UPDATE",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            Hold::Postgres(c)
+        }
+    }
+}
+
+async fn release(hold: Hold) {
+    match hold {
+        Hold::Sqlite(c) => c.execute_batch("ROLLBACK").unwrap(),
+        Hold::Postgres(mut c) => {
+            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+        }
+    }
+}
+
+/// PostgreSQL: sessions of this database waiting for a lock.
+async fn lock_waiters(s: &TestServer) -> i64 {
+    let mut c = sqlx::PgConnection::connect(s.database_url()).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE NOT l.granted AND a.datname = current_database()",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}
+
+/// Poll until `state` holds (a bound against a hang, not a timing assertion).
+async fn until<F, Fut>(what: &str, state: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..POLLS_MAX {
+        if state().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never reached: {what}");
+}
+
+async fn queued(s: &TestServer) -> f64 {
+    scrape(&s.base)
+        .await
+        .value("tablesync_group_commit_queued_writes", &[])
+}
+
+/// Until the write just sent holds the writer (and waits on the held lock).
+async fn until_writer_blocked(s: &TestServer) {
+    match s.kind {
+        StoreKind::Sqlite => {
+            until("the blocker holds the writer", || async {
+                scrape(&s.base)
+                    .await
+                    .value("tablesync_db_pool_connections_in_use", &[])
+                    >= 1.0
+            })
+            .await
+        }
+        StoreKind::Postgres => {
+            until("the blocker waits on the clock row", || async {
+                lock_waiters(s).await >= 1
+            })
+            .await
+        }
+    }
+}
+
+/// `count`, `sum` and the `le` buckets of the group commit histogram.
+async fn commits(s: &TestServer) -> (f64, f64, Vec<(f64, f64)>) {
+    let m = scrape(&s.base).await;
+    let name = "tablesync_group_commit_operations";
+    let buckets = [1.0, 2.0, 4.0, 8.0, 16.0]
+        .iter()
+        .map(|le: &f64| {
+            let le_text = format!("{le:.1}");
+            (*le, m.value(&format!("{name}_bucket"), &[("le", &le_text)]))
+        })
+        .collect();
+    (
+        m.value(&format!("{name}_count"), &[]),
+        m.value(&format!("{name}_sum"), &[]),
+        buckets,
+    )
+}
+
+fn request(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    if_match: Option<&str>,
+    body: Option<Value>,
+) -> tokio::task::JoinHandle<Resp> {
+    let mut rb = s.req(method, path);
+    if let Some(v) = if_match {
+        rb = rb.header("If-Match", v);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    tokio::spawn(send(rb))
+}
+
+fn etag(item: &Value) -> String {
+    format!("\"{}\"", item["version"].as_str().unwrap())
+}
+
+async fn mixed_writes_in_one_group_each_get_their_own_answer(kind: StoreKind) {
+    let s = server(kind).await;
+    let mut seeded = std::collections::HashMap::new();
+    for id in ["a", "b", "c", "e", "f"] {
+        seeded.insert(id, s.insert_todo(id, id, false).await);
+    }
+    let (count0, sum0, buckets0) = commits(&s).await;
+
+    let lock = hold(&s).await;
+    let blocker = request(
+        &s,
+        Method::POST,
+        "/tables/TodoItem",
+        None,
+        Some(json!({"id": "blocker", "text": "x"})),
+    );
+    until_writer_blocked(&s).await;
+
+    let post = |id: &str| Some(json!({"id": id, "text": format!("new {id}")}));
+    let news: Vec<_> = (1..=4)
+        .map(|i| {
+            request(
+                &s,
+                Method::POST,
+                "/tables/TodoItem",
+                None,
+                post(&format!("n{i}")),
+            )
+        })
+        .collect();
+    let good = request(
+        &s,
+        Method::PATCH,
+        "/tables/TodoItem/a",
+        Some(&etag(&seeded["a"])),
+        Some(json!({"text": "a2"})),
+    );
+    let stale = request(
+        &s,
+        Method::PATCH,
+        "/tables/TodoItem/b",
+        Some("\"stale\""),
+        Some(json!({"text": "b2"})),
+    );
+    let taken = request(&s, Method::POST, "/tables/TodoItem", None, post("c"));
+    let racers: Vec<_> = ["e1", "e2"]
+        .iter()
+        .map(|t| {
+            request(
+                &s,
+                Method::PATCH,
+                "/tables/TodoItem/e",
+                Some(&etag(&seeded["e"])),
+                Some(json!({"text": t})),
+            )
+        })
+        .collect();
+    let twins: Vec<_> = (0..2)
+        .map(|_| request(&s, Method::POST, "/tables/TodoItem", None, post("twin")))
+        .collect();
+    let deleted = request(
+        &s,
+        Method::DELETE,
+        "/tables/TodoItem/f",
+        Some(&etag(&seeded["f"])),
+        None,
+    );
+    let missing = request(
+        &s,
+        Method::PATCH,
+        "/tables/TodoItem/nobody",
+        None,
+        Some(json!({"text": "z"})),
+    );
+    until("the 13 writes are queued behind the blocker", || async {
+        queued(&s).await == 13.0
+    })
+    .await;
+    release(lock).await;
+
+    assert_eq!(blocker.await.unwrap().status, 201);
+    // Inserts: 201, each the row as stored.
+    for (i, task) in news.into_iter().enumerate() {
+        let r = task.await.unwrap();
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.assert_etag_matches_body();
+        let stored = s.get(&format!("/tables/TodoItem/n{}", i + 1)).await;
+        assert_eq!(r.body, stored.body);
+    }
+    // The good If-Match: 200 with the new row.
+    let r = good.await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.assert_etag_matches_body();
+    assert_eq!(r.body["text"], "a2");
+    assert_eq!(r.body, s.get("/tables/TodoItem/a").await.body);
+    // The stale one: 412 carrying the row, untouched.
+    let r = stale.await.unwrap();
+    assert_eq!(r.status, 412, "{:?}", r.body);
+    assert_eq!(r.body, seeded["b"]);
+    assert_eq!(s.get("/tables/TodoItem/b").await.body, seeded["b"]);
+    // The taken id: 409 carrying the stored row.
+    let r = taken.await.unwrap();
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert_eq!(r.body, seeded["c"]);
+    // Two swaps of one version in one transaction: one wins, the other fails against the
+    // winner's write (412 carrying the row as the winner left it).
+    let mut answers = Vec::new();
+    for task in racers {
+        answers.push(task.await.unwrap());
+    }
+    answers.sort_by_key(|r| r.status);
+    assert_eq!(
+        answers.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 412],
+        "{answers:?}"
+    );
+    answers[0].assert_etag_matches_body();
+    assert_eq!(answers[1].body, answers[0].body);
+    assert_eq!(answers[0].body, s.get("/tables/TodoItem/e").await.body);
+    // Two inserts of one new id: one 201, the other 409 carrying the first one's row.
+    let mut answers = Vec::new();
+    for task in twins {
+        answers.push(task.await.unwrap());
+    }
+    answers.sort_by_key(|r| r.status);
+    assert_eq!(
+        answers.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [201, 409],
+        "{answers:?}"
+    );
+    assert_eq!(answers[1].body, answers[0].body);
+    assert_eq!(answers[0].body, s.get("/tables/TodoItem/twin").await.body);
+    // The delete: 200 with the tombstone.
+    let r = deleted.await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["deleted"], true);
+    assert_eq!(
+        r.body,
+        s.get("/tables/TodoItem/f?__includeDeleted=true").await.body
+    );
+    // The missing row: 404, byte for byte what the route answers alone.
+    let r = missing.await.unwrap();
+    let alone = s
+        .patch("/tables/TodoItem/nobody", json!({"text": "z"}))
+        .await;
+    assert_eq!((r.status, &r.raw), (404, &alone.raw));
+
+    // Two commits: the blocker alone, then the 13 together (sizes 1 and 13 exactly; the 404
+    // above ran alone afterwards, a third commit of one).
+    let (count, sum, buckets) = commits(&s).await;
+    assert_eq!(count - count0, 3.0, "commits");
+    assert_eq!(sum - sum0, 15.0, "writes committed");
+    let grew = |le: f64| {
+        let at = |b: &[(f64, f64)]| b.iter().find(|(l, _)| *l == le).unwrap().1;
+        at(&buckets) - at(&buckets0)
+    };
+    assert_eq!(grew(1.0), 2.0, "two commits of one write");
+    assert_eq!(grew(8.0), 2.0, "no commit of 2..=8 writes");
+    assert_eq!(grew(16.0), 3.0, "one commit of 9..=16 writes");
+}
+
+async fn a_read_does_not_wait_behind_twenty_queued_writers(kind: StoreKind) {
+    let s = server(kind).await;
+    let seeded = s.insert_todo("seen", "seen", false).await;
+    let lock = hold(&s).await;
+    let insert = |i: usize, keyed: bool| {
+        let mut rb = s
+            .req(Method::POST, "/tables/TodoItem")
+            .json(&json!({"id": format!("w{i}"), "text": "w"}));
+        if keyed {
+            // A keyed write runs as a batch of one: on PostgreSQL a transaction (and a write
+            // connection) of its own, so these exhaust the write pool.
+            rb = rb.header("Idempotency-Key", format!("k{i}"));
+        }
+        tokio::spawn(send(rb))
+    };
+    // One plain write takes the writer (SQLite) or leads its table's group (PostgreSQL) and
+    // waits on the held lock; nine more queue behind it, then ten keyed ones.
+    let mut writers = vec![insert(0, false)];
+    until_writer_blocked(&s).await;
+    writers.extend((1..10).map(|i| insert(i, false)));
+    writers.extend((10..20).map(|i| insert(i, true)));
+    match kind {
+        // All 19 wait for the one writer connection.
+        StoreKind::Sqlite => until("19 writes queued", || async { queued(&s).await == 19.0 }).await,
+        // Nine plain writes queue for their table's group; the leader and nine keyed writes
+        // hold all ten write connections, each waiting on the clock row; the tenth keyed one
+        // waits for a connection.
+        StoreKind::Postgres => {
+            until("9 queued, 10 on the lock", || async {
+                queued(&s).await == 9.0 && lock_waiters(&s).await == 10
+            })
+            .await
+        }
+    }
+
+    let read = tokio::time::timeout(
+        Duration::from_millis(BUSY_TIMEOUT_MS),
+        s.get("/tables/TodoItem/seen"),
+    )
+    .await
+    .expect("the read never answered");
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    assert_eq!(read.body, seeded);
+    let list = s.get("/tables/TodoItem").await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    // …while every writer still waits.
+    assert!(
+        writers.iter().all(|w| !w.is_finished()),
+        "a writer finished"
+    );
+    if kind == StoreKind::Postgres {
+        assert_eq!(lock_waiters(&s).await, 10);
+    }
+
+    release(lock).await;
+    for w in writers {
+        let r = w.await.unwrap();
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+}
+
+store_tests!(
+    mixed_writes_in_one_group_each_get_their_own_answer,
+    a_read_does_not_wait_behind_twenty_queued_writers
+);
