@@ -18,6 +18,7 @@
 //! it prints a note and exits successfully.
 
 mod process;
+mod queued_read;
 mod read_rows;
 mod report;
 mod rng;
@@ -114,6 +115,10 @@ struct Args {
     /// Keyset pages of 1000 rows after random positions measured at each scale size.
     #[arg(long, env = "TABLESYNC_BENCH_SCALE_PAGES", default_value_t = 100)]
     scale_pages: usize,
+    /// Reads by id timed with 0 and with 20 writers queued behind a held write lock, per store
+    /// of `--servers` (`queued_read.rs`); 0 skips those rows.
+    #[arg(long, env = "TABLESYNC_BENCH_QUEUED_READS", default_value_t = 50)]
+    queued_reads: usize,
     /// Passed by `cargo bench`; without it the binary only prints a note (so `cargo test
     /// --all-targets` does not run the benchmark).
     #[arg(long, hide = true)]
@@ -239,6 +244,18 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     for note in &notes {
         println!("- {note}");
+    }
+    if args.queued_reads > 0 {
+        let pg = args.servers.contains(&Target::Postgres);
+        let table = queued_read::section(
+            &runtime,
+            args.servers.contains(&Target::Sqlite),
+            args.pg_url.as_deref().filter(|_| pg),
+            &args.server_log,
+            args.queued_reads,
+        )?;
+        println!();
+        print!("{table}");
     }
     let mut clean = true;
     for m in all.iter().filter(|m| m.errors > 0) {
