@@ -77,9 +77,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sessions: Sessions = Arc::new(HashSet::from(["demo-session".to_owned()]));
     let listener = tokio::net::TcpListener::bind(&address).await?;
     println!("listening on http://{}", listener.local_addr()?);
+    // Change feeds never end by themselves: end them when shutting down, or the graceful
+    // shutdown waits for them for ever.
+    let close_feeds = server.feed_closer();
     axum::serve(listener, app(&server, sessions))
-        .with_graceful_shutdown(async {
+        .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
+            close_feeds();
         })
         .await?;
     Ok(())

@@ -241,7 +241,17 @@ impl Server {
         http::router(Arc::clone(&self.app), &self.config.cors)
     }
 
-    /// Serve on `listener` until `shutdown` completes; in-flight requests are finished first.
+    /// A function that ends every open change feed (`GET /$changes/{table}`, whose responses
+    /// never end by themselves): an app serving [`Server::router`] itself calls it when its
+    /// graceful shutdown starts, which would otherwise wait for the feeds for ever (clients
+    /// reconnect elsewhere). [`Server::run`] does this by itself.
+    pub fn feed_closer(&self) -> impl Fn() + Send + Sync + 'static {
+        let feed = Arc::clone(self.app.feed());
+        move || feed.close()
+    }
+
+    /// Serve on `listener` until `shutdown` completes; in-flight requests are finished first
+    /// and change feeds are ended.
     pub async fn run(
         self,
         listener: TcpListener,

@@ -10,8 +10,8 @@
 //! each made one `GET /health`, which is what any connection costs; the difference between the
 //! two rows is what the feed adds (its task, channel and SSE body).
 //!
-//! The table is a list of [`Row`]s so that further measurements (the write → applied latency of
-//! the client's live mode) can be added as rows beside these.
+//! The table is a list of [`Row`]s so that further server-side feed measurements can be added as
+//! rows beside these (the client's write → applied latency is `benches/live/`).
 //!
 //! Environment: `TABLESYNC_FEED_BENCH_SUBSCRIBERS` (default 1000).
 
@@ -259,7 +259,12 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 
 fn print_table(n: usize, rows: &[Row]) {
     println!();
-    println!("Change feed ({n} idle connections each, SQLite, release `tablesync serve`)");
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!("Change feed ({n} idle connections each, SQLite, {profile} `tablesync serve`)");
     println!();
     println!("| measure | value | anchor (same run) | target |");
     println!("|---|---|---|---|");

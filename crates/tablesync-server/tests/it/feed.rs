@@ -700,7 +700,46 @@ async fn without_a_token_it_is_401_where_auth_is_on(kind: StoreKind) {
     .await;
 }
 
+async fn a_graceful_shutdown_ends_open_feeds(kind: StoreKind) {
+    let db = crate::fresh_database(kind).await;
+    let server = tablesync_server::Server::open(Config::default_todo().with_database(db.url()))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(listener, async {
+        let _ = stopped.await;
+    }));
+    let response = tokio::time::timeout(
+        WAIT,
+        reqwest::Client::new()
+            .get(format!("{base}/$changes/TodoItem"))
+            .header("ZUMO-API-VERSION", "2.0.0")
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut feed = Sse {
+        response,
+        buf: String::new(),
+        ready: Default::default(),
+    };
+    stop.send(()).unwrap();
+    // The server finishes (it waits for open responses, so the feed must have ended) …
+    tokio::time::timeout(WAIT, running)
+        .await
+        .expect("the shutdown waited on the open feed")
+        .unwrap()
+        .unwrap();
+    // … and the client sees its stream end.
+    assert_eq!(feed.next().await, None);
+}
+
 crate::store_tests!(
+    a_graceful_shutdown_ends_open_feeds,
     resumed_with_last_event_id_the_feed_misses_nothing,
     a_user_never_receives_another_users_ids,
     a_slow_subscriber_is_dropped_then_catches_up_by_pulling,
