@@ -126,7 +126,9 @@ pub use context::SyncContext;
 pub use error::{Error, PushStatus, Result};
 pub use operation_error::OperationError;
 pub use queue::{OpKind, OpState, Operation};
-pub use store::{Column, LocalStore, TableDefinition, STORE_SCHEMA_VERSION};
+pub use store::{
+    Column, LocalStore, TableDefinition, PAGE_CACHE_BYTES_MAX_DEFAULT, STORE_SCHEMA_VERSION,
+};
 pub use sync::live::{FeedState, LiveHandle, LiveOptions, LiveStatus};
 pub use sync::monitor::{
     SyncProgress, SyncStatus, TableChanges, CHANGES_CHANNEL_NOTIFICATIONS_MAX,

@@ -1048,10 +1048,31 @@ pub(crate) fn apply_page(
     token: Option<&DeltaToken>,
 ) -> Result<PageApplied> {
     let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+    let checkpoint_pages: i64 =
+        conn.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", pull_checkpoint_pages(conn)?)?;
     let applied = apply_page_in_one_transaction(conn, def, page, query_id, token);
     conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "wal_autocheckpoint", checkpoint_pages)?;
     applied
+}
+
+/// How many pages the write-ahead log may hold before a pulled page's commit checkpoints it:
+/// as many as the page cache holds (`LocalStore::with_page_cache_bytes_max`), and at least
+/// SQLite's default of 1000. Each page of a cold pull dirties index pages all over the id index;
+/// with the default a 1000-row page checkpointed (copy back, two fsyncs) every other commit.
+fn pull_checkpoint_pages(conn: &Connection) -> Result<i64> {
+    const SQLITE_DEFAULT_CHECKPOINT_PAGES: i64 = 1000;
+    let cache: i64 = conn.pragma_query_value(None, "cache_size", |r| r.get(0))?;
+    let page_bytes: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    // `cache_size` is in pages when positive, in KiB when negative.
+    let cache_pages = if cache < 0 {
+        cache.saturating_mul(-1024) / page_bytes.max(1)
+    } else {
+        cache
+    };
+    Ok(cache_pages.max(SQLITE_DEFAULT_CHECKPOINT_PAGES))
 }
 
 fn apply_page_in_one_transaction(
@@ -1649,11 +1670,28 @@ mod tests {
             rows::read_row(&c, &def, "b").unwrap().unwrap()["text"],
             json!("y")
         );
-        // Pages commit without fsync; local writes keep the connection's setting (FULL).
+        // Pages commit without fsync; local writes keep the connection's setting (FULL) and
+        // its checkpoint interval.
         let synchronous: i64 = c
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
         assert_eq!(synchronous, 2);
+        let checkpoint: i64 = c
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
+        assert_eq!(checkpoint, 1000);
+    }
+
+    #[test]
+    fn a_pull_checkpoints_after_as_many_pages_as_the_cache_holds() {
+        let (c, _) = setup();
+        c.pragma_update(None, "cache_size", -32768).unwrap();
+        assert_eq!(pull_checkpoint_pages(&c).unwrap(), 8192);
+        c.pragma_update(None, "cache_size", 5000).unwrap();
+        assert_eq!(pull_checkpoint_pages(&c).unwrap(), 5000);
+        // Never more often than SQLite's default.
+        c.pragma_update(None, "cache_size", -64).unwrap();
+        assert_eq!(pull_checkpoint_pages(&c).unwrap(), 1000);
     }
 
     #[test]
