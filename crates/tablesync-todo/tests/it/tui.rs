@@ -136,13 +136,19 @@ impl Tmux {
             == "1"
     }
 
-    /// Captures the screen until `ok` holds; panics with the last screen at the deadline.
+    /// Captures the screen until `ok` holds on a settled screen (the same on the next capture:
+    /// a capture can land in the middle of the app's redraw, and the test's later checks on
+    /// the same screen must see all of it); panics with the last screen at the deadline.
     fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(SCREEN_DEADLINE_SECS);
         loop {
             let screen = self.screen();
             if ok(&screen) {
-                return screen;
+                thread::sleep(Duration::from_millis(CAPTURE_INTERVAL_MS));
+                if self.screen() == screen {
+                    return screen;
+                }
+                continue;
             }
             assert!(
                 Instant::now() < deadline,
@@ -541,16 +547,17 @@ fn terminal_ui_is_readable_at_50x12_and_200x50() {
     }
 
     tmux.resize(200, 50);
-    let screen = tmux.wait_for("the whole item at 200x50", |s| s.contains(long.trim()));
-    assert!(
-        screen.contains(&format!(
-            "offline — 1 change queued · never synced · {host}"
-        )),
-        "{screen}"
-    );
-    assert!(
-        screen.contains("a add · space done · d delete · r sync · j/k move · q quit"),
-        "{screen}"
+    // The whole screen at the new size: a capture may land while the app is still redrawing
+    // after the resize, so wait for every line (a broken layout never shows them all).
+    let status = format!("offline — 1 change queued · never synced · {host}");
+    let help = "a add · space done · d delete · r sync · j/k move · q quit";
+    let screen = tmux.wait_for(
+        "the whole item, help and status on one line each at 200x50",
+        |s| {
+            s.contains(long.trim())
+                && s.lines().any(|l| l == status)
+                && s.lines().any(|l| l == help)
+        },
     );
     assert!(!screen.contains("a%2F"), "{screen}");
     tmux.keys(&["q"]);
