@@ -259,6 +259,13 @@ async fn resumed_with_last_event_id_the_feed_misses_nothing(kind: StoreKind) {
         apply(&mut replay, &mut replay_last, &e);
     }
     assert!(!before.is_null());
+    // Every event handed to a stream is counted.
+    let metrics = server.get("/metrics").await;
+    let sent = metric(
+        metrics.body.as_str().unwrap_or_default(),
+        "tablesync_feed_events_total{table=\"TodoItem\"}",
+    );
+    assert!(sent >= (seen.len() + replay.len()) as f64, "{sent}");
 }
 
 /// After everything known was received: write a marker row and read up to it, returning the
