@@ -234,8 +234,14 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             let store = work.path().join(format!("{name}-client.db"));
             let cold = measure::cold_pull(&url, &store, true, pid).await?;
             problems.extend(report_error("cold pull", label, &cold, rows.len() as u64));
+            // The page the SDK chose, printed beside the figure: the server's `page_size_max`
+            // (its default config), or the protocol's 50 where it announces none.
+            let page_rows = match measure::page_size_max(&url).await {
+                Some(n) => format!("{n} rows, the server's page_size_max"),
+                None => "50 rows, the protocol's default".into(),
+            };
             let mut cold_row = timed_row(
-                "cold pull, SDK defaults (largest page, gzip)",
+                &format!("cold pull, SDK defaults (largest page: {page_rows}; gzip)"),
                 label,
                 &cold,
                 "rows/s",

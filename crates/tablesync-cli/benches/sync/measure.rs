@@ -220,6 +220,18 @@ pub async fn empty_pulls(
     Ok((first, runs))
 }
 
+/// The `page_size_max` a server announces in `GET /$capabilities`; `None` when it has no such
+/// document (the official servers answer 404) or says nothing.
+pub async fn page_size_max(url: &str) -> Option<u64> {
+    let http = reqwest::Client::builder().no_proxy().build().ok()?;
+    let resp = http.get(format!("{url}/$capabilities")).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let caps: serde_json::Value = resp.json().await.ok()?;
+    caps["page_size_max"].as_u64()
+}
+
 /// The cold pull's page requests without the SDK: the same keyset queries with `$top` = the
 /// server's `page_size_max`, gzip accepted, each page parsed (its last row is the next
 /// position) and dropped. How fast the server alone feeds a sequential puller.
