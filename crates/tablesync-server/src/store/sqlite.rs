@@ -413,7 +413,10 @@ pub fn stamp(tx: &Connection, table: &str, commit_order: bool) -> rusqlite::Resu
         "UPDATE {CLOCK_TABLE} SET last_updated_at = {updated}, last_version = last_version + 1 \
          WHERE table_name = ?1 RETURNING last_updated_at, last_version"
     );
-    let (ms, counter): (i64, i64) = tx.query_row(&sql, [table], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    // Cached: a batch or a group takes a stamp per write.
+    let (ms, counter): (i64, i64) = tx
+        .prepare_cached(&sql)?
+        .query_row([table], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(Stamp {
         updated_at: Timestamp::from_unix_millis(ms),
         version: version_from_counter(counter as u64),
@@ -431,11 +434,11 @@ fn stamp_for(
     let Some(owner) = sql::stamps_per_owner(schema, scope) else {
         return stamp(tx, &schema.name, commit_order);
     };
-    let (ms, counter): (i64, i64) = tx.query_row(
-        &sql::owner_stamp_sql(DIALECT, commit_order),
-        [schema.name.as_str(), owner],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (ms, counter): (i64, i64) = tx
+        .prepare_cached(&sql::owner_stamp_sql(DIALECT, commit_order))?
+        .query_row([schema.name.as_str(), owner], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     Ok(Stamp {
         updated_at: Timestamp::from_unix_millis(ms),
         version: version_from_counter(counter as u64),
@@ -669,7 +672,8 @@ fn returning(
     sql: &str,
     params: &[SqlValue],
 ) -> StoreResult<Option<Item>> {
-    let mut stmt = tx.prepare(sql).map_err(classify)?;
+    // Cached: the writes of a batch or a group repeat the same few statements.
+    let mut stmt = tx.prepare_cached(sql).map_err(classify)?;
     let mut rows = stmt
         .query(params_from_iter(binds(params)))
         .map_err(classify)?;
