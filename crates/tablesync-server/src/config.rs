@@ -211,6 +211,12 @@ pub struct StoreConfig {
     /// How long a connection waits for a database lock before giving up, in milliseconds. On
     /// PostgreSQL it is the session's `lock_timeout` and the wait for a free pool connection.
     pub busy_timeout_ms: u64,
+    /// How long a starting server waits for the schema lock on PostgreSQL, in milliseconds: the
+    /// advisory lock under which it creates and migrates tables and indexes. Longer than
+    /// `busy_timeout_ms`, because several processes starting at once take it one after the other
+    /// and each holds it for all of its DDL; a request never waits this long (a dynamic-schema
+    /// column addition keeps `busy_timeout_ms`). SQLite ignores it.
+    pub schema_lock_timeout_ms: u64,
     /// Most connections one server process opens to PostgreSQL for writes (group commits,
     /// batches, schema changes), in connections (SQLite ignores it). Several processes share
     /// the database's `max_connections`, which must also hold `read_pool_connections_max`.
@@ -245,6 +251,7 @@ impl Default for StoreConfig {
             reader_connections: 4,
             sqlite_synchronous: SqliteSynchronous::Full,
             busy_timeout_ms: 5_000,
+            schema_lock_timeout_ms: 60_000,
             pool_connections_max: 10,
             read_pool_connections_max: 10,
             write_hold_ms_max: 0,

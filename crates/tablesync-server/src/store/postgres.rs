@@ -96,6 +96,8 @@ pub struct PostgresStore {
     wait: PoolWait,
     commit_order_stamps: bool,
     write_hold_ms_max: u64,
+    /// `[store] schema_lock_timeout_ms`: the start's wait for the DDL lock.
+    schema_lock_timeout_ms: u64,
     /// This process's token in its change-feed announcements (`notify.rs`), so it can ignore
     /// its own.
     sender: std::sync::Arc<str>,
@@ -169,6 +171,7 @@ impl PostgresStore {
             wait: PoolWait::new(),
             commit_order_stamps: config.commit_order_stamps,
             write_hold_ms_max: config.write_hold_ms_max,
+            schema_lock_timeout_ms: config.schema_lock_timeout_ms,
             sender: uuid::Uuid::new_v4().simple().to_string().into(),
         })
     }
@@ -488,8 +491,20 @@ fn index_name(table: &str, suffix: &str) -> String {
     format!("ix_{prefix}_{:08x}_{suffix}", hash as u32)
 }
 
-async fn prepare_tables(pool: &PgPool, tables: &[TableSchema]) -> StoreResult<Vec<TableSchema>> {
+async fn prepare_tables(
+    pool: &PgPool,
+    tables: &[TableSchema],
+    lock_timeout_ms: u64,
+) -> StoreResult<Vec<TableSchema>> {
     let mut tx = pool.begin().await.map_err(|e| classify(&e))?;
+    // Processes starting together queue here one after the other, each holding the lock for
+    // all of its DDL: the session's `lock_timeout` (`busy_timeout_ms`) is too short for that.
+    // `SET LOCAL` ends with this transaction; the value is a number we own, not input.
+    execute(
+        &mut tx,
+        &format!("SET LOCAL lock_timeout = {lock_timeout_ms}"),
+    )
+    .await?;
     lock_ddl(&mut tx).await?;
     execute(
         &mut tx,
@@ -944,7 +959,11 @@ impl Store for PostgresStore {
         &'a self,
         tables: &'a [TableSchema],
     ) -> BoxFuture<'a, StoreResult<Vec<TableSchema>>> {
-        Box::pin(prepare_tables(&self.write_pool, tables))
+        Box::pin(prepare_tables(
+            &self.write_pool,
+            tables,
+            self.schema_lock_timeout_ms,
+        ))
     }
 
     fn add_columns<'a>(

@@ -212,6 +212,40 @@ async fn concurrent_starts_share_one_database(kind: StoreKind) {
     }
 }
 
+/// A PostgreSQL server that starts while another process holds the schema lock for longer than
+/// `busy_timeout_ms` waits for it (up to `schema_lock_timeout_ms`) instead of failing: processes
+/// starting together on a busy machine queue on that lock one after the other.
+#[tokio::test]
+async fn a_start_waits_for_the_schema_lock_longer_than_the_busy_timeout() {
+    use sqlx::Connection;
+    /// The store's DDL advisory lock key (`store/postgres.rs` `DDL_LOCK_KEY`, "tblsync").
+    const DDL_LOCK_KEY: i64 = 0x0074_626c_7379_6e63;
+    let db = crate::fresh_database(StoreKind::Postgres).await;
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(DDL_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut config = Config::from_toml_str(DYNAMIC)
+        .unwrap()
+        .with_database(db.url());
+    config.store.busy_timeout_ms = 200;
+    config.store.schema_lock_timeout_ms = 120_000;
+    let start = tokio::spawn(Server::open(config));
+    // Well past the busy timeout: a start bound by it has failed by now.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert!(
+        !start.is_finished(),
+        "the start gave up while the schema lock was held: {:?}",
+        start.await.unwrap().err()
+    );
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    let server = start.await.unwrap();
+    assert!(server.is_ok(), "{:?}", server.err());
+}
+
 crate::store_tests!(
     concurrent_starts_share_one_database,
     dynamic_schema_adds_typed_columns,
