@@ -93,16 +93,50 @@ fn show(bar: &ProgressBar, message: &str, now: &SyncProgress) {
 /// task when the action is over.
 pub fn cancel_on_ctrl_c(ctx: &SyncContext) -> tokio::task::JoinHandle<()> {
     let ctx = ctx.clone();
+    // Listen here, before the action starts: `tokio::signal::ctrl_c()` binds only when first
+    // polled, and the spawned task may first run after the pull's request is out, leaving a
+    // Ctrl-C in that gap to the default action (the process killed, no message).
+    let mut interrupts = Interrupts::listen();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
+        if !interrupts.next().await {
             return;
         }
         ctx.cancel_sync();
         super::output::note(
             "stopping after the page or operation in flight (Ctrl-C again to quit now)",
         );
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if interrupts.next().await {
             std::process::exit(130);
         }
     })
+}
+
+/// Ctrl-C presses, listened for from the moment this is made.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn listen() -> Self {
+        Interrupts {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next Ctrl-C; false when none can be heard.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            match &mut self.signal {
+                Some(signal) => signal.recv().await.is_some(),
+                None => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
+    }
 }
