@@ -420,6 +420,31 @@ impl Builder<'_, '_> {
     }
 }
 
+/// The `Visitor` methods of every JSON scalar, each answering `false`: a scalar where rows or a
+/// row belong makes the page unusable (the old parser then says why), and is not an error here.
+macro_rules! scalars_are_not_rows {
+    () => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E: de::Error>(self) -> std::result::Result<bool, E> {
+            Ok(false)
+        }
+    };
+}
+
 /// The top level: an array of rows, or an object whose last `results` is one. `true` when the
 /// page is usable.
 struct PageVisitor<'b, 'p, 'd> {
@@ -460,24 +485,7 @@ impl<'de> Visitor<'de> for PageVisitor<'_, '_, '_> {
     }
 
     // Any other top-level value is not a page (still parsed to the end, as the old parser did).
-    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
+    scalars_are_not_rows!();
 }
 
 /// The value of a `results` property: `true` when it is an array of rows.
@@ -516,24 +524,7 @@ impl<'de> Visitor<'de> for ResultsVisitor<'_, '_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<bool, A::Error> {
         SkipVisitor.visit_map(map).map(|()| false)
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
+    scalars_are_not_rows!();
 }
 
 /// The rows array. An element that is not an object makes the page unusable (`false`).
@@ -619,24 +610,7 @@ impl<'de> Visitor<'de> for RowVisitor<'_, '_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<bool, A::Error> {
         SkipVisitor.visit_seq(seq).map(|()| false)
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
+    scalars_are_not_rows!();
 }
 
 /// A property name: the index of the local column it names, `None` for any other.
