@@ -6,7 +6,8 @@
 //!   DDL from the write pool (`pool_connections_max`). Writers queued on a clock row can hold
 //!   every write connection, never a read's.
 //! * **Group commit** (`postgres/group.rs`): the writes of this process to one clock row share
-//!   one transaction, each in its own savepoint.
+//!   one transaction: their stamps taken in one statement, then one statement a write (or, when
+//!   one of them fails, each in its own savepoint).
 //! * **Stamps from the database.** `updatedAt`/`createdAt` come from the database's
 //!   `clock_timestamp()` (truncated to milliseconds) and `version` from the per-table counter in
 //!   `tablesync_clock`, never from the server process's clock, so several processes agree.
