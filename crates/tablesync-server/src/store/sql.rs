@@ -371,45 +371,85 @@ pub(super) fn insert_sql(
     values: &[(String, SqlValue)],
     on_conflict: OnConflict,
 ) -> (String, Vec<SqlValue>) {
-    let (mut columns, mut placeholders, mut params) = match schema.id_type {
-        IdType::String => (
-            String::from("\"id\", "),
-            format!("{}, ", dialect_param(dialect, 1, Cast::Text)),
-            vec![SqlValue::Text(id.to_owned())],
-        ),
-        IdType::Integer => (String::new(), String::new(), Vec::new()),
-    };
-    let stamp_param = dialect_param(dialect, params.len() + 1, Cast::Timestamp);
-    columns.push_str("\"createdAt\", \"updatedAt\", \"version\", \"deleted\"");
-    placeholders.push_str(&format!(
-        "{stamp_param}, {stamp_param}, {}, {}",
-        dialect_param(dialect, params.len() + 2, Cast::Text),
-        dialect_bool(dialect, false),
-    ));
-    params.push(SqlValue::Timestamp(stamp.updated_at));
-    params.push(SqlValue::Text(stamp.version));
+    insert_rows_sql(
+        dialect,
+        schema,
+        scope,
+        &[NewRow { id, stamp, values }],
+        on_conflict,
+    )
+}
+
+/// One row of [`insert_rows_sql`].
+pub(super) struct NewRow<'a> {
+    pub id: &'a str,
+    pub stamp: Stamp,
+    pub values: &'a [(String, SqlValue)],
+}
+
+/// [`insert_sql`] of several rows in one statement (`VALUES (…), (…)`; PostgreSQL's group
+/// commit writes a group's inserts so). Every row must carry values for the same columns, in the
+/// same order, as the first one, whose names make the column list. One row gives exactly
+/// [`insert_sql`]'s statement.
+pub(super) fn insert_rows_sql(
+    dialect: Dialect,
+    schema: &TableSchema,
+    scope: &Scope,
+    rows: &[NewRow<'_>],
+    on_conflict: OnConflict,
+) -> (String, Vec<SqlValue>) {
     let owner = match owner_filter(schema, scope) {
         OwnerFilter::Owner { column, user } => Some((column, user)),
         OwnerFilter::Everything | OwnerFilter::Nothing => None,
     };
-    if let Some((column, user)) = owner {
+    let is_owner = |name: &str| owner.is_some_and(|(column, _)| column == name);
+    let mut columns = String::new();
+    if schema.id_type == IdType::String {
+        columns.push_str("\"id\", ");
+    }
+    columns.push_str("\"createdAt\", \"updatedAt\", \"version\", \"deleted\"");
+    if let Some((column, _)) = owner {
         columns.push_str(", ");
         columns.push_str(&quote_ident(column));
-        params.push(SqlValue::Text(user.to_owned()));
-        placeholders.push_str(", ");
-        placeholders.push_str(&dialect_param(dialect, params.len(), Cast::Text));
     }
-    let is_owner = |name: &str| owner.is_some_and(|(column, _)| column == name);
-    for (name, value) in values.iter().filter(|(name, _)| !is_owner(name)) {
-        columns.push_str(", ");
-        columns.push_str(&quote_ident(name));
-        params.push(value.clone());
-        placeholders.push_str(", ");
-        placeholders.push_str(&dialect_param(
-            dialect,
-            params.len(),
-            Cast::for_value(schema, name, value),
+    if let Some(first) = rows.first() {
+        for (name, _) in first.values.iter().filter(|(name, _)| !is_owner(name)) {
+            columns.push_str(", ");
+            columns.push_str(&quote_ident(name));
+        }
+    }
+    let mut params = Vec::new();
+    let mut tuples = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut placeholders = String::new();
+        if schema.id_type == IdType::String {
+            params.push(SqlValue::Text(row.id.to_owned()));
+            placeholders.push_str(&dialect_param(dialect, params.len(), Cast::Text));
+            placeholders.push_str(", ");
+        }
+        let stamp_param = dialect_param(dialect, params.len() + 1, Cast::Timestamp);
+        placeholders.push_str(&format!(
+            "{stamp_param}, {stamp_param}, {}, {}",
+            dialect_param(dialect, params.len() + 2, Cast::Text),
+            dialect_bool(dialect, false),
         ));
+        params.push(SqlValue::Timestamp(row.stamp.updated_at));
+        params.push(SqlValue::Text(row.stamp.version.clone()));
+        if let Some((_, user)) = owner {
+            params.push(SqlValue::Text(user.to_owned()));
+            placeholders.push_str(", ");
+            placeholders.push_str(&dialect_param(dialect, params.len(), Cast::Text));
+        }
+        for (name, value) in row.values.iter().filter(|(name, _)| !is_owner(name)) {
+            params.push(value.clone());
+            placeholders.push_str(", ");
+            placeholders.push_str(&dialect_param(
+                dialect,
+                params.len(),
+                Cast::for_value(schema, name, value),
+            ));
+        }
+        tuples.push(format!("({placeholders})"));
     }
     let conflict = match (on_conflict, owner) {
         (OnConflict::Fail, _) => String::new(),
@@ -419,8 +459,9 @@ pub(super) fn insert_sql(
         }
     };
     let sql = format!(
-        "INSERT INTO {} ({columns}) VALUES ({placeholders}){conflict} RETURNING {}",
+        "INSERT INTO {} ({columns}) VALUES {}{conflict} RETURNING {}",
         quote_ident(&schema.name),
+        tuples.join(", "),
         select_list(dialect, schema)
     );
     (sql, params)
@@ -1264,6 +1305,82 @@ mod tests {
         assert!(
             sql.contains("AND \"deleted\" = FALSE AND FALSE RETURNING"),
             "{sql}"
+        );
+    }
+
+    #[test]
+    fn several_rows_insert_in_one_statement_numbered_without_gaps() {
+        let values = vec![
+            ("userId".to_owned(), SqlValue::Text("mallory".into())),
+            ("a".to_owned(), SqlValue::Text("v".into())),
+        ];
+        let later = Stamp {
+            updated_at: Timestamp::from_unix_millis(1_001),
+            version: "v3".into(),
+        };
+        let rows = [
+            NewRow {
+                id: "r1",
+                stamp: stamp(),
+                values: &values,
+            },
+            NewRow {
+                id: "r2",
+                stamp: later.clone(),
+                values: &values,
+            },
+        ];
+        let (sql, params) = insert_rows_sql(
+            Dialect::Postgres,
+            &per_user(),
+            &alice(),
+            &rows,
+            OnConflict::DoNothing,
+        );
+        assert!(
+            sql.starts_with(
+                "INSERT INTO \"T\" (\"id\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\", \"userId\", \"a\") \
+                 VALUES ($1::text, $2::timestamptz, $2::timestamptz, $3::text, FALSE, $4::text, $5::text), \
+                 ($6::text, $7::timestamptz, $7::timestamptz, $8::text, FALSE, $9::text, $10::text) \
+                 ON CONFLICT (\"userId\", \"id\") DO NOTHING RETURNING"
+            ),
+            "{sql}"
+        );
+        let owner = SqlValue::Text("alice".into());
+        let v = SqlValue::Text("v".into());
+        assert_eq!(
+            params,
+            vec![
+                SqlValue::Text("r1".into()),
+                SqlValue::Timestamp(stamp().updated_at),
+                SqlValue::Text(stamp().version),
+                owner.clone(),
+                v.clone(),
+                SqlValue::Text("r2".into()),
+                SqlValue::Timestamp(later.updated_at),
+                SqlValue::Text(later.version),
+                owner,
+                v,
+            ]
+        );
+        // One row: exactly the single insert.
+        assert_eq!(
+            insert_rows_sql(
+                Dialect::Sqlite,
+                &per_user(),
+                &alice(),
+                &rows[..1],
+                OnConflict::Fail
+            ),
+            insert_sql(
+                Dialect::Sqlite,
+                &per_user(),
+                &alice(),
+                "r1",
+                stamp(),
+                &values,
+                OnConflict::Fail
+            )
         );
     }
 

@@ -11,7 +11,10 @@
 //!   size, each stamp 1 ms and one version over the previous, so they stay strictly increasing;
 //!   its lock is held to the commit, so stamp order is still commit order), then each write is
 //!   one statement with its stamp, no savepoint: BEGIN, stamps, one statement a write, COMMIT,
-//!   instead of four round trips a write (savepoint, stamp, write, release). A write that matches
+//!   instead of four round trips a write (savepoint, stamp, write, release). Consecutive inserts
+//!   with the same columns on a string-id table share one multi-row `INSERT … ON CONFLICT DO
+//!   NOTHING RETURNING` (rows matched back by id, the first insert of an id winning, as one by
+//!   one). A write that matches
 //!   no row (409/412/404, an insert of a taken id) answers what it answers alone after one more
 //!   read, leaving its stamp unused: a gap in the clock, which only has to increase.
 //! * **The savepoint way** (any write of the fast way failed, or the guard is off): an error
@@ -41,6 +44,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::super::group::{GroupQueue, Pending};
 use super::super::{Scope, StoreError, StoreErrorKind, StoreResult, WriteOutcome};
 use super::{classify, PostgresStore, RowWrite};
+use crate::config::IdType;
 use crate::observe::metrics::GroupCommits;
 use crate::table::TableSchema;
 
@@ -208,14 +212,29 @@ async fn fast(store: &PostgresStore, writes: &[&Write]) -> Fast {
         Err(_) => return retry(tx).await,
     };
     let mut results = Vec::with_capacity(writes.len());
-    for write in writes {
-        let stamp = if write.stamped() { stamps.next() } else { None };
+    let mut at = 0;
+    while let Some(write) = writes.get(at) {
         // Any error: the transaction is unusable after a failed statement, and a write that
         // failed after its statement ran must not commit.
+        let run = inserts_alike(&writes[at..]);
+        if run > 1 {
+            let run_stamps: Vec<_> = stamps.by_ref().take(run).collect();
+            match store
+                .insert_stamped(&mut tx, &writes[at..at + run], run_stamps)
+                .await
+            {
+                Ok(outcomes) => results.extend(outcomes.into_iter().map(Ok)),
+                Err(_) => return retry(tx).await,
+            }
+            at += run;
+            continue;
+        }
+        let stamp = if write.stamped() { stamps.next() } else { None };
         match store.apply_stamped(&mut tx, write, stamp).await {
             Ok(outcome) => results.push(Ok(outcome)),
             Err(_) => return retry(tx).await,
         }
+        at += 1;
     }
     // A failed COMMIT may have committed or not: every write is answered with its error (the
     // outcome is unknown, as a single write's), never run again.
@@ -226,6 +245,27 @@ async fn fast(store: &PostgresStore, writes: &[&Write]) -> Fast {
             Fast::Done(results.into_iter().map(|_| Err(copy(&e))).collect())
         }
     }
+}
+
+/// How many writes from the start of `writes` are inserts one multi-row `INSERT` can carry: on
+/// a string-id table (an integer id comes back unknown, so a returned row could not be told
+/// apart), each with the same columns in the same order as the first.
+fn inserts_alike(writes: &[&Write]) -> usize {
+    fn names(w: &Write) -> Option<Vec<&str>> {
+        match &w.row {
+            RowWrite::Insert { values, .. } if w.table.id_type == IdType::String => {
+                Some(values.iter().map(|(name, _)| name.as_str()).collect())
+            }
+            _ => None,
+        }
+    }
+    let Some(first) = writes.first().and_then(|w| names(w)) else {
+        return 0;
+    };
+    1 + writes[1..]
+        .iter()
+        .take_while(|w| names(w).as_ref() == Some(&first))
+        .count()
 }
 
 /// Roll the fast way's transaction back now, before the savepoint way queues on the clock row
