@@ -242,6 +242,11 @@ pub struct StoreConfig {
     /// table). Each is answered once the commit holding it returned. A `$batch` request counts
     /// as one write here. 1 commits every write alone.
     pub group_commit_writes_max: usize,
+    /// Most prepared statements each SQLite connection keeps for reuse, in statements
+    /// (PostgreSQL ignores it). Every read by id, write, savepoint and stamp runs one of a few
+    /// statement texts per table; keeping them prepared saves parsing them on every request.
+    /// 0 prepares every statement afresh.
+    pub sqlite_statement_cache_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -257,6 +262,7 @@ impl Default for StoreConfig {
             write_hold_ms_max: 0,
             schema_refresh_ms: 1_000,
             group_commit_writes_max: 64,
+            sqlite_statement_cache_max: 64,
         }
     }
 }

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSqlOutput, Value as DbValue, ValueRef};
 use rusqlite::{
-    params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql, Transaction,
-    TransactionBehavior,
+    params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior,
 };
 use serde_json::Value;
 use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue};
@@ -62,6 +61,8 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     /// Round-robin cursor over `readers`.
     next_reader: AtomicUsize,
+    /// Every connection's busy timeout (`busy_timeout_ms`), put back after an inline read.
+    busy: Duration,
     commit_order_stamps: bool,
     /// Taken (asynchronously) by whoever uses the writer connection: a group commit, DDL, and
     /// an open batch transaction for its whole life, so no other write meets the writer
@@ -100,6 +101,7 @@ impl SqliteStore {
         let busy = Duration::from_millis(config.busy_timeout_ms);
         let writer = Connection::open(path).map_err(|e| open_error(path, e))?;
         writer.busy_timeout(busy).map_err(classify)?;
+        writer.set_prepared_statement_cache_capacity(config.sqlite_statement_cache_max);
         let mode = switch_to_wal(&writer, busy)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::new(
@@ -125,6 +127,7 @@ impl SqliteStore {
             let reader =
                 Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
             reader.busy_timeout(busy).map_err(classify)?;
+            reader.set_prepared_statement_cache_capacity(config.sqlite_statement_cache_max);
             readers.push(Mutex::new(reader));
         }
         let commits = GroupCommits::new();
@@ -136,6 +139,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
+                busy,
                 commit_order_stamps: config.commit_order_stamps,
                 group: group::Queue::new(
                     Arc::clone(&gate),
@@ -199,6 +203,57 @@ impl SqliteStore {
             f(&mut conn)
         })
         .await
+    }
+
+    /// Run the short read `f` (a lookup by key) at once on this async worker when a reader
+    /// connection is free, else on the blocking pool like [`SqliteStore::read`]. A lookup takes
+    /// microseconds, while the hop to the blocking pool and back costs two thread switches,
+    /// which dominated the profile of reads by id. The inline attempt never waits: it only
+    /// takes a connection nobody holds (`try_lock`) and runs with SQLite's busy handler off;
+    /// on `Busy` (a lock SQLite would have waited for) the read runs again on the pool, where
+    /// it waits `busy_timeout_ms` as any read does. Only for lookups: a list page or a query
+    /// may step many rows and stays on the pool so that it never stalls the runtime.
+    async fn point_read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        if let Some(result) = self.read_inline(&f) {
+            return result;
+        }
+        self.read(move |conn| f(conn)).await
+    }
+
+    /// [`SqliteStore::point_read`]'s inline attempt: None when every reader is taken or the
+    /// database was busy.
+    fn read_inline<T>(
+        &self,
+        f: &impl Fn(&mut Connection) -> StoreResult<T>,
+    ) -> Option<StoreResult<T>> {
+        let inner = &self.inner;
+        let n = inner.readers.len();
+        let first = inner.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let mut conn = match inner.readers[(first + i) % n].try_lock() {
+                Ok(conn) => conn,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+            };
+            inner.wait.observe(Duration::ZERO);
+            let _in_use = InUse::new(&inner.in_use);
+            if conn.busy_timeout(Duration::ZERO).is_err() {
+                return None;
+            }
+            let result = f(&mut conn);
+            if let Err(e) = conn.busy_timeout(inner.busy) {
+                return Some(Err(classify(e)));
+            }
+            return match result {
+                Err(e) if e.kind == StoreErrorKind::Busy => None,
+                other => Some(other),
+            };
+        }
+        None
     }
 }
 
@@ -353,47 +408,76 @@ fn get_row(
     id: &str,
 ) -> rusqlite::Result<Option<Item>> {
     let (sql, params) = sql::get_row_sql(DIALECT, schema, scope, id);
-    conn.query_row(&sql, params_from_iter(binds(&params)), |r| {
-        read_item(r, schema)
-    })
-    .optional()
+    // Cached: every read by id, and every insert's existence check, runs this same text.
+    conn.prepare_cached(&sql)?
+        .query_row(params_from_iter(binds(&params)), |r| read_item(r, schema))
+        .optional()
 }
 
-/// A write's transaction: `BEGIN IMMEDIATE` on its own, or a savepoint when the writer is
-/// already inside a batch's transaction (`batch_tx`), so a failed compare-and-swap still rolls
-/// back only its own stamp.
-enum WriteTx<'c> {
-    Top(Transaction<'c>),
-    Nested(rusqlite::Savepoint<'c>),
+/// Run a parameterless control statement (`BEGIN`, `COMMIT`, `SAVEPOINT`, …) through the
+/// connection's statement cache: a group runs several per write, and parsing them again each
+/// time (`execute_batch`) showed in the write path's profile.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// A write's transaction: `BEGIN IMMEDIATE` on its own, or a savepoint (`tsr`) when the writer
+/// is already inside a group's or a batch's transaction (`group`, `batch_tx`), so a failed
+/// compare-and-swap still rolls back only its own stamp. Dropped without [`WriteTx::commit`],
+/// it rolls back (a savepoint: rolled back to and released).
+struct WriteTx<'c> {
+    conn: &'c Connection,
+    nested: bool,
+    open: bool,
 }
 
 impl std::ops::Deref for WriteTx<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        match self {
-            WriteTx::Top(tx) => tx,
-            WriteTx::Nested(sp) => sp,
-        }
+        self.conn
     }
 }
 
 impl WriteTx<'_> {
-    fn commit(self) -> rusqlite::Result<()> {
-        match self {
-            WriteTx::Top(tx) => tx.commit(),
-            WriteTx::Nested(sp) => sp.commit(),
+    fn commit(mut self) -> rusqlite::Result<()> {
+        exec_cached(
+            self.conn,
+            if self.nested { "RELEASE tsr" } else { "COMMIT" },
+        )?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        // SQLite may have rolled the whole transaction back already (e.g. a full disk): then
+        // there is nothing left to end.
+        if !self.open || self.conn.is_autocommit() {
+            return;
+        }
+        if self.nested {
+            let _ = exec_cached(self.conn, "ROLLBACK TO tsr");
+            let _ = exec_cached(self.conn, "RELEASE tsr");
+        } else {
+            let _ = exec_cached(self.conn, "ROLLBACK");
         }
     }
 }
 
 fn begin_write(conn: &mut Connection) -> StoreResult<WriteTx<'_>> {
-    if conn.is_autocommit() {
-        conn.transaction_with_behavior(TransactionBehavior::Immediate)
-            .map(WriteTx::Top)
-            .map_err(classify)
+    let nested = !conn.is_autocommit();
+    let begin = if nested {
+        "SAVEPOINT tsr"
     } else {
-        conn.savepoint().map(WriteTx::Nested).map_err(classify)
-    }
+        "BEGIN IMMEDIATE"
+    };
+    exec_cached(conn, begin).map_err(classify)?;
+    Ok(WriteTx {
+        conn,
+        nested,
+        open: true,
+    })
 }
 
 /// Take the next stamp of `table` inside the write transaction `tx`.
@@ -858,7 +942,7 @@ impl Store for SqliteStore {
         id: &'a str,
     ) -> BoxFuture<'a, StoreResult<Option<Item>>> {
         let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
-        Box::pin(self.read(move |conn| get_row(conn, &table, &scope, &id).map_err(classify)))
+        Box::pin(self.point_read(move |conn| get_row(conn, &table, &scope, &id).map_err(classify)))
     }
 
     fn list<'a>(
@@ -1077,5 +1161,82 @@ mod tests {
             .unwrap(),
             WriteOutcome::NotFound
         );
+    }
+
+    /// A store with table `T` holding row `x`.
+    fn store_with_row() -> (tempfile::TempDir, SqliteStore, TableSchema) {
+        let (dir, store) = store();
+        let mut conn = lock(&store.inner.writer);
+        let table = prepare_tables(&mut conn, &[schema()]).unwrap().remove(0);
+        insert_row(&mut conn, true, &table, &Scope::Shared, "x", &[]).unwrap();
+        drop(conn);
+        (dir, store, table)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_by_id_waits_on_the_pool_when_every_reader_is_taken() {
+        let (_dir, store, table) = store_with_row();
+        // Hold every reader connection on another thread for a while: the inline attempt
+        // finds none free and the read must queue for one on the blocking pool.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let guards: Vec<_> = store.inner.readers.iter().map(lock).collect();
+                held_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                drop(guards);
+            })
+        };
+        held_rx.recv().unwrap();
+        let row = store.get(&table, &Scope::Shared, "x").await.unwrap();
+        assert_eq!(row.unwrap()["id"], "x");
+        holder.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_point_read_that_meets_a_lock_never_waits_inline_and_retries_on_the_pool() {
+        let (_dir, store) = store();
+        // The read sees the busy timeout it runs under, and reports `Busy` the first time, as
+        // SQLite does for a lock it would have waited for.
+        let timeouts = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&timeouts);
+        let answer = store
+            .point_read(move |conn| {
+                let ms: i64 = conn
+                    .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+                    .map_err(classify)?;
+                let mut seen = seen.lock().unwrap();
+                seen.push(ms);
+                if seen.len() == 1 {
+                    return Err(StoreError::new(StoreErrorKind::Busy, "database is locked"));
+                }
+                Ok("answered")
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer, "answered");
+        // Inline without a busy handler (it never waits on the runtime), then on the pool with
+        // the configured one.
+        assert_eq!(*timeouts.lock().unwrap(), [0, 5_000]);
+        // The connections got their busy timeout back after the inline attempt.
+        for reader in &store.inner.readers {
+            let ms: i64 = lock(reader)
+                .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+                .unwrap();
+            assert_eq!(ms, 5_000);
+        }
+        // Any other answer of the inline attempt is the answer: no second run.
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let err = store
+            .point_read(move |_| -> StoreResult<()> {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Err(StoreError::new(StoreErrorKind::Query, "no such column"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, StoreErrorKind::Query);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 }
