@@ -247,6 +247,11 @@ pub struct StoreConfig {
     /// statement texts per table; keeping them prepared saves parsing them on every request.
     /// 0 prepares every statement afresh.
     pub sqlite_statement_cache_max: usize,
+    /// Most groups one SQLite group-commit runner commits in a row before it lets the writer
+    /// connection go, in groups (at least 1; PostgreSQL ignores it). A runner that answered its
+    /// group runs the writes queued meanwhile at once instead of handing them to a new leader;
+    /// the bound lets schema changes waiting for the writer in under a steady write load.
+    pub group_commit_rounds_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -263,6 +268,7 @@ impl Default for StoreConfig {
             schema_refresh_ms: 1_000,
             group_commit_writes_max: 64,
             sqlite_statement_cache_max: 64,
+            group_commit_rounds_max: 16,
         }
     }
 }
@@ -767,6 +773,12 @@ format!(
             return invalid(
                 ConfigPlace::Key("store.group_commit_writes_max"),
                 "store.group_commit_writes_max must be at least 1".into(),
+            );
+        }
+        if self.store.group_commit_rounds_max == 0 {
+            return invalid(
+                ConfigPlace::Key("store.group_commit_rounds_max"),
+                "store.group_commit_rounds_max must be at least 1".into(),
             );
         }
         if self.store.pool_connections_max == 0 {

@@ -141,6 +141,12 @@ impl GroupCommits {
         self.sizes.observe(writes as f64);
     }
 
+    /// How many writes wait in the queues now (tests wait for a queue to fill).
+    #[cfg(test)]
+    pub fn queued_now(&self) -> i64 {
+        self.queued.get()
+    }
+
     /// `n` writes joined a queue (`n` may be negative: they left it for a group).
     pub fn queued(&self, n: i64) {
         self.queued.inc_by(n);

@@ -90,18 +90,26 @@ impl<J: Send + 'static, R: Send + 'static> GroupQueue<J, R> {
                 Err(oneshot::error::TryRecvError::Closed) => return Err(lost()),
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            let group: Vec<Pending<J, R>> = {
-                let mut queue = self.lock();
-                let n = queue.len().min(self.writes_max);
-                queue.drain(..n).collect()
-            };
-            self.metrics.queued(-(group.len() as i64));
+            let group = self.take();
             if group.is_empty() {
                 // Unreachable by the argument above; never spin on it.
                 return Err(lost());
             }
             start(gate, group);
         }
+    }
+
+    /// The next group (up to `group_commit_writes_max` queued writes, oldest first), for a
+    /// runner that holds the gate and has answered its own group: running it before letting
+    /// the gate go saves the hand-off to a new leader. Empty when no write waits.
+    pub fn take(&self) -> Vec<Pending<J, R>> {
+        let group: Vec<Pending<J, R>> = {
+            let mut queue = self.lock();
+            let n = queue.len().min(self.writes_max);
+            queue.drain(..n).collect()
+        };
+        self.metrics.queued(-(group.len() as i64));
+        group
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending<J, R>>> {

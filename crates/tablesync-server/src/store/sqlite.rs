@@ -6,7 +6,9 @@
 //!   each in its own savepoint.
 //! * Reads use a small set of read-only connections; WAL lets them run beside the writer.
 //! * All database work is plain synchronous code run on `spawn_blocking`; a connection's mutex is
-//!   taken inside the blocking task and never held across an `.await`.
+//!   taken inside the blocking task and never held across an `.await`. The one exception is a
+//!   read by id (`point_read`): it runs inline on the async worker when a reader connection is
+//!   free, never waiting there (no lock wait, no busy handler), else on the blocking pool.
 //!
 //! Storage per ARCHITECTURE.md: string/date `TEXT` (dates in wire form, so text order is time
 //! order), number `REAL`, boolean `INTEGER` 0/1; system columns `id TEXT PRIMARY KEY`,
@@ -73,6 +75,8 @@ struct Inner {
     group: group::Queue,
     /// Writes per commit, for the metrics.
     commits: GroupCommits,
+    /// Most groups one runner commits in a row (`group_commit_rounds_max`, at least 1).
+    group_rounds_max: usize,
     /// Connections running an operation now (the metrics' pool gauge).
     in_use: AtomicUsize,
     /// How long operations waited for their connection's mutex.
@@ -148,6 +152,7 @@ impl SqliteStore {
                 ),
                 gate,
                 commits,
+                group_rounds_max: config.group_commit_rounds_max.max(1),
             }),
         })
     }
@@ -1238,5 +1243,59 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind, StoreErrorKind::Query);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_runner_commits_the_writes_queued_behind_its_group_and_then_lets_the_writer_go() {
+        let dir = tempfile::tempdir().unwrap();
+        // Groups of 2, at most 3 in a row: 12 queued writes need several runners.
+        let config = StoreConfig {
+            group_commit_writes_max: 2,
+            group_commit_rounds_max: 3,
+            ..StoreConfig::default()
+        };
+        let store = SqliteStore::open(&dir.path().join("r.db"), &config).unwrap();
+        let table = store.prepare(&[schema()]).await.unwrap().remove(0);
+        // Hold the writer connection (on a thread of its own: the guard is not for an async
+        // task) so that the first group blocks and the rest queue.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let guard = lock(&store.inner.writer);
+                held_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                drop(guard);
+            })
+        };
+        held_rx.recv().unwrap();
+        let writes: Vec<_> = (0..12)
+            .map(|i| {
+                let (store, table) = (store.clone(), table.clone());
+                tokio::spawn(async move {
+                    let id = format!("r{i}");
+                    store.insert(&table, &Scope::Shared, &id, Vec::new()).await
+                })
+            })
+            .collect();
+        // The first group (2 writes) waits for the writer; the other 10 wait in the queue.
+        while store.inner.commits.queued_now() < 10 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        for w in writes {
+            assert!(matches!(
+                w.await.unwrap().unwrap(),
+                WriteOutcome::Written(_)
+            ));
+        }
+        // The last runner let the gate go: DDL gets the writer.
+        store.prepare(&[schema()]).await.unwrap();
+        let n: i64 = lock(&store.inner.writer)
+            .query_row("SELECT count(*) FROM T", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 12);
     }
 }

@@ -75,10 +75,23 @@ pub(super) async fn submit(inner: &Arc<Inner>, work: Work) -> StoreResult<Done> 
         .await
 }
 
-/// Run `group` on the blocking pool, holding `gate` until every write of it is answered.
+/// Run `group` on the blocking pool, holding `gate` until every write of it is answered; then
+/// the groups queued meanwhile, up to `group_commit_rounds_max` groups in all, before letting
+/// the gate go. Each further group saves the hand-off to a new leader (waking its task, which
+/// spawns a blocking task again); the bound lets DDL waiting for the gate in.
 fn start(inner: Arc<Inner>, gate: OwnedMutexGuard<()>, group: Vec<Pending<Job, Done>>) {
     tokio::task::spawn_blocking(move || {
-        run(&inner, group);
+        let mut group = group;
+        for round in 1.. {
+            run(&inner, group);
+            if round >= inner.group_rounds_max {
+                break;
+            }
+            group = inner.group.take();
+            if group.is_empty() {
+                break;
+            }
+        }
         drop(gate);
     });
 }
