@@ -256,18 +256,7 @@ impl PostgresStore {
         if let (true, Some(owner)) = (self.commit_order_stamps, owner) {
             query = query.bind(owner);
         }
-        let row = query
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(|e| classify(&e))?
-            .ok_or_else(|| {
-                StoreError::new(
-                    StoreErrorKind::Internal,
-                    format!("table {table} has no clock row (not prepared)"),
-                )
-            })?;
-        let ms: i64 = row.try_get(0).map_err(|e| classify(&e))?;
-        let counter: i64 = row.try_get(1).map_err(|e| classify(&e))?;
+        let (ms, counter) = clock_answer(table, query.fetch_optional(&mut **tx).await)?;
         Ok(Stamp {
             updated_at: Timestamp::from_unix_millis(ms),
             version: version_from_counter(u64::try_from(counter).unwrap_or(0)),
@@ -304,6 +293,23 @@ fn redact(url: &str) -> Cow<'_, str> {
         }
         _ => Cow::Borrowed(url),
     }
+}
+
+/// The (milliseconds, counter) a stamp statement returned from `table`'s clock row; no row means
+/// the table was never prepared.
+fn clock_answer(
+    table: &str,
+    answer: Result<Option<PgRow>, sqlx::Error>,
+) -> StoreResult<(i64, i64)> {
+    let row = answer.map_err(|e| classify(&e))?.ok_or_else(|| {
+        StoreError::new(
+            StoreErrorKind::Internal,
+            format!("table {table} has no clock row (not prepared)"),
+        )
+    })?;
+    let ms: i64 = row.try_get(0).map_err(|e| classify(&e))?;
+    let counter: i64 = row.try_get(1).map_err(|e| classify(&e))?;
+    Ok((ms, counter))
 }
 
 /// Sort sqlx errors into backend-neutral kinds (SQLSTATE classes for database errors).
@@ -1311,16 +1317,8 @@ impl PostgresStore {
                     .fetch_optional(&mut *conn)
                     .await
             }
-        }
-        .map_err(|e| classify(&e))?
-        .ok_or_else(|| {
-            StoreError::new(
-                StoreErrorKind::Internal,
-                format!("table {table} has no clock row (not prepared)"),
-            )
-        })?;
-        let last_ms: i64 = row.try_get(0).map_err(|e| classify(&e))?;
-        let last_counter: i64 = row.try_get(1).map_err(|e| classify(&e))?;
+        };
+        let (last_ms, last_counter) = clock_answer(table, row)?;
         Ok((0..k)
             .map(|i| {
                 let back = k - 1 - i;

@@ -168,6 +168,22 @@ fn request(
     tokio::spawn(send(rb))
 }
 
+/// Holds the write lock from outside, then sends one insert (`blocker`) and waits until it
+/// holds the server's writer, blocked on that lock: the writes sent next queue behind it and
+/// run as one group once the lock is released.
+async fn blocked_writer(s: &TestServer) -> (Hold, tokio::task::JoinHandle<Resp>) {
+    let lock = hold(s).await;
+    let blocker = request(
+        s,
+        Method::POST,
+        "/tables/TodoItem",
+        None,
+        Some(json!({"id": "blocker", "text": "x"})),
+    );
+    until_writer_blocked(s).await;
+    (lock, blocker)
+}
+
 fn etag(item: &Value) -> String {
     format!("\"{}\"", item["version"].as_str().unwrap())
 }
@@ -180,15 +196,7 @@ async fn mixed_writes_in_one_group_each_get_their_own_answer(kind: StoreKind) {
     }
     let (count0, sum0, buckets0) = commits(&s).await;
 
-    let lock = hold(&s).await;
-    let blocker = request(
-        &s,
-        Method::POST,
-        "/tables/TodoItem",
-        None,
-        Some(json!({"id": "blocker", "text": "x"})),
-    );
-    until_writer_blocked(&s).await;
+    let (lock, blocker) = blocked_writer(&s).await;
 
     let post = |id: &str| Some(json!({"id": id, "text": format!("new {id}")}));
     let news: Vec<_> = (1..=4)
@@ -428,15 +436,7 @@ async fn a_write_failing_in_the_database_fails_alone_in_its_group() {
     assert_eq!(alone.status, 400, "{:?}", alone.body);
     let (count0, sum0, _) = commits(&s).await;
 
-    let lock = hold(&s).await;
-    let blocker = request(
-        &s,
-        Method::POST,
-        "/tables/TodoItem",
-        None,
-        Some(json!({"id": "blocker", "text": "x"})),
-    );
-    until_writer_blocked(&s).await;
+    let (lock, blocker) = blocked_writer(&s).await;
     let post = |body: Value| request(&s, Method::POST, "/tables/TodoItem", None, Some(body));
     let first = post(json!({"id": "n1", "text": "one"}));
     until("1 queued", || async { queued(&s).await == 1.0 }).await;
