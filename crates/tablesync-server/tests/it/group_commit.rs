@@ -184,6 +184,25 @@ async fn blocked_writer(s: &TestServer) -> (Hold, tokio::task::JoinHandle<Resp>)
     (lock, blocker)
 }
 
+/// The answers of `tasks` sorted by status, which must be exactly `statuses` (sorted): for
+/// requests racing in one group, where which one wins is not fixed.
+async fn answered_in_status_order<const N: usize>(
+    tasks: impl IntoIterator<Item = tokio::task::JoinHandle<Resp>>,
+    statuses: [u16; N],
+) -> Vec<Resp> {
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers.sort_by_key(|r| r.status);
+    assert_eq!(
+        answers.iter().map(|r| r.status).collect::<Vec<_>>(),
+        statuses,
+        "{answers:?}"
+    );
+    answers
+}
+
 fn etag(item: &Value) -> String {
     format!("\"{}\"", item["version"].as_str().unwrap())
 }
@@ -286,30 +305,12 @@ async fn mixed_writes_in_one_group_each_get_their_own_answer(kind: StoreKind) {
     assert_eq!(r.body, seeded["c"]);
     // Two swaps of one version in one transaction: one wins, the other fails against the
     // winner's write (412 carrying the row as the winner left it).
-    let mut answers = Vec::new();
-    for task in racers {
-        answers.push(task.await.unwrap());
-    }
-    answers.sort_by_key(|r| r.status);
-    assert_eq!(
-        answers.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [200, 412],
-        "{answers:?}"
-    );
+    let answers = answered_in_status_order(racers, [200, 412]).await;
     answers[0].assert_etag_matches_body();
     assert_eq!(answers[1].body, answers[0].body);
     assert_eq!(answers[0].body, s.get("/tables/TodoItem/e").await.body);
     // Two inserts of one new id: one 201, the other 409 carrying the first one's row.
-    let mut answers = Vec::new();
-    for task in twins {
-        answers.push(task.await.unwrap());
-    }
-    answers.sort_by_key(|r| r.status);
-    assert_eq!(
-        answers.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [201, 409],
-        "{answers:?}"
-    );
+    let answers = answered_in_status_order(twins, [201, 409]).await;
     assert_eq!(answers[1].body, answers[0].body);
     assert_eq!(answers[0].body, s.get("/tables/TodoItem/twin").await.body);
     // The delete: 200 with the tombstone.
