@@ -469,6 +469,8 @@ enum Scheme {
     Keyset { token: Option<(String, String)> },
     /// The official clients': `updatedAt ge token`, ordered by updatedAt, `$skip` while the token
     /// does not move, stop on an empty page. The token starts at the epoch, like `pull.js`.
+    /// After a skipped page it checks that the skip passed over the rows it meant to
+    /// (`boundary_still_at`), which the official clients do not: see `pull_official`.
     Official { token: Option<String> },
 }
 
@@ -574,6 +576,20 @@ impl Puller {
         }
     }
 
+    /// Whether the first `count` rows at or after `at` are all still at `at`: then a `$skip` of
+    /// `count` read after them skipped exactly those rows. Asked after the skipped page, so a
+    /// yes also holds for that page's snapshot (a stamp only moves forward, never back to `at`).
+    async fn boundary_still_at(&mut self, at: &str, count: usize) -> bool {
+        let base = self.base();
+        let url = format!(
+            "{base}/tables/{TABLE}?$filter={}&$orderby=updatedAt&$top={count}&__includeDeleted=true",
+            enc(&format!("updatedAt ge datetimeoffset'{at}'"))
+        );
+        let page = get_json(&self.http, &url).await;
+        let rows = page.as_array().expect("a list is an array");
+        rows.len() == count && rows.iter().all(|r| r["updatedAt"].as_str() == Some(at))
+    }
+
     async fn pull_official(&mut self) {
         let mut skip = 0;
         loop {
@@ -591,10 +607,20 @@ impl Puller {
             let page = get_json(&self.http, &url).await;
             let items = page.as_array().expect("a list is an array").clone();
             self.pages += 1;
+            self.apply(&items);
+            if skip > 0 && !self.boundary_still_at(&at, skip).await {
+                // The official clients' one hole, on any server: `$skip` is positional, so when
+                // a row counted at the token was written again (its stamp moved past the
+                // token) before this page was read, the skip passed over a newer row instead,
+                // and a token taken from this page would step past that row for good
+                // (ARCHITECTURE.md "PostgreSQL"). The stamps cannot close it; a client that
+                // checks re-reads from the token, and so does this puller.
+                skip = 0;
+                continue;
+            }
             let Some(last) = items.last() else {
                 return;
             };
-            self.apply(&items);
             let last_at = last["updatedAt"].as_str().expect("updatedAt").to_owned();
             if last_at == at {
                 skip += items.len();
