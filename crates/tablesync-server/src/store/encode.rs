@@ -134,10 +134,34 @@ impl EncodedPage {
     }
 }
 
-/// A JSON string, escaped exactly as serde_json escapes it (its own escaper writes it).
+/// A JSON string, escaped exactly as serde_json escapes it. A string with nothing to escape (no
+/// control character, `"` or `\\`: every id, date and version, and most text) is copied as it
+/// is; any other goes through serde_json's own escaper. The check runs over whole 16-byte
+/// chunks without an early exit, which the compiler vectorises: serde_json's byte-by-byte
+/// escaper was a tenth of a 1000-row page's CPU.
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    if needs_escape(s.as_bytes()) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+        return;
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// Whether JSON needs any byte of `bytes` escaped (what serde_json escapes: below 0x20, `"`
+/// and `\\`).
+fn needs_escape(bytes: &[u8]) -> bool {
+    let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let mut chunks = bytes.chunks_exact(16);
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, |any, &b| any | escaped(b)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| escaped(b))
 }
 
 fn write_cell(out: &mut Vec<u8>, cell: Cell<'_>) {
@@ -328,6 +352,19 @@ mod tests {
             encode(&ints, None, std::slice::from_ref(&row)),
             old_json(&ints, None, &[row])
         );
+    }
+
+    #[test]
+    fn strings_are_escaped_like_serde_json_wherever_the_escape_is() {
+        for b in 0u8..0x80 {
+            for at in [0, 5, 15, 16, 17, 31, 40] {
+                let mut text = "a".repeat(41);
+                text.replace_range(at..=at, char::from(b).encode_utf8(&mut [0; 4]));
+                let mut out = Vec::new();
+                write_str(&mut out, &text);
+                assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{b:#x} at {at}");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! * Writes go through the single writer connection, in `BEGIN IMMEDIATE` transactions, so
 //!   they are serialised and commit in stamp order even without the clock row's lock.
 //!   Concurrent writes share one transaction and one WAL sync (group commit, `sqlite/group.rs`),
-//!   each in its own savepoint.
+//!   their stamps taken together.
 //! * Reads use a small set of read-only connections; WAL lets them run beside the writer.
 //! * All database work is plain synchronous code run on `spawn_blocking`; a connection's mutex is
 //!   taken inside the blocking task and never held across an `.await`. The one exception is a
@@ -159,13 +159,16 @@ impl SqliteStore {
 
     /// Run the row write `f` through the group commit (`sqlite/group.rs`): with the writes
     /// queued beside it, in one transaction; answered once that transaction committed.
-    async fn write_row<F>(&self, mut f: F) -> StoreResult<WriteOutcome>
+    ///
+    /// `clock` is the clock row the write takes its stamp from (None: it takes none), so that a
+    /// group can take the stamps of all its writes at once.
+    async fn write_row<F>(&self, clock: Option<group::Clock>, mut f: F) -> StoreResult<WriteOutcome>
     where
-        F: FnMut(&mut Connection, bool) -> StoreResult<WriteOutcome> + Send + 'static,
+        F: FnMut(&mut Connection, Stamping) -> StoreResult<WriteOutcome> + Send + 'static,
     {
         let work: group::Work =
-            Box::new(move |conn, commit_order| f(conn, commit_order).map(group::Done::Write));
-        match group::submit(&self.inner, work).await? {
+            Box::new(move |conn, stamping| f(conn, stamping).map(group::Done::Write));
+        match group::submit(&self.inner, clock, work).await? {
             group::Done::Write(outcome) => Ok(outcome),
             group::Done::Work(_) => Err(group::unexpected()),
         }
@@ -427,13 +430,44 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// A write's transaction: `BEGIN IMMEDIATE` on its own, or a savepoint (`tsr`) when the writer
-/// is already inside a group's or a batch's transaction (`group`, `batch_tx`), so a failed
-/// compare-and-swap still rolls back only its own stamp. Dropped without [`WriteTx::commit`],
-/// it rolls back (a savepoint: rolled back to and released).
+/// is already inside a batch's transaction (`batch_tx`), so a failed compare-and-swap still
+/// rolls back only its own stamp, or nothing in a group's transaction that gave the write its
+/// stamp (`group`). Dropped without [`WriteTx::commit`], it rolls back (a savepoint: rolled
+/// back to and released).
 struct WriteTx<'c> {
     conn: &'c Connection,
-    nested: bool,
+    kind: TxKind,
     open: bool,
+}
+
+/// What a [`WriteTx`] began.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TxKind {
+    /// `BEGIN IMMEDIATE`: a write alone.
+    Own,
+    /// `SAVEPOINT tsr` in an open transaction (a batch's; a hard delete in a group's).
+    Savepoint,
+    /// Nothing: a write of a group that took its stamp already, whose one modifying statement
+    /// is atomic by itself (SQLite rolls back a failed statement, not the transaction).
+    InGroup,
+}
+
+/// How a write gets its transaction and its stamp.
+#[derive(Clone, Debug)]
+pub(super) enum Stamping {
+    /// Its own transaction (or a savepoint of the open one), the stamp taken from the clock row
+    /// inside it; `commit_order` as in [`stamp`].
+    Own { commit_order: bool },
+    /// In a group's transaction, which took this write's stamp with the others' (None: the
+    /// write takes none): no savepoint, no clock row statement of its own.
+    Given(Option<Stamp>),
+}
+
+impl From<bool> for Stamping {
+    /// A write taking its own stamp, with commit-order stamps on or off.
+    fn from(commit_order: bool) -> Self {
+        Stamping::Own { commit_order }
+    }
 }
 
 impl std::ops::Deref for WriteTx<'_> {
@@ -445,10 +479,11 @@ impl std::ops::Deref for WriteTx<'_> {
 
 impl WriteTx<'_> {
     fn commit(mut self) -> rusqlite::Result<()> {
-        exec_cached(
-            self.conn,
-            if self.nested { "RELEASE tsr" } else { "COMMIT" },
-        )?;
+        match self.kind {
+            TxKind::Own => exec_cached(self.conn, "COMMIT")?,
+            TxKind::Savepoint => exec_cached(self.conn, "RELEASE tsr")?,
+            TxKind::InGroup => {}
+        }
         self.open = false;
         Ok(())
     }
@@ -461,28 +496,56 @@ impl Drop for WriteTx<'_> {
         if !self.open || self.conn.is_autocommit() {
             return;
         }
-        if self.nested {
-            let _ = exec_cached(self.conn, "ROLLBACK TO tsr");
-            let _ = exec_cached(self.conn, "RELEASE tsr");
-        } else {
-            let _ = exec_cached(self.conn, "ROLLBACK");
+        match self.kind {
+            TxKind::Own => {
+                let _ = exec_cached(self.conn, "ROLLBACK");
+            }
+            TxKind::Savepoint => {
+                let _ = exec_cached(self.conn, "ROLLBACK TO tsr");
+                let _ = exec_cached(self.conn, "RELEASE tsr");
+            }
+            // Nothing was written: the one modifying statement failed or was not run.
+            TxKind::InGroup => {}
         }
     }
 }
 
-fn begin_write(conn: &mut Connection) -> StoreResult<WriteTx<'_>> {
-    let nested = !conn.is_autocommit();
-    let begin = if nested {
-        "SAVEPOINT tsr"
-    } else {
-        "BEGIN IMMEDIATE"
+fn begin_write<'c>(conn: &'c mut Connection, stamping: &Stamping) -> StoreResult<WriteTx<'c>> {
+    let kind = match stamping {
+        Stamping::Given(_) if !conn.is_autocommit() => TxKind::InGroup,
+        _ if !conn.is_autocommit() => TxKind::Savepoint,
+        _ => TxKind::Own,
     };
-    exec_cached(conn, begin).map_err(classify)?;
+    match kind {
+        TxKind::Own => exec_cached(conn, "BEGIN IMMEDIATE").map_err(classify)?,
+        TxKind::Savepoint => exec_cached(conn, "SAVEPOINT tsr").map_err(classify)?,
+        TxKind::InGroup => {}
+    }
     Ok(WriteTx {
         conn,
-        nested,
+        kind,
         open: true,
     })
+}
+
+/// The stamp of a write on `schema` in `scope`: the one its group took, or from the clock row
+/// ([`stamp_for`]).
+fn write_stamp(
+    tx: &Connection,
+    schema: &TableSchema,
+    scope: &Scope,
+    stamping: Stamping,
+) -> StoreResult<Stamp> {
+    match stamping {
+        Stamping::Own { commit_order } => {
+            stamp_for(tx, schema, scope, commit_order).map_err(classify)
+        }
+        Stamping::Given(Some(stamp)) => Ok(stamp),
+        Stamping::Given(None) => Err(StoreError::new(
+            StoreErrorKind::Internal,
+            "group commit gave a stamped write no stamp",
+        )),
+    }
 }
 
 /// Take the next stamp of `table` inside the write transaction `tx`.
@@ -492,19 +555,25 @@ fn begin_write(conn: &mut Connection) -> StoreResult<WriteTx<'_>> {
 /// concurrent writers' commits; here the single writer connection already does.
 /// With `commit_order` off, `updatedAt` is the database clock at statement time (may repeat).
 pub fn stamp(tx: &Connection, table: &str, commit_order: bool) -> rusqlite::Result<Stamp> {
-    const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
-    let updated = if commit_order {
-        format!("max({NOW_MS}, last_updated_at + 1)")
+    macro_rules! stamp_sql {
+        ($updated:literal) => {
+            concat!(
+                "UPDATE tablesync_clock SET last_updated_at = ",
+                $updated,
+                ", last_version = last_version + 1 \
+                 WHERE table_name = ?1 RETURNING last_updated_at, last_version"
+            )
+        };
+    }
+    const _: () = assert!(matches!(CLOCK_TABLE.as_bytes(), b"tablesync_clock"));
+    // Static text: a batch or a group takes a stamp per write, from the statement cache.
+    let sql = if commit_order {
+        stamp_sql!("max(CAST(unixepoch('subsec') * 1000 AS INTEGER), last_updated_at + 1)")
     } else {
-        NOW_MS.to_owned()
+        stamp_sql!("CAST(unixepoch('subsec') * 1000 AS INTEGER)")
     };
-    let sql = format!(
-        "UPDATE {CLOCK_TABLE} SET last_updated_at = {updated}, last_version = last_version + 1 \
-         WHERE table_name = ?1 RETURNING last_updated_at, last_version"
-    );
-    // Cached: a batch or a group takes a stamp per write.
     let (ms, counter): (i64, i64) = tx
-        .prepare_cached(&sql)?
+        .prepare_cached(sql)?
         .query_row([table], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(Stamp {
         updated_at: Timestamp::from_unix_millis(ms),
@@ -652,7 +721,7 @@ fn add_columns(
     table: &TableSchema,
     columns: &[Column],
 ) -> StoreResult<Vec<Column>> {
-    let tx = begin_write(conn)?;
+    let tx = begin_write(conn, &Stamping::from(false))?;
     let stored = stored_columns(&tx, &table.name).map_err(classify)?;
     for column in columns {
         // Another request may have added it since this one read the schema: keep the stored one.
@@ -699,7 +768,7 @@ fn list_rows(
     // Prepared once per request: which columns, their JSON keys, their types.
     let encoder = PageEncoder::new(schema, query.select.as_deref());
     // One read transaction so the count and the page see the same snapshot.
-    let tx = conn.transaction().map_err(classify)?;
+    let tx = ReadTx::begin(conn)?;
     let mut items = EncodedPage::with_capacity(page_bytes_hint(query.top));
     {
         // Cached: a client pulling page after page runs the same statement text every time.
@@ -728,8 +797,44 @@ fn list_rows(
     } else {
         None
     };
-    tx.finish().map_err(classify)?;
+    tx.finish()?;
     Ok(ListPage { items, count })
+}
+
+/// A read transaction through the statement cache (`BEGIN`/`COMMIT`, no parse per page);
+/// dropped without [`ReadTx::finish`], it rolls back.
+struct ReadTx<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl std::ops::Deref for ReadTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl<'c> ReadTx<'c> {
+    fn begin(conn: &'c Connection) -> StoreResult<Self> {
+        exec_cached(conn, "BEGIN").map_err(classify)?;
+        Ok(ReadTx { conn, open: true })
+    }
+
+    fn finish(mut self) -> StoreResult<()> {
+        // A failed COMMIT leaves the transaction open: the drop rolls it back.
+        exec_cached(self.conn, "COMMIT").map_err(classify)?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for ReadTx<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.conn.is_autocommit() {
+            let _ = exec_cached(self.conn, "ROLLBACK");
+        }
+    }
 }
 
 /// A first guess at a page's size, in bytes (about 250 bytes a row, at most 1 MB reserved).
@@ -789,17 +894,18 @@ fn classify_miss(
 
 fn insert_row(
     conn: &mut Connection,
-    commit_order: bool,
+    stamping: impl Into<Stamping>,
     schema: &TableSchema,
     scope: &Scope,
     id: &str,
     values: &[(String, SqlValue)],
 ) -> StoreResult<WriteOutcome> {
-    let tx = begin_write(conn)?;
+    let stamping = stamping.into();
+    let tx = begin_write(conn, &stamping)?;
     if let Some(existing) = get_row(&tx, schema, scope, id).map_err(classify)? {
         return Ok(WriteOutcome::AlreadyExists(existing));
     }
-    let stamp = stamp_for(&tx, schema, scope, commit_order).map_err(classify)?;
+    let stamp = write_stamp(&tx, schema, scope, stamping)?;
     // The id is free: checked above, and `BEGIN IMMEDIATE` keeps other writers out.
     let (sql, params) =
         sql::insert_sql(DIALECT, schema, scope, id, stamp, values, OnConflict::Fail);
@@ -814,7 +920,7 @@ fn insert_row(
 #[allow(clippy::too_many_arguments)]
 fn cas_update(
     conn: &mut Connection,
-    commit_order: bool,
+    stamping: impl Into<Stamping>,
     schema: &TableSchema,
     scope: &Scope,
     id: &str,
@@ -822,8 +928,9 @@ fn cas_update(
     kind: CasKind,
     expected: Option<&str>,
 ) -> StoreResult<WriteOutcome> {
-    let tx = begin_write(conn)?;
-    let stamp = stamp_for(&tx, schema, scope, commit_order).map_err(classify)?;
+    let stamping = stamping.into();
+    let tx = begin_write(conn, &stamping)?;
+    let stamp = write_stamp(&tx, schema, scope, stamping)?;
     let (sql, params) = sql::cas_update_sql(
         DIALECT,
         schema,
@@ -848,7 +955,8 @@ fn hard_delete(
     id: &str,
     expected: Option<&str>,
 ) -> StoreResult<WriteOutcome> {
-    let tx = begin_write(conn)?;
+    // Takes no stamp: alone, or in a savepoint of the open transaction.
+    let tx = begin_write(conn, &Stamping::from(false))?;
     let (sql, params) = sql::hard_delete_sql(DIALECT, schema, scope, id, expected);
     match returning(&tx, schema, &sql, &params)? {
         Some(item) => {
@@ -868,11 +976,12 @@ impl Store for SqliteStore {
         // The work is driven on the writer's blocking thread by this request's runtime.
         let runtime = tokio::runtime::Handle::current();
         let mut work = work;
-        let job: group::Work = Box::new(move |conn, commit_order| {
-            batch_tx::run_work(conn, commit_order, &runtime, &mut work)
-        });
+        let commit_order = self.inner.commit_order_stamps;
+        // A batch takes its stamps itself, in a savepoint of its own.
+        let job: group::Work =
+            Box::new(move |conn, _| batch_tx::run_work(conn, commit_order, &runtime, &mut work));
         Box::pin(async move {
-            match group::submit(&self.inner, job).await? {
+            match group::submit(&self.inner, None, job).await? {
                 group::Done::Work(_) => Ok(()),
                 group::Done::Write(_) => Err(group::unexpected()),
             }
@@ -977,9 +1086,10 @@ impl Store for SqliteStore {
         id: &'a str,
         values: Vec<(String, SqlValue)>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        let clock = group::Clock::of(table, scope);
         let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
-        Box::pin(self.write_row(move |conn, commit_order| {
-            insert_row(conn, commit_order, &table, &scope, &id, &values)
+        Box::pin(self.write_row(Some(clock), move |conn, stamping| {
+            insert_row(conn, stamping, &table, &scope, &id, &values)
         }))
     }
 
@@ -991,11 +1101,12 @@ impl Store for SqliteStore {
         values: Vec<(String, SqlValue)>,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        let clock = group::Clock::of(table, scope);
         let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
-        Box::pin(self.write_row(move |conn, commit_order| {
+        Box::pin(self.write_row(Some(clock), move |conn, stamping| {
             cas_update(
                 conn,
-                commit_order,
+                stamping,
                 &table,
                 &scope,
                 &id,
@@ -1013,12 +1124,14 @@ impl Store for SqliteStore {
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        // A hard delete takes no stamp.
+        let clock = table.soft_delete.then(|| group::Clock::of(table, scope));
         let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
-        Box::pin(self.write_row(move |conn, commit_order| {
+        Box::pin(self.write_row(clock, move |conn, stamping| {
             if table.soft_delete {
                 cas_update(
                     conn,
-                    commit_order,
+                    stamping,
                     &table,
                     &scope,
                     &id,
@@ -1039,11 +1152,12 @@ impl Store for SqliteStore {
         id: &'a str,
         expected: Option<String>,
     ) -> BoxFuture<'a, StoreResult<WriteOutcome>> {
+        let clock = group::Clock::of(table, scope);
         let (table, scope, id) = (table.clone(), scope.clone(), id.to_owned());
-        Box::pin(self.write_row(move |conn, commit_order| {
+        Box::pin(self.write_row(Some(clock), move |conn, stamping| {
             cas_update(
                 conn,
-                commit_order,
+                stamping,
                 &table,
                 &scope,
                 &id,
