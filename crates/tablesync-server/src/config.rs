@@ -225,6 +225,12 @@ pub struct StoreConfig {
     /// refresh, `/ready`), in connections (SQLite ignores it). A pool of their own, so a read
     /// never waits for a connection held by a writer queued on a clock row.
     pub read_pool_connections_max: u32,
+    /// A pooled PostgreSQL read connection idle for at least this long, in milliseconds, is
+    /// pinged (one round trip) before a read gets it, so one that died while idle (a database
+    /// restart) is replaced first; 0 pings before every read, as sqlx does by default. Busier
+    /// connections skip it (sqlx pings each connection when it comes back to the pool), and a
+    /// read that meets a dead one anyway runs once more on another. SQLite ignores it.
+    pub read_pool_ping_idle_ms: u64,
     /// TEST ONLY (the multi-process torture test): hold every PostgreSQL write transaction open
     /// for a random 0..=N milliseconds after it took its stamp and before it commits, so that
     /// concurrent transactions take random lengths of time. 0 (the default) holds nothing; never
@@ -264,6 +270,7 @@ impl Default for StoreConfig {
             schema_lock_timeout_ms: 60_000,
             pool_connections_max: 10,
             read_pool_connections_max: 10,
+            read_pool_ping_idle_ms: 1_000,
             write_hold_ms_max: 0,
             schema_refresh_ms: 1_000,
             group_commit_writes_max: 64,

@@ -32,12 +32,17 @@
 //!   only uses an index for ORDER BY when the null placement matches the index's. Declared
 //!   indexes (`sql::declared_indexes`) are made the same way under the DDL lock, and the ones no
 //!   longer declared dropped.
-//! * **Values.** Bound, never spliced. Dates are bound as wire-form text cast to `timestamptz`
-//!   and read back as the 8 bytes of the binary `timestamptz` (microseconds since 2000-01-01),
-//!   rendered in the wire form here ([`timestamp_millis`]), which keeps sqlx's optional date
-//!   features out of the build. Cells are read from the row's bytes by the column type the
-//!   result reports ([`Wire`]), not through sqlx's per-value type check: a 1000-row page reads
-//!   7000 cells, and the check cost more than the decoding.
+//! * **Values.** Bound, never spliced. Dates are bound as binary `timestamptz` ([`bind`]; as
+//!   text, their cast was evaluated again for every row a filter tested) and read back as the
+//!   8 bytes of the binary `timestamptz` (microseconds since 2000-01-01), rendered in the wire
+//!   form here ([`timestamp_millis`]), which keeps sqlx's optional date features out of the
+//!   build. Cells are read from the row's bytes by the column type the result reports
+//!   ([`Wire`]), not through sqlx's per-value type check: a 1000-row page reads 7000 cells,
+//!   and the check cost more than the decoding. A page is encoded row by row as the rows
+//!   arrive ([`fetch_items`]), while the database sends the next ones.
+//! * **Pools.** sqlx pings a connection when it comes back to its pool; before a read gets one,
+//!   only a connection idle for `read_pool_ping_idle_ms` is pinged again, and a read that met a
+//!   dead connection runs once more on another.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -46,7 +51,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
-    PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgValueFormat,
+    PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgTypeInfo,
+    PgValueFormat,
 };
 use sqlx::query::Query;
 use sqlx::{Column as _, Connection, Postgres, Row, Transaction, TypeInfo as _, ValueRef as _};
@@ -84,6 +90,31 @@ const UNORDERED_VERSION_SEQUENCE: &str = "tablesync_unordered_version_seq";
 
 /// Key of the advisory lock taken around DDL (an arbitrary constant: "tblsync" in ASCII).
 const DDL_LOCK_KEY: i64 = 0x0074_626c_7379_6e63;
+
+/// The read pool's options: a connection idle for at least `ping_idle`
+/// (`read_pool_ping_idle_ms`) is pinged before it is handed out. sqlx's own test pinged every
+/// one, a round trip to the database before every read, although sqlx already pings each
+/// connection when it comes back to the pool. A read that meets a connection that died anyway
+/// runs once more on another ([`is_connection_error`]). The write pool keeps sqlx's test: a
+/// write cannot simply run again.
+fn read_pool_options(ping_idle: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= ping_idle {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
+/// Whether `e` says the connection itself failed (closed, reset, TLS), not the statement: then
+/// nothing of a read was answered, and it can run again on another connection.
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+}
 
 /// A PostgreSQL database shared by any number of server processes.
 #[derive(Clone)]
@@ -152,7 +183,7 @@ impl PostgresStore {
                 ))
             }
         }
-        let pool = PgPoolOptions::new()
+        let pool = read_pool_options(Duration::from_millis(config.read_pool_ping_idle_ms))
             .max_connections(config.read_pool_connections_max)
             .acquire_timeout(wait)
             .connect_with(options.clone())
@@ -360,8 +391,9 @@ fn type_from_pg(data_type: &str) -> Option<ColumnType> {
 }
 
 /// Bind one protocol value. Every placeholder the store or the protocol crate writes carries an
-/// explicit cast, so the declared parameter type only has to be castable to it: timestamps go
-/// as wire-form text (`$n::timestamptz`), NULL as an untyped-enough NULL text.
+/// explicit cast, so the declared parameter type only has to be castable to it; NULL goes as an
+/// untyped-enough NULL text. Timestamps go as binary `timestamptz` ([`PgTimestamptz`]), the
+/// type of their `$n::timestamptz` placeholder.
 fn bind<'q>(
     q: Query<'q, Postgres, PgArguments>,
     value: &SqlValue,
@@ -372,7 +404,43 @@ fn bind<'q>(
         SqlValue::Int(i) => q.bind(*i),
         SqlValue::Real(f) => q.bind(*f),
         SqlValue::Text(s) => q.bind(s.clone()),
-        SqlValue::Timestamp(t) => q.bind(t.to_string()),
+        SqlValue::Timestamp(t) => q.bind(PgTimestamptz::of(*t)),
+    }
+}
+
+/// A date bound as a binary `timestamptz` (microseconds since 2000-01-01, big-endian), not as
+/// wire-form text cast with `::timestamptz`: text input to `timestamptz` is a stable function,
+/// so PostgreSQL cannot fold the cast into a constant and parsed the text again for every row
+/// a filter tested (three times a row for the keyset condition), and in a sequential scan for
+/// every row of the table. Same value: dates are whole milliseconds.
+struct PgTimestamptz(i64);
+
+impl PgTimestamptz {
+    fn of(t: Timestamp) -> Self {
+        // Timestamps are years 1..=9999 (`tablesync_protocol::time`), far inside i64
+        // microseconds; saturating keeps anything else ordered (i64::MAX is `infinity`).
+        PgTimestamptz(
+            t.unix_millis()
+                .saturating_sub(PG_EPOCH_UNIX_MS)
+                .saturating_mul(1000),
+        )
+    }
+}
+
+impl sqlx::Type<Postgres> for PgTimestamptz {
+    fn type_info() -> PgTypeInfo {
+        // `timestamptz`'s fixed OID: no lookup by name.
+        PgTypeInfo::with_oid(sqlx::postgres::types::Oid(1184))
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for PgTimestamptz {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        buf.extend(&self.0.to_be_bytes());
+        Ok(sqlx::encode::IsNull::No)
     }
 }
 
@@ -694,9 +762,26 @@ async fn list_rows(
 ) -> StoreResult<ListPage> {
     let list = sql::list_sql(DIALECT, schema, scope, query);
     if !query.count {
-        let mut conn = store.acquire().await?;
-        let items = fetch_items(&mut *conn, schema, &list, query.select.as_deref()).await?;
-        return Ok(ListPage { items, count: None });
+        let mut retried = false;
+        loop {
+            let mut conn = store.acquire().await?;
+            match fetch_items(
+                &mut *conn,
+                schema,
+                &list,
+                query.select.as_deref(),
+                query.top,
+            )
+            .await
+            {
+                Err(e) if !retried && is_connection_error(&e) => {
+                    conn.close_on_drop();
+                    retried = true;
+                }
+                Err(e) => return Err(classify(&e)),
+                Ok(items) => return Ok(ListPage { items, count: None }),
+            }
+        }
     }
     // One snapshot for the page and the count. Its wait is timed with the BEGIN (see
     // `begin_write`).
@@ -707,7 +792,9 @@ async fn list_rows(
         .await
         .map_err(|e| classify(&e))?;
     store.wait.observe(asked.elapsed());
-    let items = fetch_items(&mut *tx, schema, &list, query.select.as_deref()).await?;
+    let items = fetch_items(&mut *tx, schema, &list, query.select.as_deref(), query.top)
+        .await
+        .map_err(|e| classify(&e))?;
     let n: i64 = bind_all(sqlx::query(&list.count_sql), list.count_params())
         .fetch_one(&mut *tx)
         .await
@@ -720,38 +807,44 @@ async fn list_rows(
     })
 }
 
-/// The page of a list request, each row encoded into the page as it is read (no item map).
+/// The page of a list request, each row encoded into the page as it arrives (no item map, no
+/// vector of rows): the encoder works on one row while the database sends the next ones.
 async fn fetch_items<'e, E>(
     executor: E,
     schema: &TableSchema,
     list: &ListSql,
     select: Option<&[String]>,
-) -> StoreResult<EncodedPage>
+    top: u64,
+) -> Result<EncodedPage, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
     // Prepared once per request: which columns, their JSON keys, their types.
     let encoder = PageEncoder::new(schema, select);
-    let rows = bind_all(sqlx::query(&list.sql), &list.params)
-        .fetch_all(executor)
-        .await
-        .map_err(|e| classify(&e))?;
-    let Some(first) = rows.first() else {
-        return Ok(EncodedPage::default());
-    };
-    // How each column is read, from the result's own column types, looked up once, not per row.
-    let wires: Vec<Wire> = (0..first.len())
-        .map(|i| Wire::of(first.column(i).type_info().name()))
-        .collect();
-    let mut page = EncodedPage::with_capacity(rows.len() * 256);
-    for row in &rows {
-        encoder
-            .row(&mut page, |index, ty| {
-                value_cell(row, index, ty, wires[index])
-            })
-            .map_err(|e| classify(&e))?;
+    let mut rows = bind_all(sqlx::query(&list.sql), &list.params).fetch(executor);
+    let mut page = EncodedPage::with_capacity(page_bytes_hint(top));
+    // How each column is read, from the result's own column types, looked up once (at the
+    // first row), not per row.
+    let mut wires: Vec<Wire> = Vec::new();
+    while let Some(row) =
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(rows.as_mut(), cx)).await
+    {
+        let row = row?;
+        if wires.is_empty() {
+            wires = (0..row.len())
+                .map(|i| Wire::of(row.column(i).type_info().name()))
+                .collect();
+        }
+        encoder.row(&mut page, |index, ty| {
+            value_cell(&row, index, ty, wires[index])
+        })?;
     }
     Ok(page)
+}
+
+/// A first guess at a page's size, in bytes (about 250 bytes a row, at most 1 MB reserved).
+fn page_bytes_hint(top: u64) -> usize {
+    usize::try_from(top.min(4096)).unwrap_or(4096) * 256
 }
 
 /// PostgreSQL's epoch (2000-01-01T00:00:00Z) in Unix milliseconds: a binary `timestamptz` counts
@@ -1037,7 +1130,13 @@ impl Store for PostgresStore {
             .await;
             match pooled {
                 Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) if !matches!(e, sqlx::Error::PoolTimedOut) => return Err(classify(&e)),
+                // A pooled connection that died (`read_pool_ping_idle_ms` spares a busy one the
+                // ping) is diagnosed like an unreachable pool: with a connection of its own.
+                Ok(Err(e))
+                    if !matches!(e, sqlx::Error::PoolTimedOut) && !is_connection_error(&e) =>
+                {
+                    return Err(classify(&e))
+                }
                 _ => {}
             }
             match tokio::time::timeout(timeout, PgConnection::connect_with(&self.options)).await {
@@ -1130,8 +1229,22 @@ impl Store for PostgresStore {
         id: &'a str,
     ) -> BoxFuture<'a, StoreResult<Option<Item>>> {
         Box::pin(async move {
-            let mut conn = self.acquire().await?;
-            get_row(&mut *conn, table, scope, id).await
+            let (sql, params) = sql::get_row_sql(DIALECT, table, scope, id);
+            let mut retried = false;
+            let row = loop {
+                let mut conn = self.acquire().await?;
+                match bind_all(sqlx::query(&sql), &params)
+                    .fetch_optional(&mut *conn)
+                    .await
+                {
+                    Err(e) if !retried && is_connection_error(&e) => {
+                        conn.close_on_drop();
+                        retried = true;
+                    }
+                    other => break other.map_err(|e| classify(&e))?,
+                }
+            };
+            row.map(|r| read_item(&r, table)).transpose()
         })
     }
 

@@ -12,6 +12,13 @@ use crate::{StoreKind, TestServer};
 
 /// The names of the declared indexes (`ixd_…`) the database holds on `table`, sorted.
 async fn declared_index_names(kind: StoreKind, url: &str, table: &str) -> Vec<String> {
+    let mut names = index_names(kind, url, table).await;
+    names.retain(|n| n.starts_with("ixd_"));
+    names
+}
+
+/// The names of every index the database holds on `table`, sorted.
+async fn index_names(kind: StoreKind, url: &str, table: &str) -> Vec<String> {
     let mut names: Vec<String> = match kind {
         StoreKind::Sqlite => {
             let conn = rusqlite::Connection::open(url).unwrap();
@@ -31,7 +38,6 @@ async fn declared_index_names(kind: StoreKind, url: &str, table: &str) -> Vec<St
                 .unwrap()
         }
     };
-    names.retain(|n| n.starts_with("ixd_"));
     names.sort();
     names
 }
@@ -73,17 +79,29 @@ async fn declared_indexes_are_created_and_dropped_with_the_configuration(kind: S
     assert!(declared_index_names(kind, db.url(), "TodoItem")
         .await
         .is_empty());
-    let server = Server::open(todo_with_indexes(db.url(), &[]))
+    // The pull indexes, (updatedAt, id) and (createdAt, id), are still there.
+    let pull: Vec<String> = index_names(kind, db.url(), "TodoItem")
         .await
-        .unwrap();
-    let plan = server
-        .explain_list(
-            "TodoItem",
-            "$filter=updatedAt%20ge%20datetimeoffset'2024-01-01T00:00:00Z'&$orderby=updatedAt",
-        )
-        .await
-        .unwrap();
-    assert!(plan.contains("ix_TodoItem_"), "pull index gone:\n{plan}");
+        .into_iter()
+        .filter(|n| n.starts_with("ix_TodoItem_"))
+        .collect();
+    assert_eq!(pull.len(), 2, "pull indexes gone: {pull:?}");
+    // SQLite also reads the (updatedAt, id) one for a pull of the empty table. (PostgreSQL's
+    // plan of an empty table that was never analyzed is a coin toss between that index and a
+    // sequential scan with a sort; `explain.rs` shows its pull plans over 20 000 rows.)
+    if kind == StoreKind::Sqlite {
+        let server = Server::open(todo_with_indexes(db.url(), &[]))
+            .await
+            .unwrap();
+        let plan = server
+            .explain_list(
+                "TodoItem",
+                "$filter=updatedAt%20ge%20datetimeoffset'2024-01-01T00:00:00Z'&$orderby=updatedAt",
+            )
+            .await
+            .unwrap();
+        assert!(plan.contains("ix_TodoItem_"), "pull index gone:\n{plan}");
+    }
 }
 
 /// 20 000 rows `item 1` … `item 20000`, half of them complete, then planner statistics.
