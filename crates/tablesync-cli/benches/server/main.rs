@@ -304,7 +304,9 @@ fn measure(
     let seed = args.seed;
     eprintln!("server bench: measuring {label} at {}", server.url());
     let mut measured = runtime
-        .block_on(workload::run(label, server.url(), plan, seed))
+        .block_on(workload::run(label, server.url(), plan, seed, || {
+            db.analyze_for_pulls()
+        }))
         .with_context(|| format!("server output:\n{}", server.output()))?;
     if let Db::Sqlite(path) = db {
         // Right after the pulls, on the file exactly as they read it: the rows written later

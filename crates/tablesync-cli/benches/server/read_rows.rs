@@ -57,6 +57,19 @@ impl Db {
             Db::None => bail!("not one of our servers' databases"),
         }
     }
+
+    /// What the pulls should find done on a table just filled: PostgreSQL's planner statistics.
+    /// autovacuum gathers them within `autovacuum_naptime` (1 min) of a table filling up, so a
+    /// served table has them; the bench fills `TodoItem` and pulls it within seconds, before
+    /// autovacuum runs, and without statistics PostgreSQL plans a pull page as a sequential scan
+    /// and a sort. SQLite plans the pull on the index without statistics, and neither SQLite
+    /// server (ours or the official one) gathers any on its own: nothing is run there.
+    pub fn analyze_for_pulls(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Postgres(url) => process::psql(url, "ANALYZE \"TodoItem\";"),
+            Db::Sqlite(_) | Db::None => Ok(()),
+        }
+    }
 }
 
 /// The scale options.

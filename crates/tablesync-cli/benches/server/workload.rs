@@ -156,12 +156,14 @@ impl Ctx {
 }
 
 /// Runs every phase against the server at `base_url` (labelled `server`) and returns one
-/// measurement per phase, in order.
+/// measurement per phase, in order. `before_pulls` runs once, after the request phases and
+/// before the first pull (the database's own upkeep the pulls should see, if any).
 pub async fn run(
     server: &str,
     base_url: &str,
     plan: &Plan,
     seed: u64,
+    before_pulls: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Measurement>> {
     let http = reqwest::Client::builder()
         // The benchmark talks to loopback only; an HTTP(S)_PROXY in the environment must not
@@ -219,6 +221,7 @@ pub async fn run(
     let phase = query_loop(ctx.http.clone(), ctx.table_url.clone(), plan).await;
     out.push(phase.into_measurement(QUERY_ROW, server, Rate::Requests));
 
+    before_pulls()?;
     for &top in &plan.official_pull_tops {
         let label = format!("pull, official clients' way ($top={top})");
         let phase = repeat_pull(&ctx, plan, Pull::Official { top }).await;
@@ -334,11 +337,7 @@ pub async fn per_user_inserts(
     seed: u64,
     tokens: Vec<String>,
 ) -> anyhow::Result<Vec<Measurement>> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
-        .pool_max_idle_per_host(USERS)
-        .build()?;
+    let http = bench_client(USERS)?;
     let mut rng = SplitMix64(seed ^ 0x5eed_0008);
     let ids: Arc<Vec<String>> = Arc::new((0..plan.rows).map(|_| rng.uuid()).collect());
     let tokens = Arc::new(tokens);
