@@ -851,10 +851,8 @@ fn value_cell(value: ValueRef<'_>, ty: ColumnType) -> Cell<'_> {
         (ColumnType::Boolean, ValueRef::Real(f)) => Cell::Bool(f != 0.0),
         (_, ValueRef::Integer(i)) => Cell::Int(i),
         (_, ValueRef::Real(f)) => Cell::Real(f),
-        (_, ValueRef::Text(t)) => match std::str::from_utf8(t) {
-            Ok(s) => Cell::Text(s),
-            Err(_) => Cell::LossyText(t),
-        },
+        // Checked as UTF-8 while it is written (`encode::Cell::RawText`).
+        (_, ValueRef::Text(t)) => Cell::RawText(t),
         (_, ValueRef::Blob(_)) => Cell::Null,
     }
 }
