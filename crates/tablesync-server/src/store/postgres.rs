@@ -951,14 +951,10 @@ fn value_cell(
     }
     let bytes = value.as_bytes().map_err(sqlx::Error::Decode)?;
     Ok(match wire {
-        Wire::Text => {
-            Cell::Text(
-                std::str::from_utf8(bytes).map_err(|e| sqlx::Error::ColumnDecode {
-                    index: index.to_string(),
-                    source: e.into(),
-                })?,
-            )
-        }
+        // Checked as UTF-8 while it is written, in the pass that looks for escapes
+        // (`encode::Cell::RawText`): a UTF-8 database sends nothing else, and a SQL_ASCII one's
+        // stray bytes are written as U+FFFD, as SQLite's are.
+        Wire::Text => Cell::RawText(bytes),
         Wire::Bool => match bytes {
             [b] => Cell::Bool(*b != 0),
             _ => return checked_cell(row, index, ty, wire),
