@@ -25,6 +25,7 @@
 //! | `tablesync_batch_operations` | histogram | | operations per `POST /$batch` ([`Metrics::observe_batch`]) |
 //! | `tablesync_group_commit_operations` | histogram | | writes per commit of the stores' group commit ([`GroupCommits`]); its `_count` is the number of write transactions committed |
 //! | `tablesync_group_commit_queued_writes` | gauge | | writes waiting in the group commit queues now (not yet taken into a group) |
+//! | `tablesync_group_commit_multi_row_writes_total` | counter | | writes a committed group carried in a statement of several rows (PostgreSQL: consecutive inserts, or updates, alike) |
 //! | `tablesync_feed_subscribers` | gauge | | change-feed subscribers at scrape time |
 //! | `tablesync_feed_events_total` | counter | table | change events handed to subscribers' streams |
 //! | `tablesync_feed_drops_total` | counter | table | subscribers dropped for falling behind (`event: overflow`) |
@@ -125,6 +126,7 @@ impl Default for PoolWait {
 pub struct GroupCommits {
     sizes: Histogram,
     queued: Gauge,
+    multi_row: Counter,
 }
 
 impl GroupCommits {
@@ -133,12 +135,18 @@ impl GroupCommits {
         GroupCommits {
             sizes: size_histogram(),
             queued: Gauge::default(),
+            multi_row: Counter::default(),
         }
     }
 
     /// Record one commit carrying `writes` writes (failed ones included: they rode along).
     pub fn observe(&self, writes: usize) {
         self.sizes.observe(writes as f64);
+    }
+
+    /// A committed group carried `writes` writes in statements of several rows.
+    pub fn multi_row(&self, writes: usize) {
+        self.multi_row.inc_by(writes as u64);
     }
 
     /// How many writes wait in the queues now (tests wait for a queue to fill).
@@ -251,6 +259,11 @@ impl Metrics {
             "group_commit_queued_writes",
             "Writes waiting for a group commit",
             group_commits.queued.clone(),
+        );
+        registry.register(
+            "group_commit_multi_row_writes",
+            "Writes a committed group carried in a statement of several rows",
+            group_commits.multi_row.clone(),
         );
         let feed_subscribers = Gauge::default();
         registry.register(

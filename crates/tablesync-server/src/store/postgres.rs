@@ -1506,6 +1506,80 @@ impl PostgresStore {
         Ok(outcomes)
     }
 
+    /// Run consecutive updates of a group (the same columns, different ids, a string-id table)
+    /// on `conn` as one `UPDATE … FROM (VALUES …) RETURNING`, each with the stamp taken for it
+    /// in advance and its own compare-and-swap: one round trip instead of one an update. The
+    /// returned rows are matched by id; an update whose row did not come back (a stale
+    /// version, a missing, deleted or another user's row) answers what it answers alone after
+    /// one more read, like [`PostgresStore::apply_stamped`], its stamp left unused.
+    async fn update_stamped(
+        &self,
+        conn: &mut PgConnection,
+        writes: &[&group::Write],
+        stamps: Vec<Stamp>,
+    ) -> StoreResult<Vec<WriteOutcome>> {
+        let internal = |what: &str| {
+            StoreError::new(
+                StoreErrorKind::Internal,
+                format!("group commit: {what} in a multi-row update"),
+            )
+        };
+        let Some(first) = writes.first() else {
+            return Ok(Vec::new());
+        };
+        let (schema, scope) = (&first.table, &first.scope);
+        if writes.len() != stamps.len() || schema.id_type != IdType::String {
+            return Err(internal("a missing stamp or an integer id"));
+        }
+        let mut rows = Vec::with_capacity(writes.len());
+        for (write, stamp) in writes.iter().zip(stamps) {
+            let RowWrite::Swap {
+                id,
+                values,
+                kind: CasKind::Update,
+                expected,
+            } = &write.row
+            else {
+                return Err(internal("a write that is not an update"));
+            };
+            rows.push(sql::SwapRow {
+                id,
+                stamp,
+                values,
+                expected: expected.as_deref(),
+            });
+        }
+        let (sql, params) = sql::cas_update_rows_sql(schema, scope, &rows);
+        let returned = bind_all(sqlx::query(&sql), &params)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| classify(&e))?;
+        let mut written = std::collections::HashMap::with_capacity(returned.len());
+        for row in &returned {
+            let item = read_item(row, schema)?;
+            let id = item
+                .get(tablesync_protocol::system::ID)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| internal("a returned row without its id"))?;
+            written.insert(id, item);
+        }
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(item) = written.remove(row.id) {
+                outcomes.push(WriteOutcome::Written(item));
+                continue;
+            }
+            let current = get_row(&mut *conn, schema, scope, row.id).await?;
+            outcomes.push(sql::miss_outcome(
+                Some(CasKind::Update),
+                current,
+                row.expected,
+            ));
+        }
+        Ok(outcomes)
+    }
+
     /// Run one row write of a group on `conn` with the stamp taken for it in advance, without a
     /// savepoint (`postgres/group.rs`). A write that matches no row answers what it answers
     /// alone and leaves its stamp unused (a gap in the clock, which only has to increase); any

@@ -539,6 +539,119 @@ pub(super) fn cas_update_sql(
     (sql, params)
 }
 
+/// One row of [`cas_update_rows_sql`].
+pub(super) struct SwapRow<'a> {
+    pub id: &'a str,
+    pub stamp: Stamp,
+    pub values: &'a [(String, SqlValue)],
+    pub expected: Option<&'a str>,
+}
+
+/// The alias of the table in [`cas_update_rows_sql`].
+const ROWS_TARGET: &str = "\"tablesync_t\"";
+/// The alias of its `VALUES` list.
+const ROWS_SOURCE: &str = "\"tablesync_v\"";
+
+/// [`cas_update_sql`] of several rows in one statement, on PostgreSQL (its group commit runs a
+/// group's consecutive updates so): `UPDATE … FROM (VALUES (…), (…))`, one `VALUES` row a write
+/// with its id, its expected version (NULL: any), its stamp and its values, each row updated
+/// only where its own compare-and-swap holds. Every row must carry values for the same columns,
+/// in the same order, as the first one, and a different id (one statement updates a row once).
+/// The returned rows come in no particular order: match them by id. String-id tables only.
+pub(super) fn cas_update_rows_sql(
+    schema: &TableSchema,
+    scope: &Scope,
+    rows: &[SwapRow<'_>],
+) -> (String, Vec<SqlValue>) {
+    let dialect = Dialect::Postgres;
+    let owner_column = schema.owner_column.as_deref();
+    fn assigned<'v>(
+        values: &'v [(String, SqlValue)],
+        owner_column: Option<&'v str>,
+    ) -> impl Iterator<Item = &'v (String, SqlValue)> {
+        values
+            .iter()
+            .filter(move |(name, _)| Some(name.as_str()) != owner_column)
+    }
+    let first: &[(String, SqlValue)] = rows.first().map_or(&[], |r| r.values);
+    // The source's columns: the id and expected version under names no system column has,
+    // then the stamp and values under their own names (a user column that clashes makes the
+    // statement fail, and the group then runs its writes one by one).
+    let mut source_columns = vec![
+        "\"tablesync_id\"".to_owned(),
+        "\"tablesync_expected\"".to_owned(),
+        "\"updatedAt\"".to_owned(),
+        "\"version\"".to_owned(),
+    ];
+    let mut sets = Vec::new();
+    for (name, _) in assigned(first, owner_column) {
+        let column = quote_ident(name);
+        sets.push(format!("{column} = {ROWS_SOURCE}.{column}"));
+        source_columns.push(column);
+    }
+    sets.push(format!("\"updatedAt\" = {ROWS_SOURCE}.\"updatedAt\""));
+    sets.push(format!("\"version\" = {ROWS_SOURCE}.\"version\""));
+    let mut params = Vec::new();
+    let mut tuples = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut cells = Vec::with_capacity(source_columns.len());
+        let mut push = |params: &mut Vec<SqlValue>, value: SqlValue, cast: Cast| {
+            params.push(value);
+            cells.push(dialect_param(dialect, params.len(), cast));
+        };
+        push(&mut params, SqlValue::Text(row.id.to_owned()), Cast::Text);
+        let expected = row
+            .expected
+            .map_or(SqlValue::Null, |v| SqlValue::Text(v.to_owned()));
+        push(&mut params, expected, Cast::Text);
+        push(
+            &mut params,
+            SqlValue::Timestamp(row.stamp.updated_at),
+            Cast::Timestamp,
+        );
+        push(
+            &mut params,
+            SqlValue::Text(row.stamp.version.clone()),
+            Cast::Text,
+        );
+        for (name, value) in assigned(row.values, owner_column) {
+            push(
+                &mut params,
+                value.clone(),
+                Cast::for_value(schema, name, value),
+            );
+        }
+        tuples.push(format!("({})", cells.join(", ")));
+    }
+    let owner = match owner_filter(schema, scope) {
+        OwnerFilter::Everything => String::new(),
+        OwnerFilter::Owner { column, user } => {
+            params.push(SqlValue::Text(user.to_owned()));
+            format!(
+                " AND {ROWS_TARGET}.{} = {}",
+                quote_ident(column),
+                dialect_param(dialect, params.len(), Cast::Text)
+            )
+        }
+        OwnerFilter::Nothing => " AND FALSE".to_owned(),
+    };
+    let returning = item_columns(schema)
+        .map(|(name, _)| format!("{ROWS_TARGET}.{}", quote_ident(name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE {} AS {ROWS_TARGET} SET {} FROM (VALUES {}) AS {ROWS_SOURCE} ({}) \
+         WHERE {ROWS_TARGET}.\"id\" = {ROWS_SOURCE}.\"tablesync_id\" AND {ROWS_TARGET}.\"deleted\" = FALSE \
+         AND ({ROWS_SOURCE}.\"tablesync_expected\" IS NULL OR {ROWS_TARGET}.\"version\" = {ROWS_SOURCE}.\"tablesync_expected\"){owner} \
+         RETURNING {returning}",
+        quote_ident(&schema.name),
+        sets.join(", "),
+        tuples.join(", "),
+        source_columns.join(", "),
+    );
+    (sql, params)
+}
+
 /// `DELETE FROM … WHERE id = ? AND deleted = false [AND version = ?] RETURNING <select list>`
 /// and its parameters.
 pub(super) fn hard_delete_sql(
@@ -1435,6 +1548,65 @@ mod tests {
             "{sql}"
         );
         assert_eq!(params.len(), 2);
+    }
+
+    #[test]
+    fn a_multi_row_update_checks_each_rows_version_and_owner_and_never_assigns_the_owner() {
+        let values = vec![
+            ("userId".to_owned(), SqlValue::Text("mallory".into())),
+            ("a".to_owned(), SqlValue::Text("v".into())),
+        ];
+        let later = Stamp {
+            updated_at: Timestamp::from_unix_millis(1_001),
+            version: "v3".into(),
+        };
+        let rows = [
+            SwapRow {
+                id: "r",
+                stamp: stamp(),
+                values: &values,
+                expected: Some("v1"),
+            },
+            SwapRow {
+                id: "s",
+                stamp: later,
+                values: &values,
+                expected: None,
+            },
+        ];
+        let (sql, params) = cas_update_rows_sql(&per_user(), &alice(), &rows);
+        assert_eq!(
+            sql,
+            "UPDATE \"T\" AS \"tablesync_t\" SET \"a\" = \"tablesync_v\".\"a\", \
+             \"updatedAt\" = \"tablesync_v\".\"updatedAt\", \"version\" = \"tablesync_v\".\"version\" \
+             FROM (VALUES ($1::text, $2::text, $3::timestamptz, $4::text, $5::text), \
+             ($6::text, $7::text, $8::timestamptz, $9::text, $10::text)) \
+             AS \"tablesync_v\" (\"tablesync_id\", \"tablesync_expected\", \"updatedAt\", \"version\", \"a\") \
+             WHERE \"tablesync_t\".\"id\" = \"tablesync_v\".\"tablesync_id\" AND \"tablesync_t\".\"deleted\" = FALSE \
+             AND (\"tablesync_v\".\"tablesync_expected\" IS NULL OR \"tablesync_t\".\"version\" = \"tablesync_v\".\"tablesync_expected\") \
+             AND \"tablesync_t\".\"userId\" = $11::text \
+             RETURNING \"tablesync_t\".\"id\", \"tablesync_t\".\"a\", \"tablesync_t\".\"due\", \"tablesync_t\".\"userId\", \
+             \"tablesync_t\".\"createdAt\", \"tablesync_t\".\"updatedAt\", \"tablesync_t\".\"version\", \"tablesync_t\".\"deleted\""
+        );
+        assert_eq!(
+            params,
+            vec![
+                SqlValue::Text("r".into()),
+                SqlValue::Text("v1".into()),
+                SqlValue::Timestamp(Timestamp::from_unix_millis(1_000)),
+                SqlValue::Text("v2".into()),
+                SqlValue::Text("v".into()),
+                SqlValue::Text("s".into()),
+                SqlValue::Null,
+                SqlValue::Timestamp(Timestamp::from_unix_millis(1_001)),
+                SqlValue::Text("v3".into()),
+                SqlValue::Text("v".into()),
+                SqlValue::Text("alice".into()),
+            ]
+        );
+        // A scope that does not fit the table matches nothing.
+        let (sql, _) = cas_update_rows_sql(&per_user(), &Scope::Shared, &rows);
+        assert!(sql.contains(" AND FALSE RETURNING"), "{sql}");
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //!   let go, and the 13 commit in **one** transaction (the metrics' commit count and sizes say
 //!   so exactly), each answered as the single route answers it: the 409/412 bodies are the
 //!   rows as stored, the winners' bodies are the rows as read back afterwards.
+//! * `updates_alike_share_one_statement_and_each_get_their_own_answer`: six updates of the same
+//!   columns queue in a known order (a good and a stale `If-Match`, a missing row, one without
+//!   `If-Match`, a deleted row, then the first row again with its old version); on PostgreSQL
+//!   the first five run as one `UPDATE … FROM (VALUES …)` (the multi-row metric counts five) and
+//!   the sixth, a second update of a row, after it; every answer is the single route's.
 //! * `a_read_does_not_wait_behind_twenty_queued_writers`: 20 writers (plain and keyed, so on
 //!   PostgreSQL they also hold every write connection) are queued behind the held lock; one read
 //!   through the server still answers 200 while all 20 are still waiting. Before the separate
@@ -351,6 +356,95 @@ async fn mixed_writes_in_one_group_each_get_their_own_answer(kind: StoreKind) {
     }
 }
 
+/// `tablesync_group_commit_multi_row_writes_total`.
+async fn multi_row_writes(s: &TestServer) -> f64 {
+    scrape(&s.base)
+        .await
+        .value("tablesync_group_commit_multi_row_writes_total", &[])
+}
+
+async fn updates_alike_share_one_statement_and_each_get_their_own_answer(kind: StoreKind) {
+    let s = server(kind).await;
+    let mut seeded = std::collections::HashMap::new();
+    for id in ["a", "b", "c", "d"] {
+        seeded.insert(id, s.insert_todo(id, id, false).await);
+    }
+    let gone = s
+        .req(Method::DELETE, "/tables/TodoItem/d")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    let (count0, sum0, _) = commits(&s).await;
+    let multi0 = multi_row_writes(&s).await;
+
+    let (lock, blocker) = blocked_writer(&s).await;
+    // Queued one at a time, so the group runs them in this order.
+    let updates = [
+        ("a", Some(etag(&seeded["a"]))),
+        ("b", Some("\"stale\"".to_owned())),
+        ("nobody", None),
+        ("c", None),
+        ("d", None),
+        ("a", Some(etag(&seeded["a"]))),
+    ];
+    let mut tasks = Vec::new();
+    for (i, (id, if_match)) in updates.iter().enumerate() {
+        tasks.push(request(
+            &s,
+            Method::PATCH,
+            &format!("/tables/TodoItem/{id}"),
+            if_match.as_deref(),
+            Some(json!({"text": format!("{id} {i}")})),
+        ));
+        until("the update is queued", || async {
+            queued(&s).await == (i + 1) as f64
+        })
+        .await;
+    }
+    release(lock).await;
+    assert_eq!(blocker.await.unwrap().status, 201);
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    // The blocker alone, then the six in one commit.
+    let (count, sum, _) = commits(&s).await;
+    assert_eq!(count - count0, 2.0, "commits");
+    assert_eq!(sum - sum0, 7.0, "writes committed");
+    let multi = multi_row_writes(&s).await - multi0;
+    match kind {
+        // The first five in one statement; the second update of a after it.
+        StoreKind::Postgres => assert_eq!(multi, 5.0, "writes in a multi-row statement"),
+        StoreKind::Sqlite => assert_eq!(multi, 0.0, "SQLite runs each write's own statement"),
+    }
+
+    // The good If-Match and the one without: 200, each the row as stored now.
+    let stored_a = s.get("/tables/TodoItem/a").await.body;
+    assert_eq!(answers[0].status, 200, "{:?}", answers[0].body);
+    answers[0].assert_etag_matches_body();
+    assert_eq!(answers[0].body["text"], "a 0");
+    assert_eq!(answers[0].body, stored_a);
+    assert_eq!(answers[3].status, 200, "{:?}", answers[3].body);
+    assert_eq!(answers[3].body["text"], "c 3");
+    assert_eq!(answers[3].body, s.get("/tables/TodoItem/c").await.body);
+    // The stale one: 412 carrying the row, untouched.
+    assert_eq!(answers[1].status, 412, "{:?}", answers[1].body);
+    assert_eq!(answers[1].body, seeded["b"]);
+    assert_eq!(s.get("/tables/TodoItem/b").await.body, seeded["b"]);
+    // The missing and the deleted row: 404, byte for byte what the route answers alone.
+    for (answer, id) in [(&answers[2], "nobody"), (&answers[4], "d")] {
+        let alone = s
+            .patch(&format!("/tables/TodoItem/{id}"), json!({"text": "z"}))
+            .await;
+        assert_eq!((answer.status, &answer.raw), (404, &alone.raw), "{id}");
+    }
+    // The second update of a, with the version the first one replaced: 412 carrying the row as
+    // the first update left it.
+    assert_eq!(answers[5].status, 412, "{:?}", answers[5].body);
+    assert_eq!(answers[5].body, stored_a);
+}
+
 async fn a_read_does_not_wait_behind_twenty_queued_writers(kind: StoreKind) {
     let s = server(kind).await;
     let seeded = s.insert_todo("seen", "seen", false).await;
@@ -464,5 +558,6 @@ async fn a_write_failing_in_the_database_fails_alone_in_its_group() {
 
 store_tests!(
     mixed_writes_in_one_group_each_get_their_own_answer,
+    updates_alike_share_one_statement_and_each_get_their_own_answer,
     a_read_does_not_wait_behind_twenty_queued_writers
 );

@@ -14,7 +14,10 @@
 //!   instead of four round trips a write (savepoint, stamp, write, release). Consecutive inserts
 //!   with the same columns on a string-id table share one multi-row `INSERT … ON CONFLICT DO
 //!   NOTHING RETURNING` (rows matched back by id, the first insert of an id winning, as one by
-//!   one). A write that matches
+//!   one); consecutive plain updates with the same columns and different ids share one
+//!   `UPDATE … FROM (VALUES …) RETURNING`, each `VALUES` row carrying its id, expected version
+//!   and stamp, so each row is still its own compare-and-swap (a second update of an id ends
+//!   the run and runs after it, as one by one). A write that matches
 //!   no row (409/412/404, an insert of a taken id) answers what it answers alone after one more
 //!   read, leaving its stamp unused: a gap in the clock, which only has to increase.
 //! * **The savepoint way** (any write of the fast way failed, or the guard is off): an error
@@ -42,6 +45,7 @@ use std::time::Instant;
 use tokio::sync::OwnedMutexGuard;
 
 use super::super::group::{GroupQueue, Pending};
+use super::super::sql::CasKind;
 use super::super::{Scope, StoreError, StoreErrorKind, StoreResult, WriteOutcome};
 use super::{classify, PostgresStore, RowWrite};
 use crate::config::IdType;
@@ -212,6 +216,8 @@ async fn fast(store: &PostgresStore, writes: &[&Write]) -> Fast {
         Err(_) => return retry(tx).await,
     };
     let mut results = Vec::with_capacity(writes.len());
+    // Writes carried by multi-row statements, counted once the group committed.
+    let mut multi_row = 0;
     let mut at = 0;
     while let Some(write) = writes.get(at) {
         // Any error: the transaction is unusable after a failed statement, and a write that
@@ -226,6 +232,21 @@ async fn fast(store: &PostgresStore, writes: &[&Write]) -> Fast {
                 Ok(outcomes) => results.extend(outcomes.into_iter().map(Ok)),
                 Err(_) => return retry(tx).await,
             }
+            multi_row += run;
+            at += run;
+            continue;
+        }
+        let run = updates_alike(&writes[at..]);
+        if run > 1 {
+            let run_stamps: Vec<_> = stamps.by_ref().take(run).collect();
+            match store
+                .update_stamped(&mut tx, &writes[at..at + run], run_stamps)
+                .await
+            {
+                Ok(outcomes) => results.extend(outcomes.into_iter().map(Ok)),
+                Err(_) => return retry(tx).await,
+            }
+            multi_row += run;
             at += run;
             continue;
         }
@@ -239,7 +260,10 @@ async fn fast(store: &PostgresStore, writes: &[&Write]) -> Fast {
     // A failed COMMIT may have committed or not: every write is answered with its error (the
     // outcome is unknown, as a single write's), never run again.
     match store.commit_write(tx, false).await {
-        Ok(()) => Fast::Done(results),
+        Ok(()) => {
+            store.commits.multi_row(multi_row);
+            Fast::Done(results)
+        }
         Err(e) => {
             tracing::error!("group commit: COMMIT failed: {e}");
             Fast::Done(results.into_iter().map(|_| Err(copy(&e))).collect())
@@ -265,6 +289,36 @@ fn inserts_alike(writes: &[&Write]) -> usize {
     1 + writes[1..]
         .iter()
         .take_while(|w| names(w).as_ref() == Some(&first))
+        .count()
+}
+
+/// How many writes from the start of `writes` are updates one `UPDATE … FROM (VALUES …)` can
+/// carry: plain updates (not a soft delete or an undelete) on a string-id table, each with the
+/// same columns in the same order as the first and an id no earlier one of them has (the
+/// statement updates a row once; a second update of it runs after, as it would alone).
+fn updates_alike(writes: &[&Write]) -> usize {
+    fn update(w: &Write) -> Option<(&str, Vec<&str>)> {
+        match &w.row {
+            RowWrite::Swap {
+                id,
+                values,
+                kind: CasKind::Update,
+                ..
+            } if w.table.id_type == IdType::String => Some((
+                id.as_str(),
+                values.iter().map(|(name, _)| name.as_str()).collect(),
+            )),
+            _ => None,
+        }
+    }
+    let Some((first_id, columns)) = writes.first().and_then(|w| update(w)) else {
+        return 0;
+    };
+    let mut ids = std::collections::HashSet::from([first_id]);
+    1 + writes[1..]
+        .iter()
+        .map_while(|w| update(w))
+        .take_while(|(id, names)| *names == columns && ids.insert(id))
         .count()
 }
 
