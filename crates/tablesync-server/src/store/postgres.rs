@@ -1451,42 +1451,20 @@ impl PostgresStore {
         writes: &[&group::Write],
         stamps: Vec<Stamp>,
     ) -> StoreResult<Vec<WriteOutcome>> {
-        let internal = |what: &str| {
-            StoreError::new(
-                StoreErrorKind::Internal,
-                format!("group commit: {what} in a multi-row insert"),
-            )
-        };
-        let Some(first) = writes.first() else {
+        const WHAT: &str = "insert";
+        let Some((schema, scope)) = multi_row_target(writes, stamps.len(), WHAT)? else {
             return Ok(Vec::new());
         };
-        let (schema, scope) = (&first.table, &first.scope);
-        if writes.len() != stamps.len() || schema.id_type != IdType::String {
-            return Err(internal("a missing stamp or an integer id"));
-        }
         let mut rows = Vec::with_capacity(writes.len());
         for (write, stamp) in writes.iter().zip(stamps) {
             let RowWrite::Insert { id, values } = &write.row else {
-                return Err(internal("a write that is not an insert"));
+                return Err(multi_row_error(WHAT, "a write that is not an insert"));
             };
             rows.push(sql::NewRow { id, stamp, values });
         }
         let (sql, params) =
             sql::insert_rows_sql(DIALECT, schema, scope, &rows, OnConflict::DoNothing);
-        let returned = bind_all(sqlx::query(&sql), &params)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| classify(&e))?;
-        let mut written = std::collections::HashMap::with_capacity(returned.len());
-        for row in &returned {
-            let item = read_item(row, schema)?;
-            let id = item
-                .get(tablesync_protocol::system::ID)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| internal("a returned row without its id"))?;
-            written.insert(id, item);
-        }
+        let mut written = returned_by_id(conn, schema, &sql, &params, WHAT).await?;
         let mut outcomes = Vec::with_capacity(rows.len());
         for row in &rows {
             if let Some(item) = written.remove(row.id) {
@@ -1518,19 +1496,10 @@ impl PostgresStore {
         writes: &[&group::Write],
         stamps: Vec<Stamp>,
     ) -> StoreResult<Vec<WriteOutcome>> {
-        let internal = |what: &str| {
-            StoreError::new(
-                StoreErrorKind::Internal,
-                format!("group commit: {what} in a multi-row update"),
-            )
-        };
-        let Some(first) = writes.first() else {
+        const WHAT: &str = "update";
+        let Some((schema, scope)) = multi_row_target(writes, stamps.len(), WHAT)? else {
             return Ok(Vec::new());
         };
-        let (schema, scope) = (&first.table, &first.scope);
-        if writes.len() != stamps.len() || schema.id_type != IdType::String {
-            return Err(internal("a missing stamp or an integer id"));
-        }
         let mut rows = Vec::with_capacity(writes.len());
         for (write, stamp) in writes.iter().zip(stamps) {
             let RowWrite::Swap {
@@ -1540,7 +1509,7 @@ impl PostgresStore {
                 expected,
             } = &write.row
             else {
-                return Err(internal("a write that is not an update"));
+                return Err(multi_row_error(WHAT, "a write that is not an update"));
             };
             rows.push(sql::SwapRow {
                 id,
@@ -1550,20 +1519,7 @@ impl PostgresStore {
             });
         }
         let (sql, params) = sql::cas_update_rows_sql(schema, scope, &rows);
-        let returned = bind_all(sqlx::query(&sql), &params)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| classify(&e))?;
-        let mut written = std::collections::HashMap::with_capacity(returned.len());
-        for row in &returned {
-            let item = read_item(row, schema)?;
-            let id = item
-                .get(tablesync_protocol::system::ID)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| internal("a returned row without its id"))?;
-            written.insert(id, item);
-        }
+        let mut written = returned_by_id(conn, schema, &sql, &params, WHAT).await?;
         let mut outcomes = Vec::with_capacity(rows.len());
         for row in &rows {
             if let Some(item) = written.remove(row.id) {
@@ -1681,6 +1637,56 @@ impl PostgresStore {
             }
         }
     }
+}
+
+/// The table and scope of a run of a group's writes that one multi-row statement (`what`:
+/// `insert`, `update`) carries, checked: a stamp for each write and a string-id table (an
+/// integer id comes back unknown, so a returned row could not be matched). None: no write.
+fn multi_row_target<'w>(
+    writes: &'w [&group::Write],
+    stamps: usize,
+    what: &str,
+) -> StoreResult<Option<(&'w TableSchema, &'w Scope)>> {
+    let Some(first) = writes.first() else {
+        return Ok(None);
+    };
+    if writes.len() != stamps || first.table.id_type != IdType::String {
+        return Err(multi_row_error(what, "a missing stamp or an integer id"));
+    }
+    Ok(Some((&first.table, &first.scope)))
+}
+
+/// A bug in how a group built a multi-row statement.
+fn multi_row_error(what: &str, problem: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Internal,
+        format!("group commit: {problem} in a multi-row {what}"),
+    )
+}
+
+/// Run a multi-row `… RETURNING <select list>` statement; the rows it wrote, by id.
+async fn returned_by_id(
+    conn: &mut PgConnection,
+    schema: &TableSchema,
+    sql: &str,
+    params: &[SqlValue],
+    what: &str,
+) -> StoreResult<std::collections::HashMap<String, Item>> {
+    let returned = bind_all(sqlx::query(sql), params)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify(&e))?;
+    let mut written = std::collections::HashMap::with_capacity(returned.len());
+    for row in &returned {
+        let item = read_item(row, schema)?;
+        let id = item
+            .get(tablesync_protocol::system::ID)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| multi_row_error(what, "a returned row without its id"))?;
+        written.insert(id, item);
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -222,27 +222,14 @@ async fn fast(store: &PostgresStore, writes: &[&Write]) -> Fast {
     while let Some(write) = writes.get(at) {
         // Any error: the transaction is unusable after a failed statement, and a write that
         // failed after its statement ran must not commit.
-        let run = inserts_alike(&writes[at..]);
-        if run > 1 {
-            let run_stamps: Vec<_> = stamps.by_ref().take(run).collect();
-            match store
-                .insert_stamped(&mut tx, &writes[at..at + run], run_stamps)
-                .await
-            {
-                Ok(outcomes) => results.extend(outcomes.into_iter().map(Ok)),
-                Err(_) => return retry(tx).await,
-            }
-            multi_row += run;
-            at += run;
-            continue;
-        }
-        let run = updates_alike(&writes[at..]);
-        if run > 1 {
-            let run_stamps: Vec<_> = stamps.by_ref().take(run).collect();
-            match store
-                .update_stamped(&mut tx, &writes[at..at + run], run_stamps)
-                .await
-            {
+        if let Some((statement, run)) = multi_row_run(&writes[at..]) {
+            let (run_writes, run_stamps) =
+                (&writes[at..at + run], stamps.by_ref().take(run).collect());
+            let ran = match statement {
+                MultiRow::Insert => store.insert_stamped(&mut tx, run_writes, run_stamps).await,
+                MultiRow::Update => store.update_stamped(&mut tx, run_writes, run_stamps).await,
+            };
+            match ran {
                 Ok(outcomes) => results.extend(outcomes.into_iter().map(Ok)),
                 Err(_) => return retry(tx).await,
             }
@@ -269,6 +256,25 @@ async fn fast(store: &PostgresStore, writes: &[&Write]) -> Fast {
             Fast::Done(results.into_iter().map(|_| Err(copy(&e))).collect())
         }
     }
+}
+
+/// A statement of several rows the fast way runs a run of a group's writes as.
+enum MultiRow {
+    /// `INSERT … VALUES (…), (…)` ([`inserts_alike`]).
+    Insert,
+    /// `UPDATE … FROM (VALUES (…), (…))` ([`updates_alike`]).
+    Update,
+}
+
+/// The statement and length of the run of two or more writes at the start of `writes` that one
+/// statement can carry, if any.
+fn multi_row_run(writes: &[&Write]) -> Option<(MultiRow, usize)> {
+    [
+        (MultiRow::Insert, inserts_alike(writes)),
+        (MultiRow::Update, updates_alike(writes)),
+    ]
+    .into_iter()
+    .find(|(_, run)| *run > 1)
 }
 
 /// How many writes from the start of `writes` are inserts one multi-row `INSERT` can carry: on
