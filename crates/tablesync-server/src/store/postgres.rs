@@ -60,7 +60,7 @@ use tablesync_protocol::odata::sql::{quote_ident, ColumnType, Dialect, SqlValue}
 use tablesync_protocol::time::Timestamp;
 
 use super::encode::Cell;
-use super::sql::{self, CasKind, ListSql, OnConflict, StoredTypes, CLOCK_TABLE, OWNER_CLOCK_TABLE};
+use super::sql::{self, CasKind, ListSql, StoredTypes, CLOCK_TABLE, OWNER_CLOCK_TABLE};
 use super::{
     BoxFuture, EncodedPage, ListPage, ListQuery, PageEncoder, Scope, Stamp, Store, StoreError,
     StoreErrorKind,
@@ -1018,15 +1018,7 @@ impl PostgresStore {
         let stamp = self.stamp(&mut tx, schema, scope).await?;
         // A concurrent insert of the same id may commit first: then nothing is inserted and the
         // stored row is read below.
-        let (sql, params) = sql::insert_sql(
-            DIALECT,
-            schema,
-            scope,
-            id,
-            stamp,
-            values,
-            OnConflict::DoNothing,
-        );
+        let (sql, params) = sql::insert_sql(DIALECT, schema, scope, id, stamp, values);
         if let Some(item) = returning(&mut tx, schema, &sql, &params).await? {
             self.commit_write(tx, nested).await?;
             return Ok(WriteOutcome::Written(item));
@@ -1462,8 +1454,7 @@ impl PostgresStore {
             };
             rows.push(sql::NewRow { id, stamp, values });
         }
-        let (sql, params) =
-            sql::insert_rows_sql(DIALECT, schema, scope, &rows, OnConflict::DoNothing);
+        let (sql, params) = sql::insert_rows_sql(DIALECT, schema, scope, &rows);
         let mut written = returned_by_id(conn, schema, &sql, &params, WHAT).await?;
         let mut outcomes = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -1556,15 +1547,7 @@ impl PostgresStore {
         match &write.row {
             RowWrite::Insert { id, values } => {
                 let stamp = stamp.ok_or_else(no_stamp)?;
-                let (sql, params) = sql::insert_sql(
-                    DIALECT,
-                    schema,
-                    scope,
-                    id,
-                    stamp,
-                    values,
-                    OnConflict::DoNothing,
-                );
+                let (sql, params) = sql::insert_sql(DIALECT, schema, scope, id, stamp, values);
                 if let Some(item) = returning(&mut *conn, schema, &sql, &params).await? {
                     return Ok(WriteOutcome::Written(item));
                 }

@@ -347,21 +347,15 @@ pub(super) fn sorts_by_id(order_sql: &str) -> bool {
         .any(|term| term.starts_with("\"id\" ASC") || term.starts_with("\"id\" DESC"))
 }
 
-/// What an insert does when the id is taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum OnConflict {
-    /// Nothing in the statement: the caller made sure the id is free (SQLite: checked in the
-    /// same `BEGIN IMMEDIATE` transaction, which no other writer can enter).
-    Fail,
-    /// `ON CONFLICT ("id") DO NOTHING`: the statement returns no row and the caller reads the
-    /// stored one (PostgreSQL, where a concurrent insert of the same id may commit first).
-    DoNothing,
-}
-
 /// An `INSERT … RETURNING <select list>` of a new row and its parameters: `id`, the stamp
 /// (`createdAt` = `updatedAt`), `deleted` false, the owner of a per-user table (from `scope`;
 /// a value for the owner column among `values` is dropped) and the given values. On an
 /// integer-id table `id` is not written (the database assigns it) and is ignored.
+///
+/// A taken id (per owner on a per-user table) is `ON CONFLICT … DO NOTHING`: the statement
+/// returns no row and the caller reads the stored one. Both stores insert first and look only
+/// then, because a taken id is rare; on PostgreSQL a concurrent insert of the same id may also
+/// commit first, which `DO NOTHING` waits for.
 pub(super) fn insert_sql(
     dialect: Dialect,
     schema: &TableSchema,
@@ -369,15 +363,8 @@ pub(super) fn insert_sql(
     id: &str,
     stamp: Stamp,
     values: &[(String, SqlValue)],
-    on_conflict: OnConflict,
 ) -> (String, Vec<SqlValue>) {
-    insert_rows_sql(
-        dialect,
-        schema,
-        scope,
-        &[NewRow { id, stamp, values }],
-        on_conflict,
-    )
+    insert_rows_sql(dialect, schema, scope, &[NewRow { id, stamp, values }])
 }
 
 /// One row of [`insert_rows_sql`].
@@ -396,7 +383,6 @@ pub(super) fn insert_rows_sql(
     schema: &TableSchema,
     scope: &Scope,
     rows: &[NewRow<'_>],
-    on_conflict: OnConflict,
 ) -> (String, Vec<SqlValue>) {
     let owner = match owner_filter(schema, scope) {
         OwnerFilter::Owner { column, user } => Some((column, user)),
@@ -451,12 +437,9 @@ pub(super) fn insert_rows_sql(
         }
         tuples.push(format!("({placeholders})"));
     }
-    let conflict = match (on_conflict, owner) {
-        (OnConflict::Fail, _) => String::new(),
-        (OnConflict::DoNothing, None) => " ON CONFLICT (\"id\") DO NOTHING".to_owned(),
-        (OnConflict::DoNothing, Some((column, _))) => {
-            format!(" ON CONFLICT ({}, \"id\") DO NOTHING", quote_ident(column))
-        }
+    let conflict = match owner {
+        None => " ON CONFLICT (\"id\") DO NOTHING".to_owned(),
+        Some((column, _)) => format!(" ON CONFLICT ({}, \"id\") DO NOTHING", quote_ident(column)),
     };
     let sql = format!(
         "INSERT INTO {} ({columns}) VALUES {}{conflict} RETURNING {}",
@@ -1195,13 +1178,12 @@ mod tests {
             "x",
             stamp(),
             &values,
-            OnConflict::Fail,
         );
         assert_eq!(
             sql,
             format!(
                 "INSERT INTO \"T\" (\"id\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\", \"a\", \"extra\") \
-                 VALUES (?1, ?2, ?2, ?3, 0, ?4, ?5) RETURNING {}",
+                 VALUES (?1, ?2, ?2, ?3, 0, ?4, ?5) ON CONFLICT (\"id\") DO NOTHING RETURNING {}",
                 sqlite_select()
             )
         );
@@ -1213,7 +1195,6 @@ mod tests {
             "x",
             stamp(),
             &values,
-            OnConflict::DoNothing,
         );
         assert_eq!(
             sql,
@@ -1443,13 +1424,7 @@ mod tests {
                 values: &values,
             },
         ];
-        let (sql, params) = insert_rows_sql(
-            Dialect::Postgres,
-            &per_user(),
-            &alice(),
-            &rows,
-            OnConflict::DoNothing,
-        );
+        let (sql, params) = insert_rows_sql(Dialect::Postgres, &per_user(), &alice(), &rows);
         assert!(
             sql.starts_with(
                 "INSERT INTO \"T\" (\"id\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\", \"userId\", \"a\") \
@@ -1478,21 +1453,14 @@ mod tests {
         );
         // One row: exactly the single insert.
         assert_eq!(
-            insert_rows_sql(
-                Dialect::Sqlite,
-                &per_user(),
-                &alice(),
-                &rows[..1],
-                OnConflict::Fail
-            ),
+            insert_rows_sql(Dialect::Sqlite, &per_user(), &alice(), &rows[..1]),
             insert_sql(
                 Dialect::Sqlite,
                 &per_user(),
                 &alice(),
                 "r1",
                 stamp(),
-                &values,
-                OnConflict::Fail
+                &values
             )
         );
     }
@@ -1511,7 +1479,6 @@ mod tests {
             "r",
             stamp(),
             &values,
-            OnConflict::DoNothing,
         );
         assert!(
             sql.starts_with(
