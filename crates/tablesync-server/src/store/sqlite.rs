@@ -902,7 +902,8 @@ fn insert_row(
     let tx = begin_write(conn, &stamping)?;
     let stamp = write_stamp(&tx, schema, scope, stamping)?;
     // Insert first and look only when the id turned out taken: a taken id is the rare case,
-    // and the lookup before every insert was a quarter of an insert's work on the writer.
+    // and the lookup before every insert was a quarter of an insert's own statements on the
+    // writer (its share of the commit aside).
     let (sql, params) = sql::insert_sql(DIALECT, schema, scope, id, stamp, values);
     if let Some(item) = returning(&tx, schema, &sql, &params)? {
         tx.commit().map_err(classify)?;
