@@ -258,6 +258,13 @@ pub struct StoreConfig {
     /// group runs the writes queued meanwhile at once instead of handing them to a new leader;
     /// the bound lets schema changes waiting for the writer in under a steady write load.
     pub group_commit_rounds_max: usize,
+    /// How long an SQLite list request (a page, a query) may run on the async worker that
+    /// received it, in microseconds, before it is stopped and run again from the start on the
+    /// blocking pool; 0 runs every list on the pool (PostgreSQL ignores it). A typical page
+    /// finishes well inside it and saves the two thread switches of the pool (a quarter of a
+    /// 1000-row page's server time); the bound is how long a slow query may hold up the other
+    /// connections of that worker, and the most work an overrun repeats.
+    pub sqlite_inline_list_budget_us: u64,
 }
 
 impl Default for StoreConfig {
@@ -276,6 +283,7 @@ impl Default for StoreConfig {
             group_commit_writes_max: 64,
             sqlite_statement_cache_max: 64,
             group_commit_rounds_max: 16,
+            sqlite_inline_list_budget_us: 2_000,
         }
     }
 }

@@ -190,6 +190,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                     continue;
                 };
                 let database = PgDatabase::create(admin_url)?;
+                notes.push(format!("{OURS_POSTGRES}: {}", pg_transport(admin_url)));
                 let db = Db::Postgres(database.url().to_string());
                 let measured = ours(database.url(), &args.server_log, None).and_then(|server| {
                     measure(
@@ -279,6 +280,30 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         );
     }
     Ok(clean)
+}
+
+/// How the PostgreSQL rows reached the database, for the notes under the table: the transport
+/// moves a 1000-row page by 15–20 % (BENCHMARKS.md), so a table says which one it measured.
+fn pg_transport(url: &str) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return "reached through an unparsable URL".to_owned();
+    };
+    let param = |name: &str| {
+        parsed
+            .query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    match param("host").filter(|host| host.starts_with('/')) {
+        Some(dir) => format!("database reached over its Unix socket in {dir} (no TCP, no TLS)"),
+        None => format!(
+            "database reached over TCP at {}:{}, sslmode={} (TLS when the server offers it, \
+             unless `disable`)",
+            parsed.host_str().unwrap_or("localhost"),
+            parsed.port().unwrap_or(5432),
+            param("sslmode").unwrap_or_else(|| "prefer".to_owned())
+        ),
+    }
 }
 
 /// Our `tablesync serve` with the server bench's tables.

@@ -6,9 +6,11 @@
 //!   their stamps taken together.
 //! * Reads use a small set of read-only connections; WAL lets them run beside the writer.
 //! * All database work is plain synchronous code run on `spawn_blocking`; a connection's mutex is
-//!   taken inside the blocking task and never held across an `.await`. The one exception is a
-//!   read by id (`point_read`): it runs inline on the async worker when a reader connection is
-//!   free, never waiting there (no lock wait, no busy handler), else on the blocking pool.
+//!   taken inside the blocking task and never held across an `.await`. The exceptions are reads
+//!   by id (`point_read`) and list requests (`bounded_read`): they run inline on the async
+//!   worker when a reader connection is free, never waiting there (no lock wait, no busy
+//!   handler), else on the blocking pool. A list runs inline for `sqlite_inline_list_budget_us`
+//!   at most (SQLite's progress handler stops it), then again on the pool.
 //!
 //! Storage per ARCHITECTURE.md: string/date `TEXT` (dates in wire form, so text order is time
 //! order), number `REAL`, boolean `INTEGER` 0/1; system columns `id TEXT PRIMARY KEY`,
@@ -65,6 +67,8 @@ struct Inner {
     next_reader: AtomicUsize,
     /// Every connection's busy timeout (`busy_timeout_ms`), put back after an inline read.
     busy: Duration,
+    /// How long a list may run inline (`sqlite_inline_list_budget_us`); zero: never inline.
+    inline_list_budget: Duration,
     commit_order_stamps: bool,
     /// Taken (asynchronously) by whoever uses the writer connection: a group commit, DDL, and
     /// an open batch transaction for its whole life, so no other write meets the writer
@@ -144,6 +148,7 @@ impl SqliteStore {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 busy,
+                inline_list_budget: Duration::from_micros(config.sqlite_inline_list_budget_us),
                 commit_order_stamps: config.commit_order_stamps,
                 group: group::Queue::new(
                     Arc::clone(&gate),
@@ -226,17 +231,38 @@ impl SqliteStore {
         T: Send + 'static,
         F: Fn(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        if let Some(result) = self.read_inline(&f) {
+        if let Some(result) = self.read_inline(&f, None) {
             return result;
         }
         self.read(move |conn| f(conn)).await
     }
 
-    /// [`SqliteStore::point_read`]'s inline attempt: None when every reader is taken or the
-    /// database was busy.
+    /// Run the read `f` (a list page or query, which may step many rows) inline like
+    /// [`SqliteStore::point_read`], but for `inline_list_budget` at most: SQLite's progress
+    /// handler stops a read that runs longer, which then runs again from the start on the
+    /// blocking pool, without a budget. A 1000-row page takes about a millisecond, and the two
+    /// thread switches of the pool were a quarter of that; the budget bounds how long one slow
+    /// query holds up the other tasks of its worker, and what an overrun does twice.
+    async fn bounded_read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let budget = self.inner.inline_list_budget;
+        if !budget.is_zero() {
+            if let Some(result) = self.read_inline(&f, Some(budget)) {
+                return result;
+            }
+        }
+        self.read(move |conn| f(conn)).await
+    }
+
+    /// The inline attempt of [`SqliteStore::point_read`] and [`SqliteStore::bounded_read`]:
+    /// None when every reader is taken, the database was busy, or `budget` ran out first.
     fn read_inline<T>(
         &self,
         f: &impl Fn(&mut Connection) -> StoreResult<T>,
+        budget: Option<Duration>,
     ) -> Option<StoreResult<T>> {
         let inner = &self.inner;
         let n = inner.readers.len();
@@ -252,17 +278,49 @@ impl SqliteStore {
             if conn.busy_timeout(Duration::ZERO).is_err() {
                 return None;
             }
+            let stopped = budget.map(|budget| stop_after(&conn, budget));
             let result = f(&mut conn);
+            if stopped.is_some() {
+                conn.progress_handler(0, None::<fn() -> bool>);
+            }
             if let Err(e) = conn.busy_timeout(inner.busy) {
                 return Some(Err(classify(e)));
             }
+            let overran = stopped.is_some_and(|flag| flag.load(Ordering::Relaxed));
             return match result {
                 Err(e) if e.kind == StoreErrorKind::Busy => None,
+                // Stopped by the budget (SQLite answers SQLITE_INTERRUPT): not the read's answer.
+                Err(_) if overran => None,
                 other => Some(other),
             };
         }
         None
     }
+}
+
+/// How many SQLite virtual-machine steps run between two looks at the clock of an inline read:
+/// a few microseconds of work, so a budget is kept to within that, and the clock is read some
+/// thirty times in a 1000-row page.
+const PROGRESS_STEPS: i32 = 1000;
+
+/// Install a progress handler on `conn` that stops the running statement once `budget` has
+/// passed (SQLite then answers `SQLITE_INTERRUPT`); the flag tells that it did. The caller
+/// removes the handler when the read is done.
+fn stop_after(conn: &Connection, budget: Duration) -> Arc<std::sync::atomic::AtomicBool> {
+    let deadline = Instant::now() + budget;
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&stopped);
+    conn.progress_handler(
+        PROGRESS_STEPS,
+        Some(move || {
+            let over = Instant::now() >= deadline;
+            if over {
+                flag.store(true, Ordering::Relaxed);
+            }
+            over
+        }),
+    );
+    stopped
 }
 
 /// `PRAGMA journal_mode = WAL`, retried while another process holds the file. SQLite does not
@@ -1071,7 +1129,7 @@ impl Store for SqliteStore {
         query: ListQuery,
     ) -> BoxFuture<'a, StoreResult<ListPage>> {
         let (table, scope) = (table.clone(), scope.clone());
-        Box::pin(self.read(move |conn| list_rows(conn, &table, &scope, &query)))
+        Box::pin(self.bounded_read(move |conn| list_rows(conn, &table, &scope, &query)))
     }
 
     fn explain_list<'a>(
@@ -1362,6 +1420,78 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind, StoreErrorKind::Query);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    /// A store whose lists may run inline for `budget_us` microseconds.
+    fn store_with_inline_budget(budget_us: u64) -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            sqlite_inline_list_budget_us: budget_us,
+            ..StoreConfig::default()
+        };
+        let store = SqliteStore::open(&dir.path().join("b.db"), &config).unwrap();
+        (dir, store)
+    }
+
+    /// A read that steps 300,000 rows (tens of milliseconds): far beyond a 1 ms budget.
+    fn slow_count(conn: &mut Connection) -> StoreResult<i64> {
+        conn.query_row(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) \
+             SELECT count(*) FROM c",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(classify)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_list_within_its_budget_runs_inline_and_without_a_budget_on_the_pool() {
+        let caller = std::thread::current().id();
+        for (budget_us, inline) in [(1_000_000, true), (0, false)] {
+            let (_dir, store) = store_with_inline_budget(budget_us);
+            let ran_on = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&ran_on);
+            let answer = store
+                .bounded_read(move |_| {
+                    seen.lock().unwrap().push(std::thread::current().id());
+                    Ok(7)
+                })
+                .await
+                .unwrap();
+            assert_eq!(answer, 7);
+            let ran_on = ran_on.lock().unwrap();
+            assert_eq!(ran_on.len(), 1, "budget {budget_us} µs: one run");
+            assert_eq!(ran_on[0] == caller, inline, "budget {budget_us} µs");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_list_that_overruns_its_budget_is_stopped_and_runs_again_on_the_pool() {
+        let (_dir, store) = store_with_inline_budget(1_000);
+        let caller = std::thread::current().id();
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&runs);
+        let count = store
+            .bounded_read(move |conn| {
+                let result = slow_count(conn);
+                seen.lock()
+                    .unwrap()
+                    .push((std::thread::current().id(), result.is_ok()));
+                result
+            })
+            .await
+            .unwrap();
+        // The whole count: the second run, on the pool, had no budget.
+        assert_eq!(count, 300_000);
+        let runs = runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 2, "stopped inline, then run again: {runs:?}");
+        assert_eq!(runs[0], (caller, false), "the inline run was stopped");
+        assert_ne!(runs[1].0, caller, "the second run was on the pool");
+        assert!(runs[1].1);
+        // No reader keeps the handler: the same slow read on each of them runs to the end.
+        for _ in 0..store.inner.readers.len() {
+            assert_eq!(store.read(slow_count).await.unwrap(), 300_000);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
