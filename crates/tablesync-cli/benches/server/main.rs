@@ -247,6 +247,17 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             m.server, m.rows, m.requests
         );
     }
+    for m in all.iter() {
+        if let Some(ms) = m.server_mean_ms {
+            println!(
+                "- {} on {}: {ms:.2} ms a request inside the server (its request-duration \
+                 histogram, mean), {:.2} ms p50 at the bench client",
+                m.operation,
+                m.server,
+                m.percentile_ms(50.0)
+            );
+        }
+    }
     if let Some(line) = end_to_end_pull(&all, &plan) {
         println!("- {line}");
     }

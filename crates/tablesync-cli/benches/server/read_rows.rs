@@ -307,6 +307,7 @@ pub fn limit(db: &Path, rows: usize, repeats: usize) -> anyhow::Result<Limit> {
             latencies,
             first_error: (errors > 0).then(|| "a pull missed rows".to_string()),
             anchor: None,
+            server_mean_ms: None,
         },
         decode_p50: median(parses),
         value_parse_p50: median(value_parses),

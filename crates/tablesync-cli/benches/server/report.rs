@@ -41,6 +41,10 @@ pub struct Measurement {
     /// The operation whose reference-server row this row's speed-up compares with, when it is
     /// not its own (ours without the index: the official server's query row); None: its own.
     pub anchor: Option<String>,
+    /// The server's own mean time per request over the phase, in milliseconds, from its
+    /// request-duration histogram on `/metrics` (ours only; None for the official server):
+    /// what the row's latency spends inside the server, against HTTP and the bench client.
+    pub server_mean_ms: Option<f64>,
 }
 
 impl Measurement {

@@ -222,15 +222,31 @@ pub async fn run(
     out.push(phase.into_measurement(QUERY_ROW, server, Rate::Requests));
 
     before_pulls()?;
-    for &top in &plan.official_pull_tops {
-        let label = format!("pull, official clients' way ($top={top})");
-        let phase = repeat_pull(&ctx, plan, Pull::Official { top }).await;
-        out.push(phase.into_measurement(&label, server, Rate::Rows));
+    let pulls = plan
+        .official_pull_tops
+        .iter()
+        .map(|&top| {
+            let label = format!("pull, official clients' way ($top={top})");
+            (label, Pull::Official { top })
+        })
+        .chain(std::iter::once((
+            format!(
+                "pull, keyset, our client's way ($top={})",
+                plan.keyset_pull_top
+            ),
+            Pull::Keyset {
+                top: plan.keyset_pull_top,
+            },
+        )));
+    for (label, pull) in pulls {
+        // Read outside the pull's timing: two scrapes of `/metrics` around it.
+        let before = list_durations(&ctx).await;
+        let phase = repeat_pull(&ctx, plan, pull).await;
+        let after = list_durations(&ctx).await;
+        let mut measurement = phase.into_measurement(&label, server, Rate::Rows);
+        measurement.server_mean_ms = mean_ms(before, after);
+        out.push(measurement);
     }
-    let top = plan.keyset_pull_top;
-    let label = format!("pull, keyset, our client's way ($top={top})");
-    let phase = repeat_pull(&ctx, plan, Pull::Keyset { top }).await;
-    out.push(phase.into_measurement(&label, server, Rate::Rows));
     Ok(out)
 }
 
@@ -442,8 +458,34 @@ impl Phase {
             latencies,
             first_error: self.tally.first_error,
             anchor: None,
+            server_mean_ms: None,
         }
     }
+}
+
+/// The sum (seconds) and count of our server's `list` request durations on the bench table so
+/// far, from `/metrics`; None when the server has no such histogram (the official server).
+async fn list_durations(ctx: &Ctx) -> Option<(f64, u64)> {
+    let base = ctx.table_url.strip_suffix(&format!("/tables/{TABLE}"))?;
+    let response = ctx.http.get(format!("{base}/metrics")).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let text = response.text().await.ok()?;
+    let labels = format!("{{table=\"{TABLE}\",operation=\"list\"}}");
+    let value = |name: &str| {
+        let prefix = format!("tablesync_http_request_duration_seconds_{name}{labels} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Some((value("sum")?, value("count")? as u64))
+}
+
+/// The server's mean time per list request between two [`list_durations`] readings, in ms.
+fn mean_ms(before: Option<(f64, u64)>, after: Option<(f64, u64)>) -> Option<f64> {
+    let ((sum0, n0), (sum1, n1)) = (before?, after?);
+    (n1 > n0).then(|| (sum1 - sum0) / (n1 - n0) as f64 * 1000.0)
 }
 
 /// Runs `count` operations with `concurrency` in flight: each worker takes the next index until
