@@ -307,13 +307,14 @@ const PROGRESS_STEPS: i32 = 1000;
 /// passed (SQLite then answers `SQLITE_INTERRUPT`); the flag tells that it did. The caller
 /// removes the handler when the read is done.
 fn stop_after(conn: &Connection, budget: Duration) -> Arc<std::sync::atomic::AtomicBool> {
-    let deadline = Instant::now() + budget;
+    // A budget too large for the clock (years, from a config value) never stops anything.
+    let deadline = Instant::now().checked_add(budget);
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = Arc::clone(&stopped);
     conn.progress_handler(
         PROGRESS_STEPS,
         Some(move || {
-            let over = Instant::now() >= deadline;
+            let over = deadline.is_some_and(|deadline| Instant::now() >= deadline);
             if over {
                 flag.store(true, Ordering::Relaxed);
             }
@@ -1447,7 +1448,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_list_within_its_budget_runs_inline_and_without_a_budget_on_the_pool() {
         let caller = std::thread::current().id();
-        for (budget_us, inline) in [(1_000_000, true), (0, false)] {
+        // u64::MAX µs does not fit the clock: inline, never stopped (and no overflow panic).
+        for (budget_us, inline) in [(1_000_000, true), (u64::MAX, true), (0, false)] {
             let (_dir, store) = store_with_inline_budget(budget_us);
             let ran_on = Arc::new(Mutex::new(Vec::new()));
             let seen = Arc::clone(&ran_on);
