@@ -81,6 +81,12 @@ struct Args {
     /// How often each full pull runs.
     #[arg(long, env = "TABLESYNC_BENCH_PULL_REPEATS", default_value_t = 5)]
     pull_repeats: usize,
+    /// Unmeasured full pulls of each kind before its measured repeats, so every server is in
+    /// its steady state: Node's JIT, and PostgreSQL, which plans a statement afresh for its
+    /// first five runs on each pooled connection (8 in flight opened about eight: 8 keyset
+    /// pulls run its filtered page statement 40 times).
+    #[arg(long, env = "TABLESYNC_BENCH_PULL_WARMUPS", default_value_t = 8)]
+    pull_warmups: usize,
     /// `$top` values of the official clients' pull, one row each (their default page is 50).
     #[arg(
         long,
@@ -161,6 +167,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         concurrency: args.concurrency.max(1),
         warmup: args.warmup,
         pull_repeats: args.pull_repeats.max(1),
+        pull_warmups: args.pull_warmups,
         official_pull_tops: args.official_pull_tops.clone(),
         keyset_pull_top: args.keyset_pull_top,
     };
@@ -421,7 +428,7 @@ fn machine_facts(plan: &Plan, seed: u64) -> String {
         .unwrap_or_else(|| "not found".into());
     format!(
         "{cores} cores available, {} {}, node {node}; rows {}, reads {}, updates {}, queries {}, \
-         {} in flight, seed {seed}, pulls repeated {}× (query filter: `{}`)",
+         {} in flight, seed {seed}, pulls repeated {}× after {} unmeasured (query filter: `{}`)",
         std::env::consts::OS,
         std::env::consts::ARCH,
         plan.rows,
@@ -430,6 +437,7 @@ fn machine_facts(plan: &Plan, seed: u64) -> String {
         plan.queries,
         plan.concurrency,
         plan.pull_repeats,
+        plan.pull_warmups,
         workload::QUERY_FILTER,
     )
 }

@@ -74,6 +74,8 @@ pub struct Plan {
     pub warmup: usize,
     /// How often each full pull runs (its numbers are the sum over the repeats).
     pub pull_repeats: usize,
+    /// Unmeasured full pulls of each kind before its repeats (a failed one counts as an error).
+    pub pull_warmups: usize,
     /// `$top` pages of the official clients' pull (their default is 50).
     pub official_pull_tops: Vec<u32>,
     /// `$top` of the keyset pull (our client's; 1000 is the official Node server's maximum).
@@ -543,9 +545,21 @@ enum Pull {
     Keyset { top: u32 },
 }
 
-/// Runs a full pull `plan.pull_repeats` times, checking each time that every row arrived.
+/// Runs a full pull `plan.pull_warmups` times unmeasured, then `plan.pull_repeats` times,
+/// checking each time that every row arrived (a warm-up that fails is an error of the phase).
 async fn repeat_pull(ctx: &Ctx, plan: &Plan, pull: Pull) -> Phase {
     let mut tally = Tally::default();
+    for _ in 0..plan.pull_warmups {
+        let mut warm = Tally::default();
+        let outcome = match pull {
+            Pull::Official { top } => pull_official(ctx, top, &mut warm).await,
+            Pull::Keyset { top } => pull_keyset(ctx, top, &mut warm).await,
+        };
+        match (outcome, warm.first_error) {
+            (Err(e), _) | (Ok(_), Some(e)) => tally.error(format!("warm-up pull: {e}")),
+            (Ok(_), None) => {}
+        }
+    }
     let mut delivered_rows = 0;
     let started = Instant::now();
     for _ in 0..plan.pull_repeats.max(1) {
