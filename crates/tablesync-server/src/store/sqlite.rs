@@ -279,10 +279,13 @@ impl SqliteStore {
                 return None;
             }
             let stopped = budget.map(|budget| stop_after(&conn, budget));
-            let result = f(&mut conn);
+            // The handler comes off even if `f` panics: a reader left with an expired deadline
+            // would stop every later read on it.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut conn)));
             if stopped.is_some() {
                 conn.progress_handler(0, None::<fn() -> bool>);
             }
+            let result = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             if let Err(e) = conn.busy_timeout(inner.busy) {
                 return Some(Err(classify(e)));
             }
@@ -1491,6 +1494,23 @@ mod tests {
         assert_ne!(runs[1].0, caller, "the second run was on the pool");
         assert!(runs[1].1);
         // No reader keeps the handler: the same slow read on each of them runs to the end.
+        for _ in 0..store.inner.readers.len() {
+            assert_eq!(store.read(slow_count).await.unwrap(), 300_000);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_inline_read_leaves_no_progress_handler_behind() {
+        let (_dir, store) = store_with_inline_budget(1_000);
+        let boom = |_: &mut Connection| -> StoreResult<()> { panic!("a read that panics") };
+        for _ in 0..store.inner.readers.len() {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                store.read_inline(&boom, Some(Duration::from_millis(1)))
+            }));
+            assert!(caught.is_err(), "the panic reaches the caller");
+        }
+        // Every deadline has passed: a handler left behind would stop these reads.
+        std::thread::sleep(Duration::from_millis(5));
         for _ in 0..store.inner.readers.len() {
             assert_eq!(store.read(slow_count).await.unwrap(), 300_000);
         }
