@@ -231,6 +231,10 @@ pub struct StoreConfig {
     /// connections skip it (sqlx pings each connection when it comes back to the pool), and a
     /// read that meets a dead one anyway runs once more on another. SQLite ignores it.
     pub read_pool_ping_idle_ms: u64,
+    /// A PostgreSQL read connection this old, in milliseconds, is closed and replaced before a
+    /// read would get it, so a database backend's caches do not grow for ever (sqlx's pool
+    /// closes its connections at 30 minutes too). SQLite ignores it.
+    pub read_pool_connection_lifetime_ms: u64,
     /// TEST ONLY (the multi-process torture test): hold every PostgreSQL write transaction open
     /// for a random 0..=N milliseconds after it took its stamp and before it commits, so that
     /// concurrent transactions take random lengths of time. 0 (the default) holds nothing; never
@@ -278,6 +282,7 @@ impl Default for StoreConfig {
             pool_connections_max: 10,
             read_pool_connections_max: 10,
             read_pool_ping_idle_ms: 1_000,
+            read_pool_connection_lifetime_ms: 1_800_000,
             write_hold_ms_max: 0,
             schema_refresh_ms: 1_000,
             group_commit_writes_max: 64,
@@ -806,6 +811,12 @@ format!(
             return invalid(
                 ConfigPlace::Key("store.read_pool_connections_max"),
                 "store.read_pool_connections_max must be at least 1".into(),
+            );
+        }
+        if self.store.read_pool_connection_lifetime_ms == 0 {
+            return invalid(
+                ConfigPlace::Key("store.read_pool_connection_lifetime_ms"),
+                "store.read_pool_connection_lifetime_ms must be at least 1".into(),
             );
         }
         let postgres = matches!(parse_database(&self.database)?, DatabaseTarget::Postgres(_));

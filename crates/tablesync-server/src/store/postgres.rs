@@ -40,8 +40,10 @@
 //!   ([`Wire`]), not through sqlx's per-value type check: a 1000-row page reads 7000 cells,
 //!   and the check cost more than the decoding. A page is encoded row by row as the rows
 //!   arrive ([`fetch_items`]), while the database sends the next ones.
-//! * **Pools.** sqlx pings a connection when it comes back to its pool; before a read gets one,
-//!   only a connection idle for `read_pool_ping_idle_ms` is pinged again, and a read that met a
+//! * **Pools.** Writes use sqlx's pool, which pings a connection when it comes back. Reads use
+//!   our own (`postgres/read_pool.rs`, on deadpool), which hands a finished read's connection
+//!   straight back: that ping was a second round trip for every read. Only a connection idle for
+//!   `read_pool_ping_idle_ms`, or one whose read did not finish, is pinged; a read that met a
 //!   dead connection runs once more on another.
 
 use std::borrow::Cow;
@@ -49,7 +51,6 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgTypeInfo,
     PgValueFormat,
@@ -73,6 +74,9 @@ use crate::table::{json_number, version_from_counter, Column, Item, TableSchema}
 mod batch_tx;
 mod group;
 mod notify;
+mod read_pool;
+
+use read_pool::{ReadConn, ReadPool, ReadPoolConfig};
 
 /// The SQL dialect of this store.
 const DIALECT: Dialect = Dialect::Postgres;
@@ -91,23 +95,13 @@ const UNORDERED_VERSION_SEQUENCE: &str = "tablesync_unordered_version_seq";
 /// Key of the advisory lock taken around DDL (an arbitrary constant: "tblsync" in ASCII).
 const DDL_LOCK_KEY: i64 = 0x0074_626c_7379_6e63;
 
-/// The read pool's options: a connection idle for at least `ping_idle`
-/// (`read_pool_ping_idle_ms`) is pinged before it is handed out. sqlx's own test pinged every
-/// one, a round trip to the database before every read, although sqlx already pings each
-/// connection when it comes back to the pool. A read that meets a connection that died anyway
-/// runs once more on another ([`is_connection_error`]). The write pool keeps sqlx's test: a
-/// write cannot simply run again.
-fn read_pool_options(ping_idle: Duration) -> PgPoolOptions {
-    PgPoolOptions::new()
-        .test_before_acquire(false)
-        .before_acquire(move |conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= ping_idle {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
+/// A read's connection after its statements ran: closed when the connection itself failed,
+/// else back to the pool as it is (a database error leaves it usable).
+fn release<T>(conn: ReadConn, result: &Result<T, sqlx::Error>) {
+    match result {
+        Err(e) if is_connection_error(e) => conn.close(),
+        _ => conn.finished(),
+    }
 }
 
 /// Whether `e` says the connection itself failed (closed, reset, TLS), not the statement: then
@@ -120,7 +114,7 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
 #[derive(Clone)]
 pub struct PostgresStore {
     /// Reads (`read_pool_connections_max`).
-    pool: PgPool,
+    reads: ReadPool,
     /// Writes, batches and DDL (`pool_connections_max`).
     write_pool: PgPool,
     /// Group commit queues, one per clock row in use.
@@ -183,12 +177,13 @@ impl PostgresStore {
                 ))
             }
         }
-        let pool = read_pool_options(Duration::from_millis(config.read_pool_ping_idle_ms))
-            .max_connections(config.read_pool_connections_max)
-            .acquire_timeout(wait)
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| cannot_connect(&e))?;
+        let reads = ReadPool::new(ReadPoolConfig {
+            options: options.clone(),
+            connections_max: config.read_pool_connections_max,
+            ping_idle: Duration::from_millis(config.read_pool_ping_idle_ms),
+            lifetime: Duration::from_millis(config.read_pool_connection_lifetime_ms),
+            wait,
+        })?;
         let write_pool = PgPoolOptions::new()
             .max_connections(config.pool_connections_max)
             .acquire_timeout(wait)
@@ -197,7 +192,7 @@ impl PostgresStore {
             .map_err(|e| cannot_connect(&e))?;
         let commits = GroupCommits::new();
         Ok(PostgresStore {
-            pool,
+            reads,
             write_pool,
             groups: std::sync::Arc::new(group::Groups::new(
                 config.group_commit_writes_max,
@@ -214,9 +209,9 @@ impl PostgresStore {
     }
 
     /// A connection from the pool, its wait recorded for the metrics.
-    async fn acquire(&self) -> StoreResult<PoolConnection<Postgres>> {
+    async fn acquire(&self) -> StoreResult<ReadConn> {
         let asked = Instant::now();
-        let conn = self.pool.acquire().await.map_err(|e| classify(&e))?;
+        let conn = self.reads.get().await?;
         self.wait.observe(asked.elapsed());
         Ok(conn)
     }
@@ -736,14 +731,14 @@ async fn add_columns(
 
 /// `EXPLAIN` of a list request, one plan line per line.
 async fn explain_list(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     schema: &TableSchema,
     scope: &Scope,
     query: &ListQuery,
 ) -> StoreResult<String> {
     let ListSql { sql, params, .. } = sql::list_sql(DIALECT, schema, scope, query);
     let rows = bind_all(sqlx::query(&format!("EXPLAIN {sql}")), &params)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
         .map_err(|e| classify(&e))?;
     let lines = rows
@@ -765,33 +760,33 @@ async fn list_rows(
         let mut retried = false;
         loop {
             let mut conn = store.acquire().await?;
-            match fetch_items(
+            let fetched = fetch_items(
                 &mut *conn,
                 schema,
                 &list,
                 query.select.as_deref(),
                 query.top,
             )
-            .await
-            {
+            .await;
+            match fetched {
                 Err(e) if !retried && is_connection_error(&e) => {
-                    conn.close_on_drop();
+                    conn.close();
                     retried = true;
                 }
-                Err(e) => return Err(classify(&e)),
-                Ok(items) => return Ok(ListPage { items, count: None }),
+                fetched => {
+                    release(conn, &fetched);
+                    let items = fetched.map_err(|e| classify(&e))?;
+                    return Ok(ListPage { items, count: None });
+                }
             }
         }
     }
-    // One snapshot for the page and the count. Its wait is timed with the BEGIN (see
-    // `begin_write`).
-    let asked = Instant::now();
-    let mut tx = store
-        .pool
+    // One snapshot for the page and the count.
+    let mut conn = store.acquire().await?;
+    let mut tx = conn
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(|e| classify(&e))?;
-    store.wait.observe(asked.elapsed());
     let items = fetch_items(&mut *tx, schema, &list, query.select.as_deref(), query.top)
         .await
         .map_err(|e| classify(&e))?;
@@ -801,6 +796,9 @@ async fn list_rows(
         .and_then(|r| r.try_get(0))
         .map_err(|e| classify(&e))?;
     tx.commit().await.map_err(|e| classify(&e))?;
+    // An early return above drops `conn` unfinished: it is pinged, which flushes the
+    // transaction's queued ROLLBACK, before it is pooled again.
+    conn.finished();
     Ok(ListPage {
         items,
         count: Some(u64::try_from(n).unwrap_or(0)),
@@ -1112,19 +1110,20 @@ impl Store for PostgresStore {
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
             let pooled = tokio::time::timeout(timeout, async {
-                let mut conn = self.pool.acquire().await?;
-                sqlx::query("SELECT 1").execute(&mut *conn).await
+                // A pool that cannot hand out a connection is diagnosed below.
+                let Ok(mut conn) = self.reads.get().await else {
+                    return None;
+                };
+                let answered = sqlx::query("SELECT 1").execute(&mut *conn).await;
+                release(conn, &answered);
+                Some(answered)
             })
             .await;
             match pooled {
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Some(Ok(_))) => return Ok(()),
                 // A pooled connection that died (`read_pool_ping_idle_ms` spares a busy one the
                 // ping) is diagnosed like an unreachable pool: with a connection of its own.
-                Ok(Err(e))
-                    if !matches!(e, sqlx::Error::PoolTimedOut) && !is_connection_error(&e) =>
-                {
-                    return Err(classify(&e))
-                }
+                Ok(Some(Err(e))) if !is_connection_error(&e) => return Err(classify(&e)),
                 _ => {}
             }
             match tokio::time::timeout(timeout, PgConnection::connect_with(&self.options)).await {
@@ -1143,7 +1142,7 @@ impl Store for PostgresStore {
                         format!(
                             "no pooled connection was free within {} ms (all {} in use)",
                             timeout.as_millis(),
-                            self.pool.size()
+                            self.reads.status().0
                         ),
                     ))
                 }
@@ -1152,11 +1151,12 @@ impl Store for PostgresStore {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        let in_use = |pool: &PgPool| u64::from(pool.size()).saturating_sub(pool.num_idle() as u64);
-        let max = |pool: &PgPool| u64::from(pool.options().get_max_connections());
+        let write_in_use =
+            u64::from(self.write_pool.size()).saturating_sub(self.write_pool.num_idle() as u64);
+        let write_max = u64::from(self.write_pool.options().get_max_connections());
         PoolStatus {
-            in_use: in_use(&self.pool) + in_use(&self.write_pool),
-            max: max(&self.pool) + max(&self.write_pool),
+            in_use: self.reads.status().1 + write_in_use,
+            max: self.reads.max() + write_max,
         }
     }
 
@@ -1201,9 +1201,11 @@ impl Store for PostgresStore {
 
     fn columns<'a>(&'a self, table: &'a TableSchema) -> BoxFuture<'a, StoreResult<Vec<Column>>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(|e| classify(&e))?;
+            let mut conn = self.acquire().await?;
+            let mut tx = conn.begin().await.map_err(|e| classify(&e))?;
             let stored = stored_columns(&mut tx, &table.name).await?;
             tx.commit().await.map_err(|e| classify(&e))?;
+            conn.finished();
             let mut out = table.columns.clone();
             out.extend(sql::extra_columns(table, &stored, &TYPES)?);
             Ok(out)
@@ -1221,15 +1223,18 @@ impl Store for PostgresStore {
             let mut retried = false;
             let row = loop {
                 let mut conn = self.acquire().await?;
-                match bind_all(sqlx::query(&sql), &params)
+                let fetched = bind_all(sqlx::query(&sql), &params)
                     .fetch_optional(&mut *conn)
-                    .await
-                {
+                    .await;
+                match fetched {
                     Err(e) if !retried && is_connection_error(&e) => {
-                        conn.close_on_drop();
+                        conn.close();
                         retried = true;
                     }
-                    other => break other.map_err(|e| classify(&e))?,
+                    fetched => {
+                        release(conn, &fetched);
+                        break fetched.map_err(|e| classify(&e))?;
+                    }
                 }
             };
             row.map(|r| read_item(&r, table)).transpose()
@@ -1251,7 +1256,12 @@ impl Store for PostgresStore {
         scope: &'a Scope,
         query: ListQuery,
     ) -> BoxFuture<'a, StoreResult<String>> {
-        Box::pin(async move { explain_list(&self.pool, table, scope, &query).await })
+        Box::pin(async move {
+            let mut conn = self.acquire().await?;
+            let explained = explain_list(&mut conn, table, scope, &query).await;
+            conn.finished();
+            explained
+        })
     }
 
     fn insert<'a>(

@@ -27,12 +27,13 @@ pub async fn announce(store: &PostgresStore, tables: &[String]) -> StoreResult<(
         .map(|t| format!("{} {t}", store.sender))
         .collect();
     let mut conn = store.acquire().await?;
-    sqlx::query("SELECT pg_notify($1::text, p) FROM unnest($2::text[]) AS p")
+    let sent = sqlx::query("SELECT pg_notify($1::text, p) FROM unnest($2::text[]) AS p")
         .bind(CHANNEL)
         .bind(&payloads)
         .execute(&mut *conn)
-        .await
-        .map_err(|e| classify(&e))?;
+        .await;
+    super::release(conn, &sent);
+    sent.map_err(|e| classify(&e))?;
     Ok(())
 }
 
