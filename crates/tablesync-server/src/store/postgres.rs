@@ -99,15 +99,29 @@ const DDL_LOCK_KEY: i64 = 0x0074_626c_7379_6e63;
 /// else back to the pool as it is (a database error leaves it usable).
 fn release<T>(conn: ReadConn, result: &Result<T, sqlx::Error>) {
     match result {
-        Err(e) if is_connection_error(e) => conn.close(),
+        Err(e) if is_connection_error(e) => conn.connection_failed(),
         _ => conn.finished(),
     }
 }
 
-/// Whether `e` says the connection itself failed (closed, reset, TLS), not the statement: then
-/// nothing of a read was answered, and it can run again on another connection.
+/// Whether `e` says the connection itself failed, not the statement: then nothing of a read
+/// was answered, and it can run again on another connection. Closed, reset or TLS errors, and
+/// the database ending the session ([`is_session_ended`]).
 fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_session_ended(&code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATEs with which PostgreSQL ends a session: class 08 (connection exception) and
+/// 57P01–57P03 (the server shutting down or restarting, an operator's
+/// `pg_terminate_backend`, not accepting connections yet). A restart or a failover sends
+/// 57P01 to every connection before closing it, so a pooled connection's next statement reads
+/// that error, not an I/O error.
+fn is_session_ended(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || matches!(sqlstate, "57P01" | "57P02" | "57P03")
 }
 
 /// A PostgreSQL database shared by any number of server processes.
@@ -346,6 +360,8 @@ fn classify(e: &sqlx::Error) -> StoreError {
             match code.as_ref() {
                 // serialization failure, deadlock, lock_timeout, statement timeout, too many connections
                 "40001" | "40P01" | "55P03" | "57014" | "53300" => StoreErrorKind::Busy,
+                // the session ended (a restart, a failover): the client may try again (503)
+                c if is_session_ended(c) => StoreErrorKind::Busy,
                 // data exceptions (overflow, bad value, division by zero) come from values the
                 // request supplied; program limits (54: statement too complex, too many
                 // columns/arguments) from its size.
@@ -756,49 +772,57 @@ async fn list_rows(
     query: &ListQuery,
 ) -> StoreResult<ListPage> {
     let list = sql::list_sql(DIALECT, schema, scope, query);
-    if !query.count {
-        let mut retried = false;
-        loop {
-            let mut conn = store.acquire().await?;
-            let fetched = fetch_items(
-                &mut *conn,
-                schema,
-                &list,
-                query.select.as_deref(),
-                query.top,
-            )
-            .await;
-            match fetched {
-                Err(e) if !retried && is_connection_error(&e) => {
-                    conn.close();
-                    retried = true;
+    let select = query.select.as_deref();
+    let mut retried = false;
+    loop {
+        let mut conn = store.acquire().await?;
+        let fetched = if query.count {
+            page_and_count(&mut conn, schema, &list, select, query.top).await
+        } else {
+            fetch_items(&mut *conn, schema, &list, select, query.top)
+                .await
+                .map(|items| ListPage { items, count: None })
+        };
+        match fetched {
+            // Read-only, so it can run again; on a new connection (`connection_failed`).
+            Err(e) if !retried && is_connection_error(&e) => {
+                conn.connection_failed();
+                retried = true;
+            }
+            fetched => {
+                match &fetched {
+                    Err(e) if is_connection_error(e) => conn.connection_failed(),
+                    // The count's transaction ended in an error has its ROLLBACK only queued:
+                    // dropped unfinished, the connection is pinged, which sends it, before a
+                    // read gets it again.
+                    Err(_) if query.count => drop(conn),
+                    _ => conn.finished(),
                 }
-                fetched => {
-                    release(conn, &fetched);
-                    let items = fetched.map_err(|e| classify(&e))?;
-                    return Ok(ListPage { items, count: None });
-                }
+                return fetched.map_err(|e| classify(&e));
             }
         }
     }
-    // One snapshot for the page and the count.
-    let mut conn = store.acquire().await?;
+}
+
+/// A page and the count of all matching rows, from one snapshot (a REPEATABLE READ read-only
+/// transaction). An error drops the transaction before its commit; sqlx only queues its
+/// ROLLBACK (see `list_rows` for who sends it).
+async fn page_and_count(
+    conn: &mut PgConnection,
+    schema: &TableSchema,
+    list: &ListSql,
+    select: Option<&[String]>,
+    top: u64,
+) -> Result<ListPage, sqlx::Error> {
     let mut tx = conn
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(|e| classify(&e))?;
-    let items = fetch_items(&mut *tx, schema, &list, query.select.as_deref(), query.top)
-        .await
-        .map_err(|e| classify(&e))?;
+        .await?;
+    let items = fetch_items(&mut *tx, schema, list, select, top).await?;
     let n: i64 = bind_all(sqlx::query(&list.count_sql), list.count_params())
         .fetch_one(&mut *tx)
         .await
-        .and_then(|r| r.try_get(0))
-        .map_err(|e| classify(&e))?;
-    tx.commit().await.map_err(|e| classify(&e))?;
-    // An early return above drops `conn` unfinished: it is pinged, which flushes the
-    // transaction's queued ROLLBACK, before it is pooled again.
-    conn.finished();
+        .and_then(|r| r.try_get(0))?;
+    tx.commit().await?;
     Ok(ListPage {
         items,
         count: Some(u64::try_from(n).unwrap_or(0)),
@@ -1228,7 +1252,7 @@ impl Store for PostgresStore {
                     .await;
                 match fetched {
                     Err(e) if !retried && is_connection_error(&e) => {
-                        conn.close();
+                        conn.connection_failed();
                         retried = true;
                     }
                     fetched => {

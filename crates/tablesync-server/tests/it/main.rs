@@ -56,6 +56,7 @@ mod openapi;
 mod per_user;
 mod portable;
 mod query;
+mod reconnect;
 mod review;
 mod review2;
 mod schema;

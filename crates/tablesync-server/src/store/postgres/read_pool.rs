@@ -18,7 +18,8 @@
 //!   that long.)
 //! * **A connection that died while idle** (a database restart): before a read gets one idle
 //!   for `read_pool_ping_idle_ms` or longer, it is pinged, and replaced if that fails. A read that
-//!   meets a dead connection anyway runs once more on another (`is_connection_error`).
+//!   meets a dead connection anyway closes it and every idle one ([`ReadConn::connection_failed`])
+//!   and runs once more, on a new connection (`is_connection_error`).
 //! * **Old connections** are closed and replaced once `read_pool_connection_lifetime_ms` old,
 //!   as sqlx's 30-minute default did, so a backend's caches do not grow for ever.
 //!
@@ -196,7 +197,7 @@ impl ReadPool {
 
 /// A read's connection. Call [`ReadConn::finished`] once the read's statements ran to their end
 /// (answered or failed with a database error): it goes straight back to the pool. Dropped any
-/// other way it is pinged first (see the module docs); [`ReadConn::close`] closes it.
+/// other way it is pinged first (see the module docs); [`ReadConn::connection_failed`] closes it.
 pub(super) struct ReadConn {
     conn: Option<Object<Connector>>,
     finished: bool,
@@ -208,9 +209,14 @@ impl ReadConn {
         self.finished = true;
     }
 
-    /// The connection failed: close it instead of pooling it.
-    pub fn close(mut self) {
+    /// The connection failed: close it, and every idle one with it. Most often the database
+    /// ended them all (a restart, a failover), and a read that runs again after this one must
+    /// not meet the next dead connection: the pool opens a new one instead.
+    pub fn connection_failed(mut self) {
         if let Some(conn) = self.conn.take() {
+            if let Some(pool) = Object::pool(&conn) {
+                pool.retain(|_, _| false);
+            }
             drop(Object::take(conn));
         }
     }
@@ -431,11 +437,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_connection_is_not_pooled_again() {
-        let (_db, pool, _watcher) = one_connection_pool(Duration::from_secs(3600)).await;
-        let conn = pool.get().await.unwrap();
-        conn.close();
-        assert_eq!(pool.status(), (0, 0));
+    async fn a_failed_connection_is_closed_with_every_idle_one() {
+        let db = TestDatabase::create(StoreKind::Postgres).await.unwrap();
+        let pool = ReadPool::new(ReadPoolConfig {
+            options: PgConnectOptions::from_str(db.url()).unwrap(),
+            connections_max: 3,
+            ping_idle: Duration::from_secs(3600),
+            lifetime: Duration::from_secs(3600),
+            wait: Duration::from_secs(10),
+        })
+        .unwrap();
+        let (a, b, c) = (
+            pool.get().await.unwrap(),
+            pool.get().await.unwrap(),
+            pool.get().await.unwrap(),
+        );
+        b.finished();
+        c.finished();
+        assert_eq!(pool.status(), (3, 1));
+        a.connection_failed();
+        assert_eq!(
+            pool.status(),
+            (0, 0),
+            "the failed one and both idle ones are closed"
+        );
         let mut conn = pool.get().await.unwrap();
         let one: i32 = sqlx::query_scalar("SELECT 1")
             .fetch_one(&mut *conn)
