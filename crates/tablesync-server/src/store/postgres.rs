@@ -791,12 +791,11 @@ async fn list_rows(
             }
             fetched => {
                 match &fetched {
-                    Err(e) if is_connection_error(e) => conn.connection_failed(),
                     // The count's transaction ended in an error has its ROLLBACK only queued:
                     // dropped unfinished, the connection is pinged, which sends it, before a
                     // read gets it again.
-                    Err(_) if query.count => drop(conn),
-                    _ => conn.finished(),
+                    Err(e) if query.count && !is_connection_error(e) => drop(conn),
+                    _ => release(conn, &fetched),
                 }
                 return fetched.map_err(|e| classify(&e));
             }
@@ -1166,7 +1165,7 @@ impl Store for PostgresStore {
                         format!(
                             "no pooled connection was free within {} ms (all {} in use)",
                             timeout.as_millis(),
-                            self.reads.status().0
+                            self.reads.status().open
                         ),
                     ))
                 }
@@ -1179,7 +1178,7 @@ impl Store for PostgresStore {
             u64::from(self.write_pool.size()).saturating_sub(self.write_pool.num_idle() as u64);
         let write_max = u64::from(self.write_pool.options().get_max_connections());
         PoolStatus {
-            in_use: self.reads.status().1 + write_in_use,
+            in_use: self.reads.status().in_use + write_in_use,
             max: self.reads.max() + write_max,
         }
     }

@@ -183,16 +183,26 @@ impl ReadPool {
     }
 
     /// Connections open, and of them in use by a read.
-    pub fn status(&self) -> (u64, u64) {
+    pub fn status(&self) -> ReadPoolStatus {
         let status = self.pool.status();
-        let size = status.size as u64;
-        (size, size.saturating_sub(status.available as u64))
+        let open = status.size as u64;
+        ReadPoolStatus {
+            open,
+            in_use: open.saturating_sub(status.available as u64),
+        }
     }
 
     /// `read_pool_connections_max`.
     pub fn max(&self) -> u64 {
         self.pool.status().max_size as u64
     }
+}
+
+/// How many read connections are open, and how many of them a read holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ReadPoolStatus {
+    pub open: u64,
+    pub in_use: u64,
 }
 
 /// A read's connection. Call [`ReadConn::finished`] once the read's statements ran to their end
@@ -363,7 +373,11 @@ mod tests {
             "the dropped transaction is over"
         );
         conn.finished();
-        assert_eq!(pool.status(), (1, 0), "the same connection, pooled again");
+        assert_eq!(
+            pool.status(),
+            ReadPoolStatus { open: 1, in_use: 0 },
+            "the same connection, pooled again"
+        );
     }
 
     #[tokio::test]
@@ -390,7 +404,7 @@ mod tests {
             "no row of the abandoned read is left in the way"
         );
         conn.finished();
-        assert_eq!(pool.status(), (1, 0));
+        assert_eq!(pool.status(), ReadPoolStatus { open: 1, in_use: 0 });
     }
 
     #[tokio::test]
@@ -454,11 +468,11 @@ mod tests {
         );
         b.finished();
         c.finished();
-        assert_eq!(pool.status(), (3, 1));
+        assert_eq!(pool.status(), ReadPoolStatus { open: 3, in_use: 1 });
         a.connection_failed();
         assert_eq!(
             pool.status(),
-            (0, 0),
+            ReadPoolStatus { open: 0, in_use: 0 },
             "the failed one and both idle ones are closed"
         );
         let mut conn = pool.get().await.unwrap();
