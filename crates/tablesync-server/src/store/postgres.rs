@@ -164,7 +164,9 @@ impl PostgresStore {
             .application_name("tablesync")
             // A writer queued behind the clock row (or DDL) gives up after the busy timeout
             // instead of waiting for ever; the client gets 503 and retries.
-            .options([("lock_timeout", config.busy_timeout_ms)]);
+            .options([("lock_timeout", config.busy_timeout_ms)])
+            // The planner's cost of a random page read (`pg_random_page_cost`): see the config.
+            .options([("random_page_cost", config.pg_random_page_cost)]);
         let wait = Duration::from_millis(config.busy_timeout_ms);
         let cannot_connect = |e: &sqlx::Error| {
             StoreError::new(

@@ -277,3 +277,63 @@ crate::store_tests!(
     pull_queries_are_index_scans,
     per_user_pulls_are_index_range_reads_within_the_owner
 );
+
+/// The last full page of an official-way pull (`$top=1000` with about 1000 rows left) on a
+/// PostgreSQL table where a fifth of the rows were updated: with the server's
+/// `pg_random_page_cost` (1.1) an in-order index range read; with PostgreSQL's own default (4),
+/// the same page on the same data is planned as a sequential scan and a sort, which is what
+/// this data is for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_page_of_a_pull_is_an_index_read_with_the_servers_page_cost() {
+    use sqlx::Connection;
+    let db = crate::fresh_database(StoreKind::Postgres).await;
+    let ours = Server::open(Config::default_todo().with_database(db.url()))
+        .await
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    for statement in [
+        // 5000 rows 1 ms apart, as inserts leave them, then 1000 of them updated (new row
+        // versions at the end of the heap, later stamps), then fresh statistics.
+        "INSERT INTO \"TodoItem\" (\"id\", \"text\", \"complete\", \"createdAt\", \"updatedAt\", \"version\", \"deleted\") \
+         SELECT md5(i::text)::uuid::text, 'item ' || i, i % 2 = 1, ts, ts, 'AAAAAAAAAAE=', false \
+         FROM (SELECT i, timestamptz '2024-01-01T00:00:00Z' + i * interval '1 millisecond' AS ts \
+               FROM generate_series(1, 5000) i) s",
+        "UPDATE \"TodoItem\" t SET \"text\" = t.\"text\" || ' edited', \"version\" = 'AAAAAAAAAAF=', \
+         \"updatedAt\" = timestamptz '2024-01-02T00:00:00Z' + u.n * interval '1 millisecond' \
+         FROM (SELECT \"id\", row_number() OVER (ORDER BY \"id\") AS n FROM \"TodoItem\" \
+               ORDER BY \"id\" LIMIT 1000) u WHERE t.\"id\" = u.\"id\"",
+        "ANALYZE \"TodoItem\"",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    // The token that leaves 1010 rows: the official clients' page before the last.
+    let token: String = sqlx::query_scalar(
+        "SELECT to_char(\"updatedAt\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
+         FROM \"TodoItem\" ORDER BY \"updatedAt\" OFFSET 3990 LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let query = format!(
+        "$filter={}&$orderby=updatedAt&$top=1000&__includeDeleted=true",
+        enc(&format!("updatedAt ge datetimeoffset'{token}'"))
+    );
+    let plan = ours.explain_list("TodoItem", &query).await.unwrap();
+    println!("--- with the server's pg_random_page_cost:\n{plan}\n");
+
+    let mut database_default = Config::default_todo().with_database(db.url());
+    database_default.store.pg_random_page_cost = 4.0;
+    let theirs = Server::open(database_default).await.unwrap();
+    let default_plan = theirs.explain_list("TodoItem", &query).await.unwrap();
+    println!("--- with PostgreSQL's default random_page_cost (4):\n{default_plan}\n");
+
+    assert!(
+        is_ordered_seek(StoreKind::Postgres, &plan)
+            && !scans_whole_table(StoreKind::Postgres, &plan),
+        "the page is not an in-order index range read:\n{plan}"
+    );
+    assert!(
+        scans_whole_table(StoreKind::Postgres, &default_plan),
+        "the data no longer shows the difference (PostgreSQL's default also reads the index):\n{default_plan}"
+    );
+}
