@@ -1254,6 +1254,20 @@ mod tests {
         .unwrap();
         assert_eq!(config.store.read_pool_connections_max, 4);
         assert_eq!(config.store.group_commit_writes_max, 1);
+        for cost in ["0", "-1.5", "nan", "inf"] {
+            let err = Config::from_toml_str(&format!("[store]\npg_random_page_cost = {cost}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("store.pg_random_page_cost must be a number above 0"),
+                "{cost}: {err}"
+            );
+        }
+        for cost in ["4", "4.0"] {
+            let config =
+                Config::from_toml_str(&format!("[store]\npg_random_page_cost = {cost}")).unwrap();
+            assert_eq!(config.store.pg_random_page_cost, 4.0, "{cost}");
+        }
         for key in ["read_pool_connections_max", "group_commit_writes_max"] {
             let err = Config::from_toml_str(&format!("[store]\n{key} = 0"))
                 .unwrap_err()

@@ -2,6 +2,8 @@
 //! SQLite, `EXPLAIN` on PostgreSQL) for exactly the SQL the server runs, over enough rows that a
 //! sequential scan would be the planner's choice if the index did not fit, after `ANALYZE` (no
 //! `enable_seqscan = off` tricks). The plans are printed (`cargo test -- --nocapture` shows them).
+//! On PostgreSQL that holds with the server's `pg_random_page_cost` (1.1): the last test shows a
+//! pull's last full page planned as a sequential scan and a sort with PostgreSQL's default (4).
 
 use tablesync_server::{Config, Server};
 
