@@ -10,8 +10,8 @@
 //!
 //! What the ping was for, and how this pool covers it:
 //! * **A read that did not finish** (its request was cancelled while it ran, or it returned
-//!   early on an error inside its transaction): the
-//!   connection may hold unread rows or a queued `ROLLBACK`. A [`ReadConn`] that is dropped
+//!   early on an error inside its transaction): the connection may hold unread rows or a
+//!   queued `ROLLBACK`. A [`ReadConn`] that is dropped
 //!   without [`ReadConn::finished`] gets the same ping sqlx gives, on a task of its own, before
 //!   it returns to the pool; one whose ping fails is closed. (sqlx would also drain such a
 //!   connection at its next statement; the ping just does not leave a read-only snapshot open
@@ -151,10 +151,7 @@ impl ReadPool {
     /// open. Busy (503) when none came free within `busy_timeout_ms`.
     pub async fn get(&self) -> Result<ReadConn, StoreError> {
         match self.pool.get().await {
-            Ok(conn) => Ok(ReadConn {
-                conn: Some(conn),
-                finished: false,
-            }),
+            Ok(conn) => Ok(ReadConn { conn: Some(conn) }),
             Err(e) => Err(self.pool_error(e)),
         }
     }
@@ -209,14 +206,15 @@ pub(super) struct ReadPoolStatus {
 /// (answered or failed with a database error): it goes straight back to the pool. Dropped any
 /// other way it is pinged first (see the module docs); [`ReadConn::connection_failed`] closes it.
 pub(super) struct ReadConn {
+    /// Taken out by [`ReadConn::finished`] and [`ReadConn::connection_failed`]; still here when
+    /// the drop comes, it belongs to a read that did not finish.
     conn: Option<Object<Connector>>,
-    finished: bool,
 }
 
 impl ReadConn {
     /// The read ran to its end: back to the pool as it is.
     pub fn finished(mut self) {
-        self.finished = true;
+        drop(self.conn.take());
     }
 
     /// The connection failed: close it, and every idle one with it. Most often the database
@@ -251,12 +249,10 @@ impl DerefMut for ReadConn {
 
 impl Drop for ReadConn {
     fn drop(&mut self) {
+        // Finished or failed reads took their connection already.
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        if self.finished {
-            return; // `conn` drops here: back to the pool.
-        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
