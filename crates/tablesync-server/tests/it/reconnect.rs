@@ -18,30 +18,36 @@ use crate::{send, StoreKind, TestServer};
 const PING_IDLE_MS: u64 = 600_000;
 
 /// Terminates every connection to the server's database but `watcher`'s own, then waits until
-/// the database lists none of them any more. Returns how many it terminated.
-async fn terminate_every_connection(watcher: &mut sqlx::PgConnection) -> i64 {
-    let terminated: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t",
+/// the database lists none of the terminated backends any more. Returns how many it terminated.
+///
+/// The wait is for those backends only: the server may open new connections of its own at once
+/// (a pool topping itself up, the change feed's listener reconnecting), and those are alive.
+async fn terminate_every_connection(watcher: &mut sqlx::PgConnection) -> usize {
+    let terminated: Vec<i32> = sqlx::query_scalar(
+        // MATERIALIZED: the victims are chosen before any is terminated (a plain AND may call
+        // pg_terminate_backend on the watcher's own backend before excluding it).
+        "WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) \
+         SELECT pid FROM victims WHERE pg_terminate_backend(pid)",
     )
-    .fetch_one(&mut *watcher)
+    .fetch_all(&mut *watcher)
     .await
     .unwrap();
     let started = Instant::now();
     loop {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .fetch_one(&mut *watcher)
-        .await
-        .unwrap();
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                .bind(&terminated)
+                .fetch_one(&mut *watcher)
+                .await
+                .unwrap();
         if left == 0 {
-            return terminated;
+            return terminated.len();
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "{left} backends still alive 10 s after pg_terminate_backend"
+            "{left} of {} terminated backends still alive 10 s after pg_terminate_backend",
+            terminated.len()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
