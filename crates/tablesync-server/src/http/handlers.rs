@@ -151,16 +151,22 @@ pub async fn item_undelete(
 }
 
 /// `PATCH /tables/{table}` with the id in the body (or `?id=`): the Node server's
-/// collection-URL update, answered exactly like `PATCH /tables/{table}/{id}`.
+/// collection-URL update, answered exactly like `PATCH /tables/{table}/{id}`, `Idempotency-Key`
+/// included (the same key on either URL is the same request).
 pub async fn items_update(
     State(app): State<Arc<App>>,
     TablePath(table): TablePath,
     Caller(caller): Caller,
     IfMatch(if_match): IfMatch,
     uri: Uri,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let id = collection_id(Some(&body), &query_ids(&uri))?;
+    if let Some(key) = idempotency_key(&headers)? {
+        let (kind, id, body) = (OpKind::Update, Some(id), Some(body));
+        return keyed_write(&app, &caller, kind, table, id, if_match, key, body).await;
+    }
     let item = app
         .update(&table, &caller, &id, body, if_match.as_deref())
         .await?;
@@ -168,15 +174,21 @@ pub async fn items_update(
 }
 
 /// `DELETE /tables/{table}?id=…`: the Node server's collection-URL delete, answered exactly
-/// like `DELETE /tables/{table}/{id}`. Without `?id=` it is 400 (no filter-wide deletes).
+/// like `DELETE /tables/{table}/{id}`, `Idempotency-Key` included. Without `?id=` it is 400 (no
+/// filter-wide deletes).
 pub async fn items_delete(
     State(app): State<Arc<App>>,
     TablePath(table): TablePath,
     Caller(caller): Caller,
     IfMatch(if_match): IfMatch,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = collection_id(None, &query_ids(&uri))?;
+    if let Some(key) = idempotency_key(&headers)? {
+        let (kind, id) = (OpKind::Delete, Some(id));
+        return keyed_write(&app, &caller, kind, table, id, if_match, key, None).await;
+    }
     let item = app
         .delete(&table, &caller, &id, if_match.as_deref())
         .await?;

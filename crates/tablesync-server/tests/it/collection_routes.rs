@@ -2,7 +2,7 @@
 //! `?id=`) and `DELETE /tables/{t}?id=…`. Each answer is compared with the same request on the
 //! id route, made on a twin row: status, body (ids and stamps aside) and headers, errors
 //! included; then the id-specific errors (no id, an id in both places), access rules and
-//! per-user rows.
+//! per-user rows, and `Idempotency-Key`.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -333,10 +333,75 @@ async fn collection_writes_honour_access_rules_and_per_user_rows(kind: StoreKind
     }
 }
 
+/// `Idempotency-Key` on the collection URL: a resent PATCH or DELETE is replayed, not applied
+/// again; the same key with another body is refused; the same request on the id route is the
+/// same record; a malformed key is 400 and changes nothing.
+async fn collection_writes_honour_the_idempotency_key(kind: StoreKind) {
+    let s = TestServer::start(kind).await;
+    twins(&s).await;
+    let keyed = |m: Method, url: &'static str, key: &'static str, body: Option<Value>| {
+        let r = s.req(m, url).header("Idempotency-Key", key);
+        send(match body {
+            Some(b) => r.json(&b),
+            None => r,
+        })
+    };
+    let patch = |key, text: &str| {
+        let body = json!({"id": "a", "text": text});
+        keyed(Method::PATCH, "/tables/TodoItem", key, Some(body))
+    };
+    let first = patch("p1", "one").await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = patch("p1", "one").await;
+    assert_eq!((again.status, &again.body), (200, &first.body));
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(s.get("/tables/TodoItem/a").await.body, first.body);
+    let reused = patch("p1", "two").await;
+    assert_eq!(reused.status, 422, "{:?}", reused.body);
+    assert_eq!(reused.body["code"], "idempotency_key_reused");
+    let on_the_id_route = keyed(
+        Method::PATCH,
+        "/tables/TodoItem/a",
+        "p1",
+        Some(json!({"id": "a", "text": "one"})),
+    )
+    .await;
+    assert_eq!(on_the_id_route.body, first.body);
+    assert_eq!(on_the_id_route.header("idempotent-replayed"), Some("true"));
+
+    let delete = || keyed(Method::DELETE, "/tables/TodoItem?id=b", "d1", None);
+    let deleted = delete().await;
+    assert_eq!(deleted.status, 200, "{:?}", deleted.body);
+    assert_eq!(deleted.body["deleted"], true);
+    // Unkeyed, a second delete of the tombstone would be 404; keyed, it is the first answer.
+    let replayed = delete().await;
+    assert_eq!((replayed.status, &replayed.body), (200, &deleted.body));
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+
+    let before = s
+        .get("/tables/TodoItem?__includeDeleted=true&$orderby=id")
+        .await;
+    for (m, body) in [
+        (Method::PATCH, Some(json!({"id": "a", "text": "bad key"}))),
+        (Method::DELETE, None),
+    ] {
+        let r = keyed(m.clone(), "/tables/TodoItem?id=a", "has space", body).await;
+        assert_eq!(r.status, 400, "{m}: {:?}", r.body);
+        assert_eq!(r.body["code"], "invalid_idempotency_key");
+    }
+    let after = s
+        .get("/tables/TodoItem?__includeDeleted=true&$orderby=id")
+        .await;
+    assert_eq!(after.body, before.body);
+}
+
 crate::store_tests!(
     patch_on_the_collection_answers_like_the_id_route,
     delete_on_the_collection_answers_like_the_id_route,
     collection_writes_need_exactly_one_id,
     collection_writes_on_integer_id_tables,
     collection_writes_honour_access_rules_and_per_user_rows,
+    collection_writes_honour_the_idempotency_key,
 );
