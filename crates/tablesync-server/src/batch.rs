@@ -119,7 +119,7 @@ pub fn valid_key(key: &str) -> bool {
 /// `limits.batch_operations_max`.
 pub fn parse(bytes: &[u8], operations_max: usize) -> Result<Vec<BatchOp>, ApiError> {
     let invalid = |m: String| ApiError::InvalidBatch(m);
-    let doc: Value = serde_json::from_slice(bytes)
+    let doc = crate::json::parse_strict(bytes)
         .map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
     let requests = doc
         .as_object()

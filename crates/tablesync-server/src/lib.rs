@@ -61,6 +61,7 @@ mod batch;
 mod error;
 mod feed;
 mod http;
+mod json;
 mod observe;
 mod openapi;
 mod store;

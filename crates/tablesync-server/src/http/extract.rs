@@ -118,7 +118,7 @@ where
             return Err(ApiError::PayloadTooLarge { limit_bytes });
         }
         let bytes = read_body(req.into_body(), limit_bytes).await?;
-        match serde_json::from_slice::<Value>(&bytes) {
+        match crate::json::parse_strict(&bytes) {
             Ok(Value::Object(map)) => Ok(JsonObject(map)),
             Ok(_) => Err(ApiError::BodyNotObject),
             Err(e) => Err(ApiError::InvalidJson(e.to_string())),

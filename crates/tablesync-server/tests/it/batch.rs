@@ -176,6 +176,24 @@ async fn broken_batches_are_refused_whole_and_change_nothing(kind: StoreKind) {
     )
     .await;
     assert_refused(&s, r, 400, "invalid_batch", "not valid JSON").await;
+    // A key twice in one object (here an operation's body) is not taken as its last value.
+    let r = send(
+        s.req(Method::POST, "/$batch")
+            .header("content-type", "application/json")
+            .body(
+                r#"{"requests": [{"id": "d", "method": "POST", "url": "tables/TodoItem",
+                    "body": {"id": "dup", "text": "a", "text": "b"}}]}"#,
+            ),
+    )
+    .await;
+    assert_refused(
+        &s,
+        r,
+        400,
+        "invalid_batch",
+        "the key \"text\" appears twice",
+    )
+    .await;
     // A request breaking the rules is named by its id.
     for (bad, names) in [
         (

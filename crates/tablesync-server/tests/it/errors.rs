@@ -181,6 +181,33 @@ async fn bad_bodies(kind: StoreKind) {
         )
     );
 
+    // A key twice in one object: refused, naming the key, and nothing is stored (serde_json
+    // alone would keep the last value).
+    for body in [
+        r#"{"id":"dup","text":"a","text":"b"}"#,
+        r#"{"id":"dup","text":"a","id":"dup2"}"#,
+    ] {
+        let r = send(raw(body)).await;
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        assert_eq!(r.body["code"], "invalid_json");
+        let message = r.body["error"].as_str().unwrap();
+        assert!(
+            message.starts_with("The request body is not valid JSON: the key \"")
+                && message.contains("\" appears twice in one object at line 1 column"),
+            "{message}"
+        );
+    }
+    let r = send(
+        s.req(Method::PATCH, "/tables/TodoItem/nct2")
+            .header("Content-Type", "application/json")
+            .body(r#"{"complete":true,"complete":false}"#),
+    )
+    .await;
+    assert_eq!(r.body["code"], "invalid_json", "{:?}", r.body);
+    for id in ["dup", "dup2"] {
+        assert_eq!(s.get(&format!("/tables/TodoItem/{id}")).await.status, 404);
+    }
+
     for body in ["[1,2]", "\"text\"", "42", "null"] {
         let r = send(raw(body)).await;
         assert_eq!(
