@@ -153,8 +153,8 @@ impl UiState {
     /// for the time of the last complete sync.
     pub fn facts(&self) -> Facts {
         let report = self.last_sync.as_ref();
-        // The app's own record, not the SDK's `last_success`: that one is also set by a push
-        // with nothing queued, which reached no server.
+        // The app's own record, not the SDK's `last_success`: the record outlives the process,
+        // so the status line names the previous run's last sync from the first frame.
         let last_synced = report
             .and_then(|r| r.last_ok_at.as_deref().or(r.ok().then_some(r.at.as_str())))
             .and_then(|at| {

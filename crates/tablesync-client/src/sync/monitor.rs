@@ -27,9 +27,11 @@ pub struct SyncStatus {
     /// Queued local operations, as of the last sync action or local write while someone
     /// watched (`None` before the first count).
     pub pending_operations: Option<u64>,
-    /// When a pull or push last succeeded.
+    /// When a pull or push that reached the server last succeeded. A push with nothing queued
+    /// sends no request and is no sync: offline, it must not read as "synced just now".
     pub last_success: Option<SystemTime>,
-    /// Why the last failed pull or push failed (the error's message); cleared by a success.
+    /// Why the last failed pull or push failed (the error's message); cleared by a success
+    /// that reached the server.
     pub last_error: Option<String>,
     /// Whether the server answered the last sync action (`false`: it could not be reached);
     /// `None` before the first one.
@@ -177,10 +179,13 @@ impl Monitor {
             .is_some_and(|f| f.load(Ordering::SeqCst))
     }
 
-    /// Records how an action ended: `online` is whether the server answered.
+    /// Records how an action ended: `online` is whether the server answered (`None`: no request
+    /// went out, as for an empty push, which then changes neither the last success nor the
+    /// last error).
     pub(crate) fn finished(&self, error: Option<String>, online: Option<bool>) {
         self.status.send_modify(|s| {
             match error {
+                None if online.is_none() => {}
                 None => {
                     s.last_success = Some(SystemTime::now());
                     s.last_error = None;
@@ -248,6 +253,12 @@ mod tests {
         m.finished(Some("network error: refused".into()), Some(false));
         assert_eq!(status.borrow().online, Some(false));
         assert!(status.borrow().last_success.is_none());
+        // An empty push sent nothing: still no success, and the error stays.
+        m.finished(None, None);
+        let s = status.borrow().clone();
+        assert!(s.last_success.is_none(), "an empty push is no sync");
+        assert_eq!(s.last_error.as_deref(), Some("network error: refused"));
+        assert_eq!(s.online, Some(false));
         m.finished(None, Some(true));
         let s = status.borrow().clone();
         assert!(s.last_success.is_some() && s.last_error.is_none());

@@ -196,6 +196,10 @@ async fn the_status_says_offline_when_the_server_cannot_be_reached() {
     let ctx = context("http://127.0.0.1:9/", &dir.path().join("o.db"), None).await;
     let status = ctx.status();
     assert_eq!(status.borrow().online, None);
+    // A push with nothing queued sends nothing: it succeeds, but is no sync to report.
+    ctx.push().await.unwrap();
+    let s = status.borrow().clone();
+    assert_eq!((s.online, s.last_success), (None, None), "{s:?}");
     ctx.table("TodoItem")
         .unwrap()
         .insert(json!({"id": "o1", "text": "x", "complete": false}))
