@@ -125,6 +125,12 @@ struct Args {
     /// of `--servers` (`queued_read.rs`); 0 skips those rows.
     #[arg(long, env = "TABLESYNC_BENCH_QUEUED_READS", default_value_t = 50)]
     queued_reads: usize,
+    /// Passes over the servers: each pass starts every server of `--servers` afresh, in order,
+    /// and runs the phases; the table shows each row's median pass (`report::median_of_passes`)
+    /// and the notes each speed-up's spread over the passes. The per-user, no-index and scale
+    /// rows run in the first pass only.
+    #[arg(long, env = "TABLESYNC_BENCH_PASSES", default_value_t = 3)]
+    passes: usize,
     /// Passed by `cargo bench`; without it the binary only prints a note (so `cargo test
     /// --all-targets` does not run the benchmark).
     #[arg(long, hide = true)]
@@ -177,69 +183,73 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .context("starting the client runtime")?;
     let load_at_start = load_average();
     let mut notes = Vec::new();
-    let mut all: Vec<Measurement> = Vec::new();
-    for &target in &args.servers {
-        let (label, measured) = match target {
-            Target::Sqlite => {
-                let dir = tempfile::tempdir().context("creating a temporary directory")?;
-                let db = dir.path().join("ours.db").to_string_lossy().into_owned();
-                let server = ours(&db, &args.server_log, Some(dir))?;
-                let db = Db::Sqlite(db.into());
-                let measured =
-                    measure(&runtime, OURS_SQLITE, &server, &plan, args, &db, &mut notes);
-                (OURS_SQLITE, measured)
-            }
-            Target::Postgres => {
-                let Some(admin_url) = &args.pg_url else {
-                    notes.push(format!(
+    let mut passes: Vec<Vec<Measurement>> = Vec::new();
+    for pass in 0..args.passes.max(1) {
+        let mut log = PassLog {
+            first: pass == 0,
+            notes: &mut notes,
+        };
+        let mut measured_in_pass: Vec<Measurement> = Vec::new();
+        for &target in &args.servers {
+            let (label, measured) = match target {
+                Target::Sqlite => {
+                    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+                    let db = dir.path().join("ours.db").to_string_lossy().into_owned();
+                    let server = ours(&db, &args.server_log, Some(dir))?;
+                    let db = Db::Sqlite(db.into());
+                    let measured =
+                        measure(&runtime, OURS_SQLITE, &server, &plan, args, &db, &mut log);
+                    (OURS_SQLITE, measured)
+                }
+                Target::Postgres => {
+                    let Some(admin_url) = &args.pg_url else {
+                        log.first_pass_note(format!(
                         "{OURS_POSTGRES}: skipped (set TABLESYNC_BENCH_PG_URL=postgres://user@host:port/db to measure it)"
                     ));
-                    continue;
-                };
-                let database = PgDatabase::create(admin_url)?;
-                notes.push(format!("{OURS_POSTGRES}: {}", pg_transport(admin_url)));
-                let db = Db::Postgres(database.url().to_string());
-                let measured = ours(database.url(), &args.server_log, None).and_then(|server| {
-                    measure(
-                        &runtime,
-                        OURS_POSTGRES,
-                        &server,
-                        &plan,
-                        args,
-                        &db,
-                        &mut notes,
-                    )
-                });
-                // The server has stopped (dropped above) before its database is dropped.
-                if let Err(e) = database.drop_now() {
-                    notes.push(format!(
-                        "{OURS_POSTGRES}: could not drop the bench database: {e:#}"
-                    ));
+                        continue;
+                    };
+                    let database = PgDatabase::create(admin_url)?;
+                    log.first_pass_note(format!("{OURS_POSTGRES}: {}", pg_transport(admin_url)));
+                    let db = Db::Postgres(database.url().to_string());
+                    let measured =
+                        ours(database.url(), &args.server_log, None).and_then(|server| {
+                            measure(&runtime, OURS_POSTGRES, &server, &plan, args, &db, &mut log)
+                        });
+                    // The server has stopped (dropped above) before its database is dropped.
+                    if let Err(e) = database.drop_now() {
+                        log.notes.push(format!(
+                            "{OURS_POSTGRES}: could not drop the bench database: {e:#}"
+                        ));
+                    }
+                    (OURS_POSTGRES, measured)
                 }
-                (OURS_POSTGRES, measured)
-            }
-            Target::Official => {
-                let server = process::official(&args.server_log)?;
-                (
-                    OFFICIAL,
-                    measure(
-                        &runtime,
+                Target::Official => {
+                    let server = process::official(&args.server_log)?;
+                    (
                         OFFICIAL,
-                        &server,
-                        &plan,
-                        args,
-                        &Db::None,
-                        &mut notes,
-                    ),
-                )
-            }
-        };
-        let measured = measured.with_context(|| format!("measuring {label}"))?;
-        all.extend(measured);
+                        measure(
+                            &runtime,
+                            OFFICIAL,
+                            &server,
+                            &plan,
+                            args,
+                            &Db::None,
+                            &mut log,
+                        ),
+                    )
+                }
+            };
+            let measured =
+                measured.with_context(|| format!("measuring {label} (pass {})", pass + 1))?;
+            measured_in_pass.extend(measured);
+        }
+        passes.push(measured_in_pass);
     }
+    let spread = report::speed_up_spread(&passes, OFFICIAL);
+    let all = report::median_of_passes(passes);
 
     println!();
-    println!("{}", machine_facts(&plan, args.seed));
+    println!("{}", machine_facts(&plan, args.seed, args.passes.max(1)));
     println!(
         "load average (1 min) at the start: {load_at_start}, at the end: {}",
         load_average()
@@ -273,6 +283,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     for note in &notes {
         println!("- {note}");
+    }
+    for line in &spread {
+        println!("- speed-up spread: {line}");
     }
     if args.queued_reads > 0 {
         let pg = args.servers.contains(&Target::Postgres);
@@ -333,8 +346,25 @@ fn ours(
     process::ours_with_config(database, log, dir, process::SERVER_BENCH_CONFIG)
 }
 
+/// What one pass over the servers writes to: whether it is the first (which alone runs the
+/// per-user, no-index and scale rows) and the lines for under the table.
+struct PassLog<'a> {
+    first: bool,
+    notes: &'a mut Vec<String>,
+}
+
+impl PassLog<'_> {
+    /// A line that every pass would repeat (a setting, a figure printed once): the first
+    /// pass's only. Failures go to `notes` from every pass.
+    fn first_pass_note(&mut self, line: String) {
+        if self.first {
+            self.notes.push(line);
+        }
+    }
+}
+
 /// Runs the workload against a started server (ours on `db`); on failure the server's output
-/// is attached. Lines for under the table go to `notes`.
+/// is attached. Lines for under the table go to `log`.
 fn measure(
     runtime: &tokio::runtime::Runtime,
     label: &str,
@@ -342,7 +372,7 @@ fn measure(
     plan: &Plan,
     args: &Args,
     db: &Db,
-    notes: &mut Vec<String>,
+    log: &mut PassLog<'_>,
 ) -> anyhow::Result<Vec<Measurement>> {
     let seed = args.seed;
     eprintln!("server bench: measuring {label} at {}", server.url());
@@ -356,7 +386,7 @@ fn measure(
         // (the per-user tables, a million scale rows) would leave a long WAL behind that every
         // read of the limit has to look through, and flatter the `× limit` column.
         let limit = read_rows::limit(path, plan.rows, plan.pull_repeats)?;
-        notes.push(format!(
+        log.first_pass_note(format!(
             "the bench client's own decode of a 1000-row page (the rows' id and updatedAt, the \
              rest skipped; in every pull row's time, not in the limit's): {:.2} ms (median); a \
              full parse of it into serde_json values would take {:.2} ms",
@@ -365,7 +395,7 @@ fn measure(
         ));
         measured.push(limit.measurement);
     }
-    if label != OFFICIAL {
+    if label != OFFICIAL && log.first {
         // The official server has no per-user clock to compare: these rows are ours only.
         let auth = tablesync_server::auth::AuthConfig::with_secret(process::BENCH_SECRET);
         let now = tablesync_server::auth::Clock::now_unix_s(&tablesync_server::auth::SystemClock);
@@ -415,7 +445,7 @@ fn measure(
 }
 
 /// One line on the machine and the plan, printed above the table.
-fn machine_facts(plan: &Plan, seed: u64) -> String {
+fn machine_facts(plan: &Plan, seed: u64, passes: usize) -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get().to_string())
         .unwrap_or_else(|_| "?".into());
@@ -428,7 +458,8 @@ fn machine_facts(plan: &Plan, seed: u64) -> String {
         .unwrap_or_else(|| "not found".into());
     format!(
         "{cores} cores available, {} {}, node {node}; rows {}, reads {}, updates {}, queries {}, \
-         {} in flight, seed {seed}, pulls repeated {}× after {} unmeasured (query filter: `{}`)",
+         {} in flight, seed {seed}, pulls repeated {}× after {} unmeasured (query filter: `{}`); \
+         {passes} passes, each row its median pass",
         std::env::consts::OS,
         std::env::consts::ARCH,
         plan.rows,

@@ -154,3 +154,75 @@ pub fn markdown_table(measurements: &[Measurement], reference: &str) -> String {
     }
     out
 }
+
+/// The rows of several passes of the same phases, one row per operation and server: the pass
+/// whose [`Measurement::score`] is the median of that row's passes (the lower middle one for an
+/// even count), so a burst of load from a neighbour on this shared machine during one short
+/// phase moves the table no more than a slow pass of the reference does. Every field is that
+/// pass's, except `errors` (the sum over all passes) and `first_error` (the first of any pass):
+/// a failure in any pass still shows and still fails the bench. Rows measured in fewer passes
+/// (the ones only the first pass runs) are taken as they are. Order: first appearance.
+pub fn median_of_passes(passes: Vec<Vec<Measurement>>) -> Vec<Measurement> {
+    let mut rows: Vec<Vec<Measurement>> = Vec::new();
+    for m in passes.into_iter().flatten() {
+        match rows
+            .iter_mut()
+            .find(|r| r[0].operation == m.operation && r[0].server == m.server)
+        {
+            Some(row) => row.push(m),
+            None => rows.push(vec![m]),
+        }
+    }
+    rows.into_iter()
+        .map(|mut row| {
+            let errors = row.iter().map(|m| m.errors).sum();
+            let first_error = row.iter().find_map(|m| m.first_error.clone());
+            row.sort_by(|a, b| a.score().total_cmp(&b.score()));
+            let mut median = row.swap_remove((row.len() - 1) / 2);
+            median.errors = errors;
+            median.first_error = first_error;
+            median
+        })
+        .collect()
+}
+
+/// For each row of ours with a reference row, the lowest and highest speed-up of a single pass
+/// (that pass's row over the same pass's reference row), when it ran in more than one pass:
+/// how far the noise of this machine moved the ratio the table shows. One line each.
+pub fn speed_up_spread(passes: &[Vec<Measurement>], reference: &str) -> Vec<String> {
+    let mut spreads: Vec<(String, String, Vec<f64>)> = Vec::new();
+    for pass in passes {
+        for m in pass.iter().filter(|m| m.server != reference) {
+            let anchor = m.anchor.as_deref().unwrap_or(&m.operation);
+            let Some(r) = pass
+                .iter()
+                .find(|r| r.operation == anchor && r.server == reference)
+                .map(Measurement::score)
+                .filter(|r| *r > 0.0)
+            else {
+                continue;
+            };
+            let ratio = m.score() / r;
+            match spreads
+                .iter_mut()
+                .find(|(op, server, _)| *op == m.operation && *server == m.server)
+            {
+                Some((_, _, ratios)) => ratios.push(ratio),
+                None => spreads.push((m.operation.clone(), m.server.clone(), vec![ratio])),
+            }
+        }
+    }
+    spreads
+        .into_iter()
+        .filter(|(_, _, ratios)| ratios.len() > 1)
+        .map(|(op, server, ratios)| {
+            let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = ratios.iter().copied().fold(0.0, f64::max);
+            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}×")).collect();
+            format!(
+                "{op} on {server}: {low:.2}× to {high:.2}× in single passes ({})",
+                each.join(", ")
+            )
+        })
+        .collect()
+}
