@@ -95,6 +95,16 @@ fn against_limit(m: &Measurement) -> bool {
     m.rate == Rate::Rows && m.operation.contains("$top=1000") && m.operation != LIMIT_ROW
 }
 
+/// The score of the `reference` server's row that `m`'s speed-up compares with, among
+/// `measurements`: the same operation, or `m`'s [`Measurement::anchor`].
+fn reference_score(measurements: &[Measurement], m: &Measurement, reference: &str) -> Option<f64> {
+    let anchor = m.anchor.as_deref().unwrap_or(&m.operation);
+    measurements
+        .iter()
+        .find(|r| r.operation == anchor && r.server == reference)
+        .map(Measurement::score)
+}
+
 /// The markdown table: one row per operation and server, in measurement order grouped by
 /// operation, with the speed-up of each server over `reference` (same operation, by [`Rate`],
 /// or the row's [`Measurement::anchor`]) and, for 1000-row pages, the row's time per row over
@@ -118,11 +128,7 @@ pub fn markdown_table(measurements: &[Measurement], reference: &str) -> String {
         .filter(|s| *s > 0.0);
     for op in operations {
         for m in measurements.iter().filter(|m| m.operation == op) {
-            let anchor = m.anchor.as_deref().unwrap_or(op);
-            let reference_score = measurements
-                .iter()
-                .find(|r| r.operation == anchor && r.server == reference)
-                .map(Measurement::score);
+            let reference_score = reference_score(measurements, m, reference);
             let versus_limit = match limit_score {
                 Some(limit) if against_limit(m) && m.score() > 0.0 => {
                     format!("{:.2}×", limit / m.score())
@@ -193,13 +199,7 @@ pub fn speed_up_spread(passes: &[Vec<Measurement>], reference: &str) -> Vec<Stri
     let mut spreads: Vec<(String, String, Vec<f64>)> = Vec::new();
     for pass in passes {
         for m in pass.iter().filter(|m| m.server != reference) {
-            let anchor = m.anchor.as_deref().unwrap_or(&m.operation);
-            let Some(r) = pass
-                .iter()
-                .find(|r| r.operation == anchor && r.server == reference)
-                .map(Measurement::score)
-                .filter(|r| *r > 0.0)
-            else {
+            let Some(r) = reference_score(pass, m, reference).filter(|r| *r > 0.0) else {
                 continue;
             };
             let ratio = m.score() / r;
