@@ -9,14 +9,16 @@
 //! is a markdown table (`report.rs`) with a speed-up column against the official server;
 //! BENCHMARKS.md explains the rows and holds a measured table.
 //!
-//! Plain tokio + reqwest: the client is a single-threaded runtime with a fixed number of
-//! requests in flight, so it takes at most one of the machine's cores from the server. Every
+//! Plain tokio and a lean HTTP/1.1 client on hyper (`http.rs`): the client is a single-threaded
+//! runtime with a fixed number of requests in flight, so it takes at most one of the machine's
+//! cores from the server, and as little of it as it can. Every
 //! count is an option (`--help`) or an environment variable. The servers log at `warn` (the
 //! official server's level in the interop harness) so neither pays for a log line per request.
 //!
 //! This is a benchmark, not a test: run by `cargo test --all-targets` (no `--bench` argument)
 //! it prints a note and exits successfully.
 
+mod http;
 mod process;
 mod queued_read;
 mod read_rows;

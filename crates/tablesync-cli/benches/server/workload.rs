@@ -4,24 +4,24 @@
 //! query, pulls), so every server sees exactly the same requests. The request phases are closed
 //! loops with a fixed number of requests in flight; the pulls are sequential, as a client pulls.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, HeaderValue, IF_MATCH};
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue, IF_MATCH};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
+use crate::http::{BenchClient, RequestBuilder};
 use crate::report::{Measurement, Rate};
 use crate::rng::SplitMix64;
 
 /// The table every server under test serves with the same columns (text, complete, soft delete).
 const TABLE: &str = "TodoItem";
-
-/// The protocol version header every request carries.
-const API_VERSION: (&str, &str) = ("ZUMO-API-VERSION", "2.0.0");
 
 /// Per-request timeout, in seconds (a bound against a hung server, not a measurement).
 const REQUEST_TIMEOUT_SECS: u64 = 60;
@@ -39,18 +39,20 @@ pub const QUERY_FILTER: &str = "complete eq false and startswith(text,'item 1')"
 /// straight into its own columns does (ours: `client/src/store/page.rs`). Building a
 /// `serde_json::Value` tree per row cost this client about as much time as our server's whole
 /// page, which is not what the pull rows are meant to measure; `read_rows::limit` prints both
-/// decode costs beside the table.
+/// decode costs beside the table. The two strings borrow the body where they have no escape
+/// (always, for ids and dates): copying them out was an eighth of the decode.
 #[derive(Debug, serde::Deserialize)]
-pub struct RowKey {
+pub struct RowKey<'a> {
     /// The row's id.
-    pub id: String,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
     /// The row's `updatedAt`, wire form.
-    #[serde(rename = "updatedAt")]
-    pub updated_at: String,
+    #[serde(borrow, rename = "updatedAt")]
+    pub updated_at: Cow<'a, str>,
 }
 
 /// A listed page as the bench client decodes it (see [`RowKey`]).
-pub fn decode_page(body: &[u8]) -> Result<Vec<RowKey>, serde_json::Error> {
+pub fn decode_page(body: &[u8]) -> Result<Vec<RowKey<'_>>, serde_json::Error> {
     serde_json::from_slice(body)
 }
 
@@ -130,8 +132,9 @@ impl DataSet {
 
 /// What the phases share: the HTTP client, the data set and the rows' current versions.
 struct Ctx {
-    http: reqwest::Client,
-    table_url: String,
+    http: BenchClient,
+    /// `/tables/TodoItem`.
+    table_path: String,
     data: DataSet,
     /// The current `version` of each row, as the last write answered it.
     versions: Mutex<Vec<String>>,
@@ -167,19 +170,9 @@ pub async fn run(
     seed: u64,
     before_pulls: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Measurement>> {
-    let http = reqwest::Client::builder()
-        // The benchmark talks to loopback only; an HTTP(S)_PROXY in the environment must not
-        // reroute it.
-        .no_proxy()
-        // The client SDK turns on reqwest's gzip feature for the whole build; this bench measures
-        // uncompressed answers, as its earlier measured tables did.
-        .no_gzip()
-        .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
-        .pool_max_idle_per_host(plan.concurrency.max(1))
-        .build()?;
     let ctx = Arc::new(Ctx {
-        http,
-        table_url: format!("{base_url}/tables/{TABLE}"),
+        http: bench_client(base_url)?,
+        table_path: format!("/tables/{TABLE}"),
         data: DataSet::new(plan, seed),
         versions: Mutex::new(vec![String::new(); plan.rows]),
     });
@@ -191,7 +184,11 @@ pub async fn run(
         let ctx = Arc::clone(&ctx);
         move |_| {
             let ctx = Arc::clone(&ctx);
-            async move { list(&ctx, &[("$top", "1".into())]).await.map(|_| 0) }
+            async move {
+                list_len(&ctx.http, &ctx.table_path, &[("$top", "1".into())])
+                    .await
+                    .map(|_| 0)
+            }
         }
     })
     .await;
@@ -220,7 +217,7 @@ pub async fn run(
     .await;
     out.push(phase.into_measurement("update (PATCH, If-Match)", server, Rate::Requests));
 
-    let phase = query_loop(ctx.http.clone(), ctx.table_url.clone(), plan).await;
+    let phase = query_loop(ctx.http.clone(), ctx.table_path.clone(), plan).await;
     out.push(phase.into_measurement(QUERY_ROW, server, Rate::Requests));
 
     before_pulls()?;
@@ -256,9 +253,9 @@ pub async fn run(
 pub const QUERY_ROW: &str = "query (filter, orderby, top 50)";
 
 /// `plan.queries` requests of the query phase (`QUERY_FILTER`, `$orderby=text`, `$top=50`)
-/// against the table at `table_url`, `plan.concurrency` in flight.
-async fn query_loop(http: reqwest::Client, table_url: String, plan: &Plan) -> Phase {
-    let (http, url) = (Arc::new(http), Arc::new(table_url));
+/// against the table at `table_path`, `plan.concurrency` in flight.
+async fn query_loop(http: BenchClient, table_path: String, plan: &Plan) -> Phase {
+    let (http, url) = (Arc::new(http), Arc::new(table_path));
     closed_loop(plan.concurrency.max(1), plan.queries, move |_| {
         let (http, url) = (Arc::clone(&http), Arc::clone(&url));
         async move {
@@ -267,21 +264,15 @@ async fn query_loop(http: reqwest::Client, table_url: String, plan: &Plan) -> Ph
                 ("$orderby", "text".into()),
                 ("$top", "50".into()),
             ];
-            list_at(&http, &url, &pairs)
-                .await
-                .map(|page| page.len() as u64)
+            list_len(&http, &url, &pairs).await.map(|len| len as u64)
         }
     })
     .await
 }
 
-fn bench_client(in_flight: usize) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .no_proxy()
-        .no_gzip()
-        .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
-        .pool_max_idle_per_host(in_flight.max(1))
-        .build()?)
+/// The client of the server at `base_url` (`http.rs`): every server under test gets the same.
+fn bench_client(base_url: &str) -> anyhow::Result<BenchClient> {
+    BenchClient::new(base_url, Duration::from_secs(REQUEST_TIMEOUT_SECS))
 }
 
 /// The query phase against another table of the same server (`table`), as row `label`.
@@ -292,8 +283,8 @@ pub async fn query_table(
     plan: &Plan,
     label: &str,
 ) -> anyhow::Result<Measurement> {
-    let http = bench_client(plan.concurrency)?;
-    let phase = query_loop(http, format!("{base_url}/tables/{table}"), plan).await;
+    let http = bench_client(base_url)?;
+    let phase = query_loop(http, format!("/tables/{table}"), plan).await;
     Ok(phase.into_measurement(label, server, Rate::Requests))
 }
 
@@ -307,8 +298,8 @@ pub async fn keyset_pages(
     top: u32,
     label: &str,
 ) -> anyhow::Result<Measurement> {
-    let http = bench_client(1)?;
-    let url = format!("{base_url}/tables/{table}");
+    let http = bench_client(base_url)?;
+    let url = format!("/tables/{table}");
     let mut tally = Tally::default();
     let mut delivered_rows = 0;
     let started = Instant::now();
@@ -324,12 +315,12 @@ pub async fn keyset_pages(
             ("$top", top.to_string()),
             ("__includeDeleted", "true".into()),
         ];
-        if let Ok(page) = tally.timed(list_at(&http, &url, &pairs)).await {
-            tally.rows += page.len() as u64;
-            if page.len() == top as usize {
-                delivered_rows += page.len() as u64;
+        if let Ok(len) = tally.timed(list_len(&http, &url, &pairs)).await {
+            tally.rows += len as u64;
+            if len == top as usize {
+                delivered_rows += len as u64;
             } else {
-                tally.error(format!("a page after ({t}, {i}) had {} rows", page.len()));
+                tally.error(format!("a page after ({t}, {i}) had {len} rows"));
             }
         }
     }
@@ -355,7 +346,7 @@ pub async fn per_user_inserts(
     seed: u64,
     tokens: Vec<String>,
 ) -> anyhow::Result<Vec<Measurement>> {
-    let http = bench_client(USERS)?;
+    let http = bench_client(base_url)?;
     let mut rng = SplitMix64(seed ^ 0x5eed_0008);
     let ids: Arc<Vec<String>> = Arc::new((0..plan.rows).map(|_| rng.uuid()).collect());
     let tokens = Arc::new(tokens);
@@ -370,7 +361,7 @@ pub async fn per_user_inserts(
             format!("insert, per-user table, {USERS} users concurrently"),
         ),
     ] {
-        let url = Arc::new(format!("{base_url}/tables/{table}"));
+        let url = Arc::new(format!("/tables/{table}"));
         let phase = closed_loop(USERS, plan.rows, {
             let (http, ids, tokens) = (http.clone(), Arc::clone(&ids), Arc::clone(&tokens));
             move |i| {
@@ -384,9 +375,11 @@ pub async fn per_user_inserts(
                     let token = &tokens[i % tokens.len()];
                     let body =
                         json!({ "id": ids[i], "text": format!("item {i}"), "complete": false });
+                    let token = HeaderValue::from_str(token)
+                        .map_err(|e| format!("a user's token is not a header value: {e}"))?;
                     let request = http
                         .post(url.as_str())
-                        .header("X-ZUMO-AUTH", token)
+                        .header(HeaderName::from_static("x-zumo-auth"), token)
                         .json(&body);
                     send_item(request, "POST").await.map(|_| 1)
                 }
@@ -424,16 +417,39 @@ impl Tally {
         }
     }
 
-    /// Times one request and books its outcome (rows on success).
-    async fn timed<F>(&mut self, request: F) -> Result<Vec<RowKey>, ()>
+    /// Times one request and books its outcome.
+    async fn timed<T, F>(&mut self, request: F) -> Result<T, ()>
     where
-        F: Future<Output = Result<Vec<RowKey>, String>>,
+        F: Future<Output = Result<T, String>>,
     {
         let started = Instant::now();
         let result = request.await;
         self.latencies.push(started.elapsed());
         self.requests += 1;
         result.map_err(|e| self.error(e))
+    }
+
+    /// One page of a pull, timed from the request to its decoded rows (which borrow `body`,
+    /// hence the two steps): the body, for [`Tally::decoded`].
+    async fn fetched(&mut self, ctx: &Ctx, pairs: &[(&str, String)]) -> Option<(Instant, Bytes)> {
+        let started = Instant::now();
+        match list_body(&ctx.http, &ctx.table_path, pairs).await {
+            Ok(body) => Some((started, body)),
+            Err(e) => {
+                self.latencies.push(started.elapsed());
+                self.requests += 1;
+                self.error(e);
+                None
+            }
+        }
+    }
+
+    /// The rows of a page [`Tally::fetched`] got, its time booked.
+    fn decoded<'b>(&mut self, started: Instant, body: &'b [u8]) -> Option<Vec<RowKey<'b>>> {
+        let rows = decode_list(body);
+        self.latencies.push(started.elapsed());
+        self.requests += 1;
+        rows.map_err(|e| self.error(e)).ok()
     }
 }
 
@@ -468,12 +484,11 @@ impl Phase {
 /// The sum (seconds) and count of our server's `list` request durations on the bench table so
 /// far, from `/metrics`; None when the server has no such histogram (the official server).
 async fn list_durations(ctx: &Ctx) -> Option<(f64, u64)> {
-    let base = ctx.table_url.strip_suffix(&format!("/tables/{TABLE}"))?;
-    let response = ctx.http.get(format!("{base}/metrics")).send().await.ok()?;
-    if !response.status().is_success() {
+    let response = ctx.http.get("/metrics").send().await.ok()?;
+    if !response.status.is_success() {
         return None;
     }
-    let text = response.text().await.ok()?;
+    let text = String::from_utf8(response.body.to_vec()).ok()?;
     let labels = format!("{{table=\"{TABLE}\",operation=\"list\"}}");
     let value = |name: &str| {
         let prefix = format!("tablesync_http_request_duration_seconds_{name}{labels} ");
@@ -551,27 +566,27 @@ async fn repeat_pull(ctx: &Ctx, plan: &Plan, pull: Pull) -> Phase {
     let mut tally = Tally::default();
     for _ in 0..plan.pull_warmups {
         let mut warm = Tally::default();
-        let outcome = match pull {
-            Pull::Official { top } => pull_official(ctx, top, &mut warm).await,
-            Pull::Keyset { top } => pull_keyset(ctx, top, &mut warm).await,
-        };
+        let outcome = pull_once(ctx, pull, &mut warm).await;
         match (outcome, warm.first_error) {
             (Err(e), _) | (Ok(_), Some(e)) => tally.error(format!("warm-up pull: {e}")),
             (Ok(_), None) => {}
         }
     }
-    let mut delivered_rows = 0;
+    let repeats = plan.pull_repeats.max(1);
+    let mut outcomes = Vec::with_capacity(repeats);
     let started = Instant::now();
-    for _ in 0..plan.pull_repeats.max(1) {
-        let outcome = match pull {
-            Pull::Official { top } => pull_official(ctx, top, &mut tally).await,
-            Pull::Keyset { top } => pull_keyset(ctx, top, &mut tally).await,
-        };
-        match outcome {
-            Ok(ids) if ids.len() == plan.rows => delivered_rows += ids.len() as u64,
-            Ok(ids) => tally.error(format!(
-                "the pull ended with {} distinct rows, the table has {}",
-                ids.len(),
+    for _ in 0..repeats {
+        outcomes.push(pull_once(ctx, pull, &mut tally).await);
+    }
+    let wall = started.elapsed();
+    // Counted once the clock has stopped: hashing every id is the bench's bookkeeping, not
+    // the server's time (a 1000-row page's ids cost about what its HTTP round trip does).
+    let mut delivered_rows = 0;
+    for outcome in outcomes {
+        match outcome.map(Received::distinct) {
+            Ok(distinct) if distinct == plan.rows => delivered_rows += distinct as u64,
+            Ok(distinct) => tally.error(format!(
+                "the pull ended with {distinct} distinct rows, the table has {}",
                 plan.rows
             )),
             Err(e) => tally.error(e),
@@ -580,7 +595,33 @@ async fn repeat_pull(ctx: &Ctx, plan: &Plan, pull: Pull) -> Phase {
     Phase {
         tally,
         delivered_rows,
-        wall: started.elapsed(),
+        wall,
+    }
+}
+
+/// One full pull of either kind.
+async fn pull_once(ctx: &Ctx, pull: Pull, tally: &mut Tally) -> Result<Received, String> {
+    match pull {
+        Pull::Official { top } => pull_official(ctx, top, tally).await.map(Received::Ids),
+        Pull::Keyset { top } => pull_keyset(ctx, top, tally).await.map(Received::Distinct),
+    }
+}
+
+/// What one full pull received.
+enum Received {
+    /// Every id, repeats included (the official clients' pull downloads boundary rows again).
+    Ids(Vec<String>),
+    /// This many rows, known to be distinct (the keyset pull checks their order).
+    Distinct(usize),
+}
+
+impl Received {
+    /// How many distinct rows.
+    fn distinct(self) -> usize {
+        match self {
+            Received::Ids(ids) => ids.iter().collect::<HashSet<&String>>().len(),
+            Received::Distinct(n) => n,
+        }
     }
 }
 
@@ -594,12 +635,12 @@ fn pull_requests_max(rows: usize) -> usize {
 /// `$filter=updatedAt ge datetimeoffset'<token>'&$orderby=updatedAt&$top=<top>&$skip=<skip>`;
 /// after each page the token becomes the page's largest `updatedAt` and `$skip` returns to 0,
 /// or, when the token did not move, `$skip` grows by the page's length; done on an empty page.
-/// Returns the distinct ids received; downloaded rows (boundary rows again each time) are
-/// counted in the tally.
-async fn pull_official(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<HashSet<String>, String> {
+/// Returns the ids received, repeats included; downloaded rows (boundary rows again each time)
+/// are counted in the tally.
+async fn pull_official(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<Vec<String>, String> {
     let mut token = EPOCH.to_string();
     let mut skip = 0usize;
-    let mut ids = HashSet::new();
+    let mut ids = Vec::with_capacity(ctx.data.rows.len());
     for _ in 0..pull_requests_max(ctx.data.rows.len()) {
         let pairs = [
             ("$filter", format!("updatedAt ge datetimeoffset'{token}'")),
@@ -608,7 +649,10 @@ async fn pull_official(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<HashSet
             ("$skip", skip.to_string()),
             ("__includeDeleted", "true".into()),
         ];
-        let Ok(page) = tally.timed(list(ctx, &pairs)).await else {
+        let Some((started, body)) = tally.fetched(ctx, &pairs).await else {
+            return Ok(ids);
+        };
+        let Some(page) = tally.decoded(started, &body) else {
             return Ok(ids);
         };
         if page.is_empty() {
@@ -616,15 +660,15 @@ async fn pull_official(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<HashSet
         }
         tally.rows += page.len() as u64;
         // Wire-form timestamps (always 3 fractional digits and `Z`) order as text.
-        let mut max = token.clone();
+        let mut max: &str = &token;
         for row in &page {
-            if row.updated_at > max {
-                max.clone_from(&row.updated_at);
+            if *row.updated_at > *max {
+                max = &row.updated_at;
             }
-            ids.insert(row.id.clone());
+            ids.push(row.id.clone().into_owned());
         }
-        if max > token {
-            token = max;
+        if max > token.as_str() {
+            token = max.to_owned();
             skip = 0;
         } else {
             skip += page.len();
@@ -637,10 +681,12 @@ async fn pull_official(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<HashSet
 }
 
 /// Our client's pull (ARCHITECTURE.md "Incremental pull"): keyset paging on (`updatedAt`, `id`)
-/// with `$orderby=updatedAt,id`; done on a page shorter than `$top`.
-async fn pull_keyset(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<HashSet<String>, String> {
+/// with `$orderby=updatedAt,id`; done on a page shorter than `$top`. Returns how many rows it
+/// received, all distinct: every key must be greater than the one before it (a key out of
+/// order is an error), which proves it without keeping the ids.
+async fn pull_keyset(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<usize, String> {
     let mut after: Option<(String, String)> = None;
-    let mut ids = HashSet::new();
+    let mut received = 0;
     for _ in 0..pull_requests_max(ctx.data.rows.len()) {
         let mut pairs = Vec::with_capacity(4);
         if let Some((t, i)) = &after {
@@ -655,17 +701,29 @@ async fn pull_keyset(ctx: &Ctx, top: u32, tally: &mut Tally) -> Result<HashSet<S
         pairs.push(("$orderby", "updatedAt,id".into()));
         pairs.push(("$top", top.to_string()));
         pairs.push(("__includeDeleted", "true".into()));
-        let Ok(page) = tally.timed(list(ctx, &pairs)).await else {
-            return Ok(ids);
+        let Some((started, body)) = tally.fetched(ctx, &pairs).await else {
+            return Ok(received);
+        };
+        let Some(page) = tally.decoded(started, &body) else {
+            return Ok(received);
         };
         tally.rows += page.len() as u64;
-        if let Some(last) = page.last() {
-            after = Some((last.updated_at.clone(), last.id.clone()));
+        let mut previous = after.as_ref().map(|(t, i)| (t.as_str(), i.as_str()));
+        for row in &page {
+            let key = (&*row.updated_at, &*row.id);
+            if let Some(before) = previous.filter(|&before| key <= before) {
+                return Err(format!(
+                    "the keyset pull got the row {key:?} after {before:?}: out of order"
+                ));
+            }
+            previous = Some(key);
         }
-        let full = page.len() == top as usize;
-        ids.extend(page.into_iter().map(|row| row.id));
-        if !full {
-            return Ok(ids);
+        received += page.len();
+        if let Some(last) = page.last() {
+            after = Some((last.updated_at.to_string(), last.id.to_string()));
+        }
+        if page.len() != top as usize {
+            return Ok(received);
         }
     }
     Err(format!(
@@ -680,7 +738,7 @@ async fn insert(ctx: Arc<Ctx>, i: usize) -> Result<u64, String> {
         return Err(format!("no row {i} in the data set"));
     };
     let body = json!({ "id": row.id, "text": row.text, "complete": row.complete });
-    let request = ctx.http.post(&ctx.table_url).json(&body);
+    let request = ctx.http.post(&ctx.table_path).json(&body);
     let item = send_item(request, "POST").await?;
     ctx.set_version(i, version_of(&item)?);
     Ok(1)
@@ -691,7 +749,7 @@ async fn read(ctx: Arc<Ctx>, k: usize) -> Result<u64, String> {
     let Some(row) = ctx.data.reads.get(k).and_then(|&r| ctx.data.rows.get(r)) else {
         return Err(format!("no read {k} in the data set"));
     };
-    let request = ctx.http.get(format!("{}/{}", ctx.table_url, row.id));
+    let request = ctx.http.get(&format!("{}/{}", ctx.table_path, row.id));
     let item = send_item(request, "GET").await?;
     match item.get("id").and_then(Value::as_str) {
         Some(id) if id == row.id => Ok(1),
@@ -715,44 +773,50 @@ async fn update(ctx: Arc<Ctx>, k: usize) -> Result<u64, String> {
     };
     let if_match = HeaderValue::from_str(&format!("\"{version}\""))
         .map_err(|e| format!("version {version:?} is not a header value: {e}"))?;
-    let mut headers = HeaderMap::new();
-    headers.insert(IF_MATCH, if_match);
     // The new text keeps the row's `item <i>` prefix, so the query phase's startswith still
     // selects the same rows.
     let body = json!({ "text": format!("{} (edited {k})", row.text), "complete": complete });
     let request = ctx
         .http
-        .patch(format!("{}/{}", ctx.table_url, row.id))
-        .headers(headers)
+        .patch(&format!("{}/{}", ctx.table_path, row.id))
+        .header(IF_MATCH, if_match)
         .json(&body);
     let item = send_item(request, "PATCH").await?;
     ctx.set_version(r, version_of(&item)?);
     Ok(1)
 }
 
-/// `GET /tables/TodoItem?<pairs>`; the page's rows.
-async fn list(ctx: &Ctx, pairs: &[(&str, String)]) -> Result<Vec<RowKey>, String> {
-    list_at(&ctx.http, &ctx.table_url, pairs).await
+/// `GET <table_path>?<pairs>`; how many rows the page has (decoded as [`RowKey`]s).
+async fn list_len(
+    http: &BenchClient,
+    table_path: &str,
+    pairs: &[(&str, String)],
+) -> Result<usize, String> {
+    let body = list_body(http, table_path, pairs).await?;
+    decode_list(&body).map(|rows| rows.len())
 }
 
-/// `GET <table_url>?<pairs>`; the page's rows (their keys, [`RowKey`]).
-async fn list_at(
-    http: &reqwest::Client,
-    table_url: &str,
+/// `GET <table_path>?<pairs>`; the page's body, not yet decoded.
+async fn list_body(
+    http: &BenchClient,
+    table_path: &str,
     pairs: &[(&str, String)],
-) -> Result<Vec<RowKey>, String> {
-    let request = http.get(table_url).query(pairs);
-    let body = send_bytes(request, "GET list").await?;
-    decode_page(&body).map_err(|e| {
+) -> Result<Bytes, String> {
+    send_bytes(http.get(table_path).query(pairs), "GET list").await
+}
+
+/// A listed page's rows (their keys, [`RowKey`]), or why the body is none.
+fn decode_list(body: &[u8]) -> Result<Vec<RowKey<'_>>, String> {
+    decode_page(body).map_err(|e| {
         format!(
             "GET list answered no array of rows with string id and updatedAt ({e}): {}",
-            shorten(&String::from_utf8_lossy(&body))
+            shorten(&String::from_utf8_lossy(body))
         )
     })
 }
 
 /// Sends a single-item request and returns the item.
-async fn send_item(request: reqwest::RequestBuilder, what: &str) -> Result<Value, String> {
+async fn send_item(request: RequestBuilder, what: &str) -> Result<Value, String> {
     match send(request, what).await? {
         item @ Value::Object(_) => Ok(item),
         other => Err(format!(
@@ -763,7 +827,7 @@ async fn send_item(request: reqwest::RequestBuilder, what: &str) -> Result<Value
 }
 
 /// Sends `request` with the API version header; a 2xx JSON body or a descriptive error.
-async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Value, String> {
+async fn send(request: RequestBuilder, what: &str) -> Result<Value, String> {
     let body = send_bytes(request, what).await?;
     serde_json::from_slice(&body).map_err(|e| {
         format!(
@@ -774,20 +838,9 @@ async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Value, Str
 }
 
 /// Sends `request` with the API version header; a 2xx body or a descriptive error.
-async fn send_bytes(
-    request: reqwest::RequestBuilder,
-    what: &str,
-) -> Result<impl std::ops::Deref<Target = [u8]>, String> {
-    let response = request
-        .header(API_VERSION.0, API_VERSION.1)
-        .send()
-        .await
-        .map_err(|e| format!("{what}: {e}"))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| format!("{what}: reading the body: {e}"))?;
+async fn send_bytes(request: RequestBuilder, what: &str) -> Result<Bytes, String> {
+    let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+    let (status, body) = (response.status, response.body);
     if !status.is_success() {
         return Err(format!(
             "{what} answered {status}: {}",
