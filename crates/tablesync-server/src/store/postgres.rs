@@ -845,7 +845,7 @@ where
     // Prepared once per request: which columns, their JSON keys, their types.
     let encoder = PageEncoder::new(schema, select);
     let mut rows = bind_all(sqlx::query(&list.sql), &list.params).fetch(executor);
-    let mut page = EncodedPage::with_capacity(page_bytes_hint(top));
+    let mut page = EncodedPage::for_top(top);
     // How each column is read, from the result's own column types, looked up once (at the
     // first row), not per row.
     let mut wires: Vec<Wire> = Vec::new();
@@ -863,11 +863,6 @@ where
         })?;
     }
     Ok(page)
-}
-
-/// A first guess at a page's size, in bytes (about 250 bytes a row, at most 1 MB reserved).
-fn page_bytes_hint(top: u64) -> usize {
-    usize::try_from(top.min(4096)).unwrap_or(4096) * 256
 }
 
 /// PostgreSQL's epoch (2000-01-01T00:00:00Z) in Unix milliseconds: a binary `timestamptz` counts

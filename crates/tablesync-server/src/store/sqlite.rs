@@ -831,7 +831,7 @@ fn list_rows(
     let encoder = PageEncoder::new(schema, query.select.as_deref());
     // One read transaction so the count and the page see the same snapshot.
     let tx = ReadTx::begin(conn)?;
-    let mut items = EncodedPage::with_capacity(page_bytes_hint(query.top));
+    let mut items = EncodedPage::for_top(query.top);
     {
         // Cached: a client pulling page after page runs the same statement text every time.
         let mut stmt = tx.prepare_cached(&list.sql).map_err(classify)?;
@@ -897,11 +897,6 @@ impl Drop for ReadTx<'_> {
             let _ = exec_cached(self.conn, "ROLLBACK");
         }
     }
-}
-
-/// A first guess at a page's size, in bytes (about 250 bytes a row, at most 1 MB reserved).
-fn page_bytes_hint(top: u64) -> usize {
-    usize::try_from(top.min(4096)).unwrap_or(4096) * 256
 }
 
 /// The cell of a stored value of a column of type `ty`: what [`value_json`] makes of it,
