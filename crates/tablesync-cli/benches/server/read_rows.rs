@@ -221,9 +221,11 @@ pub fn limit(db: &Path, rows: usize, repeats: usize) -> anyhow::Result<Limit> {
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let select = r#"SELECT "id", "text", "complete", "createdAt", "updatedAt", "version", "deleted" FROM "TodoItem""#;
     let order = r#"ORDER BY "updatedAt" ASC, "id" ASC"#;
-    let mut first = conn.prepare(&format!("{select} {order} LIMIT ?1 OFFSET 0"))?;
+    // The LIMIT is a literal, as in our server's statement: a bound one makes SQLite plan the
+    // statement again at every page (`store::sql::list_sql`).
+    let mut first = conn.prepare(&format!("{select} {order} LIMIT {PAGE_ROWS} OFFSET ?1"))?;
     let mut next = conn.prepare(&format!(
-        r#"{select} WHERE (("updatedAt" >= ?1) AND (("updatedAt" > ?1) OR (("updatedAt" = ?1) AND ("id" > ?2)))) {order} LIMIT ?3 OFFSET 0"#
+        r#"{select} WHERE (("updatedAt" >= ?1) AND (("updatedAt" > ?1) OR (("updatedAt" = ?1) AND ("id" > ?2)))) {order} LIMIT {PAGE_ROWS} OFFSET ?3"#
     ))?;
     let mut latencies = Vec::new();
     let mut parses = Vec::new();
@@ -237,8 +239,8 @@ pub fn limit(db: &Path, rows: usize, repeats: usize) -> anyhow::Result<Limit> {
         loop {
             let t = Instant::now();
             let mut cursor = match &after {
-                None => first.query(rusqlite::params![PAGE_ROWS])?,
-                Some((at, id)) => next.query(rusqlite::params![at, id, PAGE_ROWS])?,
+                None => first.query(rusqlite::params![0])?,
+                Some((at, id)) => next.query(rusqlite::params![at, id, 0])?,
             };
             let mut page: Vec<u8> = Vec::with_capacity(PAGE_ROWS as usize * 256);
             page.push(b'[');

@@ -91,12 +91,14 @@ pub(crate) fn find_op(conn: &Connection, table: &str, item_id: &str) -> Result<O
     .pop())
 }
 
-/// Up to `limit` operations with a sequence greater than `after`, in push order.
+/// Up to `limit` operations with a sequence greater than `after`, in push order. The limit is
+/// a literal: SQLite plans a statement again whenever a bound LIMIT gets a new binding.
 fn next_ops(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Operation>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     collect_ops(
         conn,
-        &format!("SELECT {OP_COLUMNS} FROM \"__operations\" WHERE \"sequence\" > ?1 ORDER BY \"sequence\" LIMIT ?2"),
-        rusqlite::params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+        &format!("SELECT {OP_COLUMNS} FROM \"__operations\" WHERE \"sequence\" > ?1 ORDER BY \"sequence\" LIMIT {limit}"),
+        [after],
     )
 }
 

@@ -249,7 +249,8 @@ pub(super) fn get_row_sql(
 pub(super) struct ListSql {
     /// `SELECT … ORDER BY … LIMIT … OFFSET …`.
     pub sql: String,
-    /// The page query's parameters: the filter's, the order's, the owner, then LIMIT and OFFSET.
+    /// The page query's parameters: the filter's, the order's, the owner, then LIMIT (PostgreSQL
+    /// only; SQLite's is a literal) and OFFSET.
     pub params: Vec<SqlValue>,
     /// `SELECT COUNT(*) FROM … [WHERE …]`: every matching row (`$inlinecount`).
     pub count_sql: String,
@@ -321,15 +322,24 @@ pub(super) fn list_sql(
             dialect_ascending(dialect, "\"createdAt\"")
         ),
     };
-    let limit_index = params.len() + 1;
-    params.push(SqlValue::Int(i64::try_from(query.top).unwrap_or(i64::MAX)));
+    let top = i64::try_from(query.top).unwrap_or(i64::MAX);
+    let limit = match dialect {
+        // A literal, not a parameter: SQLite's planner reads a bound LIMIT's value, so every new
+        // binding of it expires the statement and each page parsed and planned its statement
+        // again (`sqlite3Reprepare` inside the first step). A client pages with one `$top`, so
+        // the statement cache still holds one statement per page shape.
+        Dialect::Sqlite => top.to_string(),
+        Dialect::Postgres => {
+            params.push(SqlValue::Int(top));
+            dialect_param(dialect, params.len(), Cast::BigInt)
+        }
+    };
     params.push(SqlValue::Int(i64::try_from(query.skip).unwrap_or(i64::MAX)));
+    let offset = dialect_param(dialect, params.len(), Cast::BigInt);
     let table = quote_ident(&schema.name);
     let sql = format!(
-        "SELECT {} FROM {table}{page_where} ORDER BY {order} LIMIT {} OFFSET {}",
+        "SELECT {} FROM {table}{page_where} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
         select_list(dialect, schema),
-        dialect_param(dialect, limit_index, Cast::BigInt),
-        dialect_param(dialect, limit_index + 1, Cast::BigInt)
     );
     ListSql {
         sql,
@@ -1079,11 +1089,11 @@ mod tests {
         assert_eq!(
             sqlite.sql,
             format!(
-                "SELECT {} FROM \"T\" WHERE \"deleted\" = 0 ORDER BY \"createdAt\" ASC, \"id\" ASC LIMIT ?1 OFFSET ?2",
+                "SELECT {} FROM \"T\" WHERE \"deleted\" = 0 ORDER BY \"createdAt\" ASC, \"id\" ASC LIMIT 10 OFFSET ?1",
                 sqlite_select()
             )
         );
-        assert_eq!(sqlite.params, vec![SqlValue::Int(10), SqlValue::Int(5)]);
+        assert_eq!(sqlite.params, vec![SqlValue::Int(5)]);
         assert_eq!(
             sqlite.count_sql,
             "SELECT COUNT(*) FROM \"T\" WHERE \"deleted\" = 0"
@@ -1152,7 +1162,7 @@ mod tests {
         assert_eq!(
             list_sql(Dialect::Sqlite, &schema(), &Scope::Shared, &by_id).sql,
             format!(
-                "SELECT {} FROM \"T\" ORDER BY \"id\" DESC LIMIT ?1 OFFSET ?2",
+                "SELECT {} FROM \"T\" ORDER BY \"id\" DESC LIMIT 10 OFFSET ?1",
                 sqlite_select()
             )
         );

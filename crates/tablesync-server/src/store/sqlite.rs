@@ -1354,6 +1354,40 @@ mod tests {
         (dir, store, table)
     }
 
+    #[test]
+    fn a_page_statement_is_planned_once_whatever_its_bindings() {
+        // SQLite re-plans a cached statement when a parameter the planner read (a bound
+        // LIMIT) gets a new binding: every page would parse and plan its statement again.
+        let (_dir, store, table) = store_with_row();
+        let page = |since: &str, skip: u64| ListQuery {
+            filter: Some(tablesync_protocol::odata::sql::SqlFragment {
+                sql: "\"updatedAt\" >= ?1".into(),
+                params: vec![SqlValue::Text(since.into())],
+            }),
+            order_by: Some(tablesync_protocol::odata::sql::SqlFragment {
+                sql: "\"updatedAt\" ASC".into(),
+                params: vec![],
+            }),
+            include_deleted: true,
+            skip,
+            top: 1000,
+            count: false,
+            select: None,
+        };
+        let mut conn = lock(&store.inner.readers[0]);
+        for (since, skip) in [("1970", 0), ("1970", 1), ("2000", 0), ("2100", 3)] {
+            let rows = list_rows(&mut conn, &table, &Scope::Shared, &page(since, skip)).unwrap();
+            assert_eq!(rows.items.rows(), usize::from(since != "2100" && skip == 0));
+        }
+        let sql = sql::list_sql(DIALECT, &table, &Scope::Shared, &page("1970", 0)).sql;
+        let stmt = conn.prepare_cached(&sql).unwrap();
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "{sql}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_by_id_waits_on_the_pool_when_every_reader_is_taken() {
         let (_dir, store, table) = store_with_row();
