@@ -1381,6 +1381,8 @@ mod tests {
         }
         let sql = sql::list_sql(DIALECT, &table, &Scope::Shared, &page("1970", 0)).sql;
         let stmt = conn.prepare_cached(&sql).unwrap();
+        // The cached statement the four pages ran (not a fresh one with nothing to count).
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 4, "{sql}");
         assert_eq!(
             stmt.get_status(rusqlite::StatementStatus::RePrepare),
             0,
